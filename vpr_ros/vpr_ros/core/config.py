@@ -1,0 +1,331 @@
+"""Configuration of the loop-closure pipeline.
+
+The frozen dataclasses below are the single source of defaults. The ROS node declares its
+parameters from them (``vpr_ros.nodes.params``) and ``config/loop_closure.yaml`` is loaded by
+:func:`load_config`, so YAML, ROS parameters and Python defaults cannot drift apart.
+
+Parameter names are dotted and mirror the nesting: ``detector.min_loop_gap_sec``,
+``verify.min_matches``. Units are in the names (``_sec``, ``_m``, ``_deg``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from vpr_ros.core.errors import ConfigError
+
+__all__ = [
+    "ModelConfig",
+    "KeyframeConfig",
+    "IndexConfig",
+    "VerifyConfig",
+    "DetectorConfig",
+    "MapConfig",
+    "Config",
+    "load_config",
+    "config_from_flat",
+    "config_to_flat",
+    "flat_field_specs",
+    "FieldSpec",
+]
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+DEVICES = ("cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+METRICS = ("inner_product",)
+VERIFY_METHODS = ("mnn", "mnn+fundamental", "global")
+
+
+def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not allowed; choose one of {', '.join(allowed)}")
+
+
+def _check_range(name: str, value: float, lo: float | None = None, hi: float | None = None) -> None:
+    if isinstance(value, float) and math.isnan(value):
+        raise ConfigError(f"{name} is NaN; give a number")
+    if lo is not None and value < lo:
+        raise ConfigError(f"{name}={value!r} is below its minimum {lo}; give a value >= {lo}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{name}={value!r} is above its maximum {hi}; give a value <= {hi}")
+
+
+def _meta(description: str, lo: float | None = None, hi: float | None = None,
+          choices: tuple[str, ...] | None = None) -> dict[str, Any]:
+    return {"description": description, "min": lo, "max": hi, "choices": choices}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Which descriptor model runs and how."""
+
+    preset: str = dataclasses.field(default="lite0-gem", metadata=_meta(
+        "Descriptor preset from the model registry (vpr-ros models lists them)."))
+    weights: str = dataclasses.field(default="", metadata=_meta(
+        "Local weights file; empty uses the preset's packaged or cached weights."))
+    backend: str = dataclasses.field(default="onnxruntime", metadata=_meta(
+        "Inference backend.", choices=BACKENDS))
+    device: str = dataclasses.field(default="cpu", metadata=_meta(
+        "Inference device.", choices=DEVICES))
+    precision: str = dataclasses.field(default="fp32", metadata=_meta(
+        "Numeric precision of the backend.", choices=PRECISIONS))
+    threads: int = dataclasses.field(default=1, metadata=_meta(
+        "CPU threads for inference; keep 1-2 beside a SLAM tracker.", lo=1, hi=256))
+
+    def __post_init__(self) -> None:
+        _check_choice("model.backend", self.backend, BACKENDS)
+        _check_choice("model.device", self.device, DEVICES)
+        _check_choice("model.precision", self.precision, PRECISIONS)
+        _check_range("model.threads", self.threads, 1, 256)
+        if not self.preset:
+            raise ConfigError("model.preset is empty; name a preset such as 'lite0-gem'")
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyframeConfig:
+    """When a camera frame becomes a keyframe (all enabled conditions must hold)."""
+
+    min_gap_sec: float = dataclasses.field(default=0.0, metadata=_meta(
+        "Minimum time since the last keyframe, seconds.", lo=0.0))
+    min_translation_m: float = dataclasses.field(default=0.0, metadata=_meta(
+        "Minimum travel since the last keyframe when odometry is given, metres (0 disables).", lo=0.0))
+    min_rotation_deg: float = dataclasses.field(default=0.0, metadata=_meta(
+        "Minimum rotation since the last keyframe when odometry is given, degrees (0 disables). "
+        "Travel OR rotation suffices when both are set.", lo=0.0, hi=180.0))
+    max_similarity: float = dataclasses.field(default=1.0, metadata=_meta(
+        "Novelty gate: a frame whose global cosine similarity to the last keyframe exceeds this is "
+        "skipped (1.0 disables).", lo=-1.0, hi=1.0))
+
+    def __post_init__(self) -> None:
+        _check_range("keyframes.min_gap_sec", self.min_gap_sec, 0.0)
+        _check_range("keyframes.min_translation_m", self.min_translation_m, 0.0)
+        _check_range("keyframes.min_rotation_deg", self.min_rotation_deg, 0.0, 180.0)
+        _check_range("keyframes.max_similarity", self.max_similarity, -1.0, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexConfig:
+    """The FAISS keyframe index."""
+
+    factory: str = dataclasses.field(default="Flat", metadata=_meta(
+        "FAISS index factory string, wrapped in IndexIDMap2 (e.g. Flat, HNSW32)."))
+    metric: str = dataclasses.field(default="inner_product", metadata=_meta(
+        "Similarity metric; inner product on L2-normalised descriptors is cosine.", choices=METRICS))
+    top_k: int = dataclasses.field(default=5, metadata=_meta(
+        "Global candidates retrieved per query and re-ranked by verification.", lo=1, hi=1000))
+
+    def __post_init__(self) -> None:
+        _check_choice("index.metric", self.metric, METRICS)
+        _check_range("index.top_k", self.top_k, 1, 1000)
+        if not self.factory.strip():
+            raise ConfigError("index.factory is empty; use a FAISS factory string such as 'Flat'")
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyConfig:
+    """Candidate verification by dense local features."""
+
+    method: str = dataclasses.field(default="mnn", metadata=_meta(
+        "Verification method.", choices=VERIFY_METHODS))
+    min_matches: int = dataclasses.field(default=80, metadata=_meta(
+        "Accept a candidate when its mutual-nearest-neighbour count reaches this.", lo=0))
+    min_global_similarity: float = dataclasses.field(default=0.0, metadata=_meta(
+        "Candidates below this global cosine similarity are not verified.", lo=-1.0, hi=1.0))
+    min_inliers: int = dataclasses.field(default=12, metadata=_meta(
+        "RANSAC inliers needed by mnn+fundamental.", lo=0))
+    ransac_threshold_px: float = dataclasses.field(default=2.0, metadata=_meta(
+        "Epipolar RANSAC threshold in local-feature grid cells for mnn+fundamental.", lo=0.0))
+    temporal_consistency: int = dataclasses.field(default=3, metadata=_meta(
+        "Consecutive query keyframes that must match nearby keyframes before a loop is published "
+        "(1 disables the check).", lo=1, hi=100))
+    consistency_window: int = dataclasses.field(default=3, metadata=_meta(
+        "Two consecutive matches agree when their match keyframe ids differ by at most this.", lo=0))
+
+    def __post_init__(self) -> None:
+        _check_choice("verify.method", self.method, VERIFY_METHODS)
+        _check_range("verify.min_matches", self.min_matches, 0)
+        _check_range("verify.min_global_similarity", self.min_global_similarity, -1.0, 1.0)
+        _check_range("verify.min_inliers", self.min_inliers, 0)
+        _check_range("verify.ransac_threshold_px", self.ransac_threshold_px, 0.0)
+        _check_range("verify.temporal_consistency", self.temporal_consistency, 1, 100)
+        _check_range("verify.consistency_window", self.consistency_window, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectorConfig:
+    """Identity of this stream and the temporal exclusion rule."""
+
+    robot_id: str = dataclasses.field(default="robot", metadata=_meta(
+        "Robot identifier written into every keyframe and loop closure."))
+    session_id: str = dataclasses.field(default="session", metadata=_meta(
+        "Mapping session identifier; keyframes of another session are never excluded."))
+    map_frame: str = dataclasses.field(default="map", metadata=_meta(
+        "frame_id of published loop closures."))
+    min_loop_gap_sec: float = dataclasses.field(default=20.0, metadata=_meta(
+        "A keyframe never matches keyframes of its own robot and session newer than this, seconds.",
+        lo=0.0))
+    exclude_last_n: int = dataclasses.field(default=0, metadata=_meta(
+        "Also exclude the last N keyframes of the own robot and session.", lo=0))
+
+    def __post_init__(self) -> None:
+        _check_range("detector.min_loop_gap_sec", self.min_loop_gap_sec, 0.0)
+        _check_range("detector.exclude_last_n", self.exclude_last_n, 0)
+        if not self.robot_id:
+            raise ConfigError("detector.robot_id is empty; give the robot a name")
+
+
+@dataclasses.dataclass(frozen=True)
+class MapConfig:
+    """Persistence of the keyframe map."""
+
+    load_path: str = dataclasses.field(default="", metadata=_meta(
+        "Map directory loaded at startup (empty: start with an empty map)."))
+    save_path: str = dataclasses.field(default="", metadata=_meta(
+        "Map directory written on save_map and at shutdown (empty: do not save)."))
+    store_local: bool = dataclasses.field(default=True, metadata=_meta(
+        "Keep dense local features of keyframes (needed for MNN verification against the map)."))
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The whole pipeline configuration."""
+
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    keyframes: KeyframeConfig = dataclasses.field(default_factory=KeyframeConfig)
+    index: IndexConfig = dataclasses.field(default_factory=IndexConfig)
+    verify: VerifyConfig = dataclasses.field(default_factory=VerifyConfig)
+    detector: DetectorConfig = dataclasses.field(default_factory=DetectorConfig)
+    map: MapConfig = dataclasses.field(default_factory=MapConfig)
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldSpec:
+    """One flat parameter: dotted name, Python type, default and documentation."""
+
+    name: str
+    type: type
+    default: Any
+    description: str
+    min: float | None
+    max: float | None
+    choices: tuple[str, ...] | None
+
+
+def flat_field_specs() -> list[FieldSpec]:
+    """All parameters as dotted names, in declaration order (used by the node and the YAML test)."""
+    specs = []
+    hints = typing.get_type_hints(Config)
+    for section in dataclasses.fields(Config):
+        cls = hints[section.name]
+        sub_hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            specs.append(FieldSpec(
+                name=f"{section.name}.{f.name}", type=sub_hints[f.name], default=f.default,
+                description=f.metadata.get("description", ""), min=f.metadata.get("min"),
+                max=f.metadata.get("max"), choices=f.metadata.get("choices")))
+    return specs
+
+
+def _coerce(spec: FieldSpec, value: Any) -> Any:
+    kind = spec.type
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{spec.name}={value!r} must be true or false")
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{spec.name}={value!r} must be an integer")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{spec.name}={value!r} must be a number")
+        return float(value)
+    if kind is str:
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise ConfigError(f"{spec.name}={value!r} must be a string")
+        return value
+    raise AssertionError(f"unsupported parameter type {kind}")  # pragma: no cover
+
+
+def config_from_flat(values: Mapping[str, Any], base: Config | None = None) -> Config:
+    """Build a :class:`Config` from dotted names (``{"index.top_k": 10}``) over ``base``.
+
+    Raises :class:`ConfigError` naming the key for unknown keys, wrong types and bad values.
+    """
+    base = base or Config()
+    specs = {s.name: s for s in flat_field_specs()}
+    unknown = sorted(set(values) - set(specs))
+    if unknown:
+        raise ConfigError(
+            f"unknown parameter(s) {', '.join(unknown)}; known parameters are: {', '.join(specs)}")
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        section, name = key.split(".", 1)
+        sections.setdefault(section, {})[name] = _coerce(specs[key], value)
+    replaced = {}
+    for section, changes in sections.items():
+        replaced[section] = dataclasses.replace(getattr(base, section), **changes)
+    return dataclasses.replace(base, **replaced)
+
+
+def config_to_flat(config: Config) -> dict[str, Any]:
+    """The inverse of :func:`config_from_flat`."""
+    return {s.name: getattr(getattr(config, s.name.split(".")[0]), s.name.split(".")[1])
+            for s in flat_field_specs()}
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def load_config(path: str | Path, node_name: str = "loop_closure_node",
+                overrides: Mapping[str, Any] | None = None) -> Config:
+    """Load a ROS 2 parameter file (``/**: ros__parameters: ...``) into a :class:`Config`.
+
+    Nested mappings and dotted keys are both accepted. Parameters under ``/**`` and under
+    ``node_name`` (with or without a leading slash) are merged, the node's own section winning.
+    ``overrides`` (dotted names) are applied last.
+    """
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}; check the path") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(document, Mapping):
+        raise ConfigError(f"config file {path} must hold a mapping like '/**: ros__parameters: ...'")
+    flat: dict[str, Any] = {}
+    matched = False
+    for section in ("/**", node_name, "/" + node_name.lstrip("/")):
+        body = document.get(section)
+        if body is None:
+            continue
+        if not isinstance(body, Mapping) or "ros__parameters" not in body:
+            raise ConfigError(f"config file {path}: section {section!r} has no 'ros__parameters' mapping")
+        flat.update(_flatten(body["ros__parameters"] or {}))
+        matched = True
+    if not matched:
+        raise ConfigError(
+            f"config file {path} has no '/**' or '{node_name}' section; wrap parameters in "
+            "'/**: ros__parameters:'")
+    flat.update(overrides or {})
+    try:
+        return config_from_flat(flat)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -1,0 +1,1 @@
+"""Evaluation: ground truth and loop-closure metrics."""

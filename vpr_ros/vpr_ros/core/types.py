@@ -1,0 +1,119 @@
+"""Plain data passed between the stages of the pipeline (numpy fields, shapes documented)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Frame", "Descriptors", "Keyframe", "Candidate", "Verification", "LoopClosure"]
+
+F32 = npt.NDArray[np.float32]
+
+
+@dataclasses.dataclass(frozen=True)
+class Frame:
+    """One camera frame entering the pipeline.
+
+    image: (H, W, 3) uint8 RGB. pose: optional (4, 4) float64 world_T_body from odometry.
+    """
+
+    stamp_ns: int
+    image: npt.NDArray[np.uint8]
+    pose: npt.NDArray[np.float64] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Descriptors:
+    """Model output for a batch of N images.
+
+    global_: (N, D) float32, L2-normalised rows.
+    local: (N, h, w, c) float32, L2-normalised per location, or None when the model has no local head.
+    """
+
+    global_: F32
+    local: F32 | None = None
+
+    def __len__(self) -> int:
+        return int(self.global_.shape[0])
+
+
+@dataclasses.dataclass
+class Keyframe:
+    """A keyframe stored in the map.
+
+    global_: (D,) float32, L2-normalised. local: (h, w, c) float32 or None.
+    pose: (4, 4) float64 world_T_body or None. id is unique within (robot_id, session_id) and
+    globally unique inside one index (the index assigns it).
+    """
+
+    id: int
+    stamp_ns: int
+    robot_id: str
+    session_id: str
+    global_: F32
+    local: F32 | None = None
+    pose: npt.NDArray[np.float64] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """A keyframe retrieved by global similarity for a query (rank is 0-based)."""
+
+    keyframe_id: int
+    similarity: float
+    rank: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Verification:
+    """Outcome of verifying one candidate.
+
+    score: the value compared against the accept threshold (MNN count, inliers or similarity).
+    matches0/matches1: (M, 2) int32 (row, col) grid coordinates of the MNN pairs in the query (0)
+    and candidate (1) local maps, kept only when asked for (debug images, geometric checks).
+    """
+
+    candidate: Candidate
+    local_matches: int
+    local_features: int
+    geometric_inliers: int
+    score: float
+    accepted: bool
+    method: str
+    matches0: npt.NDArray[np.int32] | None = None
+    matches1: npt.NDArray[np.int32] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopClosure:
+    """A verified loop closure: everything vpr_ros_msgs/LoopClosure carries, ROS-free.
+
+    relative_pose: (4, 4) float64 T_match_query or None; covariance: (6, 6) float64 or None.
+    """
+
+    query_id: int
+    query_stamp_ns: int
+    query_robot_id: str
+    query_session_id: str
+    match_id: int
+    match_stamp_ns: int
+    match_robot_id: str
+    match_session_id: str
+    global_similarity: float
+    retrieval_rank: int
+    verification_method: str
+    local_matches: int
+    local_features: int
+    geometric_inliers: int
+    score: float
+    consistent_keyframes: int
+    descriptor_model: str
+    descriptor_dim: int
+    relative_pose: npt.NDArray[np.float64] | None = None
+    covariance: npt.NDArray[np.float64] | None = None
+
+    @property
+    def relative_pose_valid(self) -> bool:
+        return self.relative_pose is not None

@@ -1,0 +1,1 @@
+"""Input/output without ROS: rosbag2 files through rosbags, message definitions."""

