@@ -59,7 +59,11 @@ class Keyframe:
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-    """A keyframe retrieved by global similarity for a query (rank is 0-based)."""
+    """A keyframe retrieved by global similarity for a query.
+
+    keyframe_id: the keyframe's key in the detector's map (its position; not the published id).
+    rank: 0-based rank by global similarity.
+    """
 
     keyframe_id: int
     similarity: float

@@ -1,0 +1,213 @@
+"""LoopClosureDetector: frame -> descriptors -> keyframe? -> search -> temporal mask -> verify -> loops.
+
+The detector owns the keyframe map (keyframes of any number of robots and sessions, e.g. a map of
+an earlier session loaded from disk) and the FAISS index over it. It never sees ROS types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from vpr_ros.core.config import Config
+from vpr_ros.core.errors import ConfigError, InputError, MapStoreError
+from vpr_ros.core.index import KeyframeIndex, l2_normalise
+from vpr_ros.core.keyframes import ConsistencyFilter, KeyframeSelector, is_excluded
+from vpr_ros.core.store import load_keyframes, save_keyframes
+from vpr_ros.core.types import Candidate, Descriptors, Frame, Keyframe, LoopClosure, Verification
+from vpr_ros.core.verification import Verifier
+
+__all__ = ["Extractor", "StepResult", "LoopClosureDetector"]
+
+logger = logging.getLogger(__name__)
+
+
+class Extractor(Protocol):
+    """What the detector needs from a descriptor model (``vpr_ros.models.load_model`` gives one)."""
+
+    model_id: str
+    global_dim: int
+
+    def extract(self, images: Sequence[npt.NDArray[np.uint8]]) -> Descriptors:
+        """(H, W, 3) uint8 RGB images -> Descriptors for the batch."""
+
+
+@dataclasses.dataclass
+class StepResult:
+    """What happened to one frame."""
+
+    stamp_ns: int
+    keyframe: Keyframe | None
+    skipped_reason: str | None
+    verifications: list[Verification]
+    loop_closures: list[LoopClosure]
+    timings_ms: dict[str, float]
+
+
+class LoopClosureDetector:
+    """Detects loop closures in a stream of frames of one robot and session (``config.detector``)."""
+
+    def __init__(self, config: Config, model: Extractor) -> None:
+        if not config.map.store_local and config.verify.method != "global":
+            raise ConfigError(f"verify.method={config.verify.method!r} compares dense local features of "
+                              "stored keyframes, so map.store_local must be true (or use 'global')")
+        self.config = config
+        self.model = model
+        self.model_id = model.model_id
+        self._selector = KeyframeSelector(config.keyframes)
+        self._verifier = Verifier(config.verify)
+        self._consistency = ConsistencyFilter(config.verify)
+        self.reset()
+
+    # -- map -------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget every keyframe (own and loaded) and the temporal state."""
+        self._keyframes: list[Keyframe] = []
+        self._index = KeyframeIndex(self.model.global_dim, self.config.index)
+        self._selector.reset()
+        self._consistency.reset()
+        self._next_id = 0
+        self._last_stamp_ns: int | None = None
+        self._own_keys: list[int] = []
+
+    @property
+    def num_keyframes(self) -> int:
+        return len(self._keyframes)
+
+    @property
+    def keyframes(self) -> Sequence[Keyframe]:
+        return tuple(self._keyframes)
+
+    def keyframe(self, key: int) -> Keyframe:
+        """Keyframe by its map key (position in the map; equals ``id`` for a single stream)."""
+        return self._keyframes[key]
+
+    def save_map(self, path: str | Path) -> int:
+        """Save every keyframe of the map to ``path``; returns the keyframe count."""
+        save_keyframes(path, self._keyframes, self.model_id, self.model.global_dim,
+                       index_writer=self._index.save)
+        logger.info("saved %d keyframes to %s", len(self._keyframes), path)
+        return len(self._keyframes)
+
+    def load_map(self, path: str | Path) -> int:
+        """Add the keyframes saved at ``path``; returns how many. On error the map is unchanged."""
+        _, loaded = load_keyframes(path, self.model_id, load_local=self.config.map.store_local)
+        if loaded and loaded[0].global_.shape[0] != self.model.global_dim:
+            raise MapStoreError(f"map {path} holds {loaded[0].global_.shape[0]}-d descriptors, the "
+                                f"model gives {self.model.global_dim}-d")
+        start = len(self._keyframes)
+        keys = np.arange(start, start + len(loaded))
+        if loaded:
+            self._index.add(keys, np.stack([k.global_ for k in loaded]))
+        self._keyframes.extend(loaded)
+        own = [k for k, kf in zip(keys, loaded) if self._is_own(kf)]
+        if own:
+            # Continuing a saved session: new keyframe ids follow the saved ones.
+            self._own_keys.extend(int(k) for k in own)
+            self._next_id = max(self._next_id, max(self._keyframes[k].id for k in own) + 1)
+        logger.info("loaded %d keyframes from %s", len(loaded), path)
+        return len(loaded)
+
+    def _is_own(self, kf: Keyframe) -> bool:
+        det = self.config.detector
+        return kf.robot_id == det.robot_id and kf.session_id == det.session_id
+
+    # -- processing ------------------------------------------------------------------------
+    def process(self, frame: Frame) -> StepResult:
+        """Run the whole pipeline on one camera frame."""
+        if frame.image is None or frame.image.size == 0:
+            raise InputError("frame image is empty; the camera sent a zero-size image")
+        t0 = time.perf_counter()
+        desc = self.model.extract([frame.image])
+        extract_ms = (time.perf_counter() - t0) * 1e3
+        local = None if desc.local is None else desc.local[0]
+        result = self.process_descriptors(frame.stamp_ns, desc.global_[0], local, frame.pose)
+        result.timings_ms["extract"] = extract_ms
+        result.timings_ms["total"] += extract_ms
+        return result
+
+    def process_descriptors(self, stamp_ns: int, global_: npt.ArrayLike, local: npt.ArrayLike | None,
+                            pose: npt.ArrayLike | None = None) -> StepResult:
+        """Run selection, retrieval and verification on precomputed descriptors of one frame.
+
+        global_: (D,) float32; local: (h, w, c) float32 or None; pose: (4, 4) world_T_body or None.
+        """
+        t0 = time.perf_counter()
+        stamp_ns = int(stamp_ns)
+        if self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
+            raise InputError(f"frame stamp {stamp_ns} ns is older than the previous frame "
+                             f"({self._last_stamp_ns} ns); time went backwards — reset the detector "
+                             "after a bag loop or clock jump")
+        g = l2_normalise(global_)[0]
+        pose_arr = None
+        if pose is not None:
+            pose_arr = np.asarray(pose, np.float64)
+            if pose_arr.shape != (4, 4) or not np.all(np.isfinite(pose_arr)):
+                raise InputError("pose must be a finite (4, 4) matrix; the odometry contained NaN or inf")
+        self._last_stamp_ns = stamp_ns
+        timings = {"extract": 0.0, "select": 0.0, "search": 0.0, "verify": 0.0}
+        reason = self._selector.check(stamp_ns, g, pose_arr)
+        timings["select"] = (time.perf_counter() - t0) * 1e3
+        if reason is not None:
+            timings["total"] = timings["select"]
+            return StepResult(stamp_ns, None, reason, [], [], timings)
+        det = self.config.detector
+        local_arr = None if local is None else np.ascontiguousarray(local, np.float32)
+        kf = Keyframe(id=self._next_id, stamp_ns=stamp_ns, robot_id=det.robot_id,
+                      session_id=det.session_id, global_=g,
+                      local=local_arr if self.config.map.store_local else None, pose=pose_arr)
+
+        t1 = time.perf_counter()
+        exclude = {k for k in self._own_keys[-self._exclusion_span(kf):] if is_excluded(kf, self._keyframes[k], det)}
+        keys, sims = self._index.search(g, self.config.index.top_k, exclude)
+        t2 = time.perf_counter()
+        verifications = [
+            self._verifier.verify(local_arr, Candidate(int(key), float(sim), rank), self._keyframes[key].local)
+            for rank, (key, sim) in enumerate(zip(keys, sims))]
+        verifications.sort(key=lambda v: (-v.score, v.candidate.rank))
+        t3 = time.perf_counter()
+
+        best = next((v for v in verifications if v.accepted), None)
+        match = None if best is None else self._keyframes[best.candidate.keyframe_id]
+        streak = self._consistency.update(kf.id, match)
+        loops = []
+        if best is not None and streak >= self.config.verify.temporal_consistency:
+            loops.append(self._loop(kf, match, best, streak))
+
+        key = len(self._keyframes)
+        self._keyframes.append(kf)
+        self._own_keys.append(key)
+        self._index.add([key], g[None])
+        self._selector.accept(kf)
+        self._next_id += 1
+        timings["search"] = (t2 - t1) * 1e3
+        timings["verify"] = (t3 - t2) * 1e3
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        return StepResult(stamp_ns, kf, None, verifications, loops, timings)
+
+    def _exclusion_span(self, kf: Keyframe) -> int:
+        """How many of the newest own keyframes can possibly be excluded (bounds the mask's cost)."""
+        gap_ns = self.config.detector.min_loop_gap_sec * 1e9
+        n = 0
+        for key in reversed(self._own_keys):
+            if kf.stamp_ns - self._keyframes[key].stamp_ns >= gap_ns and n >= self.config.detector.exclude_last_n:
+                break
+            n += 1
+        return n
+
+    def _loop(self, kf: Keyframe, match: Keyframe, v: Verification, streak: int) -> LoopClosure:
+        return LoopClosure(
+            query_id=kf.id, query_stamp_ns=kf.stamp_ns, query_robot_id=kf.robot_id,
+            query_session_id=kf.session_id, match_id=match.id, match_stamp_ns=match.stamp_ns,
+            match_robot_id=match.robot_id, match_session_id=match.session_id,
+            global_similarity=v.candidate.similarity, retrieval_rank=v.candidate.rank,
+            verification_method=v.method, local_matches=v.local_matches,
+            local_features=v.local_features, geometric_inliers=v.geometric_inliers, score=v.score,
+            consistent_keyframes=streak, descriptor_model=self.model_id,
+            descriptor_dim=self.model.global_dim)

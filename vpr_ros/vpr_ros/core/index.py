@@ -1,0 +1,120 @@
+"""Incremental FAISS keyframe index over L2-normalised global descriptors.
+
+The metric is inner product on unit vectors, i.e. cosine similarity; ranking by it equals ranking
+by L2 distance. Vectors are stored under caller-chosen int64 keys (``IndexIDMap2``), so keys stay
+stable when maps are merged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Collection
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+
+from vpr_ros.core.config import IndexConfig
+from vpr_ros.core.errors import ConfigError, InputError, MapStoreError
+
+__all__ = ["KeyframeIndex", "l2_normalise"]
+
+
+def l2_normalise(x: npt.ArrayLike, name: str = "descriptor") -> npt.NDArray[np.float32]:
+    """Return (N, D) float32 rows scaled to unit L2 norm; raises InputError on NaN/inf/zero rows."""
+    arr = np.asarray(x, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr[None]
+    if arr.ndim != 2:
+        raise InputError(f"{name} must be (N, D) or (D,), got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise InputError(f"{name} contains NaN or inf; check the model output")
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    if np.any(norms == 0):
+        raise InputError(f"{name} has an all-zero row and cannot be normalised")
+    return np.ascontiguousarray(arr / norms, dtype=np.float32)
+
+
+class KeyframeIndex:
+    """FAISS index of global descriptors with incremental add and top-K search.
+
+    Built from a factory string (``IndexConfig.factory``, default exact ``Flat``) with
+    ``METRIC_INNER_PRODUCT`` and wrapped in ``IndexIDMap2``.
+    """
+
+    def __init__(self, dim: int, config: IndexConfig | None = None) -> None:
+        self.config = config or IndexConfig()
+        self.dim = int(dim)
+        try:
+            base = faiss.index_factory(self.dim, self.config.factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as exc:
+            raise ConfigError(
+                f"index.factory={self.config.factory!r} is not a valid FAISS factory string for "
+                f"dimension {self.dim} ({str(exc).splitlines()[-1] if str(exc) else exc}); try 'Flat' or 'HNSW32'"
+            ) from None
+        if not base.is_trained:
+            raise ConfigError(
+                f"index.factory={self.config.factory!r} needs training, which an incremental keyframe "
+                "index cannot do; use 'Flat' or 'HNSW32'")
+        self._index = faiss.IndexIDMap2(base)
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    def add(self, keys: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
+        """Add (N,) int64 keys with (N, D) descriptors (normalised here)."""
+        keys_arr = np.ascontiguousarray(np.atleast_1d(np.asarray(keys, dtype=np.int64)))
+        vecs = l2_normalise(vectors)
+        if vecs.shape != (len(keys_arr), self.dim):
+            raise InputError(
+                f"descriptors have shape {vecs.shape}, expected ({len(keys_arr)}, {self.dim}); "
+                "the model and the index disagree on the descriptor dimension")
+        self._index.add_with_ids(vecs, keys_arr)
+
+    def search(self, query: npt.ArrayLike, k: int,
+               exclude: Collection[int] = ()) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Top-``k`` keys and cosine similarities for one query, skipping keys in ``exclude``.
+
+        Returns keys (M,) int64 and similarities (M,) float32, best first, M <= k.
+        """
+        xq = l2_normalise(query, "query descriptor")
+        if xq.shape != (1, self.dim):
+            raise InputError(f"query descriptor has shape {xq.shape}, expected (1, {self.dim})")
+        if len(self) == 0 or k <= 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        # Excluded keys can occupy at most len(exclude) of the slots, so ask for that many more.
+        k_search = min(len(self), k + len(exclude))
+        D, I = self._index.search(xq, k_search)
+        keep = [(i, d) for i, d in zip(I[0], D[0]) if i >= 0 and int(i) not in exclude][:k]
+        if not keep:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        I_out, D_out = zip(*keep)
+        return np.asarray(I_out, np.int64), np.asarray(D_out, np.float32)
+
+    def reconstruct(self, key: int) -> npt.NDArray[np.float32]:
+        """The stored (D,) descriptor of ``key``."""
+        return self._index.reconstruct(int(key))
+
+    def reset(self) -> None:
+        self._index.reset()
+
+    def save(self, path: str | Path) -> None:
+        faiss.write_index(self._index, str(path))
+
+    @classmethod
+    def load(cls, path: str | Path, config: IndexConfig | None = None) -> "KeyframeIndex":
+        """Read an index written by :meth:`save`; raises MapStoreError when unreadable."""
+        try:
+            raw = faiss.read_index(str(path))
+        except RuntimeError as exc:
+            raise MapStoreError(f"cannot read FAISS index {path}: {exc}; the map is damaged, "
+                                "re-create it or load another map") from None
+        if not isinstance(raw, faiss.IndexIDMap2):
+            raw = faiss.downcast_index(raw)
+        if raw.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise MapStoreError(f"FAISS index {path} does not use inner product; it was not written by vpr_ros")
+        self = cls.__new__(cls)
+        self.config = config or IndexConfig()
+        self.dim = int(raw.d)
+        self._index = raw
+        return self
