@@ -193,7 +193,7 @@ class LoopClosureDetector:
 
     def _exclusion_span(self, kf: Keyframe) -> int:
         """How many of the newest own keyframes can possibly be excluded (bounds the mask's cost)."""
-        gap_ns = self.config.detector.min_loop_gap_sec * 1e9
+        gap_ns = round(self.config.detector.min_loop_gap_sec * 1e9)
         n = 0
         for key in reversed(self._own_keys):
             if kf.stamp_ns - self._keyframes[key].stamp_ns >= gap_ns and n >= self.config.detector.exclude_last_n:

@@ -68,7 +68,7 @@ def is_excluded(query: Keyframe, other: Keyframe, config: DetectorConfig) -> boo
     """
     if other.robot_id != query.robot_id or other.session_id != query.session_id:
         return False
-    if other.stamp_ns > query.stamp_ns - config.min_loop_gap_sec * NS:
+    if query.stamp_ns - other.stamp_ns < round(config.min_loop_gap_sec * NS):
         return True
     return query.id - other.id <= config.exclude_last_n
 
