@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One-step set-up on a fresh machine: a Python 3.11 virtual environment with the pinned stack
+# (CPU torch, FAISS, ONNX Runtime, OpenCV, rosbags, ROS 2 Jazzy wheels), vpr_ros installed
+# editable, and vpr_ros_msgs built with the real rosidl pipeline into the venv prefix.
+# Idempotent: a stamp of the requirement files skips work already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VPR_ROS_VENV:-.venv}
+PY=${PYTHON:-python3.11}
+
+if ! command -v "$PY" >/dev/null; then
+  echo "setup: $PY not found; install Python 3.11 (the ROS 2 Jazzy wheels are built for cp311)" >&2
+  exit 1
+fi
+missing=()
+for tool in cmake g++ unshare ip; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq cmake g++ util-linux iproute2 >/dev/null
+  else
+    echo "setup: missing ${missing[*]}; install cmake, g++, util-linux and iproute2" >&2
+    exit 1
+  fi
+fi
+
+stamp="$VENV/.vpr_ros_setup"
+want=$(cat requirements/*.txt vpr_ros/setup.py | sha256sum | cut -c1-16)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+    -r requirements/base.txt -r requirements/ros.txt -r requirements/test.txt
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e ./vpr_ros
+  echo "$want" > "$stamp"
+fi
+bash scripts/build_msgs.sh "$VENV"
+echo "setup: ready ($VENV)"

@@ -1,0 +1,26 @@
+"""``vpr-ros bench pipeline|models|node``: speed and memory benchmarks (never timed tests)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# target -> (module, arguments function, run function)
+TARGETS = {
+    "pipeline": ("vpr_ros.cli.bench_pipeline", "add_arguments", "run_pipeline_bench",
+                 "per-stage latency of the detector on the demo bag"),
+    "models": ("vpr_ros.cli.bench_models", "add_arguments", "run_models_bench",
+               "SelaVPR/CricaVPR backends side by side against the eager fp32 forward"),
+    "node": ("vpr_ros.cli.bench_node", "add_arguments", "run_node_bench",
+             "ROS node overhead and image-to-LoopClosure latency (needs the ROS 2 wheels)"),
+}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("bench", help="benchmarks (latency, speed-ups)")
+    targets = parser.add_subparsers(dest="target", required=True, metavar="TARGET")
+    for name, (module, add_args, run, help_text) in TARGETS.items():
+        sub = targets.add_parser(name, help=help_text)
+        mod = importlib.import_module(module)
+        getattr(mod, add_args)(sub)
+        sub.set_defaults(func=getattr(mod, run))
