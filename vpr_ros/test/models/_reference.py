@@ -1,0 +1,42 @@
+"""Helpers shared by the SelaVPR/CricaVPR tests: manifests and the ONNX-vs-torch comparison."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference"
+
+
+def manifest(name: str) -> list[tuple[str, str, str]]:
+    """(key without ``module.``, shape like '1x1370x1024' or 'scalar', dtype) of an official checkpoint."""
+    rows = []
+    for line in (REFERENCE / f"{name}_checkpoint_keys.tsv").read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        key, shape, dtype = line.split("\t")
+        assert key.startswith("module.")
+        rows.append((key[len("module."):], shape, dtype))
+    return rows
+
+
+def state_manifest(module: torch.nn.Module) -> list[tuple[str, str, str]]:
+    return [(k, "x".join(map(str, v.shape)) or "scalar", str(v.dtype).replace("torch.", ""))
+            for k, v in module.state_dict().items()]
+
+
+def onnx_outputs(module: torch.nn.Module, x: torch.Tensor) -> list[np.ndarray]:
+    """Export ``module`` with a dynamic batch (traced at batch 1) and run ``x`` through ONNX Runtime."""
+    import onnxruntime as ort
+
+    from vpr_ros.models.backends.tensorrt_backend import export_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = export_onnx(module, Path(tmp) / "m.onnx", tuple(x.shape[-2:]))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        return session.run(None, {"image": x.numpy()})

@@ -1,0 +1,130 @@
+"""Read the official SelaVPR / CricaVPR checkpoint files and load them strictly into our modules.
+
+Accepted as published: a dict holding ``model_state_dict`` (the training scripts' format) or a bare state
+dict; keys with or without the ``module.`` prefix that ``nn.DataParallel`` adds; SelaVPR's older
+top-level ``upconv`` / ``upconv2`` names for the local head (renamed ``LocalAdapt.upconv1/2`` upstream).
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from vpr_ros.core.errors import ModelLoadError
+
+__all__ = ["read_state_dict", "normalise_keys", "guess_preset", "load_into", "MAX_LISTED"]
+
+log = logging.getLogger(__name__)
+
+#: How many offending keys an error message lists per category.
+MAX_LISTED = 8
+
+_LEGACY_PREFIXES = {"upconv.": "LocalAdapt.upconv1.", "upconv2.": "LocalAdapt.upconv2."}
+
+
+def _numpy_safe_globals() -> list[object]:
+    # Training checkpoints also pickle `recalls` (a float64 ndarray) and `best_r5` (a float64 scalar);
+    # allowing exactly these numpy reconstructors keeps weights_only=True (no arbitrary code) working.
+    # Files written under numpy 1.x name them numpy.core.*, under numpy 2.x numpy._core.*.
+    from numpy._core import multiarray
+
+    out: list[object] = [np.ndarray, np.dtype, np.dtypes.Float64DType]
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        out.append((multiarray._reconstruct, f"{module}._reconstruct"))
+        out.append((multiarray.scalar, f"{module}.scalar"))
+    return out
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else type(exc).__name__
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read an official checkpoint file into a state dict with our key names (CPU tensors).
+
+    Raises:
+        ModelLoadError: missing/unreadable file, a file that needs unsafe unpickling, or no tensors.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelLoadError(f"checkpoint {path} does not exist; download it with `vpr-ros weights download`"
+                             " or point model.weights at the file")
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelLoadError(f"cannot read checkpoint {path} with weights_only=True: "
+                             f"{_first_line(exc)}; it is not an official SelaVPR/CricaVPR file") from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise ModelLoadError(f"cannot read checkpoint {path}: {_first_line(exc)}; "
+                             "check the file is a complete, official PyTorch .pth") from exc
+    if isinstance(obj, Mapping) and "model_state_dict" in obj:
+        obj = obj["model_state_dict"]
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelLoadError(f"checkpoint {path} holds no state dict (expected a dict of tensors or "
+                             "a dict with 'model_state_dict')")
+    return normalise_keys(obj)
+
+
+def normalise_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip ``module.`` prefixes and map SelaVPR's legacy local-head names to ``LocalAdapt.*``."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        while key.startswith("module."):
+            key = key[len("module."):]
+        for old, new in _LEGACY_PREFIXES.items():
+            if key.startswith(old):
+                key = new + key[len(old):]
+        out[key] = value
+    return out
+
+
+def guess_preset(state: Mapping[str, torch.Tensor]) -> str | None:
+    """Which preset a (normalised) state dict looks like, from its distinctive keys and widths."""
+    if "encoder.layers.0.self_attn.in_proj_weight" in state:
+        return "cricavpr"
+    if "LocalAdapt.upconv1.weight" in state:
+        return "selavpr-reg4" if "backbone.register_tokens" in state else "selavpr"
+    if "blocks.0.attn.qkv.weight" in state or "backbone.blocks.0.attn.qkv.weight" in state:
+        return "none (a plain DINOv2 backbone, not a SelaVPR/CricaVPR model)"
+    return None
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "x".join(map(str, t.shape)) or "scalar"
+
+
+def load_into(module: nn.Module, path: str | Path) -> None:
+    """Read ``path`` and load it into ``module`` with ``strict=True`` semantics.
+
+    Raises:
+        ModelLoadError: listing the first missing, unexpected and mis-shaped keys, and which preset
+            the file would fit.
+    """
+    state = read_state_dict(path)
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    misshaped = [f"{k} (file {_shape(state[k])}, model {_shape(expected[k])})"
+                 for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or misshaped:
+        found = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+            if keys:
+                more = f" (+{len(keys) - MAX_LISTED} more)" if len(keys) > MAX_LISTED else ""
+                found.append(f"{len(keys)} {label}: {', '.join(keys[:MAX_LISTED])}{more}")
+        fits = guess_preset(state)
+        parts = [f"checkpoint {path} does not fit {type(module).__name__} ({'; '.join(found)})",
+                 f"the file looks like preset: {fits}" if fits else "the file matches no known preset",
+                 "choose the matching preset (model.preset) and do not shrink it with overrides"]
+        raise ModelLoadError("; ".join(parts))
+    module.load_state_dict(state, strict=True)
+    log.info("loaded %d tensors from %s into %s", len(state), path, type(module).__name__)
