@@ -1,0 +1,57 @@
+"""``vpr-ros bench pipeline``: per-stage latency of the detector on the demo (Corridor) bags.
+
+Runs the multi-session demo flow (session 1 maps the reference traversal, session 2 loads that map
+and queries it) and prints p50/p95/mean per stage, after dropping warm-up frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+from pathlib import Path
+
+from vpr_ros.cli.demo import IMAGE_TOPIC, _with, build_demo_bags
+from vpr_ros.cli.replay import build_config, load_extractor, parse_overrides
+from vpr_ros.cli.session import replay_bag
+from vpr_ros.core.detector import LoopClosureDetector
+from vpr_ros.core.eval.metrics import latency_stats
+
+__all__ = ["add_arguments", "run_pipeline_bench"]
+
+STAGES = ("extract", "select", "search", "verify", "total")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="ROS 2 parameter YAML (like config/loop_closure.yaml)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="frames per traversal (default: all 111)")
+    parser.add_argument("--warmup", type=int, default=5, help="frames of session 1 not timed")
+
+
+def run_pipeline_bench(args: argparse.Namespace) -> int:
+    config = build_config(args.config, parse_overrides(args.set))
+    model = load_extractor(config)
+    with tempfile.TemporaryDirectory(prefix="vpr_ros_bench_") as tmp:
+        bags = build_demo_bags(Path(tmp) / "bags", count=args.frames)
+        session1 = LoopClosureDetector(_with(config, **{"detector.session_id": "session1"}), model)
+        r1 = replay_bag(session1, bags.session1, IMAGE_TOPIC)
+        session1.save_map(Path(tmp) / "map")
+        session2 = LoopClosureDetector(_with(config, **{"detector.session_id": "session2"}), model)
+        session2.load_map(Path(tmp) / "map")
+        r2 = replay_bag(session2, bags.session2, IMAGE_TOPIC)
+    samples = {stage: r1.timings_ms.get(stage, [])[args.warmup:] + r2.timings_ms.get(stage, [])
+               for stage in STAGES}
+    stats = latency_stats(samples)
+    print(f"pipeline latency, model {model.model_id} (backend {config.model.backend}, "
+          f"{config.model.threads} thread(s)), {platform.processor() or platform.machine()}")
+    print(f"frames timed: {len(samples['total'])} (session 1 after {args.warmup} warm-up frames, then "
+          f"session 2 against a {session2.num_keyframes - len(r2.outcomes)}-keyframe map)")
+    print(f"{'stage':<10}{'p50 ms':>10}{'p95 ms':>10}{'mean ms':>10}")
+    for stage in STAGES:
+        if stage in stats:
+            s = stats[stage]
+            print(f"{stage:<10}{s['p50']:>10.2f}{s['p95']:>10.2f}{s['mean']:>10.2f}")
+    print(f"loop closures in session 2: {len(r2.loop_closures)}")
+    return 0

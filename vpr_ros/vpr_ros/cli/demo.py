@@ -1,0 +1,182 @@
+"""``vpr-ros demo``: multi-session loop closure on the embedded Corridor dataset, end to end.
+
+Builds real rosbag2 (mcap) bags from the two Corridor traversals, replays the reference traversal as
+mapping session 1 (map saved), then the query traversal as session 2 that loads session 1's map and
+closes loops against it, and evaluates against the VPR-Bench ground truth. ``--single-session``
+replays both traversals as one stream instead (appearance alone then reports aliased places).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from vpr_ros.cli.replay import build_config, load_extractor, parse_overrides, summary
+from vpr_ros.cli.report import write_report
+from vpr_ros.cli.session import load_frame_index, replay_bag, save_frame_index
+from vpr_ros.core.config import Config, config_from_flat, config_to_flat
+from vpr_ros.core.detector import Extractor, LoopClosureDetector
+from vpr_ros.core.errors import BagError, InputError
+from vpr_ros.core.eval.groundtruth import Exclusion, IndexGroundTruth, load_vprbench_gt
+from vpr_ros.core.types import Frame
+from vpr_ros.io.bag_writer import write_image_bag
+
+__all__ = ["add_parser", "run", "run_demo", "corridor_frames", "build_demo_bags", "DemoBags",
+           "IMAGE_TOPIC", "T0_NS", "PERIOD_NS", "SESSION2_OFFSET_NS", "SINGLE_SESSION_GAP_SEC"]
+
+IMAGE_TOPIC = "/camera/image_raw"
+NS = 1_000_000_000
+T0_NS = 1_700_000_000 * NS      # an arbitrary wall-clock start
+PERIOD_NS = NS // 10            # 10 Hz camera
+SESSION2_OFFSET_NS = 3600 * NS  # session 2 is recorded an hour after session 1
+# In one stream the second pass comes right after the first (11.1 s later at 10 Hz); an exclusion
+# window shorter than that lets the revisit match the first pass (and aliased places of the same pass).
+SINGLE_SESSION_GAP_SEC = 5.0
+
+
+def corridor_dir() -> Path:
+    """The embedded Corridor dataset (query/, ref/, ground_truth_new.npy)."""
+    return Path(str(resources.files("vpr_ros").joinpath("data", "corridor")))
+
+
+def corridor_frames(split: str, count: int | None = None) -> list[npt.NDArray[np.uint8]]:
+    """(120, 160, 3) uint8 RGB frames of traversal ``split`` ("ref" or "query"), in order."""
+    files = sorted((corridor_dir() / split).glob("*.jpg"))[:count]
+    if not files:
+        raise InputError(f"no Corridor frames in {corridor_dir() / split}; reinstall vpr_ros")
+    frames = []
+    for f in files:
+        bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise InputError(f"cannot read {f}; reinstall vpr_ros")
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    return frames
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoBags:
+    """Bags of the demo: session 1 (ref) and 2 (query), or one stream (ref then query)."""
+
+    session1: Path | None
+    session2: Path | None
+    single: Path | None
+    num_ref: int
+
+
+def build_demo_bags(bag_dir: str | Path, single_session: bool = False, count: int | None = None,
+                    storage: str = "mcap") -> DemoBags:
+    """Write the Corridor traversals as rosbag2 ``sensor_msgs/Image`` (rgb8) bags at 10 Hz.
+
+    Session 2 starts :data:`SESSION2_OFFSET_NS` after session 1; the single stream is continuous.
+    """
+    bag_dir = Path(bag_dir)
+    ref, query = corridor_frames("ref", count), corridor_frames("query", count)
+    if single_session:
+        frames = [Frame(T0_NS + i * PERIOD_NS, im) for i, im in enumerate(ref + query)]
+        return DemoBags(None, None, write_image_bag(bag_dir / "single_stream", frames, IMAGE_TOPIC,
+                                                    storage=storage), len(ref))
+    s1 = [Frame(T0_NS + i * PERIOD_NS, im) for i, im in enumerate(ref)]
+    s2 = [Frame(T0_NS + SESSION2_OFFSET_NS + i * PERIOD_NS, im) for i, im in enumerate(query)]
+    return DemoBags(write_image_bag(bag_dir / "session1_ref", s1, IMAGE_TOPIC, storage=storage),
+                    write_image_bag(bag_dir / "session2_query", s2, IMAGE_TOPIC, storage=storage),
+                    None, len(ref))
+
+
+def _with(config: Config, **flat: Any) -> Config:
+    return config_from_flat({**config_to_flat(config), **flat})
+
+
+def run_demo(out: str | Path, config: Config, model: Extractor, *, single_session: bool = False,
+             count: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run the demo into ``out``; returns the evaluation metrics (also in ``out/.../metrics.json``)."""
+    out = Path(out)
+    if (out / "bags").exists():
+        raise BagError(f"{out} already holds a demo run; choose another --out or delete {out / 'bags'}")
+    pairs = load_vprbench_gt(corridor_dir() / "ground_truth_new.npy")
+    bags = build_demo_bags(out / "bags", single_session, count)
+    if single_session:
+        detector = LoopClosureDetector(config, model)
+        result = replay_bag(detector, bags.single, IMAGE_TOPIC, progress=progress)
+        det = config.detector
+        gt = IndexGroundTruth(pairs, query_offset=bags.num_ref,
+                              exclusion=Exclusion(det.min_loop_gap_sec, det.exclude_last_n))
+        report_dir = out / "single_session"
+    else:
+        session1 = LoopClosureDetector(_with(config, **{"detector.session_id": "session1"}), model)
+        result1 = replay_bag(session1, bags.session1, IMAGE_TOPIC, progress=progress)
+        session1.save_map(out / "map_session1")
+        save_frame_index(out / "map_session1", result1.records)
+        session2 = LoopClosureDetector(_with(config, **{"detector.session_id": "session2"}), model)
+        session2.load_map(out / "map_session1")
+        result = replay_bag(session2, bags.session2, IMAGE_TOPIC,
+                            frame_index=load_frame_index(out / "map_session1"), progress=progress)
+        gt = IndexGroundTruth(pairs, query_sessions={"session2"}, ref_sessions={"session1"})
+        report_dir = out / "session2"
+    metrics = write_report(report_dir, result, gt, frame_id=config.detector.map_frame,
+                           extra={"mode": "single_session" if single_session else "multi_session",
+                                  "num_ref_frames": bags.num_ref})
+    metrics["report_dir"] = str(report_dir)
+    loops = []
+    for lc in result.loop_closures:
+        query = result.record((lc.query_robot_id, lc.query_session_id, lc.query_id))
+        match = result.record((lc.match_robot_id, lc.match_session_id, lc.match_id))
+        loops.append((query, match, lc, gt.is_true(query, match)))
+    metrics["_loops"] = loops  # for printing; not written to metrics.json
+    return metrics
+
+
+def _name(frame_index: int, num_ref: int, single: bool, role: str) -> str:
+    if single:  # one stream: ref frames first, then the query frames
+        role, frame_index = ("ref", frame_index) if frame_index < num_ref else ("query", frame_index - num_ref)
+    return f"{role} frame {frame_index:3d}"
+
+
+def _print_loops(loops: Sequence[tuple[Any, Any, Any, bool]], num_ref: int, single: bool,
+                 limit: int = 20) -> None:
+    print(f"loop closures found: {len(loops)}")
+    for q, m, lc, ok in loops[:limit]:
+        mark = "correct" if ok else "WRONG"
+        print(f"  {_name(q.frame_index, num_ref, single, 'query')} -> "
+              f"{_name(m.frame_index, num_ref, single, 'ref')}  MNN {lc.local_matches:4d}  "
+              f"cos {lc.global_similarity:.3f}  {mark}")
+    if len(loops) > limit:
+        print(f"  ... {len(loops) - limit} more in loop_closures.csv")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = build_config(args.config, parse_overrides(args.set))
+    own_gap = any(s.startswith("detector.min_loop_gap_sec") for s in args.set or [])
+    if args.single_session and not own_gap:
+        config = _with(config, **{"detector.min_loop_gap_sec": SINGLE_SESSION_GAP_SEC})
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="vpr_ros_demo_"))
+    mode = "single session (both traversals in one stream)" if args.single_session else \
+        "multi-session (session 2 closes loops against session 1's saved map)"
+    print(f"vpr-ros demo: Corridor dataset, {mode}; model {config.model.preset}")
+    metrics = run_demo(out, config, load_extractor(config), single_session=args.single_session,
+                       progress=not args.no_progress)
+    _print_loops(metrics.pop("_loops"), metrics["num_ref_frames"], args.single_session)
+    print(summary(metrics, Path(metrics["report_dir"])))
+    if not args.single_session:
+        print(f"session 1 map saved in {out / 'map_session1'}; bags in {out / 'bags'}")
+    return 0
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("demo", help="multi-session loop closure on the embedded Corridor data",
+                              description=__doc__)
+    p.add_argument("--out", help="output folder (default: a new temporary folder)")
+    p.add_argument("--single-session", action="store_true",
+                   help="replay both traversals as one stream in one session")
+    p.add_argument("--config", help="ROS 2 parameter YAML (like config/loop_closure.yaml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+    return p

@@ -1,0 +1,142 @@
+"""``vpr-ros replay``: run the loop-closure detector over a rosbag2 and write an evaluation folder."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vpr_ros.cli.report import write_report
+from vpr_ros.cli.session import FRAME_INDEX_FILE, load_frame_index, replay_bag, save_frame_index
+from vpr_ros.core.config import Config, config_from_flat, load_config
+from vpr_ros.core.detector import Extractor, LoopClosureDetector
+from vpr_ros.core.errors import ConfigError
+from vpr_ros.core.eval.groundtruth import (Exclusion, GroundTruth, IndexGroundTruth, PoseGroundTruth,
+                                           load_vprbench_gt)
+
+__all__ = ["add_parser", "run", "parse_overrides", "build_config", "load_extractor", "ground_truth"]
+
+logger = logging.getLogger(__name__)
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["index.top_k=10", "detector.robot_id=r1"]`` -> typed dotted overrides (values parsed as YAML)."""
+    overrides: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r} is not key=value; write e.g. --set verify.min_matches=60")
+        overrides[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return overrides
+
+
+def build_config(config_path: str | None, overrides: dict[str, Any]) -> Config:
+    """Config from an optional ROS parameter YAML plus dotted overrides."""
+    if config_path:
+        return load_config(config_path, overrides=overrides)
+    return config_from_flat(overrides)
+
+
+def load_extractor(config: Config) -> Extractor:
+    """The descriptor model named by ``config.model`` (may export/cache an ONNX file on first use)."""
+    from vpr_ros.models import load_model  # heavy (torch/onnxruntime): imported only when needed
+
+    m = config.model
+    return load_model(m.preset, m.weights or None, backend=m.backend, device=m.device,
+                      precision=m.precision, threads=m.threads)
+
+
+def ground_truth(args: argparse.Namespace, config: Config, map_sessions: set[str]) -> GroundTruth | None:
+    """The ground truth chosen on the command line (None: no evaluation).
+
+    With ``--gt-npy`` and a loaded map, the replayed bag is the query traversal and the loaded
+    sessions other than this one are the reference; with ``--gt-query-offset N`` one stream holds the
+    reference frames 0..N-1 and then the query frames.
+    """
+    exclusion = Exclusion(config.detector.min_loop_gap_sec, config.detector.exclude_last_n)
+    if args.gt_npy:
+        pairs = load_vprbench_gt(args.gt_npy)
+        if args.gt_query_offset:
+            return IndexGroundTruth(pairs, query_offset=args.gt_query_offset, exclusion=exclusion)
+        refs = map_sessions - {config.detector.session_id}
+        if not refs:
+            raise ConfigError("--gt-npy needs the reference traversal: load its map with --map-load "
+                              "(saved from another session), or give --gt-query-offset for one stream")
+        return IndexGroundTruth(pairs, query_sessions=[config.detector.session_id], ref_sessions=refs,
+                                exclusion=exclusion)
+    if args.gt_radius_m is not None:
+        return PoseGroundTruth(args.gt_radius_m, exclusion)
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    config = build_config(args.config, parse_overrides(args.set))
+    if args.gt_radius_m is not None and not args.odom_topic:
+        raise ConfigError("--gt-radius-m needs poses; give --odom-topic (nav_msgs/Odometry or PoseStamped)")
+    detector = LoopClosureDetector(config, load_extractor(config))
+    frame_index = {}
+    if args.map_load:
+        detector.load_map(args.map_load)
+        frame_index = load_frame_index(args.map_load)
+        if args.gt_npy and not frame_index:
+            logger.warning("map %s has no %s (it was not saved by vpr-ros replay); its keyframes have "
+                           "no frame index, so --gt-npy counts none of their loops as true",
+                           args.map_load, FRAME_INDEX_FILE)
+    gt = ground_truth(args, config, {kf.session_id for kf in detector.keyframes})
+    result = replay_bag(detector, args.bag, args.image_topic, args.odom_topic,
+                        frame_index=frame_index, progress=not args.no_progress)
+    if args.map_save:
+        detector.save_map(args.map_save)
+        save_frame_index(args.map_save, result.records)
+    metrics = write_report(args.out, result, gt, frame_id=config.detector.map_frame)
+    print(summary(metrics, Path(args.out)))
+    return 0
+
+
+def summary(metrics: dict[str, Any], out: Path) -> str:
+    """A few human-readable lines about a replay."""
+    lines = [f"{metrics['num_frames']} frames, {metrics['num_keyframes']} keyframes "
+             f"(+{metrics['num_map_keyframes']} from the loaded map), "
+             f"{metrics['num_loop_closures']} loop closures"]
+    if metrics["corrupt_messages"]:
+        lines.append(f"skipped {metrics['corrupt_messages']} corrupt messages, e.g. "
+                     f"{metrics['corrupt_examples'][0]}")
+    if metrics.get("precision") is not None:
+        lines.append(f"precision {metrics['precision']:.3f}  recall {metrics['recall']:.3f}  "
+                     f"F1 {metrics['f1']:.3f}  (TP {metrics['true_positives']}, FP "
+                     f"{metrics['false_positives']}, {metrics['queries_with_true_loop']} queries with a "
+                     f"true loop)")
+        lines.append(f"PR AUC {metrics['auc']:.3f}, max recall at 100% precision "
+                     f"{metrics['max_recall_at_100_precision']:.3f}")
+    lat = metrics["latency_ms"].get("total")
+    if lat:
+        lines.append(f"latency per frame: p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms")
+    lines.append(f"outputs in {out}: " + ", ".join(metrics["files"].values()))
+    return "\n".join(lines)
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("replay", help="detect loop closures in a rosbag2 and evaluate them",
+                              description=__doc__)
+    p.add_argument("bag", help="rosbag2 directory (sqlite3 or mcap)")
+    p.add_argument("--image-topic", required=True, help="sensor_msgs/Image or CompressedImage topic")
+    p.add_argument("--odom-topic", help="nav_msgs/Odometry or geometry_msgs/PoseStamped topic (poses)")
+    p.add_argument("--config", help="ROS 2 parameter YAML (like config/loop_closure.yaml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a parameter, e.g. --set verify.min_matches=60 (repeatable)")
+    p.add_argument("--map-load", metavar="DIR", help="load a saved keyframe map before replaying")
+    p.add_argument("--map-save", metavar="DIR", help="save the keyframe map after replaying")
+    gt = p.add_mutually_exclusive_group()
+    gt.add_argument("--gt-npy", metavar="FILE",
+                    help="VPR-Bench ground_truth_new.npy: query frame index -> reference frame indices")
+    gt.add_argument("--gt-radius-m", type=float, metavar="R",
+                    help="pose ground truth: a loop is true when positions are within R metres")
+    p.add_argument("--gt-query-offset", type=int, default=0, metavar="N",
+                   help="with --gt-npy on a single stream: the query traversal starts at frame N")
+    p.add_argument("--out", required=True, help="output folder (its loop_closures/ bag must not exist)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+    return p

@@ -1,0 +1,175 @@
+"""The output folder of a replay: LoopClosure bag, CSVs, ``metrics.json`` and plots.
+
+Files: ``loop_closures/`` (rosbag2, mcap, ``vpr_ros_msgs/msg/LoopClosure``), ``loop_closures.csv``,
+``queries.csv`` (per keyframe: best verified candidate and whether it is a true loop, for tuning
+thresholds), ``pr_curve.csv``, ``metrics.json``, ``pr_curve.png`` and, when poses exist,
+``trajectory.png`` with the loop edges.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from vpr_ros.cli.session import ReplayResult
+from vpr_ros.core.eval.groundtruth import GroundTruth
+from vpr_ros.core.eval.metrics import (PRCurve, average_precision, latency_stats,
+                                       max_recall_at_full_precision, pr_curve, precision_recall_f1,
+                                       recall_at_n)
+from vpr_ros.io.bag_writer import write_loop_closures
+
+__all__ = ["evaluate", "write_report"]
+
+
+def evaluate(result: ReplayResult, gt: GroundTruth | None) -> tuple[dict[str, Any], PRCurve | None,
+                                                                     list[bool | None]]:
+    """Metrics of a replay; returns (metrics, PR curve or None, per-loop correctness).
+
+    Operating point: the published loop closures. Recall: queries with a true loop in the map at
+    their time that got at least one correct published loop. PR curve: each query's best verified
+    candidate, swept over its verification score.
+    """
+    metrics: dict[str, Any] = {
+        "model_id": result.model_id,
+        "num_frames": result.num_frames,
+        "num_keyframes": len(result.outcomes),
+        "num_map_keyframes": result.num_map_keyframes,
+        "num_loop_closures": len(result.loop_closures),
+        "corrupt_messages": result.stats.corrupt,
+        "corrupt_examples": result.stats.corrupt_examples,
+        "latency_ms": latency_stats(result.timings_ms),
+    }
+    if gt is None:
+        metrics.update({k: None for k in ("precision", "recall", "f1", "max_recall_at_100_precision",
+                                          "auc", "true_positives", "false_positives")})
+        return metrics, None, [None] * len(result.loop_closures)
+    correct = []
+    recalled = set()
+    for lc in result.loop_closures:
+        query = result.record((lc.query_robot_id, lc.query_session_id, lc.query_id))
+        ok = gt.is_true(query, result.record((lc.match_robot_id, lc.match_session_id, lc.match_id)))
+        correct.append(ok)
+        if ok:
+            recalled.add(query.key)
+    positives, scores, hits, ranked = 0, [], [], []
+    for outcome in result.outcomes:
+        has = gt.has_true(outcome.record, result.records[:outcome.database_size])
+        positives += has
+        if outcome.candidates:
+            scores.append(outcome.candidates[0].score)
+            hits.append(gt.is_true(outcome.record, outcome.candidates[0].match))
+        if has:
+            by_rank = sorted(outcome.candidates, key=lambda c: c.rank)
+            ranked.append([gt.is_true(outcome.record, c.match) for c in by_rank])
+    tp = sum(correct)
+    fp = len(correct) - tp
+    precision, recall, f1 = precision_recall_f1(tp, fp, positives, recalled=len(recalled))
+    curve = pr_curve(scores, hits, positives)
+    reranked = sum(hits) / positives if positives else 0.0
+    metrics.update({
+        "precision": precision, "recall": recall, "f1": f1,
+        "max_recall_at_100_precision": max_recall_at_full_precision(curve),
+        "auc": average_precision(curve),
+        "true_positives": tp, "false_positives": fp,
+        "queries_with_true_loop": positives, "queries_recalled": len(recalled),
+        "retrieval_recall_at_n": {str(n): v for n, v in recall_at_n(ranked, (1, 5, 10), positives).items()},
+        "reranked_recall_at_1": reranked,
+    })
+    return metrics, curve, correct
+
+
+def _write_csvs(out: Path, result: ReplayResult, correct: list[bool | None], curve: PRCurve | None,
+                gt: GroundTruth | None) -> None:
+    with open(out / "loop_closures.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["query_session", "query_id", "query_stamp_ns", "query_frame", "match_session",
+                    "match_id", "match_stamp_ns", "match_frame", "global_similarity", "retrieval_rank",
+                    "local_matches", "local_features", "score", "consistent_keyframes", "correct"])
+        for lc, ok in zip(result.loop_closures, correct):
+            q = result.record((lc.query_robot_id, lc.query_session_id, lc.query_id))
+            m = result.record((lc.match_robot_id, lc.match_session_id, lc.match_id))
+            w.writerow([q.session_id, q.keyframe_id, q.stamp_ns, q.frame_index, m.session_id,
+                        m.keyframe_id, m.stamp_ns, m.frame_index, f"{lc.global_similarity:.4f}",
+                        lc.retrieval_rank, lc.local_matches, lc.local_features, f"{lc.score:.3f}",
+                        lc.consistent_keyframes, "" if ok is None else int(ok)])
+    with open(out / "queries.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["query_id", "query_frame", "has_true_loop", "best_match_frame", "best_score",
+                    "best_similarity", "best_rank", "best_correct"])
+        for o in result.outcomes:
+            has = None if gt is None else gt.has_true(o.record, result.records[:o.database_size])
+            best = o.candidates[0] if o.candidates else None
+            ok = None if gt is None or best is None else gt.is_true(o.record, best.match)
+            w.writerow([o.record.keyframe_id, o.record.frame_index, "" if has is None else int(has),
+                        "" if best is None else best.match.frame_index,
+                        "" if best is None else f"{best.score:.3f}",
+                        "" if best is None else f"{best.similarity:.4f}",
+                        "" if best is None else best.rank, "" if ok is None else int(ok)])
+    if curve is not None:
+        with open(out / "pr_curve.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["threshold", "precision", "recall"])
+            w.writerows(zip(curve.thresholds.tolist(), curve.precision.tolist(), curve.recall.tolist()))
+
+
+def _plot_pr(path: Path, curve: PRCurve, metrics: dict[str, Any]) -> None:
+    fig = Figure(figsize=(5, 4), dpi=100)
+    ax = fig.add_subplot()
+    ax.step(np.r_[0.0, curve.recall], np.r_[1.0, curve.precision], where="post", label="best candidate")
+    if metrics.get("precision") is not None:
+        ax.plot([metrics["recall"]], [metrics["precision"]], "o", color="C3", label="operating point")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02),
+           title=f"AUC {metrics['auc']:.3f}, max R@P=1 {metrics['max_recall_at_100_precision']:.3f}")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _plot_trajectory(path: Path, result: ReplayResult, correct: list[bool | None]) -> bool:
+    posed = [r for r in result.records if r.position is not None]
+    if not posed:
+        return False
+    fig = Figure(figsize=(6, 6), dpi=100)
+    ax = fig.add_subplot()
+    for session in sorted({r.session_id for r in posed}):
+        xy = np.array([r.position[:2] for r in posed if r.session_id == session])
+        ax.plot(xy[:, 0], xy[:, 1], ".-", markersize=2, linewidth=0.8, label=f"session {session}")
+    for lc, ok in zip(result.loop_closures, correct):
+        q = result.record((lc.query_robot_id, lc.query_session_id, lc.query_id))
+        m = result.record((lc.match_robot_id, lc.match_session_id, lc.match_id))
+        if q.position is not None and m.position is not None:
+            colour = "tab:gray" if ok is None else ("tab:green" if ok else "tab:red")
+            ax.plot([q.position[0], m.position[0]], [q.position[1], m.position[1]], color=colour,
+                    linewidth=0.8)
+    ax.set(xlabel="x [m]", ylabel="y [m]", title="keyframes and loop closures (green: true, red: false)")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    return True
+
+
+def write_report(out_dir: str | Path, result: ReplayResult, gt: GroundTruth | None, *,
+                 frame_id: str = "map", extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write every output file into ``out_dir`` (created; the bag must not exist yet); returns metrics."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics, curve, correct = evaluate(result, gt)
+    metrics.update(extra or {})
+    write_loop_closures(out / "loop_closures", result.loop_closures, frame_id=frame_id)
+    _write_csvs(out, result, correct, curve, gt)
+    files = {"bag": "loop_closures", "csv": "loop_closures.csv", "queries": "queries.csv"}
+    if curve is not None:
+        _plot_pr(out / "pr_curve.png", curve, metrics)
+        files.update(pr_curve="pr_curve.png", pr_curve_csv="pr_curve.csv")
+    if _plot_trajectory(out / "trajectory.png", result, correct):
+        files["trajectory"] = "trajectory.png"
+    metrics["files"] = files
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics

@@ -1,0 +1,142 @@
+"""Replaying one image bag through a :class:`LoopClosureDetector` and recording what happened.
+
+Shared by ``vpr-ros replay``, ``vpr-ros demo`` and ``vpr-ros bench pipeline``. The result keeps, per
+query keyframe, every verified candidate, so evaluation can sweep thresholds afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Mapping
+
+from tqdm import tqdm
+
+from vpr_ros.core.detector import LoopClosureDetector
+from vpr_ros.core.errors import MapStoreError
+from vpr_ros.core.eval.groundtruth import KeyframeRecord
+from vpr_ros.core.types import Keyframe, LoopClosure
+from vpr_ros.io.bags import ImageBag, ReadStats
+
+__all__ = ["CandidateOutcome", "QueryOutcome", "ReplayResult", "replay_bag", "save_frame_index",
+           "load_frame_index", "FRAME_INDEX_FILE"]
+
+#: Sidecar written next to a saved map: which bag frame each keyframe came from (for index ground truth).
+FRAME_INDEX_FILE = "vpr_frame_index.json"
+
+Key = tuple[str, str, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class CandidateOutcome:
+    """One verified candidate of a query keyframe."""
+
+    match: KeyframeRecord
+    similarity: float
+    rank: int
+    score: float
+    accepted: bool
+
+
+@dataclasses.dataclass
+class QueryOutcome:
+    """One keyframe of the replayed stream; candidates best score first; database_size: map size then."""
+
+    record: KeyframeRecord
+    candidates: list[CandidateOutcome]
+    database_size: int
+
+
+@dataclasses.dataclass
+class ReplayResult:
+    """Everything a replay produced (``records`` = loaded map keyframes, then the new ones)."""
+
+    records: list[KeyframeRecord]
+    num_map_keyframes: int
+    outcomes: list[QueryOutcome]
+    loop_closures: list[LoopClosure]
+    timings_ms: dict[str, list[float]]
+    num_frames: int
+    stats: ReadStats
+    model_id: str
+    descriptor_dim: int
+    _lookup: dict[Key, KeyframeRecord] = dataclasses.field(default_factory=dict, init=False, repr=False)
+
+    def record(self, key: Key) -> KeyframeRecord:
+        """The record of keyframe ``(robot_id, session_id, keyframe_id)``."""
+        if len(self._lookup) != len(self.records):  # records only grow
+            self._lookup = {r.key: r for r in self.records}
+        return self._lookup[key]
+
+
+def _record(kf: Keyframe, frame_index: int) -> KeyframeRecord:
+    position = None if kf.pose is None else kf.pose[:3, 3].copy()
+    return KeyframeRecord(kf.robot_id, kf.session_id, int(kf.id), int(kf.stamp_ns), int(frame_index),
+                          position)
+
+
+def save_frame_index(map_dir: str | Path, records: list[KeyframeRecord]) -> None:
+    """Write the frame index of every keyframe into ``map_dir`` (next to the saved map)."""
+    rows = [[r.robot_id, r.session_id, r.keyframe_id, r.frame_index] for r in records]
+    (Path(map_dir) / FRAME_INDEX_FILE).write_text(json.dumps({"keyframes": rows}))
+
+
+def load_frame_index(map_dir: str | Path) -> dict[Key, int]:
+    """Read the sidecar of :func:`save_frame_index`; empty when the map was saved by something else."""
+    path = Path(map_dir) / FRAME_INDEX_FILE
+    if not path.exists():
+        return {}
+    try:
+        rows = json.loads(path.read_text())["keyframes"]
+        return {(str(r), str(s), int(i)): int(f) for r, s, i, f in rows}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MapStoreError(f"{path} is damaged ({exc}); delete it or save the map again") from exc
+
+
+def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic: str,
+               pose_topic: str | None = None, *, frame_index: Mapping[Key, int] | None = None,
+               progress: bool = False, max_frames: int | None = None) -> ReplayResult:
+    """Feed every frame of ``image_topic`` to ``detector`` in order and record the outcome.
+
+    ``frame_index`` gives the bag frame index of keyframes already in the detector's map (a loaded
+    map; see :func:`load_frame_index`). ``max_frames`` stops early (benchmarks).
+    """
+    known = dict(frame_index or {})
+    records = [_record(kf, known.get((kf.robot_id, kf.session_id, kf.id), -1)) for kf in detector.keyframes]
+    num_map = len(records)
+    by_key = {r.key: r for r in records}
+    outcomes: list[QueryOutcome] = []
+    loops: list[LoopClosure] = []
+    timings: dict[str, list[float]] = {}
+    frames = 0
+    with ImageBag(bag_path, image_topic, pose_topic) as bag:
+        bar = tqdm(total=bag.num_images if max_frames is None else min(max_frames, bag.num_images),
+                   disable=not progress, unit="frame", desc=Path(bag_path).name, leave=False)
+        try:
+            for frame in bag:
+                if max_frames is not None and frames >= max_frames:
+                    break
+                step = detector.process(frame)
+                frames += 1
+                bar.update(1)
+                for stage, ms in step.timings_ms.items():
+                    timings.setdefault(stage, []).append(ms)
+                if step.keyframe is None:
+                    continue
+                candidates = []
+                for v in step.verifications:
+                    kf = detector.keyframe(v.candidate.keyframe_id)
+                    candidates.append(CandidateOutcome(
+                        by_key[(kf.robot_id, kf.session_id, kf.id)], v.candidate.similarity,
+                        v.candidate.rank, float(v.score), bool(v.accepted)))
+                record = _record(step.keyframe, bag.message_index)
+                outcomes.append(QueryOutcome(record, candidates, len(records)))
+                records.append(record)
+                by_key[record.key] = record
+                loops.extend(step.loop_closures)
+        finally:
+            bar.close()
+        stats = bag.stats
+    return ReplayResult(records, num_map, outcomes, loops, timings, frames, stats,
+                        detector.model_id, int(detector.model.global_dim))

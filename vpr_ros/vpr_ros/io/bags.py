@@ -1,0 +1,179 @@
+"""Reading camera frames (and poses) from rosbag2 files (sqlite3 or mcap) with rosbags, no ROS.
+
+``ImageBag`` yields :class:`vpr_ros.core.types.Frame` objects from one image topic
+(``sensor_msgs/Image`` or ``sensor_msgs/CompressedImage``), each with the pose of an optional
+``nav_msgs/Odometry`` / ``geometry_msgs/PoseStamped`` topic at the image stamp. Corrupt messages
+are skipped and counted in :attr:`ImageBag.stats` instead of aborting a long replay.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from rosbags.highlevel import AnyReader, AnyReaderError
+from rosbags.serde import SerdeError
+
+from vpr_ros.core.errors import BagError, InputError
+from vpr_ros.core.images import image_from_compressed, image_from_raw
+from vpr_ros.core.types import Frame
+from vpr_ros.io.msgdefs import typestore
+from vpr_ros.io.poses import PoseTrack, pose_matrix
+
+__all__ = ["IMAGE_TYPES", "POSE_TYPES", "ReadStats", "ImageBag", "bag_topics"]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+POSE_TYPES = ("nav_msgs/msg/Odometry", "geometry_msgs/msg/PoseStamped")
+# what a damaged message can raise while being deserialised or decoded
+_CORRUPT = (AnyReaderError, SerdeError, InputError, ValueError, IndexError, UnicodeDecodeError, cv2.error)
+
+
+@dataclasses.dataclass
+class ReadStats:
+    """What a pass over the bag saw. ``corrupt_examples`` keeps the first few error messages."""
+
+    images: int = 0
+    corrupt: int = 0
+    poses: int = 0
+    frames_without_pose: int = 0
+    corrupt_examples: list[str] = dataclasses.field(default_factory=list)
+
+    def note_corrupt(self, what: str) -> None:
+        self.corrupt += 1
+        if len(self.corrupt_examples) < 5:
+            self.corrupt_examples.append(what)
+
+
+def _stamp_ns(header: Any, fallback_ns: int) -> int:
+    stamp = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+    # drivers that leave the header empty still have the recording time
+    return stamp if stamp > 0 else int(fallback_ns)
+
+
+def _open(path: Path) -> AnyReader:
+    if not path.exists():
+        raise BagError(f"bag {path} does not exist; give the rosbag2 directory (with metadata.yaml)")
+    reader = AnyReader([path], default_typestore=typestore())
+    try:
+        reader.open()
+    except AnyReaderError as exc:
+        raise BagError(f"cannot open bag {path}: {exc}; give a rosbag2 directory (sqlite3 or mcap)") from exc
+    return reader
+
+
+def bag_topics(path: str | Path) -> dict[str, str]:
+    """``{topic: message type}`` of every topic in a rosbag2 directory."""
+    reader = _open(Path(path))
+    try:
+        return {name: info.msgtype or "?" for name, info in reader.topics.items()}
+    finally:
+        reader.close()
+
+
+class ImageBag:
+    """Frames of one image topic of a rosbag2, with optional poses; use as a context manager.
+
+    Iterating yields ``Frame(stamp_ns, image (H, W, 3) uint8 RGB, pose (4, 4) float64 world_T_body
+    or None)`` in recording order; the stamp is the image header stamp (the recording time when the
+    header is empty). Raises :class:`BagError` when a topic is missing or has the wrong type.
+    """
+
+    def __init__(self, path: str | Path, image_topic: str, pose_topic: str | None = None, *,
+                 max_pose_gap_sec: float = 0.5) -> None:
+        self.path = Path(path)
+        self.image_topic = image_topic
+        self.pose_topic = pose_topic
+        self.stats = ReadStats()
+        self._max_pose_gap_sec = max_pose_gap_sec
+        self._reader = _open(self.path)
+        try:
+            self.topics = {name: info.msgtype or "?" for name, info in self._reader.topics.items()}
+            self._image_conns = self._connections(image_topic, IMAGE_TYPES)
+            self._pose_conns = self._connections(pose_topic, POSE_TYPES) if pose_topic else []
+        except BagError:
+            self._reader.close()
+            raise
+        self._track: PoseTrack | None = None
+        #: 0-based position on the image topic of the frame yielded last (corrupt messages count).
+        self.message_index = -1
+
+    def _connections(self, topic: str, allowed: tuple[str, ...]) -> list[Any]:
+        if topic not in self.topics:
+            listing = ", ".join(f"{t} [{m}]" for t, m in sorted(self.topics.items())) or "none"
+            raise BagError(f"topic {topic!r} is not in bag {self.path}; the bag has: {listing}")
+        if self.topics[topic] not in allowed:
+            raise BagError(f"topic {topic!r} in bag {self.path} has type {self.topics[topic]}; "
+                           f"expected one of {', '.join(allowed)}")
+        return [c for c in self._reader.connections if c.topic == topic]
+
+    @property
+    def num_images(self) -> int:
+        """Number of messages on the image topic (for progress bars)."""
+        return sum(c.msgcount for c in self._image_conns)
+
+    def __enter__(self) -> "ImageBag":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def pose_track(self) -> PoseTrack | None:
+        """All poses of the pose topic (read once), or None when no pose topic was given."""
+        if not self._pose_conns:
+            return None
+        if self._track is None:
+            stamps, poses = [], []
+            for conn, bag_ns, raw in self._reader.messages(connections=self._pose_conns):
+                try:
+                    msg = self._reader.deserialize(raw, conn.msgtype)
+                    pose = msg.pose.pose if conn.msgtype == POSE_TYPES[0] else msg.pose
+                    p, q = pose.position, pose.orientation
+                    matrix = pose_matrix((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
+                except _CORRUPT as exc:
+                    self.stats.note_corrupt(f"{conn.topic} @ {bag_ns}: {exc}")
+                    continue
+                if not np.all(np.isfinite(matrix)):
+                    self.stats.note_corrupt(f"{conn.topic} @ {bag_ns}: pose is not finite")
+                    continue
+                stamps.append(_stamp_ns(msg.header, bag_ns))
+                poses.append(matrix)
+            self.stats.poses = len(poses)
+            self._track = PoseTrack(stamps, poses, self._max_pose_gap_sec)
+        return self._track
+
+    def _decode(self, msgtype: str, raw: bytes) -> tuple[Any, npt.NDArray[np.uint8]]:
+        msg = self._reader.deserialize(raw, msgtype)
+        if msgtype == IMAGE_TYPES[0]:
+            image = image_from_raw(msg.encoding, msg.height, msg.width, msg.step, msg.data,
+                                   bool(msg.is_bigendian))
+        else:
+            image = image_from_compressed(msg.format, msg.data)
+        return msg, image
+
+    def __iter__(self) -> Iterator[Frame]:
+        track = self.pose_track()
+        messages = self._reader.messages(connections=self._image_conns)
+        for index, (conn, bag_ns, raw) in enumerate(messages):
+            try:
+                msg, image = self._decode(conn.msgtype, raw)
+            except _CORRUPT as exc:
+                self.stats.note_corrupt(f"{conn.topic} @ {bag_ns}: {exc}")
+                logger.warning("skipping corrupt message on %s at %d ns: %s", conn.topic, bag_ns, exc)
+                continue
+            stamp = _stamp_ns(msg.header, bag_ns)
+            pose = track.at(stamp) if track is not None else None
+            if track is not None and pose is None:
+                self.stats.frames_without_pose += 1
+            self.stats.images += 1
+            self.message_index = index
+            yield Frame(stamp_ns=stamp, image=image, pose=pose)
