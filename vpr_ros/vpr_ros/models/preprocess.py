@@ -1,0 +1,142 @@
+"""Image preprocessing: list of uint8 RGB frames -> normalised (N, 3, H, W) float32 tensor.
+
+Recipes are named by ``PresetSpec.preprocess``. "imagenet-bilinear" normalises with the ImageNet
+mean/std first and then resizes the float image with non-antialiased bilinear interpolation
+(``align_corners=False``), the order SelaVPR's and CricaVPR's evaluation code uses; doing the same
+here in torch keeps our descriptors equal to theirs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+
+from vpr_ros.core.errors import ConfigError, InputError
+
+__all__ = ["Recipe", "RECIPES", "as_rgb_uint8", "target_size", "preprocess_images"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Per-channel normalisation followed by a resize of the float image."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bilinear"
+
+
+RECIPES: dict[str, Recipe] = {
+    "imagenet-bilinear": Recipe(IMAGENET_MEAN, IMAGENET_STD, "bilinear"),
+}
+
+
+def as_rgb_uint8(image: object, index: int = 0) -> npt.NDArray[np.uint8]:
+    """Validate one frame and return it as (H, W, 3) uint8 RGB.
+
+    Accepts (H, W) or (H, W, 1) grey (replicated) and (H, W, 4) RGBA (alpha dropped).
+
+    Raises:
+        InputError: not an array, not uint8, empty, or an unsupported channel count.
+    """
+    where = f"image {index}"
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"{where} is a {type(image).__name__}; pass an HxWx3 uint8 numpy array")
+    if image.dtype != np.uint8:
+        raise InputError(f"{where} has dtype {image.dtype}; convert it to uint8 RGB (0..255)")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise InputError(f"{where} has shape {image.shape}; expected HxW grey, HxWx3 RGB or HxWx4 RGBA")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InputError(f"{where} is empty (shape {image.shape}); drop empty frames before extraction")
+    if image.shape[2] == 1:
+        return np.repeat(image, 3, axis=2)
+    if image.shape[2] == 4:
+        return np.ascontiguousarray(image[:, :, :3])
+    return image
+
+
+def target_size(height: int, width: int, input_size: tuple[int, int], patch_multiple: int,
+                keep_aspect: bool) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Resize size and final (cropped/padded) size for a ``height`` x ``width`` frame.
+
+    Without ``keep_aspect`` both are ``input_size``. With it, the short side is scaled to
+    ``min(input_size)`` and each side is then centre-cropped down (or padded up, if shorter than one
+    patch) to a multiple of ``patch_multiple``.
+
+    Returns:
+        ((resize_h, resize_w), (out_h, out_w)).
+    """
+    if not keep_aspect:
+        return input_size, input_size
+    scale = min(input_size) / min(height, width)
+    resized = (max(1, round(height * scale)), max(1, round(width * scale)))
+    m = max(1, patch_multiple)
+    out = tuple(max(m, (s // m) * m) for s in resized)
+    return resized, (out[0], out[1])
+
+
+def _center_fit(x: torch.Tensor, out: tuple[int, int]) -> torch.Tensor:
+    """Centre-crop or zero-pad (zero = the mean colour after normalisation) (C, h, w) to ``out``."""
+    for axis, size in ((1, out[0]), (2, out[1])):
+        cur = x.shape[axis]
+        if cur > size:
+            start = (cur - size) // 2
+            x = x.narrow(axis, start, size)
+        elif cur < size:
+            before = (size - cur) // 2
+            pad = [0, 0, 0, 0]
+            pad[(2 - axis) * 2:(2 - axis) * 2 + 2] = [before, size - cur - before]
+            x = F.pad(x, pad)
+    return x
+
+
+def preprocess_images(images: Sequence[np.ndarray], recipe: str, input_size: tuple[int, int],
+                      patch_multiple: int = 1, keep_aspect: bool = False) -> torch.Tensor:
+    """Turn frames into the network input.
+
+    Args:
+        images: N frames, each (H, W, 3) uint8 RGB (grey and RGBA are converted).
+        recipe: a key of :data:`RECIPES`.
+        input_size: (H, W) the network sees (the short side target with ``keep_aspect``).
+        patch_multiple: with ``keep_aspect``, output sides are multiples of this.
+        keep_aspect: keep the aspect ratio instead of stretching to ``input_size``.
+    Returns:
+        (N, 3, H', W') float32 on CPU.
+    Raises:
+        InputError: no images, a bad image, or (``keep_aspect``) frames of different shapes.
+        ConfigError: unknown recipe.
+    """
+    try:
+        rec = RECIPES[recipe]
+    except KeyError:
+        raise ConfigError(
+            f"unknown preprocess recipe {recipe!r}; choose one of {', '.join(RECIPES)}") from None
+    if len(images) == 0:
+        raise InputError("no images given; pass at least one HxWx3 uint8 frame")
+    mean = torch.tensor(rec.mean, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(rec.std, dtype=torch.float32).view(3, 1, 1)
+    out: list[torch.Tensor] = []
+    for i, image in enumerate(images):
+        rgb = as_rgb_uint8(image, i)
+        x = torch.from_numpy(rgb).permute(2, 0, 1).to(torch.float32).div(255.0)
+        x = (x - mean) / std
+        resized, final = target_size(rgb.shape[0], rgb.shape[1], tuple(input_size), patch_multiple,
+                                     keep_aspect)
+        if tuple(x.shape[1:]) != resized:
+            x = F.interpolate(x[None], size=resized, mode=rec.interpolation, align_corners=False,
+                              antialias=False)[0]
+        out.append(_center_fit(x, final))
+    shapes = {tuple(t.shape) for t in out}
+    if len(shapes) > 1:
+        raise InputError(f"frames of one batch give different input sizes {sorted(shapes)}; "
+                         "batch frames of one camera, or disable keep_aspect")
+    return torch.stack(out)
