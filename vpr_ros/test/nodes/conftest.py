@@ -1,0 +1,108 @@
+"""Fixtures for node tests: run DDS code in a private network namespace.
+
+Every process that opens a DDS participant runs inside a network namespace that has only a
+loopback interface (``unshare -rn`` + ``ip link set lo up``), with
+``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, UDP-only Fast DDS transport (its shared-memory
+transport lives in /dev/shm, which a network namespace does not isolate) and a ROS_DOMAIN_ID of its
+own. When pytest itself already runs in such a namespace (the CI may start the whole suite under
+``unshare -rn``), the scenario runs directly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+PACKAGE_ROOT = HERE.parents[1]          # vpr_ros/ (holds the vpr_ros Python package)
+SCENARIOS = HERE / "scenarios.py"
+_domain_ids = itertools.count((os.getpid() * 7) % 90)
+
+
+def in_isolated_netns() -> bool:
+    """True when the only network interface is loopback (nothing can leave the machine)."""
+    # /proc/self/net follows this process's namespace; /sys/class/net shows the namespace sysfs
+    # was mounted in, so it would still list the host's interfaces after unshare.
+    try:
+        lines = Path("/proc/self/net/dev").read_text().splitlines()[2:]
+    except OSError:
+        return False
+    return {line.split(":", 1)[0].strip() for line in lines} == {"lo"}
+
+
+def netns_argv(argv: list[str]) -> list[str]:
+    """Wrap ``argv`` so it runs in a private network namespace with loopback up."""
+    if in_isolated_netns():
+        return ["sh", "-c", 'ip link set lo up 2>/dev/null; exec "$@"', "sh", *argv]
+    return ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
+
+
+def netns_available() -> str | None:
+    """None when a network namespace can be made here, otherwise the reason it cannot."""
+    if in_isolated_netns():
+        return None
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return "unshare (util-linux) and ip (iproute2) are needed for the DDS tests"
+    probe = subprocess.run(netns_argv(["true"]), capture_output=True, text=True, timeout=20)
+    if probe.returncode != 0:
+        return f"cannot create a network namespace: {probe.stderr.strip()}"
+    return None
+
+
+def ros_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for every ROS process of one test: loopback discovery, own domain, temp logs."""
+    env = dict(os.environ)
+    env.update(
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+        ROS_DOMAIN_ID=str(1 + next(_domain_ids) % 100),
+        FASTDDS_BUILTIN_TRANSPORTS="UDPv4",
+        ROS_LOG_DIR=str(tmp_path / "ros_log"),
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+        RCUTILS_COLORIZED_OUTPUT="0",
+        PYTHONPATH=os.pathsep.join([str(PACKAGE_ROOT), str(HERE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    )
+    env.pop("ROS_LOCALHOST_ONLY", None)  # deprecated in Jazzy; conflicts with the range variable
+    return env
+
+
+@pytest.fixture(scope="session")
+def netns_ok() -> None:
+    reason = netns_available()
+    if reason is not None:
+        pytest.skip(reason)
+    try:
+        import vpr_ros_msgs.msg  # noqa: F401
+    except ImportError:
+        pytest.skip("vpr_ros_msgs is not built; run scripts/build_msgs.sh")
+
+
+@pytest.fixture
+def run_scenario(netns_ok: None, tmp_path: Path) -> Callable[..., dict[str, Any]]:
+    """Run ``scenarios.py NAME --out result.json ARGS...`` in a private netns; return its JSON.
+
+    The scenario's own deadline is ``timeout`` minus a margin; on failure the assertion message
+    carries the scenario's output (which includes the node's log tail).
+    """
+
+    def run(name: str, *args: str, timeout: float = 60.0) -> dict[str, Any]:
+        out = tmp_path / f"{name}.json"
+        argv = [sys.executable, str(SCENARIOS), name, "--out", str(out), "--tmp", str(tmp_path),
+                "--deadline", str(timeout - 5.0), *args]
+        proc = subprocess.run(netns_argv(argv), env=ros_env(tmp_path), capture_output=True, text=True,
+                              timeout=timeout)
+        logs = f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+        assert proc.returncode == 0, f"scenario {name} failed (rc {proc.returncode})\n{logs}"
+        result = json.loads(out.read_text())
+        result["_logs"] = logs
+        return result
+
+    return run

@@ -1,0 +1,367 @@
+"""DDS scenarios of the node tests, each run as a script inside a private network namespace.
+
+    python scenarios.py NAME --out result.json --tmp DIR --deadline SEC [options]
+
+conftest.run_scenario starts this script with unshare; it starts the real ``loop_closure_node``
+process(es), drives them with a harness node (real rclpy, real vpr_ros_msgs), and writes what it
+observed as JSON for the pytest side to assert on. Every wait is bounded by time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_srvs.srv import Trigger
+from vpr_ros_msgs.msg import LoopClosure
+from vpr_ros_msgs.srv import MapIO
+
+from vpr_ros.core.config import config_to_flat
+from vpr_ros.launch_args import node_launch_config, to_ros_args
+from vpr_ros.nodes.conversions import ns_to_stamp, rgb_to_image_msg
+
+from revisit_data import corridor_revisit
+
+RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200, reliability=ReliabilityPolicy.RELIABLE)
+TEST_PARAMS = ["-p", "extractor_factory:=tiny_extractor:build", "-p", "qos.reliability:=reliable",
+               "-p", "qos.depth:=100", "-p", "diagnostics.period_sec:=0.2"]
+
+
+class NodeProcess:
+    """A real ``loop_closure_node`` process with its log in a file."""
+
+    def __init__(self, ros_args: list[str], log: Path) -> None:
+        self.log = log
+        self._file = log.open("w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "vpr_ros.nodes.loop_closure_node", *ros_args],
+                                     stdout=self._file, stderr=subprocess.STDOUT)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait(5)
+        self._file.close()
+        return rc
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def tail(self) -> str:
+        return self.log.read_text()[-3000:] if self.log.exists() else ""
+
+
+class Harness(Node):
+    """Publishes camera input and records what the node under test publishes."""
+
+    def __init__(self) -> None:
+        super().__init__("vpr_test_harness")
+        self.loops: list[LoopClosure] = []
+        self.diagnostics: dict[str, dict[str, str]] = {}
+
+    def watch(self, namespace: str) -> None:
+        prefix = f"/{namespace}" if namespace else ""
+        self.create_subscription(LoopClosure, f"{prefix}/loop_closures", self.loops.append, RELIABLE)
+        self.create_subscription(DiagnosticArray, f"{prefix}/diagnostics",
+                                 lambda m: self._on_diag(namespace, m), 10)
+
+    def _on_diag(self, namespace: str, msg: DiagnosticArray) -> None:
+        self.diagnostics[namespace] = {kv.key: kv.value for kv in msg.status[0].values}
+
+    def diag(self, namespace: str, key: str, default: float = -1.0) -> float:
+        return float(self.diagnostics.get(namespace, {}).get(key, default))
+
+    def spin_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if predicate():
+                return True
+            rclpy.spin_once(self, timeout_sec=0.05)
+        return predicate()
+
+    def spin_for(self, seconds: float) -> None:
+        self.spin_until(lambda: False, seconds)
+
+    def call(self, srv_type: Any, name: str, request: Any, timeout: float = 10.0) -> Any:
+        client = self.create_client(srv_type, name)
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise RuntimeError(f"service {name} did not appear within {timeout} s")
+        future = client.call_async(request)
+        rclpy.spin_until_future_complete(self, future, timeout_sec=timeout)
+        if not future.done():
+            raise RuntimeError(f"service {name} did not answer within {timeout} s")
+        return future.result()
+
+
+def wait_ready(h: Harness, pub: Any, namespace: str, node: NodeProcess, timeout: float) -> None:
+    """Until the node's image subscription matched and its diagnostics arrive."""
+    ok = h.spin_until(lambda: not node.alive() or (pub.get_subscription_count() >= 1 and namespace in h.diagnostics),
+                      timeout)
+    if not ok or not node.alive():
+        raise RuntimeError(f"node not ready after {timeout} s (alive={node.alive()}):\n{node.tail()}")
+
+
+def wait_settled(h: Harness, namespace: str, received: int, timeout: float) -> bool:
+    """Until the node has received ``received`` frames and its queue is empty."""
+    return h.spin_until(lambda: h.diag(namespace, "frames_received") >= received
+                        and h.diag(namespace, "queue_depth") == 0
+                        and h.diag(namespace, "frames_processed") + h.diag(namespace, "frames_dropped")
+                        + sum(h.diag(namespace, k, 0) for k in h.diagnostics.get(namespace, {})
+                              if k.startswith("bad_input.") and k != "bad_input.nan_odometry") >= received, timeout)
+
+
+def publish_paced(h: Harness, pub: Any, msgs: list[Any], rate_hz: float) -> float:
+    """Publish at ``rate_hz`` while spinning; returns the wall time it took."""
+    start = time.monotonic()
+    for i, msg in enumerate(msgs):
+        pub.publish(msg)
+        h.spin_until(lambda: time.monotonic() >= start + (i + 1) / rate_hz, 1.0 / rate_hz + 0.5)
+    return time.monotonic() - start
+
+
+def loop_dict(m: LoopClosure) -> dict[str, Any]:
+    return {"query_id": m.query_keyframe_id, "match_id": m.match_keyframe_id,
+            "query_stamp_ns": m.query_stamp.sec * 10**9 + m.query_stamp.nanosec,
+            "match_stamp_ns": m.match_stamp.sec * 10**9 + m.match_stamp.nanosec,
+            "header_stamp_ns": m.header.stamp.sec * 10**9 + m.header.stamp.nanosec,
+            "frame_id": m.header.frame_id, "query_robot_id": m.query_robot_id,
+            "match_robot_id": m.match_robot_id, "score": m.score,
+            "global_similarity": m.global_similarity, "retrieval_rank": m.retrieval_rank,
+            "local_matches": m.local_matches, "local_features": m.local_features,
+            "consistent_keyframes": m.consistent_keyframes, "verification_method": m.verification_method,
+            "descriptor_model": m.descriptor_model, "descriptor_dim": m.descriptor_dim,
+            "relative_pose_valid": m.relative_pose_valid}
+
+
+# -- scenarios ---------------------------------------------------------------------------------
+def revisit(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
+    """Launch-args node; play a corridor revisit; SIGINT; the map is saved at shutdown."""
+    cfg = node_launch_config(json.loads(a.launch_args))
+    node = NodeProcess(to_ros_args(cfg), Path(a.tmp) / "node_revisit.log")
+    image_topic = dict(cfg.remappings)["image"]
+    pub = h.create_publisher(Image, image_topic, RELIABLE)
+    h.watch(cfg.namespace)
+    wait_ready(h, pub, cfg.namespace, node, 20.0)
+    msgs = [rgb_to_image_msg(img, stamp, "camera") for stamp, img in corridor_revisit(a.frames)]
+    publish_paced(h, pub, msgs, a.rate)
+    settled = wait_settled(h, cfg.namespace, len(msgs), 20.0)
+    h.spin_for(0.3)  # loop closures are published before frames_processed counts the frame
+    diag = dict(h.diagnostics[cfg.namespace])
+    rc = node.stop()
+    return {"loops": [loop_dict(m) for m in h.loops], "diag": diag, "settled": settled, "rc": rc,
+            "log": node.tail()}
+
+
+def map_services(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
+    """save_map / reset / load_map through the services of a running node."""
+    node = NodeProcess(["--ros-args", *TEST_PARAMS], Path(a.tmp) / "node_map.log")
+    pub = h.create_publisher(Image, "image", RELIABLE)
+    h.watch("")
+    wait_ready(h, pub, "", node, 20.0)
+    msgs = [rgb_to_image_msg(img, stamp) for stamp, img in corridor_revisit(a.frames)]
+    publish_paced(h, pub, msgs, 50.0)
+    wait_settled(h, "", len(msgs), 20.0)
+    srv = "/loop_closure_node/"
+    out: dict[str, Any] = {}
+    saved = h.call(MapIO, srv + "save_map", MapIO.Request(path=str(Path(a.tmp) / "map_a")))
+    out["save"] = [saved.success, saved.num_keyframes, saved.message]
+    no_path = h.call(MapIO, srv + "save_map", MapIO.Request(path=""))
+    out["save_no_path"] = [no_path.success, no_path.message]
+    reset = h.call(Trigger, srv + "reset", Trigger.Request())
+    out["reset"] = reset.success
+    h.spin_until(lambda: h.diag("", "index_size") == 0, 5.0)
+    out["index_after_reset"] = h.diag("", "index_size")
+    loaded = h.call(MapIO, srv + "load_map", MapIO.Request(path=str(Path(a.tmp) / "map_a")))
+    out["load"] = [loaded.success, loaded.num_keyframes, loaded.message]
+    h.spin_until(lambda: h.diag("", "index_size") == saved.num_keyframes, 5.0)
+    out["index_after_load"] = h.diag("", "index_size")
+    missing = h.call(MapIO, srv + "load_map", MapIO.Request(path=str(Path(a.tmp) / "no_such_map")))
+    out["load_missing"] = [missing.success, missing.message]
+    h.spin_for(0.3)
+    out["index_after_failed_load"] = h.diag("", "index_size")
+    out["alive"] = node.alive()
+    out["rc"] = node.stop()
+    out["log"] = node.tail()
+    return out
+
+
+def bad_inputs(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
+    """Raw and compressed nodes fed broken input between good frames."""
+    raw = NodeProcess(["--ros-args", "-r", "__ns:=/raw", *TEST_PARAMS], Path(a.tmp) / "node_raw.log")
+    jpg = NodeProcess(["--ros-args", "-r", "__ns:=/jpg", "-p", "image.compressed:=true", *TEST_PARAMS],
+                      Path(a.tmp) / "node_jpg.log")
+    raw_pub = h.create_publisher(Image, "/raw/image", RELIABLE)
+    jpg_pub = h.create_publisher(CompressedImage, "/jpg/image", RELIABLE)
+    odom_pub = h.create_publisher(Odometry, "/raw/odom", RELIABLE)
+    h.watch("raw")
+    h.watch("jpg")
+    wait_ready(h, raw_pub, "raw", raw, 20.0)
+    wait_ready(h, jpg_pub, "jpg", jpg, 20.0)
+    h.spin_until(lambda: odom_pub.get_subscription_count() >= 1, 5.0)
+    (_, img0), (_, img1) = corridor_revisit(2)[:2]
+    sec = 10**9
+
+    def raw_msg(stamp: int, img: np.ndarray = img0, **fields: Any) -> Image:
+        msg = rgb_to_image_msg(img, stamp)
+        for k, v in fields.items():
+            setattr(msg, k, v)
+        return msg
+
+    raw_msgs = [raw_msg(10 * sec), raw_msg(11 * sec, encoding="weird16"),
+                raw_msg(12 * sec, height=0, width=0, step=0, data=b""), raw_msg(13 * sec, data=b"\x00" * 10),
+                raw_msg(5 * sec, img1), raw_msg(14 * sec, img1)]
+    nan_odom = Odometry()
+    nan_odom.header.stamp = ns_to_stamp(14 * sec)
+    nan_odom.pose.pose.position.x = math.nan
+    odom_pub.publish(nan_odom)
+    jpeg = cv2.imencode(".jpg", cv2.cvtColor(img0, cv2.COLOR_RGB2BGR))[1].tobytes()
+
+    def jpg_msg(stamp: int, data: bytes = jpeg, fmt: str = "jpeg") -> CompressedImage:
+        msg = CompressedImage(format=fmt, data=data)
+        msg.header.stamp = ns_to_stamp(stamp)
+        return msg
+
+    jpg_msgs = [jpg_msg(10 * sec), jpg_msg(11 * sec, jpeg[:20] + b"garbage" * 50),
+                jpg_msg(12 * sec, b""), jpg_msg(13 * sec, jpeg, "theora"), jpg_msg(14 * sec)]
+    for r, j in zip(raw_msgs, jpg_msgs + [None]):
+        raw_pub.publish(r)
+        if j is not None:
+            jpg_pub.publish(j)
+        h.spin_for(0.05)
+    wait_settled(h, "raw", len(raw_msgs), 15.0)
+    wait_settled(h, "jpg", len(jpg_msgs), 15.0)
+    h.spin_until(lambda: h.diag("raw", "bad_input.nan_odometry") >= 1, 5.0)
+    h.spin_for(0.3)
+    out = {"raw": dict(h.diagnostics["raw"]), "jpg": dict(h.diagnostics["jpg"]),
+           "alive": [raw.alive(), jpg.alive()]}
+    out["rc"] = [raw.stop(), jpg.stop()]
+    out["log"] = raw.tail()[-1500:] + jpg.tail()[-1500:]
+    return out
+
+
+def back_pressure(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
+    """30 Hz into a model taking 0.2 s per frame with queue.size 3."""
+    node = NodeProcess(["--ros-args", *TEST_PARAMS, "-p", "extractor_factory:=tiny_extractor:build_slow",
+                        "-p", "queue.size:=3", "-p", "diagnostics.period_sec:=0.05"],
+                       Path(a.tmp) / "node_bp.log")
+    pub = h.create_publisher(Image, "image", RELIABLE)
+    h.watch("")
+    wait_ready(h, pub, "", node, 20.0)
+    frames = corridor_revisit(a.frames // 2)  # a.frames in all (ref + query)
+    msgs = [rgb_to_image_msg(img, i * 10**8) for i, (_, img) in enumerate(frames)]
+    depths: list[float] = []
+    h.create_subscription(DiagnosticArray, "/diagnostics",
+                          lambda m: depths.append(float(next(kv.value for kv in m.status[0].values
+                                                             if kv.key == "queue_depth"))), 10)
+    took = publish_paced(h, pub, msgs, 30.0)
+    t_end = time.monotonic()
+    all_received = h.spin_until(lambda: h.diag("", "frames_received") >= len(msgs), 5.0)
+    received_after = time.monotonic() - t_end
+    settled = wait_settled(h, "", len(msgs), 10.0)
+    out = {"sent": len(msgs), "publish_sec": took, "all_received": all_received,
+           "received_lag_sec": received_after, "settled": settled, "max_depth": max(depths, default=-1),
+           "depth_samples": len(depths), "diag": dict(h.diagnostics[""]), "alive": node.alive()}
+    out["rc"] = node.stop()
+    out["log"] = node.tail()
+    return out
+
+
+def yaml_params(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
+    """In-process node from a real --params-file: the core config it built, and descriptors."""
+    from tiny_extractor import build
+    from vpr_ros.nodes.loop_closure_node import LoopClosureNode
+
+    node = LoopClosureNode(extractor_factory=build)
+    try:
+        top_k = node.describe_parameter("index.top_k")
+        sim = node.describe_parameter("keyframes.max_similarity")
+        read_only = node.set_parameters([Parameter("index.top_k", value=9)])[0]
+        debug = node.set_parameters([Parameter("debug.image", value=True)])[0]
+        return {"config": config_to_flat(node.config), "settings": node.settings.__dict__,
+                "top_k_range": [top_k.integer_range[0].from_value, top_k.integer_range[0].to_value],
+                "top_k_read_only": top_k.read_only, "top_k_description": top_k.description,
+                "sim_range": [sim.floating_point_range[0].from_value, sim.floating_point_range[0].to_value],
+                "set_read_only": read_only.successful, "set_debug": debug.successful,
+                "debug_now": node._debug}
+    finally:
+        node.close()
+        node.destroy_node()
+
+
+def invalid_params(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
+    """Start one node per bad parameter set at once; each must exit non-zero naming the problem."""
+    cases = json.loads(a.cases)
+    nodes = {name: NodeProcess(["--ros-args", "-r", f"__node:=bad_{i}", *TEST_PARAMS, *args],
+                               Path(a.tmp) / f"node_bad_{i}.log")
+             for i, (name, args) in enumerate(cases.items())}
+    out = {}
+    for name, node in nodes.items():
+        rc = node.wait(25.0)
+        if rc is None:
+            rc = node.stop()
+            out[name] = {"rc": rc, "timed_out": True, "log": node.tail()}
+        else:
+            node.stop()
+            out[name] = {"rc": rc, "timed_out": False, "log": node.tail()}
+    return out
+
+
+SCENARIOS = {f.__name__: f for f in (revisit, map_services, bad_inputs, back_pressure, yaml_params,
+                                     invalid_params)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("name", choices=sorted(SCENARIOS))
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--tmp", required=True)
+    parser.add_argument("--deadline", type=float, default=60.0)
+    parser.add_argument("--frames", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--launch-args", default="{}")
+    parser.add_argument("--params-file", default="")
+    parser.add_argument("--ros-arg", action="append", default=[])
+    parser.add_argument("--cases", default="{}")
+    a = parser.parse_args()
+    # A hard stop in case a bounded wait is still too long: the test gets a clear timeout.
+    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("scenario deadline")))
+    signal.alarm(max(1, int(a.deadline)))
+    # yaml_params builds its node in this process, so the context carries its command line.
+    rclpy.init(args=["--ros-args", "--params-file", a.params_file, *a.ros_arg] if a.name == "yaml_params" else None)
+    harness = Harness()
+    try:
+        result = SCENARIOS[a.name](harness, a)
+    finally:
+        harness.destroy_node()
+        rclpy.try_shutdown()
+    Path(a.out).write_text(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

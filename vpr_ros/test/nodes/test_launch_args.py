@@ -1,0 +1,105 @@
+"""The launch logic (a pure function) and the launch files that call it (checked with ast).
+
+``launch``/``launch_ros`` are not installable here, so the launch files are parsed, not run; the
+node tests start the real node with exactly what :func:`node_launch_config` returns.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vpr_ros.core.config import flat_field_specs
+from vpr_ros.launch_args import (LAUNCH_ARGUMENTS, MULTI_ROBOT_ARGUMENTS, multi_robot_launch_configs,
+                                 node_launch_config, to_ros_args)
+
+LAUNCH_DIR = Path(__file__).resolve().parents[2] / "launch"
+NODE_ONLY = {"use_sim_time", "camera_info.enabled", "odom.enabled"}
+
+
+def test_defaults_override_nothing_from_the_config_file():
+    cfg = node_launch_config({})
+    assert cfg.namespace == "" and cfg.params_files == ()
+    assert cfg.overrides == {"use_sim_time": False, "camera_info.enabled": False, "odom.enabled": True}
+    assert cfg.remappings == (("image", "image"), ("odom", "odom"))
+
+
+def test_every_argument_maps_to_a_declared_parameter_or_remapping():
+    args = {"model": "selavpr", "weights": "/w/sela.pth", "backend": "torch", "config": "/c.yaml",
+            "namespace": "/robot7/", "robot_id": "", "image_topic": "/cam/image_raw",
+            "camera_info_topic": "/cam/camera_info", "odom_topic": "", "use_sim_time": "True",
+            "map_load": "/maps/prior", "map_save": "/maps/out"}
+    cfg = node_launch_config(args)
+    assert cfg.namespace == "robot7" and cfg.params_files == ("/c.yaml",)
+    assert cfg.overrides == {
+        "use_sim_time": True, "model.preset": "selavpr", "model.weights": "/w/sela.pth",
+        "model.backend": "torch", "map.load_path": "/maps/prior", "map.save_path": "/maps/out",
+        "detector.robot_id": "robot7", "camera_info.enabled": True, "odom.enabled": False}
+    assert dict(cfg.remappings) == {"image": "/cam/image_raw", "camera_info": "/cam/camera_info"}
+    assert cfg.parameters == ["/c.yaml", cfg.overrides]
+    core = {s.name for s in flat_field_specs()}
+    assert set(cfg.overrides) <= core | NODE_ONLY
+
+
+def test_explicit_robot_id_wins_over_namespace():
+    assert node_launch_config({"namespace": "a", "robot_id": "b"}).overrides["detector.robot_id"] == "b"
+
+
+@pytest.mark.parametrize("args", [{"modle": "x"}, {"use_sim_time": "maybe"}])
+def test_bad_arguments_are_rejected_by_name(args):
+    with pytest.raises(ValueError, match=next(iter(args))):
+        node_launch_config(args)
+
+
+def test_ros_args_keep_string_values_strings():
+    cfg = node_launch_config({"robot_id": "1", "model": "true", "namespace": "r", "config": "/p.yaml"})
+    argv = to_ros_args(cfg)
+    assert argv[:5] == ["--ros-args", "-r", "__node:=loop_closure_node", "-r", "__ns:=/r"]
+    assert argv[argv.index("--params-file") + 1] == "/p.yaml"
+    params = {a.split(":=")[0]: yaml.safe_load(a.split(":=", 1)[1])
+              for prev, a in zip(argv, argv[1:]) if prev == "-p"}
+    assert params["detector.robot_id"] == "1" and params["model.preset"] == "true"
+    assert params["use_sim_time"] is False
+
+
+def test_multi_robot_gives_one_node_per_namespace_with_its_own_map():
+    cfgs = multi_robot_launch_configs({"robots": "r1, /r2", "map_save": "/maps", "image_topic": "cam"})
+    assert [c.namespace for c in cfgs] == ["r1", "r2"]
+    assert [c.overrides["detector.robot_id"] for c in cfgs] == ["r1", "r2"]
+    assert [c.overrides["map.save_path"] for c in cfgs] == ["/maps/r1", "/maps/r2"]
+    assert all(dict(c.remappings)["image"] == "cam" for c in cfgs)
+    for bad in ({"robots": "a,a"}, {"robots": ""}, {"robots": "a", "namespace": "x"}):
+        with pytest.raises(ValueError):
+            multi_robot_launch_configs(bad)
+
+
+def _declared(path: Path) -> dict[str, ast.Call]:
+    """Literal names of every launch argument the file declares (via _declare or DeclareLaunchArgument)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in (
+                "_declare", "DeclareLaunchArgument") and node.args:
+            name = node.args[0]
+            if isinstance(name, ast.Constant) and isinstance(name.value, str):
+                found[name.value] = node
+    return found
+
+
+@pytest.mark.parametrize("filename, expected", [
+    ("loop_closure.launch.py", set(LAUNCH_ARGUMENTS)),
+    ("multi_robot.launch.py", (set(LAUNCH_ARGUMENTS) - {"namespace", "robot_id"}) | set(MULTI_ROBOT_ARGUMENTS)),
+])
+def test_launch_file_parses_and_declares_exactly_the_accepted_arguments(filename, expected):
+    path = LAUNCH_DIR / filename
+    declared = _declared(path)  # ast.parse: a syntax error fails here
+    assert set(declared) == expected
+    source = path.read_text()
+    assert "def generate_launch_description" in source and "OpaqueFunction(function=_nodes)" in source
+    call = "multi_robot_launch_configs(values)" if filename.startswith("multi") else "node_launch_config(values)"
+    assert call in source
+    for name, (default, description) in {**LAUNCH_ARGUMENTS, **MULTI_ROBOT_ARGUMENTS}.items():
+        assert len(description) > 30, f"launch argument {name} needs a real description"

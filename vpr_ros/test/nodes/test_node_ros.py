@@ -1,0 +1,166 @@
+"""The real node with the real rclpy and the real vpr_ros_msgs, each scenario in a private netns.
+
+Scenarios live in ``scenarios.py`` (run as a subprocess by the ``run_scenario`` fixture); this
+module prepares their inputs and asserts on what they observed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from vpr_ros.core.config import config_from_flat, flat_field_specs, load_config
+from vpr_ros.core.detector import LoopClosureDetector
+from vpr_ros.core.store import load_keyframes
+from vpr_ros.core.types import Frame
+from vpr_ros.launch_args import node_launch_config
+
+from revisit_data import corridor_revisit
+from tiny_extractor import TinyExtractor
+
+CONFIG_YAML = Path(__file__).resolve().parents[2] / "config" / "loop_closure.yaml"
+CORE_NAMES = {s.name for s in flat_field_specs()}
+FRAMES = 20  # per traversal: 20 reference + 20 query frames
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _test_yaml(tmp_path: Path) -> Path:
+    """The package's YAML with the tiny test model and loss-free QoS (all through the params file)."""
+    doc = yaml.safe_load(CONFIG_YAML.read_text())
+    params = doc["/**"]["ros__parameters"]
+    params["verify"]["min_matches"] = 60
+    params.update(extractor_factory="tiny_extractor:build", qos={"reliability": "reliable", "depth": 100},
+                  queue={"size": 100}, diagnostics={"period_sec": 0.2})
+    path = tmp_path / "test_params.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _offline_loops(core_flat: dict[str, Any]) -> tuple[list[Any], int]:
+    detector = LoopClosureDetector(config_from_flat(core_flat), TinyExtractor())
+    loops = []
+    for stamp, image in corridor_revisit(FRAMES):
+        loops += detector.process(Frame(stamp, image)).loop_closures
+    return loops, detector.num_keyframes
+
+
+def test_revisit_through_launch_config_matches_offline_detector(run_scenario, tmp_path):
+    params = _test_yaml(tmp_path)
+    launch_args = {"config": str(params), "namespace": "robot1", "image_topic": "/cam/image_raw",
+                   "odom_topic": "", "map_save": str(tmp_path / "saved_map")}
+    result = run_scenario("revisit", "--launch-args", json.dumps(launch_args), "--frames", str(FRAMES),
+                          "--rate", "40", timeout=90)
+    logs = result["_logs"] + result["log"]
+    assert result["settled"], logs
+    assert result["diag"]["frames_processed"] == str(2 * FRAMES) and result["diag"]["frames_dropped"] == "0", logs
+
+    # What the core computes offline with the same parameters: the YAML plus the launch overrides.
+    launch = node_launch_config(launch_args)
+    flat = {k: v for k, v in _flatten(yaml.safe_load(params.read_text())["/**"]["ros__parameters"]).items()
+            if k in CORE_NAMES}
+    flat.update({k: v for k, v in launch.overrides.items() if k in CORE_NAMES})
+    expected, num_keyframes = _offline_loops(flat)
+    assert len(expected) >= 5, "the revisit must produce loop closures offline for this test to mean anything"
+
+    got = result["loops"]
+    assert [(m["query_id"], m["match_id"]) for m in got] == [(e.query_id, e.match_id) for e in expected], logs
+    for m, e in zip(got, expected):
+        assert m["query_stamp_ns"] == e.query_stamp_ns == m["header_stamp_ns"]
+        assert m["match_stamp_ns"] == e.match_stamp_ns
+        assert m["score"] == pytest.approx(e.score, rel=1e-6)
+        assert m["global_similarity"] == pytest.approx(e.global_similarity, abs=1e-6)
+        assert (m["retrieval_rank"], m["local_matches"], m["local_features"], m["consistent_keyframes"]) == (
+            e.retrieval_rank, e.local_matches, e.local_features, e.consistent_keyframes)
+        assert m["query_robot_id"] == m["match_robot_id"] == "robot1"  # robot_id from the namespace
+        assert m["frame_id"] == "map" and m["verification_method"] == "mnn"
+        assert m["descriptor_model"] == "tiny-pixels@test" and m["descriptor_dim"] == TinyExtractor.global_dim
+        assert not m["relative_pose_valid"]
+    # Clean SIGINT shutdown saved the map (map_save launch argument -> map.save_path).
+    assert result["rc"] == 0, logs
+    _, saved = load_keyframes(tmp_path / "saved_map", "tiny-pixels@test")
+    assert len(saved) == num_keyframes == 2 * FRAMES
+
+
+def test_map_services_round_trip(run_scenario):
+    r = run_scenario("map_services", "--frames", "6", timeout=60)
+    logs = r["_logs"] + r["log"]
+    assert r["save"][:2] == [True, 12], logs
+    assert r["save_no_path"][0] is False and "map.save_path" in r["save_no_path"][1]
+    assert r["reset"] is True and r["index_after_reset"] == 0
+    assert r["load"][:2] == [True, 12] and r["index_after_load"] == 12, logs
+    assert r["load_missing"][0] is False and "no_such_map" in r["load_missing"][1]
+    assert r["index_after_failed_load"] == 12  # a failed load keeps the map
+    assert r["alive"] and r["rc"] == 0, logs
+
+
+def test_bad_inputs_are_counted_and_the_node_keeps_running(run_scenario):
+    r = run_scenario("bad_inputs", timeout=60)
+    logs = r["_logs"] + r["log"]
+    raw, jpg = r["raw"], r["jpg"]
+    assert r["alive"] == [True, True] and r["rc"] == [0, 0], logs
+    assert {k: raw[f"bad_input.{k}"] for k in ("unknown_encoding", "empty_image", "malformed_image",
+                                               "time_backwards", "nan_odometry")} == {
+        "unknown_encoding": "1", "empty_image": "1", "malformed_image": "1", "time_backwards": "1",
+        "nan_odometry": "1"}, logs
+    assert raw["frames_processed"] == "2" and raw["frames_received"] == "6", logs
+    assert {k: jpg[f"bad_input.{k}"] for k in ("corrupt_compressed", "empty_image", "unknown_encoding")} == {
+        "corrupt_compressed": "1", "empty_image": "1", "unknown_encoding": "1"}, logs
+    assert jpg["frames_processed"] == "2", logs
+    assert "bad input" in r["log"]  # logged (throttled) as well as counted
+
+
+def test_back_pressure_keeps_queue_bounded_and_counts_drops(run_scenario):
+    r = run_scenario("back_pressure", "--frames", "60", timeout=60)  # 60 frames at 30 Hz, 0.2 s/frame
+    logs = r["_logs"] + r["log"]
+    d = {k: float(v) for k, v in r["diag"].items() if k[0].isalpha() and v.replace(".", "").isdigit()}
+    assert r["all_received"] and r["received_lag_sec"] < 1.0, logs  # callbacks never wait for the model
+    assert r["depth_samples"] >= 10 and 0 < r["max_depth"] <= 3, logs
+    assert d["frames_received"] == 60 and d["frames_dropped"] >= 30, logs
+    assert d["frames_processed"] + d["frames_dropped"] == 60, logs
+    assert d["latency_ms.extract.p50"] >= 190.0  # the slowed model really ran
+    assert r["alive"] and r["rc"] == 0, logs
+
+
+def test_yaml_parameters_reach_the_core_config(run_scenario):
+    r = run_scenario("yaml_params", "--params-file", str(CONFIG_YAML), "--ros-arg=-p",
+                     "--ros-arg=index.top_k:=7", "--ros-arg=-p", "--ros-arg=queue.size:=9", timeout=40)
+    expected = load_config(CONFIG_YAML, overrides={"index.top_k": 7})
+    assert config_from_flat(r["config"]) == expected
+    assert r["settings"]["queue_size"] == 9
+    assert r["top_k_range"] == [1, 1000] and r["top_k_read_only"] and "Global candidates" in r["top_k_description"]
+    assert r["sim_range"] == [-1.0, 1.0]
+    assert r["set_read_only"] is False and r["set_debug"] is True and r["debug_now"] is True
+
+
+def test_invalid_parameters_stop_startup_with_a_clear_message(run_scenario, tmp_path):
+    cases = {
+        "verify.min_matches": ["-p", "verify.min_matches:=-5"],
+        "verify.method": ["-p", "verify.method:='bogus'"],
+        "keyframes.min_gap_sec": ["-p", "keyframes.min_gap_sec:=1"],     # an int for a double
+        "verify.min_match": ["-p", "verify.min_match:=3"],               # a typo
+        "qos.reliability": ["-p", "qos.reliability:='sometimes'"],
+        "map.load_path": ["-p", f"map.load_path:='{tmp_path / 'missing_map'}'"],
+    }
+    r = run_scenario("invalid_params", "--cases", json.dumps(cases), timeout=60)
+    for name, outcome in r.items():
+        if name.startswith("_"):
+            continue
+        assert not outcome["timed_out"] and outcome["rc"] not in (0, None), (name, outcome)
+        assert "startup failed" in outcome["log"] and name.split(".")[0] in outcome["log"], (name, outcome["log"])
+    assert "verify.min_matches" in r["verify.min_match"]["log"]  # did-you-mean hint
+    assert "1.0" in r["keyframes.min_gap_sec"]["log"]
+    assert "bogus" in r["verify.method"]["log"] and "mnn" in r["verify.method"]["log"]

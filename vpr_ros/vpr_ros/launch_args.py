@@ -1,0 +1,151 @@
+"""Launch arguments -> node parameters and remappings, as a pure function.
+
+``launch/loop_closure.launch.py`` and ``launch/multi_robot.launch.py`` call :func:`node_launch_config`
+inside an ``OpaqueFunction``; the tests call it too and start the real node with exactly its output
+(:func:`to_ros_args`), so the launch logic is tested without ``launch``/``launch_ros``.
+No ROS imports here.
+
+Empty argument values mean "not given": the parameter file (``config``) or the dataclass default
+then decides, so a launch file never silently overrides the YAML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+__all__ = ["LAUNCH_ARGUMENTS", "MULTI_ROBOT_ARGUMENTS", "NodeLaunchConfig", "node_launch_config",
+           "multi_robot_launch_configs", "to_ros_args"]
+
+PACKAGE = "vpr_ros"
+EXECUTABLE = "loop_closure_node"
+NODE_NAME = "loop_closure_node"
+
+#: name -> (default value, description); the launch files declare exactly these.
+LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
+    "model": ("", "Descriptor preset (model.preset), e.g. lite0-gem or selavpr; empty keeps the config file's."),
+    "weights": ("", "Local weights file for the preset (model.weights); empty uses the packaged or cached weights."),
+    "backend": ("", "Inference backend (model.backend): torch, onnxruntime or tensorrt; empty keeps the config file's."),
+    "config": ("", "ROS 2 parameter file (/**: ros__parameters:) with the pipeline configuration; "
+                   "the launch file defaults it to the installed config/loop_closure.yaml."),
+    "namespace": ("", "Namespace of the node and its relative topics (e.g. robot1); empty for none."),
+    "robot_id": ("", "Robot id written into keyframes and loop closures (detector.robot_id); "
+                     "empty uses the namespace, or the config file's value without a namespace."),
+    "image_topic": ("image", "Camera topic to subscribe to (sensor_msgs/Image, or CompressedImage "
+                             "when image.compressed is true)."),
+    "camera_info_topic": ("", "sensor_msgs/CameraInfo topic used to check image sizes; empty disables it."),
+    "odom_topic": ("odom", "nav_msgs/Odometry topic that tags keyframes with poses; empty disables it."),
+    "use_sim_time": ("false", "Use /clock (bag replay) instead of the wall clock: true or false."),
+    "map_load": ("", "Map directory loaded at startup (map.load_path); empty starts with an empty map."),
+    "map_save": ("", "Map directory written by ~/save_map and at shutdown (map.save_path); empty: no save."),
+}
+
+#: Extra argument of multi_robot.launch.py (the per-robot arguments above are shared).
+MULTI_ROBOT_ARGUMENTS: dict[str, tuple[str, str]] = {
+    "robots": ("robot1,robot2", "Comma-separated robot namespaces; one loop_closure_node runs in each "
+                                "and subscribes to <robot>/<image_topic> (relative topics)."),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeLaunchConfig:
+    """What ``launch_ros.actions.Node`` needs: namespace, name, parameters and remappings.
+
+    parameters: ``params_files`` first (in order), then ``overrides``, which win.
+    """
+
+    namespace: str
+    name: str
+    params_files: tuple[str, ...]
+    overrides: dict[str, Any]
+    remappings: tuple[tuple[str, str], ...]
+
+    @property
+    def parameters(self) -> list[Any]:
+        """The ``parameters=`` list for ``launch_ros.actions.Node``."""
+        return [*self.params_files, dict(self.overrides)]
+
+
+def _bool(name: str, value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off", ""):
+        return False
+    raise ValueError(f"launch argument {name}:={value!r} must be true or false")
+
+
+def node_launch_config(args: Mapping[str, str]) -> NodeLaunchConfig:
+    """Launch argument values (strings, as launch gives them) -> NodeLaunchConfig.
+
+    Missing keys take their :data:`LAUNCH_ARGUMENTS` default. Raises ValueError naming an unknown
+    argument or a malformed value.
+    """
+    unknown = sorted(set(args) - set(LAUNCH_ARGUMENTS))
+    if unknown:
+        raise ValueError(f"unknown launch argument(s) {', '.join(unknown)}; known: {', '.join(LAUNCH_ARGUMENTS)}")
+    values = {name: str(args.get(name, default)).strip() for name, (default, _) in LAUNCH_ARGUMENTS.items()}
+    namespace = values["namespace"].strip("/")
+    overrides: dict[str, Any] = {"use_sim_time": _bool("use_sim_time", values["use_sim_time"])}
+    for arg, param in (("model", "model.preset"), ("weights", "model.weights"),
+                       ("backend", "model.backend"), ("map_load", "map.load_path"),
+                       ("map_save", "map.save_path")):
+        if values[arg]:
+            overrides[param] = values[arg]
+    robot_id = values["robot_id"] or namespace.replace("/", "_")
+    if robot_id:
+        overrides["detector.robot_id"] = robot_id
+    remappings = [("image", values["image_topic"] or "image")]
+    overrides["camera_info.enabled"] = bool(values["camera_info_topic"])
+    if values["camera_info_topic"]:
+        remappings.append(("camera_info", values["camera_info_topic"]))
+    overrides["odom.enabled"] = bool(values["odom_topic"])
+    if values["odom_topic"]:
+        remappings.append(("odom", values["odom_topic"]))
+    files = (values["config"],) if values["config"] else ()
+    return NodeLaunchConfig(namespace=namespace, name=NODE_NAME, params_files=files,
+                            overrides=overrides, remappings=tuple(remappings))
+
+
+def multi_robot_launch_configs(args: Mapping[str, str]) -> list[NodeLaunchConfig]:
+    """One NodeLaunchConfig per namespace in ``robots`` (the other arguments are shared).
+
+    ``namespace`` and ``robot_id`` come from each robot's name; giving them is an error. A given
+    ``map_save`` becomes ``<map_save>/<robot>``; ``map_load`` is shared (a prior map for everyone).
+    """
+    shared = dict(args)
+    robots_text = shared.pop("robots", MULTI_ROBOT_ARGUMENTS["robots"][0])
+    for fixed in ("namespace", "robot_id"):
+        if shared.get(fixed):
+            raise ValueError(f"multi_robot: {fixed} comes from 'robots'; do not set it")
+        shared.pop(fixed, None)
+    robots = [r.strip().strip("/") for r in robots_text.split(",") if r.strip().strip("/")]
+    if not robots or len(set(robots)) != len(robots):
+        raise ValueError(f"multi_robot: robots:={robots_text!r} must list distinct namespaces, e.g. robot1,robot2")
+    save = str(shared.pop("map_save", "")).strip().rstrip("/")
+    # One map directory per robot: two nodes writing the same directory would corrupt it.
+    return [node_launch_config({**shared, "namespace": robot, "map_save": f"{save}/{robot}" if save else ""})
+            for robot in robots]
+
+
+def _yaml_scalar(value: Any) -> str:
+    # rcl parses each -p value as YAML; quoting keeps strings like "1" or "true" strings.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def to_ros_args(config: NodeLaunchConfig) -> list[str]:
+    """The ``--ros-args ...`` command line equivalent to launching ``config`` with launch_ros."""
+    argv = ["--ros-args", "-r", f"__node:={config.name}"]
+    if config.namespace:
+        argv += ["-r", f"__ns:=/{config.namespace}"]
+    for path in config.params_files:
+        argv += ["--params-file", path]
+    for name, value in config.overrides.items():
+        argv += ["-p", f"{name}:={_yaml_scalar(value)}"]
+    for source, target in config.remappings:
+        argv += ["-r", f"{source}:={target}"]
+    return argv

@@ -1,0 +1,327 @@
+"""``loop_closure_node``: camera images in, vpr_ros_msgs/LoopClosure out.
+
+A thin layer over :class:`vpr_ros.core.detector.LoopClosureDetector`: callbacks only enqueue
+messages; one processing thread converts, runs the detector and publishes. When the model is slower
+than the camera the bounded queue drops its oldest frame (counted in diagnostics), so the newest
+view of the world is always the next one processed and no callback ever blocks.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_srvs.srv import Trigger
+from vpr_ros_msgs.msg import LoopClosure as LoopClosureMsg
+from vpr_ros_msgs.srv import MapIO
+
+from vpr_ros.core.config import Config
+from vpr_ros.core.detector import Extractor, LoopClosureDetector, StepResult
+from vpr_ros.core.errors import InputError, MapStoreError, ModelLoadError, VprError
+from vpr_ros.core.types import Frame
+from vpr_ros.core.verification import mnn_pairs
+from vpr_ros.nodes import conversions as conv
+from vpr_ros.nodes.params import declare_and_read, image_qos
+from vpr_ros.nodes.stats import NodeStats
+
+__all__ = ["LoopClosureNode", "load_extractor_factory", "main"]
+
+ExtractorFactory = Callable[[Config], Extractor]
+_THUMBNAILS = 256
+
+
+def load_extractor_factory(spec: str) -> ExtractorFactory:
+    """'module:function' -> the function (tests and benchmarks inject small models this way)."""
+    module, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise VprError(f"extractor_factory={spec!r} cannot be imported ({exc}); give 'module:function' "
+                       "importable on PYTHONPATH") from None
+
+
+def _default_extractor(config: Config) -> Extractor:
+    try:
+        from vpr_ros.models import load_model  # torch/onnxruntime load only when a node really starts
+    except ImportError as exc:
+        raise ModelLoadError(f"cannot import the model zoo ({exc}); reinstall vpr_ros with its "
+                             "requirements") from None
+    m = config.model
+    return load_model(m.preset, m.weights or None, backend=m.backend, device=m.device,
+                      precision=m.precision, threads=m.threads)
+
+
+class LoopClosureNode(Node):
+    """ROS 2 node around one LoopClosureDetector; see docs/ros2.md for topics and services.
+
+    detector / extractor_factory / qos are injectable so tests can run a slowed or tiny model;
+    by default the model comes from ``model.preset`` (or the hidden ``extractor_factory``
+    parameter) and the image QoS from the ``qos.*`` parameters.
+    """
+
+    def __init__(self, *, detector: LoopClosureDetector | None = None,
+                 extractor_factory: ExtractorFactory | None = None, qos: QoSProfile | None = None,
+                 node_name: str = "loop_closure_node", **node_kwargs: Any) -> None:
+        super().__init__(node_name, **node_kwargs)
+        self.config, self.settings = declare_and_read(self)
+        detector_is_default = detector is None and extractor_factory is None and not self.settings.extractor_factory
+        if detector is None:
+            factory = extractor_factory or (load_extractor_factory(self.settings.extractor_factory)
+                                            if self.settings.extractor_factory else _default_extractor)
+            detector = LoopClosureDetector(self.config, factory(self.config))
+        self.detector = detector
+        # What diagnostics call the backend: the model's own word when it has one (injected models).
+        self.backend = str(getattr(detector.model, "backend", None) or (
+            self.config.model.backend if detector_is_default else "custom"))
+        self.stats = NodeStats()
+        self._detector_lock = threading.Lock()
+        if self.config.map.load_path:
+            n = self.detector.load_map(self.config.map.load_path)
+            self.get_logger().info(f"loaded {n} keyframes from {self.config.map.load_path}")
+        self._queue: collections.deque[tuple[Any, float]] = collections.deque()
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._last_stamp_ns: int | None = None
+        self._odom: collections.deque[tuple[int, Any]] = collections.deque(maxlen=400)
+        self._odom_lock = threading.Lock()
+        self._camera_size: tuple[int, int] | None = None
+        self._debug = self.settings.debug_image
+        self._thumbnails: collections.OrderedDict[tuple[str, str, int], Any] = collections.OrderedDict()
+        self._last_warn: dict[str, float] = {}
+
+        sensor_qos = qos or image_qos(self.settings)
+        image_type = CompressedImage if self.settings.image_compressed else Image
+        self.create_subscription(image_type, "image", self._on_image, sensor_qos)
+        if self.settings.odom_enabled:
+            self.create_subscription(Odometry, "odom", self._on_odom, sensor_qos)
+        if self.settings.camera_info_enabled:
+            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, sensor_qos)
+        self._loop_pub = self.create_publisher(LoopClosureMsg, "loop_closures", 100)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
+        self._debug_pub = self.create_publisher(Image, "debug_image", 2)
+        self.create_service(MapIO, "~/save_map", self._on_save_map)
+        self.create_service(MapIO, "~/load_map", self._on_load_map)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.create_timer(self.settings.diagnostics_period_sec, self._publish_diagnostics)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._worker = threading.Thread(target=self._run, name="vpr_ros_processing", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"ready: model {self.detector.model_id} ({self.backend}), "
+            f"{self.detector.num_keyframes} keyframes, subscribed to {self.resolve_topic_name('image')}")
+
+    # -- callbacks (never block) -----------------------------------------------------------
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        self.stats.count("frames_received")
+        with self._wake:
+            if len(self._queue) >= self.settings.queue_size:
+                self._queue.popleft()
+                self.stats.count("frames_dropped")
+            self._queue.append((msg, time.perf_counter()))
+            self._wake.notify()
+
+    def _on_odom(self, msg: Odometry) -> None:
+        self.stats.count("odometry_received")
+        try:
+            pose = conv.odometry_to_pose(msg)
+        except InputError as exc:
+            self._bad("nan_odometry", exc)
+            return
+        with self._odom_lock:
+            self._odom.append((conv.stamp_to_ns(msg.header.stamp), pose))
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self.stats.count("camera_info_received")
+        self._camera_size = (int(msg.height), int(msg.width))
+
+    def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
+        for p in params:
+            if p.name == "debug.image":
+                self._debug = bool(p.value)
+        return SetParametersResult(successful=True)
+
+    # -- processing thread ---------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue and not self._stopping:
+                    self._wake.wait(0.5)
+                if self._stopping:
+                    return
+                msg, received = self._queue.popleft()
+            try:
+                self._process(msg, received)
+            except VprError as exc:  # a core failure costs one frame, never the node
+                self._warn("core", f"frame dropped: {exc}")
+            except Exception as exc:  # noqa: BLE001 - an unexpected bug must not kill the thread silently
+                self.get_logger().error(f"frame dropped by an unexpected {type(exc).__name__}: {exc}")
+
+    def _process(self, msg: Image | CompressedImage, received: float) -> None:
+        t0 = time.perf_counter()
+        stamp_ns = conv.stamp_to_ns(msg.header.stamp)
+        try:
+            image = (conv.compressed_msg_to_rgb(msg) if isinstance(msg, CompressedImage)
+                     else conv.image_msg_to_rgb(msg))
+        except InputError as exc:
+            self._bad(conv.classify_bad_image(msg), exc)
+            return
+        if self._camera_size is not None and image.shape[:2] != self._camera_size:
+            self._bad("size_mismatch", InputError(f"image is {image.shape[1]}x{image.shape[0]}, "
+                                                  f"camera_info says {self._camera_size[1]}x{self._camera_size[0]}"))
+            return
+        if self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
+            self._bad("time_backwards", InputError(
+                f"image stamp {stamp_ns} ns is older than the previous one ({self._last_stamp_ns} ns); "
+                "call ~/reset after a bag loop or clock jump"))
+            return
+        pose = self._pose_at(stamp_ns)
+        t1 = time.perf_counter()
+        with self._detector_lock:
+            result = self.detector.process(Frame(stamp_ns, image, pose))
+            self._last_stamp_ns = stamp_ns
+            t2 = time.perf_counter()
+            self._publish(result, image)
+            t3 = time.perf_counter()
+        self.stats.count("frames_processed")
+        timings = {k: v for k, v in result.timings_ms.items() if k != "total"}
+        timings.update(queue_wait=(t0 - received) * 1e3, convert=(t1 - t0) * 1e3,
+                       detector=(t2 - t1) * 1e3, publish=(t3 - t2) * 1e3, total=(t3 - received) * 1e3)
+        self.stats.latency(timings)
+
+    def _publish(self, result: StepResult, image: Any) -> None:
+        if result.keyframe is None:
+            return
+        self.stats.count("keyframes")
+        kf = result.keyframe
+        if self._debug:
+            self._thumbnails[(kf.robot_id, kf.session_id, kf.id)] = image
+            while len(self._thumbnails) > _THUMBNAILS:
+                self._thumbnails.popitem(last=False)
+        for loop in result.loop_closures:
+            self._loop_pub.publish(conv.loop_closure_to_msg(loop, self.config.detector.map_frame))
+            self.stats.count("loop_closures")
+            if self._debug:
+                self._publish_debug(loop, kf, image)
+
+    def _publish_debug(self, loop: Any, kf: Any, image: Any) -> None:
+        key = (loop.match_robot_id, loop.match_session_id, loop.match_id)
+        match = next((k for k in reversed(self.detector.keyframes)
+                      if (k.robot_id, k.session_id, k.id) == key), None)
+        pairs = grid0 = grid1 = None
+        if match is not None and kf.local is not None and match.local is not None:
+            pairs, grid0, grid1 = mnn_pairs(kf.local, match.local), kf.local.shape[:2], match.local.shape[:2]
+        text = f"kf {loop.query_id} <-> {loop.match_id}  score {loop.score:.0f}"
+        canvas = conv.render_debug_image(image, self._thumbnails.get(key), pairs, grid0, grid1, text)
+        self._debug_pub.publish(conv.rgb_to_image_msg(canvas, loop.query_stamp_ns, self.config.detector.map_frame))
+
+    def _pose_at(self, stamp_ns: int) -> Any:
+        with self._odom_lock:
+            if not self._odom:
+                return None
+            t, pose = min(self._odom, key=lambda item: abs(item[0] - stamp_ns))
+        return pose if abs(t - stamp_ns) <= self.settings.odom_max_age_sec * 1e9 else None
+
+    # -- bad input -----------------------------------------------------------------------
+    def _bad(self, kind: str, exc: Exception) -> None:
+        self.stats.bad_input(kind)
+        self._warn(kind, f"bad input ({kind}), frame ignored: {exc}")
+
+    def _warn(self, key: str, text: str) -> None:
+        # Throttled per kind by hand: a broken camera at 30 Hz must not flood the log.
+        now = time.monotonic()
+        if now - self._last_warn.get(key, -1e9) >= self.settings.log_throttle_sec:
+            self._last_warn[key] = now
+            self.get_logger().warning(text)
+
+    # -- services and diagnostics --------------------------------------------------------
+    def _map_io(self, response: MapIO.Response, path: str, save: bool) -> MapIO.Response:
+        if not path:
+            name = "map.save_path" if save else "map.load_path"
+            response.success, response.message = False, f"no path given and parameter {name} is empty"
+            return response
+        try:
+            with self._detector_lock:
+                n = self.detector.save_map(path) if save else self.detector.load_map(path)
+        except (MapStoreError, OSError) as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        response.success, response.num_keyframes = True, n
+        response.message = f"{'saved' if save else 'loaded'} {n} keyframes {'to' if save else 'from'} {path}"
+        self.get_logger().info(response.message)
+        return response
+
+    def _on_save_map(self, request: MapIO.Request, response: MapIO.Response) -> MapIO.Response:
+        return self._map_io(response, request.path or self.config.map.save_path, save=True)
+
+    def _on_load_map(self, request: MapIO.Request, response: MapIO.Response) -> MapIO.Response:
+        return self._map_io(response, request.path or self.config.map.load_path, save=False)
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._detector_lock:
+            self.detector.reset()
+            self._last_stamp_ns = None
+            self._thumbnails.clear()
+        response.success, response.message = True, "map and temporal state cleared"
+        return response
+
+    def _publish_diagnostics(self) -> None:
+        with self._wake:
+            depth = len(self._queue)
+        extra = {"queue_depth": str(depth), "queue_size": str(self.settings.queue_size),
+                 "index_size": str(self.detector.num_keyframes), "model": self.detector.model_id,
+                 "backend": self.backend, "robot_id": self.config.detector.robot_id}
+        if self._camera_size is not None:
+            extra["camera_size"] = f"{self._camera_size[1]}x{self._camera_size[0]}"
+        self._diag_pub.publish(self.stats.to_msg(
+            self.get_clock().now().to_msg(), f"{self.get_name()}: loop closure",
+            self.config.detector.robot_id, extra))
+
+    def close(self) -> None:
+        """Stop the processing thread and save the map when ``map.save_path`` is set."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        self._worker.join(timeout=10.0)
+        if self.config.map.save_path:
+            try:
+                with self._detector_lock:
+                    n = self.detector.save_map(self.config.map.save_path)
+                self.get_logger().info(f"saved {n} keyframes to {self.config.map.save_path} at shutdown")
+            except (MapStoreError, OSError) as exc:
+                self.get_logger().error(f"could not save the map at shutdown: {exc}")
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point (``ros2 run vpr_ros loop_closure_node``); non-zero exit on a startup failure."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = LoopClosureNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except VprError as exc:  # bad parameter, model or map: the message says what to do
+        print(f"loop_closure_node: startup failed: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
