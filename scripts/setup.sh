@@ -29,7 +29,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
     -r requirements/base.txt -r requirements/ros.txt -r requirements/test.txt
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e ./vpr_ros
+  # compat mode puts vpr_ros/ on sys.path, so the package wins over the same-named ament
+  # package directory when Python runs from the repository root.
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation \
+    --config-settings editable_mode=compat -e ./vpr_ros
   echo "$want" > "$stamp"
 fi
 bash scripts/build_msgs.sh "$VENV"

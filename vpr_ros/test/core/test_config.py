@@ -6,22 +6,31 @@ import yaml
 
 from vpr_ros.core.config import Config, config_from_flat, config_to_flat, flat_field_specs, load_config
 from vpr_ros.core.errors import ConfigError
+from vpr_ros.nodes.settings import all_parameter_specs, node_parameter_names
 
 YAML = Path(__file__).resolve().parents[2] / "config" / "loop_closure.yaml"
 
 
-def test_yaml_keys_and_defaults_equal_dataclasses():
-    params = yaml.safe_load(YAML.read_text())["/**"]["ros__parameters"]
+def _flatten(tree, prefix=""):
     flat = {}
-    for section, body in params.items():
-        for key, value in body.items():
-            flat[f"{section}.{key}"] = value
-    specs = {s.name: s for s in flat_field_specs()}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def test_yaml_keys_and_defaults_equal_dataclasses():
+    flat = _flatten(yaml.safe_load(YAML.read_text())["/**"]["ros__parameters"])
+    specs = {s.name: s for s in all_parameter_specs() if s.name != "extractor_factory"}
     assert set(flat) == set(specs)
     for name, value in flat.items():
         assert type(value) is specs[name].type or (specs[name].type is float and isinstance(value, float)), name
         assert value == specs[name].default, f"{name}: YAML {value!r} != dataclass {specs[name].default!r}"
-    assert load_config(YAML) == Config()
+    assert load_config(YAML, skip_keys=node_parameter_names()) == Config()
+    with pytest.raises(ConfigError, match="unknown parameter.*queue.size"):
+        load_config(YAML)
 
 
 def test_every_field_documented():

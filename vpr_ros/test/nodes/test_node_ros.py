@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from vpr_ros.core.config import config_from_flat, flat_field_specs, load_config
+from vpr_ros.nodes.settings import node_parameter_names
 from vpr_ros.core.detector import LoopClosureDetector
 from vpr_ros.core.store import load_keyframes
 from vpr_ros.core.types import Frame
@@ -138,7 +139,7 @@ def test_back_pressure_keeps_queue_bounded_and_counts_drops(run_scenario):
 def test_yaml_parameters_reach_the_core_config(run_scenario):
     r = run_scenario("yaml_params", "--params-file", str(CONFIG_YAML), "--ros-arg=-p",
                      "--ros-arg=index.top_k:=7", "--ros-arg=-p", "--ros-arg=queue.size:=9", timeout=40)
-    expected = load_config(CONFIG_YAML, overrides={"index.top_k": 7})
+    expected = load_config(CONFIG_YAML, overrides={"index.top_k": 7}, skip_keys=node_parameter_names())
     assert config_from_flat(r["config"]) == expected
     assert r["settings"]["queue_size"] == 9
     assert r["top_k_range"] == [1, 1000] and r["top_k_read_only"] and "Global candidates" in r["top_k_description"]

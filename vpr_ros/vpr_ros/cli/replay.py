@@ -12,6 +12,7 @@ import yaml
 from vpr_ros.cli.report import write_report
 from vpr_ros.cli.session import FRAME_INDEX_FILE, load_frame_index, replay_bag, save_frame_index
 from vpr_ros.core.config import Config, config_from_flat, load_config
+from vpr_ros.nodes.settings import node_parameter_names
 from vpr_ros.core.detector import Extractor, LoopClosureDetector
 from vpr_ros.core.errors import ConfigError
 from vpr_ros.core.eval.groundtruth import (Exclusion, GroundTruth, IndexGroundTruth, PoseGroundTruth,
@@ -36,7 +37,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
 def build_config(config_path: str | None, overrides: dict[str, Any]) -> Config:
     """Config from an optional ROS parameter YAML plus dotted overrides."""
     if config_path:
-        return load_config(config_path, overrides=overrides)
+        return load_config(config_path, overrides=overrides, skip_keys=node_parameter_names())
     return config_from_flat(overrides)
 
 

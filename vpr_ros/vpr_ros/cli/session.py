@@ -112,7 +112,9 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
     frames = 0
     with ImageBag(bag_path, image_topic, pose_topic) as bag:
         bar = tqdm(total=bag.num_images if max_frames is None else min(max_frames, bag.num_images),
-                   disable=not progress, unit="frame", desc=Path(bag_path).name, leave=False)
+                   # None: tqdm draws only on a terminal, so CI logs stay readable.
+                   disable=None if progress else True, unit="frame", desc=Path(bag_path).name,
+                   leave=False)
         try:
             for frame in bag:
                 if max_frames is not None and frames >= max_frames:

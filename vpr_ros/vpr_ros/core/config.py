@@ -14,7 +14,7 @@ import dataclasses
 import math
 import typing
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 import yaml
 
@@ -33,6 +33,7 @@ __all__ = [
     "config_to_flat",
     "flat_field_specs",
     "FieldSpec",
+    "check_value",
 ]
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
@@ -133,18 +134,20 @@ class VerifyConfig:
 
     method: str = dataclasses.field(default="mnn", metadata=_meta(
         "Verification method.", choices=VERIFY_METHODS))
-    min_matches: int = dataclasses.field(default=80, metadata=_meta(
-        "Accept a candidate when its mutual-nearest-neighbour count reaches this.", lo=0))
+    min_matches: int = dataclasses.field(default=120, metadata=_meta(
+        "Accept a candidate when its mutual-nearest-neighbour count reaches this. The default suits "
+        "lite0-gem's 20x20 map (400 locations: same place ~150-220, another environment ~70-100); "
+        "scale it with the map size for other presets (SelaVPR: 61x61).", lo=0))
     min_global_similarity: float = dataclasses.field(default=0.0, metadata=_meta(
         "Candidates below this global cosine similarity are not verified.", lo=-1.0, hi=1.0))
     min_inliers: int = dataclasses.field(default=12, metadata=_meta(
         "RANSAC inliers needed by mnn+fundamental.", lo=0))
     ransac_threshold_px: float = dataclasses.field(default=2.0, metadata=_meta(
         "Epipolar RANSAC threshold in local-feature grid cells for mnn+fundamental.", lo=0.0))
-    temporal_consistency: int = dataclasses.field(default=3, metadata=_meta(
+    temporal_consistency: int = dataclasses.field(default=2, metadata=_meta(
         "Consecutive query keyframes that must match nearby keyframes before a loop is published "
         "(1 disables the check).", lo=1, hi=100))
-    consistency_window: int = dataclasses.field(default=3, metadata=_meta(
+    consistency_window: int = dataclasses.field(default=2, metadata=_meta(
         "Two consecutive matches agree when their match keyframe ids differ by at most this.", lo=0))
 
     def __post_init__(self) -> None:
@@ -232,6 +235,20 @@ def flat_field_specs() -> list[FieldSpec]:
     return specs
 
 
+def check_value(spec: FieldSpec, value: Any) -> Any:
+    """Type-check ``value`` for ``spec`` (ints are accepted for floats), then its range and choices.
+
+    Raises :class:`ConfigError` naming the parameter. Used for parameters that are not dataclass
+    fields (the node-only settings); dataclass fields are also checked in ``__post_init__``.
+    """
+    value = _coerce(spec, value)
+    if spec.type in (int, float):
+        _check_range(spec.name, value, spec.min, spec.max)
+    if spec.choices:
+        _check_choice(spec.name, value, spec.choices)
+    return value
+
+
 def _coerce(spec: FieldSpec, value: Any) -> Any:
     kind = spec.type
     if kind is bool:
@@ -294,12 +311,15 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def load_config(path: str | Path, node_name: str = "loop_closure_node",
-                overrides: Mapping[str, Any] | None = None) -> Config:
+                overrides: Mapping[str, Any] | None = None,
+                skip_keys: Collection[str] = ()) -> Config:
     """Load a ROS 2 parameter file (``/**: ros__parameters: ...``) into a :class:`Config`.
 
     Nested mappings and dotted keys are both accepted. Parameters under ``/**`` and under
     ``node_name`` (with or without a leading slash) are merged, the node's own section winning.
-    ``overrides`` (dotted names) are applied last.
+    ``overrides`` (dotted names) are applied last. ``skip_keys`` are parameters of the file that
+    are not core configuration (the node-only settings, ``vpr_ros.nodes.settings``); any other
+    unknown key is an error.
     """
     path = Path(path)
     try:
@@ -325,6 +345,7 @@ def load_config(path: str | Path, node_name: str = "loop_closure_node",
             f"config file {path} has no '/**' or '{node_name}' section; wrap parameters in "
             "'/**: ros__parameters:'")
     flat.update(overrides or {})
+    flat = {k: v for k, v in flat.items() if k not in skip_keys}
     try:
         return config_from_flat(flat)
     except ConfigError as exc:

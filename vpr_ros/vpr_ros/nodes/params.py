@@ -12,10 +12,9 @@ change needs a restart. Only ``debug.image`` can be switched at run time.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import math
-from typing import Any, Mapping
+from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
@@ -25,106 +24,14 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 
 from vpr_ros.core.config import Config, FieldSpec, config_from_flat, flat_field_specs
 from vpr_ros.core.errors import ConfigError
+from vpr_ros.nodes.settings import (MUTABLE_PARAMETERS, NODE_PARAMETERS, NodeSettings, all_parameter_specs,
+                                    settings_from_flat)
 
 __all__ = ["NodeSettings", "NODE_PARAMETERS", "MUTABLE_PARAMETERS", "all_parameter_specs",
            "declare_and_read", "settings_from_flat", "parameter_descriptor", "image_qos",
            "parameter_table_markdown"]
 
-RELIABILITIES = ("best_effort", "reliable")
 _INT_MAX = 2**31 - 1
-
-
-def _spec(name: str, type_: type, default: Any, description: str, lo: float | None = None,
-          hi: float | None = None, choices: tuple[str, ...] | None = None) -> FieldSpec:
-    return FieldSpec(name, type_, default, description, lo, hi, choices)
-
-
-#: Node-only parameters, in declaration order (name, type, default, description, range, choices).
-NODE_PARAMETERS: tuple[FieldSpec, ...] = (
-    _spec("image.compressed", bool, False,
-          "Subscribe to sensor_msgs/CompressedImage (jpeg/png) instead of sensor_msgs/Image on "
-          "'image'; remap 'image' to the '.../compressed' topic."),
-    _spec("qos.reliability", str, "best_effort",
-          "Reliability of the image, camera_info and odom subscriptions (sensor-data QoS uses "
-          "best_effort; use reliable for bag replay without loss).", choices=RELIABILITIES),
-    _spec("qos.depth", int, 5, "History depth of the image, camera_info and odom subscriptions.",
-          lo=1, hi=1000),
-    _spec("queue.size", int, 4,
-          "Frames waiting for the processing thread; when full the oldest frame is dropped and "
-          "counted (diagnostics 'frames_dropped').", lo=1, hi=10000),
-    _spec("debug.image", bool, False,
-          "Publish 'debug_image' (query | match with MNN correspondences) for every loop closure; "
-          "can be changed at run time."),
-    _spec("diagnostics.period_sec", float, 1.0, "Period of the 'diagnostics' topic, seconds.",
-          lo=0.05, hi=3600.0),
-    _spec("camera_info.enabled", bool, False,
-          "Subscribe to 'camera_info' and check that images match its size (reported in diagnostics)."),
-    _spec("odom.enabled", bool, True,
-          "Subscribe to 'odom' (nav_msgs/Odometry) to tag keyframes with poses and drive the "
-          "keyframes.min_translation_m / min_rotation_deg gates."),
-    _spec("odom.max_age_sec", float, 0.2,
-          "An image gets the odometry pose closest to its stamp when it is at most this far, seconds.",
-          lo=0.0, hi=60.0),
-    _spec("log_throttle_sec", float, 5.0, "Minimum interval between two warnings about bad input, seconds.",
-          lo=0.0, hi=3600.0),
-    _spec("extractor_factory", str, "",
-          "For tests and benchmarks only: 'module:function' returning a descriptor extractor for a "
-          "Config, used instead of model.preset. Leave empty."),
-)
-
-#: Parameters that may change while the node runs.
-MUTABLE_PARAMETERS = frozenset({"debug.image"})
-
-
-@dataclasses.dataclass(frozen=True)
-class NodeSettings:
-    """Node-only settings (see :data:`NODE_PARAMETERS` for the meaning of each field)."""
-
-    image_compressed: bool = False
-    qos_reliability: str = "best_effort"
-    qos_depth: int = 5
-    queue_size: int = 4
-    debug_image: bool = False
-    diagnostics_period_sec: float = 1.0
-    camera_info_enabled: bool = False
-    odom_enabled: bool = True
-    odom_max_age_sec: float = 0.2
-    log_throttle_sec: float = 5.0
-    extractor_factory: str = ""
-
-
-def all_parameter_specs() -> list[FieldSpec]:
-    """Core then node-only parameter specs, in declaration order (docs and tests use this)."""
-    return [*flat_field_specs(), *NODE_PARAMETERS]
-
-
-def _check(spec: FieldSpec, value: Any) -> Any:
-    """Type, range and choice checks for a node-only value (core values go through config_from_flat)."""
-    if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if spec.type is bool and not isinstance(value, bool) or spec.type is not bool and (
-            isinstance(value, bool) or not isinstance(value, spec.type)):
-        raise ConfigError(f"{spec.name}={value!r} must be of type {spec.type.__name__}")
-    if spec.type in (int, float):
-        if isinstance(value, float) and math.isnan(value):
-            raise ConfigError(f"{spec.name} is NaN; give a number")
-        if spec.min is not None and value < spec.min or spec.max is not None and value > spec.max:
-            raise ConfigError(f"{spec.name}={value!r} is outside [{spec.min}, {spec.max}]")
-    if spec.choices and value not in spec.choices:
-        raise ConfigError(f"{spec.name}={value!r} is not allowed; choose one of {', '.join(spec.choices)}")
-    if spec.name == "extractor_factory" and value and ":" not in value:
-        raise ConfigError(f"extractor_factory={value!r} must look like 'module:function'")
-    return value
-
-
-def settings_from_flat(values: Mapping[str, Any]) -> NodeSettings:
-    """Build :class:`NodeSettings` from dotted node-only names; raises ConfigError naming the key."""
-    specs = {s.name: s for s in NODE_PARAMETERS}
-    unknown = sorted(set(values) - set(specs))
-    if unknown:
-        raise ConfigError(f"unknown node parameter(s) {', '.join(unknown)}")
-    fields = {name.replace(".", "_"): _check(specs[name], value) for name, value in values.items()}
-    return NodeSettings(**fields)
 
 
 def parameter_descriptor(spec: FieldSpec) -> ParameterDescriptor:
