@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -94,12 +95,24 @@ def _with(config: Config, **flat: Any) -> Config:
     return config_from_flat({**config_to_flat(config), **flat})
 
 
+#: Marks an output folder as the demo's own, and what a re-run replaces in it.
+DEMO_MARKER = ".vpr_ros_demo"
+DEMO_OUTPUTS = ("bags", "map_session1", "session2", "single_session")
+
+
 def run_demo(out: str | Path, config: Config, model: Extractor, *, single_session: bool = False,
              count: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Run the demo into ``out``; returns the evaluation metrics (also in ``out/.../metrics.json``)."""
     out = Path(out)
-    if (out / "bags").exists():
-        raise BagError(f"{out} already holds a demo run; choose another --out or delete {out / 'bags'}")
+    marker = out / DEMO_MARKER
+    if marker.exists():
+        # Our own earlier run: replace it, so `make demo` can be repeated.
+        for name in DEMO_OUTPUTS:
+            shutil.rmtree(out / name, ignore_errors=True)
+    elif (out / "bags").exists():
+        raise BagError(f"{out} holds a 'bags' folder that no demo wrote; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text("written by vpr-ros demo; the next demo run with this --out replaces it\n")
     pairs = load_vprbench_gt(corridor_dir() / "ground_truth_new.npy")
     bags = build_demo_bags(out / "bags", single_session, count)
     if single_session:

@@ -127,7 +127,8 @@ def preprocess_images(images: Sequence[np.ndarray], recipe: str, input_size: tup
     out: list[torch.Tensor] = []
     for i, image in enumerate(images):
         rgb = as_rgb_uint8(image, i)
-        x = torch.from_numpy(rgb).permute(2, 0, 1).to(torch.float32).div(255.0)
+        # Converting to float32 in numpy copies, so read-only views (zero-copy bag images) are fine.
+        x = torch.from_numpy(rgb.astype(np.float32)).permute(2, 0, 1).div(255.0)
         x = (x - mean) / std
         resized, final = target_size(rgb.shape[0], rgb.shape[1], tuple(input_size), patch_multiple,
                                      keep_aspect)
