@@ -61,6 +61,7 @@ SECONDS=0
 if [ -f "$BUILD/CMakeCache.txt" ] && ! grep -q "^Python3_EXECUTABLE:[A-Z]*=$PY\$" "$BUILD/CMakeCache.txt"; then
   rm -rf "$BUILD"
 fi
+mkdir -p "$(dirname "$BUILD")"
 export VIRTUAL_ENV=$V PATH=$V/bin:$PATH AMENT_PREFIX_PATH=$V CMAKE_PREFIX_PATH=$V
 cmake -S "$PKG" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$V" -DCMAKE_INSTALL_PREFIX="$V" \
   -DPython3_EXECUTABLE="$PY" -DBUILD_TESTING=OFF >"$BUILD.configure.log" 2>&1 \
