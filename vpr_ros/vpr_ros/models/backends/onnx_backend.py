@@ -77,6 +77,10 @@ def _quantize_int8(src: Path, dst: Path) -> None:
 
     # Folds the constant pad arithmetic and infers shapes, as ORT recommends before quantising.
     pre = dst.with_name(dst.name + ".pre.onnx")
+    # The quantiser logs one INFO line per tensor through the root logger; keep the console readable.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
     try:
         quant_pre_process(str(src), str(pre))
         graph = onnx.load(str(pre)).graph
@@ -84,6 +88,7 @@ def _quantize_int8(src: Path, dst: Path) -> None:
                      and any(a.name == "group" and a.i > 1 for a in n.attribute)]
         quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, nodes_to_exclude=depthwise)
     finally:
+        root.setLevel(level)
         pre.unlink(missing_ok=True)
 
 

@@ -1,0 +1,22 @@
+"""`vpr-ros bench models` runs our real backends side by side (tiny random model: seconds)."""
+
+import re
+
+from vpr_ros.cli.main import main
+
+
+def test_bench_models_compares_backends_on_identical_weights(capsys):
+    assert main(["bench", "models", "--preset", "selavpr", "--small", "--variants", "bf16,ort",
+                 "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = {m.group(1): m for m in re.finditer(
+        r"^\| (\w+) \| (\d+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+|n/a) \|$", out, re.M)}
+    assert set(rows) == {"eager", "bf16", "ort"}
+    # Every variant loads the same saved random init, so ORT fp32 reproduces eager.
+    assert float(rows["ort"].group(5)) > 0.99999 and float(rows["ort"].group(6)) > 0.99999
+    assert float(rows["bf16"].group(5)) > 0.999
+
+
+def test_bench_models_rejects_unknown_variants(capsys):
+    assert main(["bench", "models", "--preset", "lite0-gem", "--variants", "fp8"]) == 2
+    assert "unknown variants" in capsys.readouterr().out
