@@ -43,11 +43,9 @@ def build_config(config_path: str | None, overrides: dict[str, Any]) -> Config:
 
 def load_extractor(config: Config) -> Extractor:
     """The descriptor model named by ``config.model`` (may export/cache an ONNX file on first use)."""
-    from vpr_ros.models import load_model  # heavy (torch/onnxruntime): imported only when needed
+    from vpr_ros.models import load_model_from_config  # heavy (torch/onnxruntime): only when needed
 
-    m = config.model
-    return load_model(m.preset, m.weights or None, backend=m.backend, device=m.device,
-                      precision=m.precision, threads=m.threads)
+    return load_model_from_config(config.model)
 
 
 def ground_truth(args: argparse.Namespace, config: Config, map_sessions: set[str]) -> GroundTruth | None:

@@ -78,6 +78,9 @@ class ModelConfig:
         "Numeric precision of the backend.", choices=PRECISIONS))
     threads: int = dataclasses.field(default=1, metadata=_meta(
         "CPU threads for inference; keep 1-2 beside a SLAM tracker.", lo=1, hi=256))
+    keep_aspect: bool = dataclasses.field(default=False, metadata=_meta(
+        "Keep the camera's aspect ratio (short side to the preset's input size, sides rounded to the "
+        "patch multiple) instead of the official square resize; for non-square cameras."))
 
     def __post_init__(self) -> None:
         _check_choice("model.backend", self.backend, BACKENDS)

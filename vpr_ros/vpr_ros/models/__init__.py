@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from vpr_ros.models.model import VprModel, load_model
+    from vpr_ros.models.model import VprModel, load_model, load_model_from_config
 
-__all__ = ["load_model", "VprModel"]
+__all__ = ["load_model", "load_model_from_config", "VprModel"]
 
 
 def __getattr__(name: str) -> Any:

@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from vpr_ros.core.config import ModelConfig
 from vpr_ros.core.errors import ConfigError, ModelLoadError
 from vpr_ros.core.types import Descriptors
 from vpr_ros.models.backends import Runner
@@ -21,7 +22,7 @@ from vpr_ros.models.preprocess import preprocess_images
 from vpr_ros.models.registry import PresetSpec, get_preset
 from vpr_ros.models.weights_package import file_sha256, package_weights_path
 
-__all__ = ["VprModel", "load_model", "resolve_weights"]
+__all__ = ["VprModel", "load_model", "load_model_from_config", "resolve_weights"]
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 # Preprocessing options that load_model takes out of ``overrides`` (the rest go to the factory).
@@ -214,3 +215,9 @@ def load_model(preset: str, weights: str | None = None, *, backend: str = "torch
         # The TensorRT cache is keyed by what we pass as model_id: pass the full cache key.
         runner = load_tensorrt_backend(spec, module, cache_key, device, precision, cache_dir("tensorrt"))
     return VprModel(spec, model_id, module, runner, backend, keep_aspect=bool(prep.get("keep_aspect", False)))
+
+
+def load_model_from_config(model: ModelConfig) -> VprModel:
+    """The model named by a ``ModelConfig`` (the node, replay and demo all load it this way)."""
+    return load_model(model.preset, model.weights or None, backend=model.backend, device=model.device,
+                      precision=model.precision, threads=model.threads, keep_aspect=model.keep_aspect)

@@ -54,13 +54,11 @@ def load_extractor_factory(spec: str) -> ExtractorFactory:
 
 def _default_extractor(config: Config) -> Extractor:
     try:
-        from vpr_ros.models import load_model  # torch/onnxruntime load only when a node really starts
+        from vpr_ros.models import load_model_from_config  # torch/onnxruntime: only when a node starts
     except ImportError as exc:
         raise ModelLoadError(f"cannot import the model zoo ({exc}); reinstall vpr_ros with its "
                              "requirements") from None
-    m = config.model
-    return load_model(m.preset, m.weights or None, backend=m.backend, device=m.device,
-                      precision=m.precision, threads=m.threads)
+    return load_model_from_config(config.model)
 
 
 class LoopClosureNode(Node):
