@@ -6,7 +6,7 @@ import pytest
 from conftest import corridor_image
 from vpr_ros.core.config import config_from_flat
 from vpr_ros.core.detector import LoopClosureDetector
-from vpr_ros.core.errors import ConfigError, InputError, MapStoreError
+from vpr_ros.core.errors import ConfigError, InputError, MapStoreError, StampOrderError
 from vpr_ros.core.types import Frame
 
 NS = 1_000_000_000
@@ -65,7 +65,7 @@ def test_keyframe_selection_gates(tiny_extractor):
 def test_bad_inputs_leave_the_map_intact(tiny_extractor):
     det = LoopClosureDetector(_cfg(), tiny_extractor)
     det.process(Frame(5 * NS, corridor_image("ref", 0)))
-    with pytest.raises(InputError, match="time went backwards"):
+    with pytest.raises(StampOrderError, match="time went backwards"):
         det.process(Frame(NS, corridor_image("ref", 1)))
     bad_pose = np.eye(4)
     bad_pose[0, 3] = np.nan

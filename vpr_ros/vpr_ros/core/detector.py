@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vpr_ros.core.config import Config
-from vpr_ros.core.errors import ConfigError, InputError, MapStoreError
+from vpr_ros.core.errors import ConfigError, InputError, MapStoreError, StampOrderError
 from vpr_ros.core.index import KeyframeIndex, l2_normalise
 from vpr_ros.core.keyframes import ConsistencyFilter, KeyframeSelector, is_excluded
 from vpr_ros.core.store import load_keyframes, save_keyframes
@@ -123,6 +123,7 @@ class LoopClosureDetector:
         """Run the whole pipeline on one camera frame."""
         if frame.image is None or frame.image.size == 0:
             raise InputError("frame image is empty; the camera sent a zero-size image")
+        self._check_stamp(int(frame.stamp_ns))  # before the model runs on a frame we would reject
         t0 = time.perf_counter()
         desc = self.model.extract([frame.image])
         extract_ms = (time.perf_counter() - t0) * 1e3
@@ -140,10 +141,7 @@ class LoopClosureDetector:
         """
         t0 = time.perf_counter()
         stamp_ns = int(stamp_ns)
-        if self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
-            raise InputError(f"frame stamp {stamp_ns} ns is older than the previous frame "
-                             f"({self._last_stamp_ns} ns); time went backwards — reset the detector "
-                             "after a bag loop or clock jump")
+        self._check_stamp(stamp_ns)
         g = l2_normalise(global_)[0]
         pose_arr = None
         if pose is not None:
@@ -190,6 +188,12 @@ class LoopClosureDetector:
         timings["verify"] = (t3 - t2) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
         return StepResult(stamp_ns, kf, None, verifications, loops, timings)
+
+    def _check_stamp(self, stamp_ns: int) -> None:
+        if self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
+            raise StampOrderError(
+                f"frame stamp {stamp_ns} ns is older than the previous frame ({self._last_stamp_ns} ns); "
+                "time went backwards — reset the detector (node: ~/reset) after a bag loop or clock jump")
 
     def _exclusion_span(self, kf: Keyframe) -> int:
         """How many of the newest own keyframes can possibly be excluded (bounds the mask's cost)."""

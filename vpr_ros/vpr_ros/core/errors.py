@@ -1,6 +1,7 @@
 """Exceptions raised by vpr_ros. Each message says what was wrong and what to do."""
 
-__all__ = ["VprError", "ConfigError", "ModelLoadError", "InputError", "MapStoreError", "BagError"]
+__all__ = ["VprError", "ConfigError", "ModelLoadError", "InputError", "StampOrderError", "MapStoreError",
+           "BagError"]
 
 
 class VprError(Exception):
@@ -17,6 +18,10 @@ class ModelLoadError(VprError):
 
 class InputError(VprError, ValueError):
     """An input frame, message or pose cannot be used (unknown encoding, empty image, NaN pose)."""
+
+
+class StampOrderError(InputError):
+    """A frame is older than the previous one (bag loop, clock jump): reset the detector to go on."""
 
 
 class MapStoreError(VprError):

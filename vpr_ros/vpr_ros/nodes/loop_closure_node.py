@@ -29,7 +29,7 @@ from vpr_ros_msgs.srv import MapIO
 
 from vpr_ros.core.config import Config
 from vpr_ros.core.detector import Extractor, LoopClosureDetector, StepResult
-from vpr_ros.core.errors import InputError, MapStoreError, ModelLoadError, VprError
+from vpr_ros.core.errors import InputError, MapStoreError, ModelLoadError, StampOrderError, VprError
 from vpr_ros.core.types import Frame
 from vpr_ros.core.verification import mnn_pairs
 from vpr_ros.nodes import conversions as conv
@@ -91,7 +91,6 @@ class LoopClosureNode(Node):
         self._queue: collections.deque[tuple[Any, float]] = collections.deque()
         self._wake = threading.Condition()
         self._stopping = False
-        self._last_stamp_ns: int | None = None
         self._odom: collections.deque[tuple[int, Any]] = collections.deque(maxlen=400)
         self._odom_lock = threading.Lock()
         self._camera_size: tuple[int, int] | None = None
@@ -179,16 +178,14 @@ class LoopClosureNode(Node):
             self._bad("size_mismatch", InputError(f"image is {image.shape[1]}x{image.shape[0]}, "
                                                   f"camera_info says {self._camera_size[1]}x{self._camera_size[0]}"))
             return
-        if self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
-            self._bad("time_backwards", InputError(
-                f"image stamp {stamp_ns} ns is older than the previous one ({self._last_stamp_ns} ns); "
-                "call ~/reset after a bag loop or clock jump"))
-            return
         pose = self._pose_at(stamp_ns)
         t1 = time.perf_counter()
         with self._detector_lock:
-            result = self.detector.process(Frame(stamp_ns, image, pose))
-            self._last_stamp_ns = stamp_ns
+            try:
+                result = self.detector.process(Frame(stamp_ns, image, pose))
+            except StampOrderError as exc:
+                self._bad("time_backwards", exc)
+                return
             t2 = time.perf_counter()
             self._publish(result, image)
             t3 = time.perf_counter()
@@ -269,7 +266,6 @@ class LoopClosureNode(Node):
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._detector_lock:
             self.detector.reset()
-            self._last_stamp_ns = None
             self._thumbnails.clear()
         response.success, response.message = True, "map and temporal state cleared"
         return response
