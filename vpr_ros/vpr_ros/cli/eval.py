@@ -65,9 +65,10 @@ def rerank(local_q: np.ndarray, local_db: np.ndarray, candidates: np.ndarray) ->
 
 def evaluate(model, dataset: Path, rerank_k: int) -> dict:
     """Recall@{1,5,10} of global retrieval and of MNN re-ranking of the top ``rerank_k``."""
+    query_paths, ref_paths = image_paths(dataset / "query"), image_paths(dataset / "ref")
     gt = load_vprbench_gt(dataset / "ground_truth_new.npy")
-    gq, lq = extract_folder(model, image_paths(dataset / "query"))
-    gdb, ldb = extract_folder(model, image_paths(dataset / "ref"))
+    gq, lq = extract_folder(model, query_paths)
+    gdb, ldb = extract_folder(model, ref_paths)
     index = KeyframeIndex(gdb.shape[1])
     index.add(np.arange(len(gdb)), gdb)
     k = max(rerank_k, max(N_VALUES))
