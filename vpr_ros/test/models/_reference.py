@@ -39,4 +39,22 @@ def onnx_outputs(module: torch.nn.Module, x: torch.Tensor) -> list[np.ndarray]:
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        return session.run(None, {"image": x.numpy()})
+        return session.run(None, {"images": x.numpy()})
+
+
+def backends_agree(preset: str, overrides: dict, images: list[np.ndarray]) -> dict:
+    """Extract ``images`` with the torch and onnxruntime backends of ``load_model`` (same random
+    init), assert both give the same descriptors, and return them by backend name."""
+    from vpr_ros.models import load_model
+
+    out = {}
+    for backend in ("torch", "onnxruntime"):
+        torch.manual_seed(0)  # same random init for both
+        out[backend] = load_model(preset, pretrained=False, backend=backend, **overrides).extract(images)
+    np.testing.assert_allclose(out["onnxruntime"].global_, out["torch"].global_, atol=1e-5)
+    np.testing.assert_allclose(out["onnxruntime"].local, out["torch"].local, atol=1e-5)
+    return out
+
+
+def random_frames(n: int = 3) -> list[np.ndarray]:
+    return [np.random.default_rng(i).integers(0, 256, (120, 160, 3), dtype=np.uint8) for i in range(n)]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _reference import manifest, onnx_outputs, state_manifest
+from _reference import backends_agree, manifest, onnx_outputs, random_frames, state_manifest
 
 from vpr_ros.core.errors import ConfigError
 from vpr_ros.models.registry import get_preset
@@ -88,15 +88,7 @@ def test_onnx_export_matches_torch_with_dynamic_batch() -> None:
 
 
 def test_load_model_torch_and_onnxruntime_agree(tmp_path, monkeypatch) -> None:
-    from vpr_ros.models import load_model
-
     monkeypatch.setenv("VPR_ROS_CACHE", str(tmp_path))  # exported graphs go to the test's directory
-    images = [np.random.default_rng(i).integers(0, 256, (120, 160, 3), dtype=np.uint8) for i in range(3)]
-    out = {}
-    for backend in ("torch", "onnxruntime"):
-        torch.manual_seed(0)  # same random init for both
-        model = load_model("selavpr", pretrained=False, backend=backend, **SMALL)
-        out[backend] = model.extract(images)
+    images = random_frames()
+    out = backends_agree("selavpr", SMALL, images)
     assert out["torch"].global_.shape == (3, 64) and out["torch"].local.shape == (3, 61, 61, 8)
-    np.testing.assert_allclose(out["onnxruntime"].global_, out["torch"].global_, atol=1e-5)
-    np.testing.assert_allclose(out["onnxruntime"].local, out["torch"].local, atol=1e-5)

@@ -30,7 +30,7 @@ def test_builder_arguments_and_trtexec_command() -> None:
     assert args["max_shape"] == (8, 3, 224, 224) and args["fp16"] and args["workspace_bytes"] == 2048 << 20
     cmd = T.trtexec_command("m.onnx", "m.engine", s)
     assert cmd[:3] == ["trtexec", "--onnx=m.onnx", "--saveEngine=m.engine"]
-    assert "--minShapes=image:1x3x224x224" in cmd and "--maxShapes=image:8x3x224x224" in cmd
+    assert "--minShapes=images:1x3x224x224" in cmd and "--maxShapes=images:8x3x224x224" in cmd
     assert "--fp16" in cmd and "--memPoolSize=workspace:2048M" in cmd
     assert "--fp16" not in T.trtexec_command("m.onnx", "e", T.EngineSettings((224, 224), precision="fp32"))
 
@@ -61,7 +61,7 @@ def test_export_has_dynamic_batch_and_both_outputs(tmp_path: Path) -> None:
     torch.manual_seed(0)
     path = T.export_onnx(build_selavpr(**SMALL), tmp_path / "m.onnx", (224, 224))
     graph = onnx.load(str(path)).graph
-    assert [i.name for i in graph.input] == ["image"] and [o.name for o in graph.output] == ["global", "local"]
+    assert [i.name for i in graph.input] == ["images"] and [o.name for o in graph.output] == ["global", "local"]
     dims = graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [3, 224, 224]
     # The position-embedding interpolation is a constant, not a Resize TensorRT would redo differently.

@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import importlib.util
 import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from vpr_ros.core.errors import ConfigError, ModelLoadError
+from vpr_ros.models.backends import onnx_backend
 
 __all__ = ["EngineSettings", "module_digest", "engine_cache_key", "builder_arguments", "trtexec_command",
            "export_onnx", "TensorRTBackend", "load_tensorrt_backend", "PRECISIONS"]
@@ -29,7 +29,7 @@ __all__ = ["EngineSettings", "module_digest", "engine_cache_key", "builder_argum
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp16", "fp32")
-INPUT_NAME = "image"
+INPUT_NAME = "images"  # the name onnx_backend.export_onnx gives the input
 OUTPUT_NAMES = ("global", "local")
 
 
@@ -100,21 +100,11 @@ def trtexec_command(onnx_path: str | Path, engine_path: str | Path, settings: En
 
 
 def export_onnx(module: nn.Module, path: str | Path, input_hw: tuple[int, int], opset: int = 17) -> Path:
-    """Export ``module`` (forward -> (global, local|None)) to ONNX with a dynamic batch axis."""
+    """Export ``module`` with the ONNX Runtime backend's exporter (one graph layout for both:
+    input ``images``, outputs ``global`` and ``local``, dynamic batch); returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    module = module.eval()
-    dummy = torch.zeros(1, 3, *input_hw, device=next(module.parameters()).device)
-    with torch.no_grad():
-        outputs = module(dummy)  # also fills the position-embedding cache, kept constant in the graph
-    names = [n for n, o in zip(OUTPUT_NAMES, outputs) if o is not None]
-    axes = {n: {0: "batch"} for n in [INPUT_NAME, *names]}
-    with warnings.catch_warnings():
-        # The spatial size is deliberately static (only the batch is dynamic); silence the tracer's note.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)  # legacy exporter: static shapes suit TensorRT
-        torch.onnx.export(module, (dummy,), str(path), input_names=[INPUT_NAME], output_names=names,
-                          dynamic_axes=axes, opset_version=opset, dynamo=False)
+    onnx_backend.export_onnx(module, path, tuple(input_hw), opset)
     return path
 
 
