@@ -24,7 +24,7 @@ ENCODINGS = ["mono8", "mono16", "rgb8", "bgr8", "rgba8", "bgra8", "png", "jpeg"]
 
 
 def test_packaged_msg_is_identical_to_the_interface_package():
-    shipped = resources.files("vpr_ros").joinpath("data", "LoopClosure.msg").read_bytes()
+    shipped = (resources.files("vpr_ros") / "data" / "LoopClosure.msg").read_bytes()
     assert shipped == (REPO / "vpr_ros_msgs" / "msg" / "LoopClosure.msg").read_bytes()
 
 

@@ -45,7 +45,7 @@ SINGLE_SESSION_GAP_SEC = 5.0
 
 def corridor_dir() -> Path:
     """The embedded Corridor dataset (query/, ref/, ground_truth_new.npy)."""
-    return Path(str(resources.files("vpr_ros").joinpath("data", "corridor")))
+    return Path(str(resources.files("vpr_ros") / "data" / "corridor"))
 
 
 def corridor_frames(split: str, count: int | None = None) -> list[npt.NDArray[np.uint8]]:

@@ -15,7 +15,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
 from vpr_ros.core.errors import BagError
 from vpr_ros.core.images import rgb_to_compressed, rgb_to_raw
 from vpr_ros.core.types import Frame, LoopClosure
-from vpr_ros.io.msgdefs import LOOP_CLOSURE_TYPE, typestore
+from vpr_ros.io.msgdefs import LOOP_CLOSURE_TYPE, loop_closure_fields, typestore
 from vpr_ros.io.poses import matrix_to_pose
 
 __all__ = ["STORAGES", "loop_closure_message", "write_loop_closures", "write_image_bag"]
@@ -57,17 +57,8 @@ def loop_closure_message(lc: LoopClosure, frame_id: str = "map") -> Any:
     pose_cov = types["geometry_msgs/msg/PoseWithCovariance"](
         pose=_pose(lc.relative_pose), covariance=covariance)
     return types[LOOP_CLOSURE_TYPE](
-        header=_header(lc.query_stamp_ns, frame_id),
-        query_keyframe_id=int(lc.query_id), query_stamp=_time(lc.query_stamp_ns),
-        query_robot_id=lc.query_robot_id, query_session_id=lc.query_session_id,
-        match_keyframe_id=int(lc.match_id), match_stamp=_time(lc.match_stamp_ns),
-        match_robot_id=lc.match_robot_id, match_session_id=lc.match_session_id,
-        global_similarity=float(lc.global_similarity), retrieval_rank=int(lc.retrieval_rank),
-        verification_method=lc.verification_method, local_matches=int(lc.local_matches),
-        local_features=int(lc.local_features), geometric_inliers=int(lc.geometric_inliers),
-        score=float(lc.score), consistent_keyframes=int(lc.consistent_keyframes),
-        relative_pose_valid=bool(lc.relative_pose_valid), relative_pose=pose_cov,
-        descriptor_model=lc.descriptor_model, descriptor_dim=int(lc.descriptor_dim))
+        header=_header(lc.query_stamp_ns, frame_id), query_stamp=_time(lc.query_stamp_ns),
+        match_stamp=_time(lc.match_stamp_ns), relative_pose=pose_cov, **loop_closure_fields(lc))
 
 
 def write_loop_closures(path: str | Path, closures: Sequence[LoopClosure], *,

@@ -21,6 +21,7 @@ from vpr_ros.core.errors import InputError
 from vpr_ros.core.images import (SUPPORTED_ENCODINGS, SUPPORTED_FORMATS, image_from_compressed,
                                   image_from_raw, rgb_to_raw)
 from vpr_ros.core.types import LoopClosure
+from vpr_ros.io.msgdefs import loop_closure_fields
 from vpr_ros.io.poses import matrix_to_pose, pose_matrix
 
 __all__ = ["stamp_to_ns", "ns_to_stamp", "image_msg_to_rgb", "compressed_msg_to_rgb",
@@ -81,23 +82,10 @@ def loop_closure_to_msg(loop: LoopClosure, frame_id: str) -> LoopClosureMsg:
     msg = LoopClosureMsg()
     msg.header.stamp = ns_to_stamp(loop.query_stamp_ns)
     msg.header.frame_id = frame_id
-    msg.query_keyframe_id = int(loop.query_id)
+    for name, value in loop_closure_fields(loop).items():
+        setattr(msg, name, value)
     msg.query_stamp = ns_to_stamp(loop.query_stamp_ns)
-    msg.query_robot_id = loop.query_robot_id
-    msg.query_session_id = loop.query_session_id
-    msg.match_keyframe_id = int(loop.match_id)
     msg.match_stamp = ns_to_stamp(loop.match_stamp_ns)
-    msg.match_robot_id = loop.match_robot_id
-    msg.match_session_id = loop.match_session_id
-    msg.global_similarity = float(loop.global_similarity)
-    msg.retrieval_rank = int(loop.retrieval_rank)
-    msg.verification_method = loop.verification_method
-    msg.local_matches = int(loop.local_matches)
-    msg.local_features = int(loop.local_features)
-    msg.geometric_inliers = int(loop.geometric_inliers)
-    msg.score = float(loop.score)
-    msg.consistent_keyframes = int(loop.consistent_keyframes)
-    msg.relative_pose_valid = loop.relative_pose is not None
     if loop.relative_pose is not None:
         (x, y, z), (qx, qy, qz, qw) = matrix_to_pose(np.asarray(loop.relative_pose, np.float64))
         pose = msg.relative_pose.pose
@@ -105,8 +93,6 @@ def loop_closure_to_msg(loop: LoopClosure, frame_id: str) -> LoopClosureMsg:
         pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = qx, qy, qz, qw
         if loop.covariance is not None:
             msg.relative_pose.covariance = [float(v) for v in np.asarray(loop.covariance).reshape(36)]
-    msg.descriptor_model = loop.descriptor_model
-    msg.descriptor_dim = int(loop.descriptor_dim)
     return msg
 
 
