@@ -21,28 +21,12 @@ from typing import Any, Callable
 
 import pytest
 
+from vpr_ros.netns import in_isolated_netns, netns_argv
+
 HERE = Path(__file__).resolve().parent
 PACKAGE_ROOT = HERE.parents[1]          # vpr_ros/ (holds the vpr_ros Python package)
 SCENARIOS = HERE / "scenarios.py"
 _domain_ids = itertools.count((os.getpid() * 7) % 90)
-
-
-def in_isolated_netns() -> bool:
-    """True when the only network interface is loopback (nothing can leave the machine)."""
-    # /proc/self/net follows this process's namespace; /sys/class/net shows the namespace sysfs
-    # was mounted in, so it would still list the host's interfaces after unshare.
-    try:
-        lines = Path("/proc/self/net/dev").read_text().splitlines()[2:]
-    except OSError:
-        return False
-    return {line.split(":", 1)[0].strip() for line in lines} == {"lo"}
-
-
-def netns_argv(argv: list[str]) -> list[str]:
-    """Wrap ``argv`` so it runs in a private network namespace with loopback up."""
-    if in_isolated_netns():
-        return ["sh", "-c", 'ip link set lo up 2>/dev/null; exec "$@"', "sh", *argv]
-    return ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
 
 
 def netns_available() -> str | None:

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from vpr_ros.netns import in_isolated_netns, netns_argv
+
 __all__ = ["add_arguments", "run_node_bench"]
 
 NS = 1_000_000_000
@@ -46,17 +48,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default="", help="also write the results to this JSON file")
 
 
-def _isolated() -> bool:
-    """True inside a network namespace whose only interface is loopback."""
-    # /proc/self/net follows this process's namespace; /sys/class/net shows the namespace sysfs
-    # was mounted in, so it would still list the host's interfaces after unshare.
-    try:
-        lines = Path("/proc/self/net/dev").read_text().splitlines()[2:]
-    except OSError:
-        return False
-    return {line.split(":", 1)[0].strip() for line in lines} == {"lo"}
-
-
 def _argv(args: argparse.Namespace) -> list[str]:
     argv = ["--config", args.config, "--extractor-factory", args.extractor_factory, "--frames", str(args.frames),
             "--rate", str(args.rate), "--loop-gap-sec", str(args.loop_gap_sec), "--json", args.json]
@@ -68,13 +59,12 @@ def _argv(args: argparse.Namespace) -> list[str]:
 def run_node_bench(args: argparse.Namespace) -> int:
     """Run the benchmark (in a private network namespace); prints a table, returns an exit code."""
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", FASTDDS_BUILTIN_TRANSPORTS="UDPv4")
-    if not _isolated():
+    if not in_isolated_netns():
         if os.environ.get("_VPR_ROS_BENCH_NETNS"):  # already wrapped once: do not recurse
             print("bench node: the network namespace still has interfaces besides lo", file=sys.stderr)
             return 2
         env["_VPR_ROS_BENCH_NETNS"] = "1"
-        wrapped = ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
-                   sys.executable, "-m", "vpr_ros.cli.bench_node", *_argv(args)]
+        wrapped = netns_argv([sys.executable, "-m", "vpr_ros.cli.bench_node", *_argv(args)])
         return subprocess.run(wrapped, env=env).returncode
     os.environ.update(env)
     subprocess.run(["ip", "link", "set", "lo", "up"], capture_output=True)
