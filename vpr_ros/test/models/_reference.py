@@ -58,3 +58,13 @@ def backends_agree(preset: str, overrides: dict, images: list[np.ndarray]) -> di
 
 def random_frames(n: int = 3) -> list[np.ndarray]:
     return [np.random.default_rng(i).integers(0, 256, (120, 160, 3), dtype=np.uint8) for i in range(n)]
+
+
+def assert_onnx_matches_torch(model: torch.nn.Module, batch: int = 3) -> None:
+    """Export with a dynamic batch (traced at 1), run ``batch`` images, compare with torch (1e-5)."""
+    x = torch.randn(batch, 3, 224, 224)
+    with torch.no_grad():
+        g, loc = model(x)
+    og, oloc = onnx_outputs(model, x)
+    np.testing.assert_allclose(og, g.numpy(), atol=1e-5)
+    np.testing.assert_allclose(oloc, loc.numpy(), atol=1e-5)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _reference import backends_agree, manifest, onnx_outputs, random_frames, state_manifest
+from _reference import assert_onnx_matches_torch, backends_agree, manifest, random_frames, state_manifest
 
 from vpr_ros.core.errors import ConfigError
 from vpr_ros.models.registry import get_preset
@@ -79,12 +79,7 @@ def test_global_is_l2_gem_with_learned_p_and_local_is_61x61() -> None:
 def test_onnx_export_matches_torch_with_dynamic_batch() -> None:
     torch.manual_seed(0)
     model = build_selavpr(**SMALL)
-    x = torch.randn(3, 3, 224, 224)
-    with torch.no_grad():
-        g, loc = model(x)
-    og, oloc = onnx_outputs(model, x)
-    np.testing.assert_allclose(og, g.numpy(), atol=1e-5)
-    np.testing.assert_allclose(oloc, loc.numpy(), atol=1e-5)
+    assert_onnx_matches_torch(model)
 
 
 def test_load_model_torch_and_onnxruntime_agree(tmp_path, monkeypatch) -> None:
