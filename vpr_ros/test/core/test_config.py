@@ -4,25 +4,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vpr_ros.core.config import Config, config_from_flat, config_to_flat, flat_field_specs, load_config
+from vpr_ros.core.config import (Config, config_from_flat, config_to_flat, flat_field_specs, flatten_parameters,
+                                 load_config)
 from vpr_ros.core.errors import ConfigError
 from vpr_ros.nodes.settings import all_parameter_specs, node_parameter_names
 
 YAML = Path(__file__).resolve().parents[2] / "config" / "loop_closure.yaml"
 
 
-def _flatten(tree, prefix=""):
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def test_yaml_keys_and_defaults_equal_dataclasses():
-    flat = _flatten(yaml.safe_load(YAML.read_text())["/**"]["ros__parameters"])
+    flat = flatten_parameters(yaml.safe_load(YAML.read_text())["/**"]["ros__parameters"])
     specs = {s.name: s for s in all_parameter_specs() if s.name != "extractor_factory"}
     assert set(flat) == set(specs)
     for name, value in flat.items():

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from vpr_ros.core.config import config_from_flat, flat_field_specs, load_config
+from vpr_ros.core.config import config_from_flat, flat_field_specs, flatten_parameters, load_config
 from vpr_ros.nodes.settings import node_parameter_names
 from vpr_ros.core.detector import LoopClosureDetector
 from vpr_ros.core.store import load_keyframes
@@ -27,16 +27,6 @@ from tiny_extractor import TinyExtractor
 CONFIG_YAML = Path(__file__).resolve().parents[2] / "config" / "loop_closure.yaml"
 CORE_NAMES = {s.name for s in flat_field_specs()}
 FRAMES = 20  # per traversal: 20 reference + 20 query frames
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _test_yaml(tmp_path: Path) -> Path:
@@ -71,7 +61,7 @@ def test_revisit_through_launch_config_matches_offline_detector(run_scenario, tm
 
     # What the core computes offline with the same parameters: the YAML plus the launch overrides.
     launch = node_launch_config(launch_args)
-    flat = {k: v for k, v in _flatten(yaml.safe_load(params.read_text())["/**"]["ros__parameters"]).items()
+    flat = {k: v for k, v in flatten_parameters(yaml.safe_load(params.read_text())["/**"]["ros__parameters"]).items()
             if k in CORE_NAMES}
     flat.update({k: v for k, v in launch.overrides.items() if k in CORE_NAMES})
     expected, num_keyframes = _offline_loops(flat)

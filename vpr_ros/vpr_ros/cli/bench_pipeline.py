@@ -11,10 +11,8 @@ import platform
 import tempfile
 from pathlib import Path
 
-from vpr_ros.cli.demo import IMAGE_TOPIC, _with, build_demo_bags
+from vpr_ros.cli.demo import build_demo_bags, replay_two_sessions
 from vpr_ros.cli.replay import build_config, load_extractor, parse_overrides
-from vpr_ros.cli.session import replay_bag
-from vpr_ros.core.detector import LoopClosureDetector
 from vpr_ros.core.eval.metrics import latency_stats
 
 __all__ = ["add_arguments", "run_pipeline_bench"]
@@ -35,19 +33,14 @@ def run_pipeline_bench(args: argparse.Namespace) -> int:
     model = load_extractor(config)
     with tempfile.TemporaryDirectory(prefix="vpr_ros_bench_") as tmp:
         bags = build_demo_bags(Path(tmp) / "bags", count=args.frames)
-        session1 = LoopClosureDetector(_with(config, **{"detector.session_id": "session1"}), model)
-        r1 = replay_bag(session1, bags.session1, IMAGE_TOPIC)
-        session1.save_map(Path(tmp) / "map")
-        session2 = LoopClosureDetector(_with(config, **{"detector.session_id": "session2"}), model)
-        session2.load_map(Path(tmp) / "map")
-        r2 = replay_bag(session2, bags.session2, IMAGE_TOPIC)
+        r1, r2 = replay_two_sessions(bags, config, model, Path(tmp) / "map")
     samples = {stage: r1.timings_ms.get(stage, [])[args.warmup:] + r2.timings_ms.get(stage, [])
                for stage in STAGES}
     stats = latency_stats(samples)
     print(f"pipeline latency, model {model.model_id} (backend {config.model.backend}, "
           f"{config.model.threads} thread(s)), {platform.processor() or platform.machine()}")
     print(f"frames timed: {len(samples['total'])} (session 1 after {args.warmup} warm-up frames, then "
-          f"session 2 against a {session2.num_keyframes - len(r2.outcomes)}-keyframe map)")
+          f"session 2 against a {r2.num_map_keyframes}-keyframe map)")
     print(f"{'stage':<10}{'p50 ms':>10}{'p95 ms':>10}{'mean ms':>10}")
     for stage in STAGES:
         if stage in stats:

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from vpr_ros.cli.replay import build_config, load_extractor, parse_overrides, summary
 from vpr_ros.cli.report import write_report
-from vpr_ros.cli.session import load_frame_index, replay_bag, save_frame_index
+from vpr_ros.cli.session import ReplayResult, load_frame_index, replay_bag, save_frame_index
 from vpr_ros.core.config import Config, config_from_flat, config_to_flat
 from vpr_ros.core.detector import Extractor, LoopClosureDetector
 from vpr_ros.core.errors import BagError, InputError
@@ -100,6 +100,21 @@ DEMO_MARKER = ".vpr_ros_demo"
 DEMO_OUTPUTS = ("bags", "map_session1", "session2", "single_session")
 
 
+def replay_two_sessions(bags: DemoBags, config: Config, model: Extractor, map_dir: Path, *,
+                        progress: bool = False) -> tuple[ReplayResult, ReplayResult]:
+    """The multi-session case: replay session 1, save its map to ``map_dir``, then replay session 2
+    against the reloaded map. Returns both replays (the demo reports the second; the bench times both)."""
+    session1 = LoopClosureDetector(_with(config, **{"detector.session_id": "session1"}), model)
+    result1 = replay_bag(session1, bags.session1, IMAGE_TOPIC, progress=progress)
+    session1.save_map(map_dir)
+    save_frame_index(map_dir, result1.records)
+    session2 = LoopClosureDetector(_with(config, **{"detector.session_id": "session2"}), model)
+    session2.load_map(map_dir)
+    result2 = replay_bag(session2, bags.session2, IMAGE_TOPIC, frame_index=load_frame_index(map_dir),
+                         progress=progress)
+    return result1, result2
+
+
 def run_demo(out: str | Path, config: Config, model: Extractor, *, single_session: bool = False,
              count: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Run the demo into ``out``; returns the evaluation metrics (also in ``out/.../metrics.json``)."""
@@ -123,14 +138,7 @@ def run_demo(out: str | Path, config: Config, model: Extractor, *, single_sessio
                               exclusion=Exclusion(det.min_loop_gap_sec, det.exclude_last_n))
         report_dir = out / "single_session"
     else:
-        session1 = LoopClosureDetector(_with(config, **{"detector.session_id": "session1"}), model)
-        result1 = replay_bag(session1, bags.session1, IMAGE_TOPIC, progress=progress)
-        session1.save_map(out / "map_session1")
-        save_frame_index(out / "map_session1", result1.records)
-        session2 = LoopClosureDetector(_with(config, **{"detector.session_id": "session2"}), model)
-        session2.load_map(out / "map_session1")
-        result = replay_bag(session2, bags.session2, IMAGE_TOPIC,
-                            frame_index=load_frame_index(out / "map_session1"), progress=progress)
+        _, result = replay_two_sessions(bags, config, model, out / "map_session1", progress=progress)
         gt = IndexGroundTruth(pairs, query_sessions={"session2"}, ref_sessions={"session1"})
         report_dir = out / "session2"
     metrics = write_report(report_dir, result, gt, frame_id=config.detector.map_frame,

@@ -34,6 +34,7 @@ __all__ = [
     "flat_field_specs",
     "FieldSpec",
     "check_value",
+    "flatten_parameters",
 ]
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
@@ -302,12 +303,13 @@ def config_to_flat(config: Config) -> dict[str, Any]:
             for s in flat_field_specs()}
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_parameters(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested parameter mappings -> dotted names (``{"index": {"top_k": 5}}`` -> ``{"index.top_k": 5}``)."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            flat.update(_flatten(value, name + "."))
+            flat.update(flatten_parameters(value, name + "."))
         else:
             flat[name] = value
     return flat
@@ -341,7 +343,7 @@ def load_config(path: str | Path, node_name: str = "loop_closure_node",
             continue
         if not isinstance(body, Mapping) or "ros__parameters" not in body:
             raise ConfigError(f"config file {path}: section {section!r} has no 'ros__parameters' mapping")
-        flat.update(_flatten(body["ros__parameters"] or {}))
+        flat.update(flatten_parameters(body["ros__parameters"] or {}))
         matched = True
     if not matched:
         raise ConfigError(
