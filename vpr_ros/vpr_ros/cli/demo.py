@@ -23,7 +23,7 @@ import numpy.typing as npt
 from vpr_ros.cli.replay import build_config, load_extractor, parse_overrides, summary
 from vpr_ros.cli.report import write_report
 from vpr_ros.cli.session import ReplayResult, load_frame_index, replay_bag, save_frame_index
-from vpr_ros.core.config import Config, config_from_flat, config_to_flat
+from vpr_ros.core.config import Config, config_from_flat
 from vpr_ros.core.detector import Extractor, LoopClosureDetector
 from vpr_ros.core.errors import BagError, InputError
 from vpr_ros.core.eval.groundtruth import Exclusion, IndexGroundTruth, load_vprbench_gt
@@ -91,10 +91,6 @@ def build_demo_bags(bag_dir: str | Path, single_session: bool = False, count: in
                     None, len(ref))
 
 
-def _with(config: Config, **flat: Any) -> Config:
-    return config_from_flat({**config_to_flat(config), **flat})
-
-
 #: Marks an output folder as the demo's own, and what a re-run replaces in it.
 DEMO_MARKER = ".vpr_ros_demo"
 DEMO_OUTPUTS = ("bags", "map_session1", "session2", "single_session")
@@ -104,11 +100,11 @@ def replay_two_sessions(bags: DemoBags, config: Config, model: Extractor, map_di
                         progress: bool = False) -> tuple[ReplayResult, ReplayResult]:
     """The multi-session case: replay session 1, save its map to ``map_dir``, then replay session 2
     against the reloaded map. Returns both replays (the demo reports the second; the bench times both)."""
-    session1 = LoopClosureDetector(_with(config, **{"detector.session_id": "session1"}), model)
+    session1 = LoopClosureDetector(config_from_flat({"detector.session_id": "session1"}, base=config), model)
     result1 = replay_bag(session1, bags.session1, IMAGE_TOPIC, progress=progress)
     session1.save_map(map_dir)
     save_frame_index(map_dir, result1.records)
-    session2 = LoopClosureDetector(_with(config, **{"detector.session_id": "session2"}), model)
+    session2 = LoopClosureDetector(config_from_flat({"detector.session_id": "session2"}, base=config), model)
     session2.load_map(map_dir)
     result2 = replay_bag(session2, bags.session2, IMAGE_TOPIC, frame_index=load_frame_index(map_dir),
                          progress=progress)
@@ -176,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(args.config, parse_overrides(args.set))
     own_gap = any(s.startswith("detector.min_loop_gap_sec") for s in args.set or [])
     if args.single_session and not own_gap:
-        config = _with(config, **{"detector.min_loop_gap_sec": SINGLE_SESSION_GAP_SEC})
+        config = config_from_flat({"detector.min_loop_gap_sec": SINGLE_SESSION_GAP_SEC}, base=config)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="vpr_ros_demo_"))
     mode = "single session (both traversals in one stream)" if args.single_session else \
         "multi-session (session 2 closes loops against session 1's saved map)"

@@ -12,11 +12,11 @@ import yaml
 from vpr_ros.cli.report import write_report
 from vpr_ros.cli.session import FRAME_INDEX_FILE, load_frame_index, replay_bag, save_frame_index
 from vpr_ros.core.config import Config, config_from_flat, load_config
-from vpr_ros.nodes.settings import node_parameter_names
 from vpr_ros.core.detector import Extractor, LoopClosureDetector
 from vpr_ros.core.errors import ConfigError
 from vpr_ros.core.eval.groundtruth import (Exclusion, GroundTruth, IndexGroundTruth, PoseGroundTruth,
                                            load_vprbench_gt)
+from vpr_ros.nodes.settings import node_parameter_names
 
 __all__ = ["add_parser", "run", "parse_overrides", "build_config", "load_extractor", "ground_truth"]
 
