@@ -117,6 +117,28 @@ def test_torch_bf16_close_to_fp32(cache: Path) -> None:
     assert float(a[0] @ b[0]) > 0.98
 
 
+@pytest.mark.parametrize("preset, overrides", [
+    ("selavpr", dict(depth=2, embed_dim=64, num_heads=2, local_hidden=16, local_dim=8)),
+    ("cricavpr", dict(depth=2, embed_dim=64, num_heads=2, adapter_hidden=32, encoder_heads=4)),
+])
+def test_cpu_bf16_casts_the_dinov2_backbone_and_keeps_heads_fp32(cache: Path, preset: str,
+                                                                  overrides: dict) -> None:
+    images = [corridor_image("query", i) for i in (3, 40)]
+    torch.manual_seed(0)
+    fp32 = load_model(preset, pretrained=False, **overrides)
+    torch.manual_seed(0)
+    bf16 = load_model(preset, pretrained=False, precision="bf16", **overrides)
+    dtypes = {name.split(".")[0]: p.dtype for name, p in bf16.module.named_parameters()}
+    assert dtypes.pop("backbone") == torch.bfloat16
+    assert set(dtypes.values()) == {torch.float32}  # GeM p, local head / cross-image encoder
+    assert bf16.runner.autocast is None  # weights already bf16: no per-call casts
+    a, b = fp32.extract(images), bf16.extract(images)
+    assert b.global_.dtype == np.float32 and b.local.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(b.global_, axis=1), 1.0, atol=1e-5)
+    cos = (a.global_ * b.global_).sum(1)
+    assert cos.min() > 0.999 and not np.allclose(a.global_, b.global_, atol=1e-7)  # really bf16
+
+
 def test_configuration_errors(cache: Path) -> None:
     with pytest.raises(ConfigError, match="lite0-gem"):
         load_model("no-such-preset")

@@ -15,6 +15,11 @@ def test_bench_models_compares_backends_on_identical_weights(capsys):
     # Every variant loads the same saved random init, so ORT fp32 reproduces eager.
     assert float(rows["ort"].group(5)) > 0.99999 and float(rows["ort"].group(6)) > 0.99999
     assert float(rows["bf16"].group(5)) > 0.999
+    # The ceiling table: one row per precision with a positive rate and best-case speed-up.
+    ceiling = {m.group(1): (float(m.group(2)), float(m.group(4))) for m in re.finditer(
+        r"^\| (fp32|bf16|int8) \([^)]*\) \| (\d+) \| (\d+) \| ([\d.]+) \|$", out, re.M)}
+    assert set(ceiling) == {"fp32", "bf16", "int8"}
+    assert all(rate > 0 and speedup > 0 for rate, speedup in ceiling.values())
 
 
 def test_bench_models_rejects_unknown_variants(capsys):

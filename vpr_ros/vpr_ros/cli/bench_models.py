@@ -67,18 +67,14 @@ def _weights_file(args: argparse.Namespace, tmp: Path) -> tuple[str | None, dict
     return str(path), overrides
 
 
-def _mixed_bf16(model: torch.nn.Module, autocast: bool) -> Callable[[np.ndarray], Outputs]:
-    """Backbone in bf16 (weights cast, or autocast), heads in fp32: the transposed convs and the GeM
-    power are slower and less accurate in bf16 (PERF_BASELINE §3.5)."""
-    backbone = model.backbone if autocast else copy.deepcopy(model.backbone).to(torch.bfloat16)
+def _autocast_bf16(model: torch.nn.Module) -> Callable[[np.ndarray], Outputs]:
+    """The fp32 model under ``torch.autocast`` bf16: the comparison for the bf16 backend, which casts
+    the backbone's weights instead (the two are the same for models without a DINOv2 backbone)."""
 
     def run(x: np.ndarray) -> Outputs:
-        inp = torch.from_numpy(x)
-        with torch.inference_mode():
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                _, patches, hw = backbone.forward_tokens(inp if autocast else inp.to(torch.bfloat16))
-            g, loc = model.heads(patches.float(), hw)
-        return g.numpy(), loc.numpy()
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            g, loc = model(torch.from_numpy(x))
+        return g.float().numpy(), None if loc is None else loc.float().numpy()
 
     return run
 
@@ -88,9 +84,10 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12)
 
 
-def _runners(args: argparse.Namespace, wanted: list[str], tmp: Path) -> dict[str, Callable[[np.ndarray], Outputs]]:
-    """Each variant is our own backend as the node would run it (``load_model``), except the
-    SelaVPR-only mixed bf16 path, which casts the backbone of the eager model."""
+def _runners(args: argparse.Namespace, wanted: list[str],
+             tmp: Path) -> tuple[dict[str, Callable[[np.ndarray], Outputs]], torch.nn.Module]:
+    """Each variant is our own backend as the node would run it (``load_model``), except
+    ``bf16_autocast``, which wraps the eager model for comparison. Also returns the eager module."""
     from vpr_ros.models import load_model
 
     weights, overrides = _weights_file(args, tmp)
@@ -100,15 +97,15 @@ def _runners(args: argparse.Namespace, wanted: list[str], tmp: Path) -> dict[str
     for name in wanted:
         t0 = time.perf_counter()
         if name == "bf16":
-            runs[name] = _mixed_bf16(eager.module, autocast=False)
-        elif name == "bf16_autocast":
             runs[name] = load_model(args.preset, weights, backend="torch", precision="bf16", **common).runner.run
+        elif name == "bf16_autocast":
+            runs[name] = _autocast_bf16(eager.module)
         elif name in ("ort", "ort_int8"):
             precision = "int8" if name == "ort_int8" else "fp32"
             runs[name] = load_model(args.preset, weights, backend="onnxruntime", precision=precision,
                                     **common).runner.run
         print(f"  prepared {name} in {time.perf_counter() - t0:.1f} s")
-    return runs
+    return runs, eager.module
 
 
 def _input(args: argparse.Namespace) -> np.ndarray:
@@ -129,14 +126,11 @@ def run_models_bench(args: argparse.Namespace) -> int:
     if unknown:
         print(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
         return 2
-    if not args.preset.startswith("selavpr") and "bf16" in wanted:
-        print("the mixed bf16 variant exists for the SelaVPR presets only; use bf16_autocast")
-        return 2
     print(f"{args.preset} ({'small' if args.small else 'full size'}), threads={args.threads}, "
           f"batch={args.batch}, torch {torch.__version__}")
     x = _input(args)
     with tempfile.TemporaryDirectory() as tmp:
-        runs = _runners(args, wanted, Path(tmp))
+        runs, eager_module = _runners(args, wanted, Path(tmp))
         times: dict[str, list[float]] = {k: [] for k in runs}
         outputs: dict[str, Outputs] = {}
         for rnd in range(args.rounds + 1):  # round 0 warms up
@@ -154,4 +148,19 @@ def run_models_bench(args: argparse.Namespace) -> int:
         cos_local = "n/a" if loc is None or ref_l is None else f"{_cos(loc, ref_l).mean():.6f}"
         print(f"| {name} | {1e3 * statistics.median(times[name]):.0f} | {1e3 * min(times[name]):.0f} | "
               f"{statistics.median(ratios):.2f} | {_cos(g, ref_g).min():.6f} | {cos_local} |")
+    _print_ceiling(args, eager_module, x, 1e3 * statistics.median(times["eager"]))
     return 0
+
+
+def _print_ceiling(args: argparse.Namespace, module: torch.nn.Module, x: np.ndarray, eager_ms: float) -> None:
+    """The fastest each precision could be on this machine (every FLOP at its GEMM rate)."""
+    from vpr_ros.cli.bench_ceiling import GEMM_SHAPE, ceiling_rows, gemm_rates, model_flops
+
+    flops = model_flops(module, torch.from_numpy(x))
+    rates = gemm_rates(args.threads)
+    m, k, n = GEMM_SHAPE
+    print(f"\nCeiling on this machine: {flops / 1e9:.1f} GFLOP per image; GEMM rates of one "
+          f"{m}x{k} @ {k}x{n} product, {args.threads} thread(s), measured now")
+    print("\n| precision | GEMM GFLOP/s | ms/img if every FLOP ran at that rate | best-case speed-up vs eager |")
+    print("|---|---|---|---|")
+    print("\n".join(ceiling_rows(rates, flops, eager_ms)))

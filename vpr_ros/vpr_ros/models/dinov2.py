@@ -231,7 +231,9 @@ class DinoVisionTransformer(nn.Module):
         h, w = in_h // self.patch_size, in_w // self.patch_size
         if h * self.patch_size != in_h or w * self.patch_size != in_w:
             raise ValueError(f"input {(in_h, in_w)} is not a multiple of {self.patch_size}")
-        tokens = self.patch_embed(x)
+        # A backbone cast to bf16 (the CPU fast path) takes and returns float32 like the fp32 one.
+        in_dtype, dtype = x.dtype, self.patch_embed.proj.weight.dtype
+        tokens = self.patch_embed(x if in_dtype == dtype else x.to(dtype))
         tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
         tokens = tokens + self.pos_embed_for((h, w))
         if self.register_tokens is not None:
@@ -241,6 +243,8 @@ class DinoVisionTransformer(nn.Module):
         for block in self.blocks:
             tokens = block(tokens)
         tokens = self.norm(tokens)
+        if tokens.dtype != in_dtype:
+            tokens = tokens.to(in_dtype)
         return tokens[:, 0], tokens[:, 1 + self.num_register_tokens:], (h, w)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
