@@ -64,13 +64,29 @@ def test_int8_runs_with_bounded_drift(real_models, cache: Path) -> None:
     _, fp32 = real_models
     int8 = load_model("lite0-gem", backend="onnxruntime", precision="int8")
     path = next(iter(int8.runner.paths.values()))
-    assert path.name.endswith("_int8.onnx") and path.parent == cache / "onnx"
+    assert path.name.endswith("_int8pc.onnx") and path.parent == cache / "onnx"
     images = [corridor_image("query", i) for i in (0, 50)]
     a, b = fp32.extract(images), int8.extract(images)
     drift = 1.0 - np.sum(a.global_ * b.global_, axis=1)
     print(f"int8 global drift (1 - cos): {drift.round(4)}")
     assert np.allclose(np.linalg.norm(b.global_, axis=1), 1.0, atol=1e-5)
     assert drift.max() < 0.15  # loose: dynamic int8 of an untrained-for-quantisation CNN drifts
+
+
+def test_int8_vit_weights_are_quantised_per_output_channel(cache: Path) -> None:
+    import onnx
+
+    torch.manual_seed(0)
+    small = dict(depth=1, embed_dim=32, num_heads=2, local_hidden=8, local_dim=8)
+    int8 = load_model("selavpr", pretrained=False, backend="onnxruntime", precision="int8", **small)
+    int8.extract([corridor_image("query", 0)])
+    graph = onnx.load(str(int8.runner.paths[(224, 224)])).graph
+    scales = {t.name: tuple(t.dims) for t in graph.initializer if t.name.endswith("_scale")}
+    matmuls = [n for n in graph.node if n.op_type == "MatMulInteger"]
+    assert len(matmuls) >= 6  # qkv, proj, fc1, fc2 and the two adapters' layers
+    for node in matmuls:  # the weight's scale: one per output column (ONNX Runtime's per-channel)
+        weight_scale = node.input[1].replace("_quantized", "_scale")
+        assert scales[weight_scale][0] > 1, node.name
 
 
 def test_graph_cache_is_reused_and_keyed_by_model(cache: Path) -> None:
