@@ -1,4 +1,4 @@
-"""SelaVPR and CricaVPR (small random-init configs) through the same replay pipeline as the default.
+"""SelaVPR, CricaVPR and DINOv2-S+GeM (small random-init configs) through the default's replay pipeline.
 
 Random weights say nothing about accuracy; this checks that both presets' outputs fit the detector
 (global retrieval, MNN on their local maps, map save/load, the LoopClosure bag) end to end.
@@ -21,6 +21,7 @@ PRESETS = {
     "selavpr": (dict(depth=2, embed_dim=64, num_heads=2, local_hidden=16, local_dim=8), (61, 61, 8)),
     "cricavpr": (dict(depth=2, embed_dim=64, num_heads=2, adapter_hidden=32, encoder_heads=4,
                       encoder_ff=32), (16, 16, 64)),
+    "dinov2s-gem": (dict(depth=2, embed_dim=64, num_heads=2), (16, 16, 64)),
 }
 
 

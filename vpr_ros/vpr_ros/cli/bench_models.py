@@ -25,8 +25,9 @@ Outputs = tuple[np.ndarray, np.ndarray | None]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="selavpr",
-                        choices=("selavpr", "selavpr-reg4", "cricavpr", "lite0-gem"))
+    from vpr_ros.models.registry import preset_names
+
+    parser.add_argument("--preset", default="selavpr", choices=preset_names())
     parser.add_argument("--weights", default=None,
                         help="checkpoint (default: the preset's packaged weights, else random init)")
     parser.add_argument("--variants", default="eager,bf16,ort",

