@@ -160,7 +160,7 @@ def _print_ceiling(args: argparse.Namespace, module: torch.nn.Module, x: np.ndar
     flops = model_flops(module, torch.from_numpy(x))
     rates = gemm_rates(args.threads)
     m, k, n = GEMM_SHAPE
-    print(f"\nCeiling on this machine: {flops / 1e9:.1f} GFLOP per image; GEMM rates of one "
+    print(f"\nCeiling on this machine: {flops / 1e9:.1f} GFLOP per image; best GEMM rates of one "
           f"{m}x{k} @ {k}x{n} product, {args.threads} thread(s), measured now")
     print("\n| precision | GEMM GFLOP/s | ms/img if every FLOP ran at that rate | best-case speed-up vs eager |")
     print("|---|---|---|---|")
