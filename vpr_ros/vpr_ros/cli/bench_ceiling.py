@@ -34,7 +34,6 @@ def _rate(fn: Callable[[], object], flops: float, reps: int) -> float:
 
 
 def _int8_matmul(m: int, k: int, n: int, threads: int) -> Callable[[], object]:
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 

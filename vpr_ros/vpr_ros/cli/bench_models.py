@@ -8,7 +8,6 @@ descriptor to fp32 (min over the batch) and the mean per-location cosine of the 
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import tempfile
 import time
