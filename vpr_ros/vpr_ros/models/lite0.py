@@ -80,10 +80,10 @@ def build_lite0_gem(pretrained: bool = True, **overrides: Any) -> Lite0GeM:
     module = Lite0GeM(**overrides)
     if pretrained:
         from vpr_ros.models.registry import get_preset
-        from vpr_ros.models.weights_package import package_weights_path
+        from vpr_ros.models.weights_package import package_source_path
 
         source = get_preset("lite0-gem").weights_source
-        load_weights(module, package_weights_path(source.split(":", 1)[1]))
+        load_weights(module, package_source_path(source.split(":", 1)[1]))
     return module.eval()
 
 
