@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from vpr_ros.core.errors import InputError
-from vpr_ros.core.images import (SUPPORTED_ENCODINGS, image_from_compressed, image_from_raw,
+from vpr_ros.core.images import (DEFAULT_MAX_PIXELS, SUPPORTED_ENCODINGS, ImageTooLargeError,
+                                 compressed_image_size, image_from_compressed, image_from_raw,
                                  rgb_to_compressed, rgb_to_raw)
 
 
@@ -113,3 +114,58 @@ def test_writer_rejects_non_rgb_input():
         rgb_to_raw(np.zeros((4, 4), np.uint8))
     with pytest.raises(InputError, match="yuv422"):
         rgb_to_raw(np.zeros((4, 4, 3), np.uint8), "yuv422")
+
+
+def _huge_png(side: int) -> bytes:
+    """A PNG of side x side black pixels: compresses ~1000:1, so a 20000^2 image is ~0.4 MB.
+
+    Built by encoding a small black PNG and patching its IHDR would give a corrupt CRC; encoding
+    the real image is too slow here, so the header of a real 64x64 PNG is rewritten and its CRC fixed.
+    """
+    import struct
+    import zlib
+    small = bytearray(rgb_to_compressed(np.zeros((64, 64, 3), np.uint8), "png"))
+    small[16:24] = struct.pack(">II", side, side)
+    small[29:33] = struct.pack(">I", zlib.crc32(bytes(small[12:29])))
+    return bytes(small)
+
+
+def test_compressed_header_size_is_read_without_decoding(rgb):
+    assert compressed_image_size(rgb_to_compressed(rgb, "png")) == ("png", 5, 7)
+    big = np.zeros((40, 90, 3), np.uint8)
+    assert compressed_image_size(rgb_to_compressed(big, "jpeg")) == ("jpeg", 90, 40)
+    # progressive JPEG (SOF2) behind an EXIF-sized APP1 segment
+    ok, prog = cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    data = prog.tobytes()
+    app1 = b"\xff\xe1" + (3002).to_bytes(2, "big") + b"\0" * 3000
+    assert compressed_image_size(data[:2] + app1 + data[2:]) == ("jpeg", 90, 40)
+    assert compressed_image_size(b"GIF89a" + b"\0" * 40) is None
+    assert compressed_image_size(data[:4]) is None  # truncated inside the first segment
+
+
+def test_huge_compressed_image_is_refused_before_decoding():
+    data = _huge_png(20000)
+    assert compressed_image_size(data) == ("png", 20000, 20000)
+    import time
+    t0 = time.perf_counter()
+    with pytest.raises(ImageTooLargeError, match="20000x20000.*image.max_pixels"):
+        image_from_compressed("png", data)
+    assert time.perf_counter() - t0 < 0.5  # the decoder never ran (it takes ~26 s)
+    jpeg = rgb_to_compressed(np.zeros((30, 40, 3), np.uint8), "jpeg")
+    with pytest.raises(ImageTooLargeError):
+        image_from_compressed("jpeg", jpeg, max_pixels=40 * 30 - 1)
+    assert image_from_compressed("jpeg", jpeg, max_pixels=40 * 30).shape == (30, 40, 3)
+
+
+def test_huge_raw_image_is_refused_before_touching_its_data():
+    side = 5000  # 25 MP > DEFAULT_MAX_PIXELS; no data is needed to refuse it
+    assert side * side > DEFAULT_MAX_PIXELS
+    with pytest.raises(ImageTooLargeError, match="5000x5000"):
+        image_from_raw("rgb8", side, side, side * 3, b"")
+    assert issubclass(ImageTooLargeError, InputError)
+
+
+def test_compressed_data_of_another_codec_is_refused(rgb):
+    ok, bmp = cv2.imencode(".bmp", rgb)  # OpenCV would decode it, but its size is not checked
+    with pytest.raises(InputError, match="no readable JPEG or PNG header"):
+        image_from_compressed("jpeg", bmp.tobytes())

@@ -13,6 +13,9 @@ import numpy.typing as npt
 from vpr_ros.core.errors import InputError
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "ImageTooLargeError",
+    "compressed_image_size",
     "SUPPORTED_ENCODINGS",
     "SUPPORTED_FORMATS",
     "image_from_raw",
@@ -35,6 +38,21 @@ SUPPORTED_FORMATS: tuple[str, ...] = ("jpeg", "png")
 
 U8Image = npt.NDArray[np.uint8]
 
+#: Largest image (width * height) decoded by default: 4096 x 4096, 16.8 MP, 50 MB as RGB. A small
+#: PNG can claim 20000 x 20000 (1.2 GB decoded, ~26 s of decoding), so sizes are checked first.
+DEFAULT_MAX_PIXELS = 4096 * 4096
+
+
+class ImageTooLargeError(InputError):
+    """An image (raw or as its compressed header claims) has more pixels than allowed."""
+
+
+def _check_pixels(kind: str, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{kind} image of {width}x{height} ({width * height} pixels) is larger than the "
+            f"{max_pixels} pixels allowed; raise image.max_pixels if the camera really sends such frames")
+
 
 def _buffer(data: bytes | bytearray | memoryview | npt.NDArray[np.uint8] | list[int]) -> U8Image:
     if isinstance(data, np.ndarray):
@@ -47,13 +65,14 @@ def _buffer(data: bytes | bytearray | memoryview | npt.NDArray[np.uint8] | list[
 
 def image_from_raw(encoding: str, height: int, width: int, step: int,
                    data: bytes | bytearray | memoryview | npt.NDArray[np.uint8],
-                   is_bigendian: bool = False) -> U8Image:
+                   is_bigendian: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> U8Image:
     """Decode the fields of a ``sensor_msgs/Image`` into (height, width, 3) uint8 RGB.
 
     Supported encodings: mono8, mono16, rgb8, bgr8, rgba8, bgra8. mono16 keeps its top 8 bits
     (like cv_bridge's 16->8 bit conversion); alpha is dropped. ``data`` holds ``step * height`` bytes
     (rows may be padded: ``step >= width * bytes_per_pixel``). Raises :class:`InputError` for an
-    unsupported encoding, a zero-size image, a too-small ``step`` or too little data.
+    unsupported encoding, a zero-size image, a too-small ``step`` or too little data, and
+    :class:`ImageTooLargeError` when ``width * height > max_pixels``.
     """
     layout = _LAYOUT.get(encoding.lower()) if isinstance(encoding, str) else None
     if layout is None:
@@ -65,6 +84,7 @@ def image_from_raw(encoding: str, height: int, width: int, step: int,
     if height <= 0 or width <= 0:
         raise InputError(f"{encoding} image has zero size ({width}x{height}); the camera driver sent "
                          "an empty frame")
+    _check_pixels(encoding, width, height, max_pixels)
     row_bytes = width * channels * depth
     if step < row_bytes:
         raise InputError(f"{encoding} image {width}x{height}: step {step} is smaller than one row of "
@@ -99,13 +119,61 @@ def _sniff(buf: U8Image) -> str | None:
     return None
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (baseline, progressive, lossless, ...); C4, C8 and CC are not frames.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(head: bytes) -> tuple[int, int] | None:
+    i = 2
+    while i + 4 <= len(head):
+        if head[i] != 0xFF:
+            return None
+        marker = head[i + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length field
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
+            return None
+        length = int.from_bytes(head[i + 2:i + 4], "big")
+        if marker in _JPEG_SOF:
+            if i + 9 > len(head):
+                return None
+            return int.from_bytes(head[i + 7:i + 9], "big"), int.from_bytes(head[i + 5:i + 7], "big")
+        i += 2 + length
+    return None
+
+
+def compressed_image_size(data: bytes | bytearray | memoryview | npt.NDArray[np.uint8],
+                          ) -> tuple[str, int, int] | None:
+    """(codec, width, height) read from a PNG (IHDR) or JPEG (SOFn) header without decoding.
+
+    None when the bytes are neither, or the header is truncated or malformed.
+    """
+    buf = _buffer(data)
+    # A frame header follows the APPn/EXIF segments, which may be long (thumbnails): search the
+    # first 256 KB, far beyond any real header, without copying a whole large image.
+    head = bytes(buf[:262144])
+    if head.startswith(_PNG_SIGNATURE) and len(head) >= 24 and head[12:16] == b"IHDR":
+        return "png", int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head.startswith(b"\xff\xd8"):
+        size = _jpeg_size(head)
+        return None if size is None else ("jpeg", *size)
+    return None
+
+
 def image_from_compressed(format: str, data: bytes | bytearray | memoryview | npt.NDArray[np.uint8],
-                          ) -> U8Image:
+                          max_pixels: int = DEFAULT_MAX_PIXELS) -> U8Image:
     """Decode a ``sensor_msgs/CompressedImage`` (jpeg or png) into (H, W, 3) uint8 RGB.
 
     ``format`` is the message field: "jpeg", "png" or image_transport's long form
     ("rgb8; jpeg compressed bgr8"); when empty the codec is detected from the data. Raises
-    :class:`InputError` for another codec (e.g. "compressedDepth", "theora") or undecodable data.
+    :class:`InputError` for another codec (e.g. "compressedDepth", "theora") or undecodable data,
+    and :class:`ImageTooLargeError` when the header claims more than ``max_pixels`` pixels (checked
+    before decoding, so a small file that inflates to gigabytes costs nothing).
     """
     fmt = (format or "").lower()
     buf = _buffer(data)
@@ -119,6 +187,12 @@ def image_from_compressed(format: str, data: bytes | bytearray | memoryview | np
                          f"{', '.join(SUPPORTED_FORMATS)}")
     if buf.size == 0:
         raise InputError(f"compressed {codec} image has no data; the camera driver sent an empty frame")
+    header = compressed_image_size(buf)
+    if header is None:
+        # OpenCV would also decode TIFF, WebP, BMP ... whose sizes are not checked here.
+        raise InputError(f"compressed {codec} image of {buf.size} bytes cannot be decoded: no "
+                         "readable JPEG or PNG header; the message is corrupt, truncated or of another codec")
+    _check_pixels(f"compressed {header[0]}", header[1], header[2], max_pixels)
     bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if bgr is None or bgr.size == 0:
         raise InputError(f"compressed {codec} image of {buf.size} bytes cannot be decoded; the "
