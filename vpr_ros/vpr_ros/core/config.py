@@ -42,6 +42,12 @@ DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 METRICS = ("inner_product",)
 VERIFY_METHODS = ("mnn", "mnn+fundamental", "global")
+# Upper bounds of the numeric fields: every value up to them must run (a test feeds each extreme
+# through the detector). 1e9 s is ~31 years, "never" for a time gap, yet finite: `.inf` overflowed
+# the integer nanosecond arithmetic of every frame.
+MAX_SEC = 1.0e9
+MAX_METRES = 1.0e6
+MAX_COUNT = 1_000_000
 
 
 def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
@@ -98,10 +104,12 @@ class KeyframeConfig:
     """When a camera frame becomes a keyframe (all enabled conditions must hold)."""
 
     min_gap_sec: float = dataclasses.field(default=0.0, metadata=_meta(
-        "Minimum time since the last keyframe, seconds.", lo=0.0))
-    min_translation_m: float = dataclasses.field(default=0.0, metadata=_meta(
-        "Minimum travel since the last keyframe when odometry is given, metres (0 disables).", lo=0.0))
-    min_rotation_deg: float = dataclasses.field(default=0.0, metadata=_meta(
+        "Minimum time since the last keyframe, seconds.", lo=0.0, hi=MAX_SEC))
+    min_translation_m: float = dataclasses.field(default=0.5, metadata=_meta(
+        "Minimum travel since the last keyframe when odometry is given, metres (0 disables). The "
+        "default stops a standing robot from adding keyframes; without odometry it has no effect.",
+        lo=0.0, hi=MAX_METRES))
+    min_rotation_deg: float = dataclasses.field(default=15.0, metadata=_meta(
         "Minimum rotation since the last keyframe when odometry is given, degrees (0 disables). "
         "Travel OR rotation suffices when both are set.", lo=0.0, hi=180.0))
     max_similarity: float = dataclasses.field(default=1.0, metadata=_meta(
@@ -109,8 +117,8 @@ class KeyframeConfig:
         "skipped (1.0 disables).", lo=-1.0, hi=1.0))
 
     def __post_init__(self) -> None:
-        _check_range("keyframes.min_gap_sec", self.min_gap_sec, 0.0)
-        _check_range("keyframes.min_translation_m", self.min_translation_m, 0.0)
+        _check_range("keyframes.min_gap_sec", self.min_gap_sec, 0.0, MAX_SEC)
+        _check_range("keyframes.min_translation_m", self.min_translation_m, 0.0, MAX_METRES)
         _check_range("keyframes.min_rotation_deg", self.min_rotation_deg, 0.0, 180.0)
         _check_range("keyframes.max_similarity", self.max_similarity, -1.0, 1.0)
 
@@ -142,27 +150,29 @@ class VerifyConfig:
     min_matches: int = dataclasses.field(default=120, metadata=_meta(
         "Accept a candidate when its mutual-nearest-neighbour count reaches this. The default suits "
         "lite0-gem's 20x20 map (400 locations: same place ~150-220, another environment ~70-100); "
-        "scale it with the map size for other presets (SelaVPR: 61x61).", lo=0))
+        "scale it with the map size for other presets (SelaVPR: 61x61).", lo=0, hi=MAX_COUNT))
     min_global_similarity: float = dataclasses.field(default=0.0, metadata=_meta(
         "Candidates below this global cosine similarity are not verified.", lo=-1.0, hi=1.0))
     min_inliers: int = dataclasses.field(default=12, metadata=_meta(
-        "RANSAC inliers needed by mnn+fundamental.", lo=0))
+        "RANSAC inliers needed by mnn+fundamental.", lo=0, hi=MAX_COUNT))
     ransac_threshold_px: float = dataclasses.field(default=2.0, metadata=_meta(
-        "Epipolar RANSAC threshold in local-feature grid cells for mnn+fundamental.", lo=0.0))
+        "Epipolar RANSAC threshold in local-feature grid cells for mnn+fundamental.", lo=0.0,
+        hi=MAX_METRES))
     temporal_consistency: int = dataclasses.field(default=2, metadata=_meta(
         "Consecutive query keyframes that must match nearby keyframes before a loop is published "
         "(1 disables the check).", lo=1, hi=100))
     consistency_window: int = dataclasses.field(default=2, metadata=_meta(
-        "Two consecutive matches agree when their match keyframe ids differ by at most this.", lo=0))
+        "Two consecutive matches agree when their match keyframe ids differ by at most this.", lo=0,
+        hi=MAX_COUNT))
 
     def __post_init__(self) -> None:
         _check_choice("verify.method", self.method, VERIFY_METHODS)
-        _check_range("verify.min_matches", self.min_matches, 0)
+        _check_range("verify.min_matches", self.min_matches, 0, MAX_COUNT)
         _check_range("verify.min_global_similarity", self.min_global_similarity, -1.0, 1.0)
-        _check_range("verify.min_inliers", self.min_inliers, 0)
-        _check_range("verify.ransac_threshold_px", self.ransac_threshold_px, 0.0)
+        _check_range("verify.min_inliers", self.min_inliers, 0, MAX_COUNT)
+        _check_range("verify.ransac_threshold_px", self.ransac_threshold_px, 0.0, MAX_METRES)
         _check_range("verify.temporal_consistency", self.temporal_consistency, 1, 100)
-        _check_range("verify.consistency_window", self.consistency_window, 0)
+        _check_range("verify.consistency_window", self.consistency_window, 0, MAX_COUNT)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,14 +186,14 @@ class DetectorConfig:
     map_frame: str = dataclasses.field(default="map", metadata=_meta(
         "frame_id of published loop closures."))
     min_loop_gap_sec: float = dataclasses.field(default=20.0, metadata=_meta(
-        "A keyframe never matches keyframes of its own robot and session newer than this, seconds.",
-        lo=0.0))
+        "A keyframe never matches keyframes of its own robot and session newer than this, seconds "
+        "(1e9, ~31 years, means never).", lo=0.0, hi=MAX_SEC))
     exclude_last_n: int = dataclasses.field(default=0, metadata=_meta(
-        "Also exclude the last N keyframes of the own robot and session.", lo=0))
+        "Also exclude the last N keyframes of the own robot and session.", lo=0, hi=MAX_COUNT))
 
     def __post_init__(self) -> None:
-        _check_range("detector.min_loop_gap_sec", self.min_loop_gap_sec, 0.0)
-        _check_range("detector.exclude_last_n", self.exclude_last_n, 0)
+        _check_range("detector.min_loop_gap_sec", self.min_loop_gap_sec, 0.0, MAX_SEC)
+        _check_range("detector.exclude_last_n", self.exclude_last_n, 0, MAX_COUNT)
         if not self.robot_id:
             raise ConfigError("detector.robot_id is empty; give the robot a name")
 
@@ -198,6 +208,17 @@ class MapConfig:
         "Map directory written on save_map and at shutdown (empty: do not save)."))
     store_local: bool = dataclasses.field(default=True, metadata=_meta(
         "Keep dense local features of keyframes (needed for MNN verification against the map)."))
+    autosave_sec: float = dataclasses.field(default=60.0, metadata=_meta(
+        "Node: save the map to map.save_path this often while it changes, seconds (0 disables), so a "
+        "kill or an out-of-memory stop loses at most this much; failures are logged and counted.",
+        lo=0.0, hi=MAX_SEC))
+    memory_budget_mb: float = dataclasses.field(default=0.0, metadata=_meta(
+        "Node: diagnostics warn when the keyframes' descriptors outgrow this many MB (0 disables); "
+        "per keyframe lite0-gem keeps 0.18 MB, SelaVPR 1.91 MB (docs/ros2.md).", lo=0.0, hi=MAX_METRES))
+
+    def __post_init__(self) -> None:
+        _check_range("map.autosave_sec", self.autosave_sec, 0.0, MAX_SEC)
+        _check_range("map.memory_budget_mb", self.memory_budget_mb, 0.0, MAX_METRES)
 
 
 @dataclasses.dataclass(frozen=True)

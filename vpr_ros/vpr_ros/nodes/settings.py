@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from vpr_ros.core.config import FieldSpec, check_value, flat_field_specs
 from vpr_ros.core.errors import ConfigError
+from vpr_ros.core.images import DEFAULT_MAX_PIXELS
 
 __all__ = ["NodeSettings", "NODE_PARAMETERS", "MUTABLE_PARAMETERS", "all_parameter_specs",
            "settings_from_flat", "node_parameter_names"]
@@ -29,6 +30,10 @@ NODE_PARAMETERS: tuple[FieldSpec, ...] = (
     _spec("image.compressed", bool, False,
           "Subscribe to sensor_msgs/CompressedImage (jpeg/png) instead of sensor_msgs/Image on "
           "'image'; remap 'image' to the '.../compressed' topic."),
+    _spec("image.max_pixels", int, DEFAULT_MAX_PIXELS,
+          "Largest image accepted, width x height (default 4096x4096); larger frames are dropped "
+          "before decoding (compressed: from the PNG/JPEG header) and counted as "
+          "'bad_input.too_large'.", lo=1, hi=1 << 30),
     _spec("qos.reliability", str, "best_effort",
           "Reliability of the image, camera_info and odom subscriptions (sensor-data QoS uses "
           "best_effort; use reliable for bag replay without loss).", choices=RELIABILITIES),
@@ -66,6 +71,7 @@ class NodeSettings:
     """Node-only settings (see :data:`NODE_PARAMETERS` for the meaning of each field)."""
 
     image_compressed: bool = False
+    image_max_pixels: int = DEFAULT_MAX_PIXELS
     qos_reliability: str = "best_effort"
     qos_depth: int = 5
     queue_size: int = 4
