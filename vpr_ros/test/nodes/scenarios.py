@@ -10,6 +10,11 @@ observed as JSON for the pytest side to assert on. Every wait is bounded by time
 from __future__ import annotations
 
 import argparse
+import itertools
+import shutil
+import sqlite3
+import struct
+import zlib
 import json
 import math
 import signal
@@ -131,6 +136,7 @@ def wait_settled(h: Harness, namespace: str, received: int, timeout: float) -> b
     return h.spin_until(lambda: h.diag(namespace, "frames_received") >= received
                         and h.diag(namespace, "queue_depth") == 0
                         and h.diag(namespace, "frames_processed") + h.diag(namespace, "frames_dropped")
+                        + h.diag(namespace, "frames_failed", 0)
                         + sum(h.diag(namespace, k, 0) for k in h.diagnostics.get(namespace, {})
                               if k.startswith("bad_input.") and k != "bad_input.nan_odometry") >= received, timeout)
 
@@ -142,6 +148,23 @@ def publish_paced(h: Harness, pub: Any, msgs: list[Any], rate_hz: float) -> floa
         pub.publish(msg)
         h.spin_until(lambda: time.monotonic() >= start + (i + 1) / rate_hz, 1.0 / rate_hz + 0.5)
     return time.monotonic() - start
+
+
+def huge_png(side: int) -> bytes:
+    """A real 64x64 PNG whose IHDR (CRC fixed) claims side x side pixels."""
+    data = bytearray(cv2.imencode(".png", np.zeros((64, 64, 3), np.uint8))[1].tobytes())
+    data[16:24] = struct.pack(">II", side, side)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def accounted(h: Harness, namespace: str) -> dict[str, float]:
+    """processed, every kind of drop, and received, from the node's last diagnostics."""
+    d = h.diagnostics.get(namespace, {})
+    bad = sum(float(v) for k, v in d.items() if k.startswith("bad_input.") and k != "bad_input.nan_odometry")
+    return {"received": h.diag(namespace, "frames_received"), "processed": h.diag(namespace, "frames_processed"),
+            "dropped": h.diag(namespace, "frames_dropped"), "failed": h.diag(namespace, "frames_failed", 0),
+            "bad": bad}
 
 
 def loop_dict(m: LoopClosure) -> dict[str, Any]:
@@ -232,9 +255,15 @@ def bad_inputs(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
             setattr(msg, k, v)
         return msg
 
+    black16 = raw_msg(16 * sec, np.zeros((48, 64, 3), np.uint8))
+    black16.encoding, black16.step, black16.data = "mono16", 128, b"\x00" * (128 * 48)
     raw_msgs = [raw_msg(10 * sec), raw_msg(11 * sec, encoding="weird16"),
                 raw_msg(12 * sec, height=0, width=0, step=0, data=b""), raw_msg(13 * sec, data=b"\x00" * 10),
-                raw_msg(5 * sec, img1), raw_msg(14 * sec, img1)]
+                raw_msg(5 * sec, img1), raw_msg(14 * sec, img1),
+                raw_msg(15 * sec, np.full((1, 1, 3), 128, np.uint8)),  # 1x1: the model output is all-zero
+                black16,                                               # all-black mono16: the same
+                raw_msg(17 * sec, height=20000, width=20000, step=60000, data=b"\x00" * 100),  # too large
+                raw_msg(18 * sec, img0)]
     nan_odom = Odometry()
     nan_odom.header.stamp = ns_to_stamp(14 * sec)
     nan_odom.pose.pose.position.x = math.nan
@@ -247,9 +276,12 @@ def bad_inputs(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
         return msg
 
     jpg_msgs = [jpg_msg(10 * sec), jpg_msg(11 * sec, jpeg[:20] + b"garbage" * 50),
-                jpg_msg(12 * sec, b""), jpg_msg(13 * sec, jpeg, "theora"), jpg_msg(14 * sec)]
-    for r, j in zip(raw_msgs, jpg_msgs + [None]):
-        raw_pub.publish(r)
+                jpg_msg(12 * sec, b""), jpg_msg(13 * sec, jpeg, "theora"), jpg_msg(14 * sec),
+                jpg_msg(15 * sec, huge_png(20000), "png"),  # 1.2 GB decoded: refused from its header
+                jpg_msg(16 * sec)]
+    for r, j in itertools.zip_longest(raw_msgs, jpg_msgs):
+        if r is not None:
+            raw_pub.publish(r)
         if j is not None:
             jpg_pub.publish(j)
         h.spin_for(0.05)
@@ -258,7 +290,7 @@ def bad_inputs(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     h.spin_until(lambda: h.diag("raw", "bad_input.nan_odometry") >= 1, 5.0)
     h.spin_for(0.3)
     out = {"raw": dict(h.diagnostics["raw"]), "jpg": dict(h.diagnostics["jpg"]),
-           "alive": [raw.alive(), jpg.alive()]}
+           "alive": [raw.alive(), jpg.alive()], "accounted": [accounted(h, "raw"), accounted(h, "jpg")]}
     out["rc"] = [raw.stop(), jpg.stop()]
     out["log"] = raw.tail()[-1500:] + jpg.tail()[-1500:]
     return out
@@ -331,8 +363,101 @@ def invalid_params(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _damaged_copies(good: Path, tmp: Path) -> dict[str, Path]:
+    """Copies of a saved map, each damaged in one way a disk or a user can damage it."""
+    out = {}
+    for name in ("bad_pose", "short_shard", "meta_not_json", "garbage_npy"):
+        out[name] = tmp / f"damaged_{name}"
+        shutil.copytree(good, out[name])
+    for name, sql in (("bad_pose", "UPDATE keyframes SET pose = x'0102' WHERE key = 1"),
+                      ("meta_not_json", "UPDATE meta SET value = '{not json' WHERE key = 'global_dim'")):
+        db = sqlite3.connect(out[name] / "map.sqlite")
+        with db:
+            db.execute(sql)
+        db.close()
+    np.save(out["short_shard"] / "local" / "00000.npy", np.load(good / "local" / "00000.npy")[:3])
+    (out["garbage_npy"] / "local" / "00000.npy").write_bytes(b"\x93NUMPY\x01\x00\x10\x00{garbage: 1}\n" + b"x" * 64)
+    return out
+
+
+def map_faults(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
+    """Damaged maps, odd and unwritable save paths: every call answers, the keyframes stay."""
+    tmp = Path(a.tmp)
+    node = NodeProcess(["--ros-args", *TEST_PARAMS], tmp / "node_faults.log")
+    pub = h.create_publisher(Image, "image", RELIABLE)
+    h.watch("")
+    wait_ready(h, pub, "", node, 20.0)
+    msgs = [rgb_to_image_msg(img, stamp) for stamp, img in corridor_revisit(a.frames)]
+    publish_paced(h, pub, msgs, 50.0)
+    wait_settled(h, "", len(msgs), 20.0)
+    srv = "/loop_closure_node/"
+    good = h.call(MapIO, srv + "save_map", MapIO.Request(path=str(tmp / "good")))
+    out: dict[str, Any] = {"good": [good.success, good.num_keyframes, good.message], "calls": {}}
+    (tmp / "a_file").write_text("not a directory")
+    calls = [("load_map", str(p)) for p in _damaged_copies(tmp / "good", tmp).values()]
+    calls += [("save_map", p) for p in (".", "..", str(tmp / "a_file" / "map"), "/proc/vpr_ros_map")]
+    for service, path in calls:
+        try:
+            r = h.call(MapIO, srv + service, MapIO.Request(path=path))
+            out["calls"][f"{service} {path}"] = [r.success, r.message]
+        except RuntimeError as exc:  # no answer: the node died or hung
+            out["calls"][f"{service} {path}"] = [None, str(exc)]
+    h.spin_for(0.5)
+    out["index_after"] = h.diag("", "index_size")
+    again = h.call(MapIO, srv + "save_map", MapIO.Request(path=str(tmp / "after")))
+    out["save_after"] = [again.success, again.num_keyframes]
+    out["a_file"] = (tmp / "a_file").read_text()
+    out["alive"] = node.alive()
+    out["rc"] = node.stop()
+    out["log"] = node.tail()
+    return out
+
+
+def autosave(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
+    """Autosave every 0.5 s, a 0.05 MB memory budget, then SIGKILL: the autosaved map survives.
+
+    A second node autosaves to an unwritable path: counted, logged, never fatal.
+    """
+    tmp = Path(a.tmp)
+    (tmp / "a_file").write_text("x")
+    common = [*TEST_PARAMS, "-p", "map.autosave_sec:=0.5", "-p", "map.memory_budget_mb:=0.05"]
+    ok = NodeProcess(["--ros-args", "-r", "__ns:=/ok", *common, "-p", f"map.save_path:={tmp / 'auto'}"],
+                     tmp / "node_auto_ok.log")
+    bad = NodeProcess(["--ros-args", "-r", "__ns:=/bad", *common, "-p", f"map.save_path:={tmp / 'a_file' / 'm'}"],
+                      tmp / "node_auto_bad.log")
+    status: dict[str, tuple[int, str]] = {}
+    for ns in ("ok", "bad"):
+        h.create_subscription(DiagnosticArray, f"/{ns}/diagnostics",
+                              lambda m, ns=ns: status.__setitem__(ns, (int.from_bytes(m.status[0].level, "little")
+                                                                       if isinstance(m.status[0].level, bytes)
+                                                                       else int(m.status[0].level),
+                                                                       m.status[0].message)), 10)
+    pubs = {ns: h.create_publisher(Image, f"/{ns}/image", RELIABLE) for ns in ("ok", "bad")}
+    h.watch("ok")
+    h.watch("bad")
+    wait_ready(h, pubs["ok"], "ok", ok, 20.0)
+    wait_ready(h, pubs["bad"], "bad", bad, 20.0)
+    msgs = [rgb_to_image_msg(img, stamp) for stamp, img in corridor_revisit(a.frames)[:a.frames]]
+    for m in msgs:
+        pubs["ok"].publish(m)
+        pubs["bad"].publish(m)
+        h.spin_for(0.05)
+    h.spin_until(lambda: h.diag("ok", "frames_processed") >= len(msgs)
+                 and h.diag("bad", "autosave_failures", 0) >= 1, 15.0)
+    before = h.diag("ok", "autosaves", 0)
+    h.spin_until(lambda: h.diag("ok", "autosaves", 0) > before, 3.0)  # a save after the last frame
+    h.spin_for(0.3)
+    out = {"ok": dict(h.diagnostics["ok"]), "bad": dict(h.diagnostics["bad"]), "status": status,
+           "alive": [ok.alive(), bad.alive()]}
+    ok.proc.kill()  # SIGKILL: no shutdown save; only the autosave remains
+    ok.proc.wait(5)
+    out["rc"] = [ok.stop(), bad.stop()]
+    out["log"] = ok.tail()[-1500:] + bad.tail()[-1500:]
+    return out
+
+
 SCENARIOS = {f.__name__: f for f in (revisit, map_services, bad_inputs, back_pressure, yaml_params,
-                                     invalid_params)}
+                                     invalid_params, map_faults, autosave)}
 
 
 def main() -> int:

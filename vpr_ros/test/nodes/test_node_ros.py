@@ -106,10 +106,15 @@ def test_bad_inputs_are_counted_and_the_node_keeps_running(run_scenario):
                                                "time_backwards", "nan_odometry")} == {
         "unknown_encoding": "1", "empty_image": "1", "malformed_image": "1", "time_backwards": "1",
         "nan_odometry": "1"}, logs
-    assert raw["frames_processed"] == "2" and raw["frames_received"] == "6", logs
+    assert raw["frames_processed"] == "3" and raw["frames_received"] == "10", logs
+    # 1x1 and all-black mono16 give an all-zero descriptor; 20000x20000 is refused unread.
+    assert (raw["bad_input.unusable_image"], raw["bad_input.too_large"]) == ("2", "1"), logs
+    assert jpg["bad_input.too_large"] == "1" and jpg["frames_received"] == "7", logs
+    for a in r["accounted"]:  # every frame received ends in exactly one counter
+        assert a["processed"] + a["dropped"] + a["failed"] + a["bad"] == a["received"], (a, logs)
     assert {k: jpg[f"bad_input.{k}"] for k in ("corrupt_compressed", "empty_image", "unknown_encoding")} == {
         "corrupt_compressed": "1", "empty_image": "1", "unknown_encoding": "1"}, logs
-    assert jpg["frames_processed"] == "2", logs
+    assert jpg["frames_processed"] == "3", logs
     assert "bad input" in r["log"]  # logged (throttled) as well as counted
 
 
@@ -144,6 +149,8 @@ def test_invalid_parameters_stop_startup_with_a_clear_message(run_scenario, tmp_
         "verify.min_match": ["-p", "verify.min_match:=3"],               # a typo
         "qos.reliability": ["-p", "qos.reliability:='sometimes'"],
         "map.load_path": ["-p", f"map.load_path:='{tmp_path / 'missing_map'}'"],
+        "detector.min_loop_gap_sec": ["-p", "detector.min_loop_gap_sec:=.inf"],  # overflowed per frame
+        "map.save_path": ["-p", "map.save_path:=.."],
     }
     r = run_scenario("invalid_params", "--cases", json.dumps(cases), timeout=60)
     for name, outcome in r.items():
@@ -154,3 +161,34 @@ def test_invalid_parameters_stop_startup_with_a_clear_message(run_scenario, tmp_
     assert "verify.min_matches" in r["verify.min_match"]["log"]  # did-you-mean hint
     assert "1.0" in r["keyframes.min_gap_sec"]["log"]
     assert "bogus" in r["verify.method"]["log"] and "mnn" in r["verify.method"]["log"]
+
+
+def test_damaged_maps_and_bad_save_paths_answer_and_keep_the_keyframes(run_scenario):
+    r = run_scenario("map_faults", "--frames", "6", timeout=60)
+    logs = r["_logs"] + r["log"]
+    assert r["good"][:2] == [True, 12], logs
+    assert len(r["calls"]) == 8
+    for call, (success, message) in r["calls"].items():
+        assert success is False, (call, message, logs)  # an answer (None: the node died), and a refusal
+        assert message, call
+    assert "names no directory of its own" in r["calls"]["save_map ."][1]
+    assert "names no directory of its own" in r["calls"]["save_map .."][1]
+    assert r["a_file"] == "not a directory"  # a refused save leaves what was there
+    assert r["index_after"] == 12 and r["save_after"] == [True, 12], logs  # nothing lost in memory
+    assert r["alive"] and r["rc"] == 0, logs
+
+
+def test_autosave_survives_sigkill_and_budget_warns(run_scenario, tmp_path):
+    r = run_scenario("autosave", "--frames", "4", timeout=60)
+    logs = r["_logs"] + r["log"]
+    assert r["alive"] == [True, True], logs
+    ok, bad = r["ok"], r["bad"]
+    assert int(ok["autosaves"]) >= 1 and ok["autosave_failures"] == "0", logs
+    _, saved = load_keyframes(tmp_path / "auto", "tiny-pixels@test")
+    assert len(saved) == 4, logs  # SIGKILL after the last autosave: every keyframe is on disk
+    assert float(ok["map_memory_mb"]) == pytest.approx(4 * (768 + 12 * 16 * 36) * 4 / 1e6, abs=0.01)
+    level, message = r["status"]["ok"]
+    assert level == 1 and "memory_budget_mb" in message, r["status"]  # WARN
+    assert int(bad["autosave_failures"]) >= 1 and int(bad["autosaves"]) == 0, logs
+    assert "autosave failed" in r["log"]
+    assert r["rc"][1] == 0, logs  # the failing node still stops cleanly (its shutdown save fails too)

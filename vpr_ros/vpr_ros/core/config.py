@@ -217,6 +217,9 @@ class MapConfig:
         "per keyframe lite0-gem keeps 0.18 MB, SelaVPR 1.91 MB (docs/ros2.md).", lo=0.0, hi=MAX_METRES))
 
     def __post_init__(self) -> None:
+        if self.save_path and Path(self.save_path).name in ("", ".", ".."):
+            raise ConfigError(f"map.save_path={self.save_path!r} names no directory of its own (a save "
+                              "would replace the current directory or a parent); give e.g. 'maps/office'")
         _check_range("map.autosave_sec", self.autosave_sec, 0.0, MAX_SEC)
         _check_range("map.memory_budget_mb", self.memory_budget_mb, 0.0, MAX_METRES)
 

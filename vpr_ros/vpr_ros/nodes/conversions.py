@@ -18,8 +18,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from vpr_ros_msgs.msg import LoopClosure as LoopClosureMsg
 
 from vpr_ros.core.errors import InputError
-from vpr_ros.core.images import (SUPPORTED_ENCODINGS, SUPPORTED_FORMATS, image_from_compressed,
-                                  image_from_raw, rgb_to_raw)
+from vpr_ros.core.images import (DEFAULT_MAX_PIXELS, SUPPORTED_ENCODINGS, SUPPORTED_FORMATS,
+                                 image_from_compressed, image_from_raw, rgb_to_raw)
 from vpr_ros.core.types import LoopClosure
 from vpr_ros.io.msgdefs import loop_closure_fields
 from vpr_ros.io.poses import matrix_to_pose, pose_matrix
@@ -42,16 +42,16 @@ def ns_to_stamp(ns: int) -> Time:
     return Time(sec=sec, nanosec=nanosec)
 
 
-def image_msg_to_rgb(msg: Image) -> U8Image:
+def image_msg_to_rgb(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> U8Image:
     """sensor_msgs/Image -> (H, W, 3) uint8 RGB (copy-free for rgb8 until the core copies)."""
     # memoryview avoids numpy iterating over rclpy's array.array element by element.
     return image_from_raw(msg.encoding, msg.height, msg.width, msg.step, memoryview(msg.data),
-                          bool(msg.is_bigendian))
+                          bool(msg.is_bigendian), max_pixels=max_pixels)
 
 
-def compressed_msg_to_rgb(msg: CompressedImage) -> U8Image:
-    """sensor_msgs/CompressedImage (jpeg/png) -> (H, W, 3) uint8 RGB."""
-    return image_from_compressed(msg.format, memoryview(msg.data))
+def compressed_msg_to_rgb(msg: CompressedImage, max_pixels: int = DEFAULT_MAX_PIXELS) -> U8Image:
+    """sensor_msgs/CompressedImage (jpeg/png) -> (H, W, 3) uint8 RGB; refuses > max_pixels before decoding."""
+    return image_from_compressed(msg.format, memoryview(msg.data), max_pixels=max_pixels)
 
 
 def classify_bad_image(msg: Image | CompressedImage) -> str:

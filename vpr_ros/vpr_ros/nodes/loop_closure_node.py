@@ -9,11 +9,10 @@ view of the world is always the next one processed and no callback ever blocks.
 from __future__ import annotations
 
 import collections
-import importlib
 import sys
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -27,38 +26,18 @@ from std_srvs.srv import Trigger
 from vpr_ros_msgs.msg import LoopClosure as LoopClosureMsg
 from vpr_ros_msgs.srv import MapIO
 
-from vpr_ros.core.config import Config
-from vpr_ros.core.detector import Extractor, LoopClosureDetector, StepResult
-from vpr_ros.core.errors import InputError, MapStoreError, ModelLoadError, StampOrderError, VprError
+from vpr_ros.core.detector import LoopClosureDetector, StepResult
+from vpr_ros.core.errors import InputError, StampOrderError, VprError
+from vpr_ros.core.images import ImageTooLargeError
 from vpr_ros.core.types import Frame
-from vpr_ros.core.verification import mnn_pairs
 from vpr_ros.nodes import conversions as conv
+from vpr_ros.nodes.debug_view import DebugView
+from vpr_ros.nodes.extractors import ExtractorFactory, default_extractor, load_extractor_factory
+from vpr_ros.nodes.map_services import MapKeeper, MapResult
 from vpr_ros.nodes.params import declare_and_read, image_qos
 from vpr_ros.nodes.stats import NodeStats
 
 __all__ = ["LoopClosureNode", "load_extractor_factory", "main"]
-
-ExtractorFactory = Callable[[Config], Extractor]
-_THUMBNAILS = 256
-
-
-def load_extractor_factory(spec: str) -> ExtractorFactory:
-    """'module:function' -> the function (tests and benchmarks inject small models this way)."""
-    module, _, name = spec.partition(":")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise VprError(f"extractor_factory={spec!r} cannot be imported ({exc}); give 'module:function' "
-                       "importable on PYTHONPATH") from None
-
-
-def _default_extractor(config: Config) -> Extractor:
-    try:
-        from vpr_ros.models import load_model_from_config  # torch/onnxruntime: only when a node starts
-    except ImportError as exc:
-        raise ModelLoadError(f"cannot import the model zoo ({exc}); reinstall vpr_ros with its "
-                             "requirements") from None
-    return load_model_from_config(config.model)
 
 
 class LoopClosureNode(Node):
@@ -77,7 +56,7 @@ class LoopClosureNode(Node):
         detector_is_default = detector is None and extractor_factory is None and not self.settings.extractor_factory
         if detector is None:
             factory = extractor_factory or (load_extractor_factory(self.settings.extractor_factory)
-                                            if self.settings.extractor_factory else _default_extractor)
+                                            if self.settings.extractor_factory else default_extractor)
             detector = LoopClosureDetector(self.config, factory(self.config))
         self.detector = detector
         # What diagnostics call the backend: the model's own word when it has one (injected models).
@@ -85,9 +64,13 @@ class LoopClosureNode(Node):
             self.config.model.backend if detector_is_default else "custom"))
         self.stats = NodeStats()
         self._detector_lock = threading.Lock()
+        self.maps = MapKeeper(self.detector, self._detector_lock, self.config.map, self.get_logger(),
+                              self.stats.count)
         if self.config.map.load_path:
-            n = self.detector.load_map(self.config.map.load_path)
-            self.get_logger().info(f"loaded {n} keyframes from {self.config.map.load_path}")
+            loaded = self.maps.load(self.config.map.load_path)
+            if not loaded.success:  # a map the user asked for must not be silently replaced by nothing
+                raise VprError(f"map.load_path: {loaded.message}")
+            self.get_logger().info(loaded.message)
         self._queue: collections.deque[tuple[Any, float]] = collections.deque()
         self._wake = threading.Condition()
         self._stopping = False
@@ -95,7 +78,6 @@ class LoopClosureNode(Node):
         self._odom_lock = threading.Lock()
         self._camera_size: tuple[int, int] | None = None
         self._debug = self.settings.debug_image
-        self._thumbnails: collections.OrderedDict[tuple[str, str, int], Any] = collections.OrderedDict()
         self._last_warn: dict[str, float] = {}
 
         sensor_qos = qos or image_qos(self.settings)
@@ -107,7 +89,8 @@ class LoopClosureNode(Node):
             self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, sensor_qos)
         self._loop_pub = self.create_publisher(LoopClosureMsg, "loop_closures", 100)
         self._diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
-        self._debug_pub = self.create_publisher(Image, "debug_image", 2)
+        self._debug_view = DebugView(self.create_publisher(Image, "debug_image", 2).publish,
+                                     self.config.detector.map_frame)
         self.create_service(MapIO, "~/save_map", self._on_save_map)
         self.create_service(MapIO, "~/load_map", self._on_load_map)
         self.create_service(Trigger, "~/reset", self._on_reset)
@@ -152,25 +135,49 @@ class LoopClosureNode(Node):
     # -- processing thread ---------------------------------------------------------------
     def _run(self) -> None:
         while True:
+            self._autosave()  # between frames, so image callbacks never wait for a save
             with self._wake:
                 while not self._queue and not self._stopping:
-                    self._wake.wait(0.5)
+                    if not self._wake.wait(0.5):
+                        break
                 if self._stopping:
                     return
+                if not self._queue:
+                    continue
                 msg, received = self._queue.popleft()
+            # Every frame taken from the queue ends in exactly one counter: frames_processed, a
+            # bad_input.<kind> or frames_failed (processed + dropped + bad + failed == received).
             try:
                 self._process(msg, received)
+            except InputError as exc:  # the model's output for this image is unusable (all-zero, NaN)
+                self._bad("unusable_image", exc)
             except VprError as exc:  # a core failure costs one frame, never the node
+                self.stats.count("frames_failed")
                 self._warn("core", f"frame dropped: {exc}")
             except Exception as exc:  # noqa: BLE001 - an unexpected bug must not kill the thread silently
-                self.get_logger().error(f"frame dropped by an unexpected {type(exc).__name__}: {exc}")
+                self.stats.count("frames_failed")
+                self._warn("unexpected", f"frame dropped by an unexpected {type(exc).__name__}: {exc}")
+
+    def _autosave(self) -> None:
+        result = self.maps.autosave()
+        if result is None:
+            return
+        if result.success:
+            self.get_logger().info(f"autosave: {result.message}")
+        else:
+            self._warn("autosave", f"autosave failed (will retry in {self.config.map.autosave_sec:g} s): "
+                                   f"{result.message}")
 
     def _process(self, msg: Image | CompressedImage, received: float) -> None:
         t0 = time.perf_counter()
         stamp_ns = conv.stamp_to_ns(msg.header.stamp)
+        max_pixels = self.settings.image_max_pixels
         try:
-            image = (conv.compressed_msg_to_rgb(msg) if isinstance(msg, CompressedImage)
-                     else conv.image_msg_to_rgb(msg))
+            image = (conv.compressed_msg_to_rgb(msg, max_pixels) if isinstance(msg, CompressedImage)
+                     else conv.image_msg_to_rgb(msg, max_pixels))
+        except ImageTooLargeError as exc:
+            self._bad("too_large", exc)
+            return
         except InputError as exc:
             self._bad(conv.classify_bad_image(msg), exc)
             return
@@ -200,26 +207,14 @@ class LoopClosureNode(Node):
             return
         self.stats.count("keyframes")
         kf = result.keyframe
+        self.maps.added(kf)
         if self._debug:
-            self._thumbnails[(kf.robot_id, kf.session_id, kf.id)] = image
-            while len(self._thumbnails) > _THUMBNAILS:
-                self._thumbnails.popitem(last=False)
+            self._debug_view.remember(kf, image)
         for loop in result.loop_closures:
             self._loop_pub.publish(conv.loop_closure_to_msg(loop, self.config.detector.map_frame))
             self.stats.count("loop_closures")
             if self._debug:
-                self._publish_debug(loop, kf, image)
-
-    def _publish_debug(self, loop: Any, kf: Any, image: Any) -> None:
-        key = (loop.match_robot_id, loop.match_session_id, loop.match_id)
-        match = next((k for k in reversed(self.detector.keyframes)
-                      if (k.robot_id, k.session_id, k.id) == key), None)
-        pairs = grid0 = grid1 = None
-        if match is not None and kf.local is not None and match.local is not None:
-            pairs, grid0, grid1 = mnn_pairs(kf.local, match.local), kf.local.shape[:2], match.local.shape[:2]
-        text = f"kf {loop.query_id} <-> {loop.match_id}  score {loop.score:.0f}"
-        canvas = conv.render_debug_image(image, self._thumbnails.get(key), pairs, grid0, grid1, text)
-        self._debug_pub.publish(conv.rgb_to_image_msg(canvas, loop.query_stamp_ns, self.config.detector.map_frame))
+                self._debug_view.show(loop, kf, image, self.detector.keyframes)
 
     def _pose_at(self, stamp_ns: int) -> Any:
         with self._odom_lock:
@@ -241,21 +236,24 @@ class LoopClosureNode(Node):
             self.get_logger().warning(text)
 
     # -- services and diagnostics --------------------------------------------------------
+    @staticmethod
+    def _respond(response: Any, result: MapResult) -> Any:
+        response.success, response.message = result.success, result.message
+        if hasattr(response, "num_keyframes"):
+            response.num_keyframes = result.num_keyframes
+        return response
+
     def _map_io(self, response: MapIO.Response, path: str, save: bool) -> MapIO.Response:
         if not path:
             name = "map.save_path" if save else "map.load_path"
-            response.success, response.message = False, f"no path given and parameter {name} is empty"
-            return response
-        try:
-            with self._detector_lock:
-                n = self.detector.save_map(path) if save else self.detector.load_map(path)
-        except (MapStoreError, OSError) as exc:
-            response.success, response.message = False, str(exc)
-            return response
-        response.success, response.num_keyframes = True, n
-        response.message = f"{'saved' if save else 'loaded'} {n} keyframes {'to' if save else 'from'} {path}"
-        self.get_logger().info(response.message)
-        return response
+            return self._respond(response, MapResult(False, f"no path given and parameter {name} is empty"))
+        result = self.maps.save(path) if save else self.maps.load(path)
+        # Two call sites: rclpy refuses one call site logging at two severities.
+        if result.success:
+            self.get_logger().info(result.message)
+        else:
+            self.get_logger().warning(result.message)
+        return self._respond(response, result)
 
     def _on_save_map(self, request: MapIO.Request, response: MapIO.Response) -> MapIO.Response:
         return self._map_io(response, request.path or self.config.map.save_path, save=True)
@@ -264,11 +262,10 @@ class LoopClosureNode(Node):
         return self._map_io(response, request.path or self.config.map.load_path, save=False)
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        result = self.maps.reset()
         with self._detector_lock:
-            self.detector.reset()
-            self._thumbnails.clear()
-        response.success, response.message = True, "map and temporal state cleared"
-        return response
+            self._debug_view.clear()
+        return self._respond(response, result)
 
     def _publish_diagnostics(self) -> None:
         with self._wake:
@@ -276,11 +273,14 @@ class LoopClosureNode(Node):
         extra = {"queue_depth": str(depth), "queue_size": str(self.settings.queue_size),
                  "index_size": str(self.detector.num_keyframes), "model": self.detector.model_id,
                  "backend": self.backend, "robot_id": self.config.detector.robot_id}
+        extra["map_memory_mb"] = f"{self.maps.map_bytes / 1e6:.2f}"
+        extra["memory_budget_mb"] = f"{self.config.map.memory_budget_mb:g}"
         if self._camera_size is not None:
             extra["camera_size"] = f"{self._camera_size[1]}x{self._camera_size[0]}"
+        over = self.maps.over_budget()
         self._diag_pub.publish(self.stats.to_msg(
             self.get_clock().now().to_msg(), f"{self.get_name()}: loop closure",
-            self.config.detector.robot_id, extra))
+            self.config.detector.robot_id, extra, warnings=[over] if over else []))
 
     def close(self) -> None:
         """Stop the processing thread and save the map when ``map.save_path`` is set."""
@@ -289,12 +289,11 @@ class LoopClosureNode(Node):
             self._wake.notify_all()
         self._worker.join(timeout=10.0)
         if self.config.map.save_path:
-            try:
-                with self._detector_lock:
-                    n = self.detector.save_map(self.config.map.save_path)
-                self.get_logger().info(f"saved {n} keyframes to {self.config.map.save_path} at shutdown")
-            except (MapStoreError, OSError) as exc:
-                self.get_logger().error(f"could not save the map at shutdown: {exc}")
+            result = self.maps.save(self.config.map.save_path)
+            if result.success:
+                self.get_logger().info(f"{result.message} at shutdown")
+            else:
+                self.get_logger().error(f"at shutdown: {result.message}")
 
 
 def main(args: list[str] | None = None) -> int:
@@ -311,7 +310,7 @@ def main(args: list[str] | None = None) -> int:
         return 2
     finally:
         if node is not None:
-            node.close()
+            node.close()  # saves the map; MapKeeper turns every failure into a logged message
             node.destroy_node()
         rclpy.try_shutdown()
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from typing import Sequence
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -17,7 +18,7 @@ __all__ = ["NodeStats", "BAD_INPUT_KINDS", "STAGES"]
 
 #: Every kind of bad input the node counts (diagnostics key ``bad_input.<kind>``).
 BAD_INPUT_KINDS = ("unknown_encoding", "empty_image", "malformed_image", "corrupt_compressed",
-                   "time_backwards", "nan_odometry", "size_mismatch")
+                   "time_backwards", "nan_odometry", "size_mismatch", "too_large", "unusable_image")
 #: Latency stages in milliseconds: node-side (queue wait, convert, publish) and the core's timings.
 STAGES = ("queue_wait", "convert", "extract", "select", "search", "verify", "detector", "publish", "total")
 
@@ -57,8 +58,9 @@ class NodeStats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.counters: dict[str, int] = {k: 0 for k in (
-            "frames_received", "frames_processed", "frames_dropped", "keyframes", "loop_closures",
-            "odometry_received", "camera_info_received")}
+            "frames_received", "frames_processed", "frames_dropped", "frames_failed", "keyframes",
+            "loop_closures", "odometry_received", "camera_info_received", "autosaves",
+            "autosave_failures")}
         self.bad_inputs: dict[str, int] = {k: 0 for k in BAD_INPUT_KINDS}
         self._latency = {s: collections.deque(maxlen=_LATENCY_SAMPLES) for s in STAGES}
         self._input_rate = _Rate()
@@ -92,10 +94,12 @@ class NodeStats:
         p50, p95 = np.percentile(samples, [50, 95])
         return float(p50), float(p95)
 
-    def to_msg(self, stamp, name: str, hardware_id: str, extra: dict[str, str]) -> DiagnosticArray:
+    def to_msg(self, stamp, name: str, hardware_id: str, extra: dict[str, str],
+               warnings: Sequence[str] = ()) -> DiagnosticArray:
         """One DiagnosticStatus with every counter, rate and percentile as key/values.
 
-        Level: WARN while frames are being dropped or bad input has arrived, otherwise OK.
+        Level: WARN while frames are being dropped, failed or bad input has arrived, or when the
+        caller passes ``warnings`` (e.g. the map is over its memory budget), otherwise OK.
         """
         now = time.monotonic()
         with self._lock:
@@ -110,11 +114,16 @@ class NodeStats:
                 values[f"latency_ms.{stage}.p50"] = f"{p[0]:.3f}"
                 values[f"latency_ms.{stage}.p95"] = f"{p[1]:.3f}"
         values.update(extra)
-        dropped = int(values["frames_dropped"])
+        dropped, failed = int(values["frames_dropped"]), int(values["frames_failed"])
+        problems = list(warnings)
+        if dropped or bad_total or failed:
+            problems.append(f"{dropped} frames dropped (model slower than camera), {bad_total} bad inputs"
+                            + (f", {failed} frames failed in the detector" if failed else ""))
+        if int(values["autosave_failures"]):
+            problems.append(f"{values['autosave_failures']} autosaves failed")
         level, message = DiagnosticStatus.OK, "running"
-        if dropped or bad_total:
-            level = DiagnosticStatus.WARN
-            message = f"{dropped} frames dropped (model slower than camera), {bad_total} bad inputs"
+        if problems:
+            level, message = DiagnosticStatus.WARN, "; ".join(problems)
         status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
                                   values=[KeyValue(key=k, value=v) for k, v in values.items()])
         array = DiagnosticArray(status=[status])
