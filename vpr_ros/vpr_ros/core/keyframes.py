@@ -21,6 +21,17 @@ def _rotation_deg(r: npt.NDArray[np.float64]) -> float:
     return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
 
 
+def _relative(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """a^-1 @ b for rigid (4, 4) poses, by the rigid inverse: np.linalg.inv raised LinAlgError on
+    every later frame once a finite but singular pose (a damaged pose blob, an all-zero matrix from
+    a replayed bag) became the last keyframe's."""
+    r, t = a[:3, :3], a[:3, 3]
+    inv = np.eye(4)
+    inv[:3, :3] = r.T
+    inv[:3, 3] = -r.T @ t
+    return inv @ b
+
+
 class KeyframeSelector:
     """Decides whether a frame becomes a keyframe.
 
@@ -49,7 +60,7 @@ class KeyframeSelector:
             return "min_gap"
         travel_gates = cfg.min_translation_m > 0 or cfg.min_rotation_deg > 0
         if travel_gates and pose is not None and last.pose is not None:
-            rel = np.linalg.inv(last.pose) @ pose
+            rel = _relative(last.pose, pose)
             moved = cfg.min_translation_m > 0 and np.linalg.norm(rel[:3, 3]) >= cfg.min_translation_m
             turned = cfg.min_rotation_deg > 0 and _rotation_deg(rel[:3, :3]) >= cfg.min_rotation_deg
             if not (moved or turned):
