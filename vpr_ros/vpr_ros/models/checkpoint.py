@@ -56,9 +56,19 @@ def _unsafe_global(exc: BaseException) -> str | None:
     return found[1] if found else None
 
 
+def _head(path: Path, n: int = 64) -> bytes | None:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(n)
+    except OSError:
+        return None
+
+
 def _not_a_checkpoint(path: Path) -> str:
-    with open(path, "rb") as fh:
-        head = fh.read(64).lstrip()
+    head = _head(path)
+    if head is None:
+        return "it cannot be read"
+    head = head.lstrip()
     if not head:
         return "the file is empty"
     if head[:1] == b"<":
@@ -118,10 +128,14 @@ def read_state_dict(path: str | Path, what: str = "an official SelaVPR/CricaVPR 
             raise ModelLoadError(f"refused checkpoint {path}: it references the Python object {name}, and "
                                  "only tensors are read (weights_only=True; nothing was executed); it is "
                                  f"not {what}: use the published file") from exc
-        try:
-            reason = _not_a_checkpoint(path)
-        except OSError as read_exc:
-            reason = f"it cannot be read ({read_exc})"
+        opcode = re.search(r"Unsupported operand (\d+)", str(exc))
+        if isinstance(exc, pickle.UnpicklingError) and opcode and (_head(path, 2) == b"PK"):
+            # A valid zip whose pickle uses opcodes the safe reader refuses (protocol > 2 or crafted).
+            raise ModelLoadError(f"refused checkpoint {path}: its pickle uses opcode {opcode[1]}, which the "
+                                 "tensor-only reader (weights_only=True; nothing was executed) does not "
+                                 f"accept; it is not {what}: use the published file, or re-save a trusted "
+                                 "one with torch.save's default pickle protocol") from exc
+        reason = _not_a_checkpoint(path)
         raise ModelLoadError(f"cannot read checkpoint {path}: {reason} ({type(exc).__name__}); it should "
                              f"be {what}: re-download or restore the file") from exc
     if isinstance(obj, Mapping) and "model_state_dict" in obj:
