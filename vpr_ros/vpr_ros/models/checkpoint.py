@@ -35,7 +35,10 @@ def _numpy_safe_globals() -> list[object]:
     # Training checkpoints also pickle `recalls` (a float64 ndarray) and `best_r5` (a float64 scalar);
     # allowing exactly these numpy reconstructors keeps weights_only=True (no arbitrary code) working.
     # Files written under numpy 1.x name them numpy.core.*, under numpy 2.x numpy._core.*.
-    from numpy._core import multiarray
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy 1.x
+        from numpy.core import multiarray  # type: ignore[no-redef]
 
     out: list[object] = [np.ndarray, np.dtype, np.dtypes.Float64DType]
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
