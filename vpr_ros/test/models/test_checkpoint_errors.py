@@ -82,6 +82,8 @@ def test_random_empty_html_and_directory(tmp_path: Path) -> None:
     assert "web page" in str(_lite0(tmp_path / "page.pth").value)
     (tmp_path / "dir.pth").mkdir()
     assert "is a directory" in str(_lite0(tmp_path / "dir.pth").value)
+    if Path("/dev/zero").exists():  # endless, so it must be refused before reading
+        assert "not a regular file" in str(_lite0(Path("/dev/zero")).value)
     rng = np.random.default_rng(0)
     for i, size in enumerate((1, 7, 100, 5000, 70000)):
         path = tmp_path / f"random{i}.pth"

@@ -1,8 +1,10 @@
-"""Read the official SelaVPR / CricaVPR checkpoint files and load them strictly into our modules.
+"""Read checkpoint files safely and load them strictly into our modules (every ``.pth``-based preset).
 
 Accepted as published: a dict holding ``model_state_dict`` (the training scripts' format) or a bare state
 dict; keys with or without the ``module.`` prefix that ``nn.DataParallel`` adds; SelaVPR's older
 top-level ``upconv`` / ``upconv2`` names for the local head (renamed ``LocalAdapt.upconv1/2`` upstream).
+Files are unpickled with ``weights_only=True`` (a crafted file is refused, never run), every failure is a
+``ModelLoadError`` naming the file and what to do, and NaN/Inf weights are refused at load.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import logging
 import pickle
 import re
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 

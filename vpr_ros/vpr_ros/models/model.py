@@ -181,7 +181,8 @@ def load_model(preset: str, weights: str | None = None, *, backend: str = "torch
             raise ModelLoadError(f"weights {path} is a directory, not a checkpoint file; point "
                                  "model.weights at the file")
         if not path.is_file():
-            raise ModelLoadError(f"weights file {path} does not exist; check model.weights")
+            what = "is not a regular file" if path.exists() else "does not exist"
+            raise ModelLoadError(f"weights file {path} {what}; check model.weights")
     module, factory_module = _build_module(spec, overrides)
     dim = getattr(module, "global_dim", None)
     if isinstance(dim, int) and dim != spec.global_dim:
