@@ -50,6 +50,8 @@ def install_space(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.fail(f"{colcon} is missing: run scripts/setup.sh (installs colcon-common-extensions from "
                     "requirements/ros.txt)")
     ws = tmp_path_factory.mktemp("colcon_ws")
+    # The two package directories rather than the repository root: a checkout's root also holds the
+    # venv and scripts/build_msgs.sh's build/ tree, which colcon would crawl (slowly) for packages.
     cmd = [str(colcon), "--log-base", str(ws / "log"), "build",
            "--base-paths", str(REPO / "vpr_ros_msgs"), str(REPO / "vpr_ros"),
            "--build-base", str(ws / "build"), "--install-base", str(ws / "install"),
