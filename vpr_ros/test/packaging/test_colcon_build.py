@@ -50,10 +50,8 @@ def install_space(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.fail(f"{colcon} is missing: run scripts/setup.sh (installs colcon-common-extensions from "
                     "requirements/ros.txt)")
     ws = tmp_path_factory.mktemp("colcon_ws")
-    # The two package directories rather than the repository root: a checkout's root also holds the
-    # venv and scripts/build_msgs.sh's build/ tree, which colcon would crawl (slowly) for packages.
     cmd = [str(colcon), "--log-base", str(ws / "log"), "build",
-           "--base-paths", str(REPO / "vpr_ros_msgs"), str(REPO / "vpr_ros"),
+           "--base-paths", str(REPO),
            "--build-base", str(ws / "build"), "--install-base", str(ws / "install"),
            "--event-handlers", "console_direct-", "console_cohesion+",
            "--cmake-args", f"-DPython3_EXECUTABLE={sys.executable}", "-DBUILD_TESTING=OFF"]
@@ -64,6 +62,8 @@ def install_space(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert proc.returncode == 0, (f"colcon build failed (rc {proc.returncode}, {elapsed:.0f} s); if CMake "
                                   "cannot find ament or Python paths, rerun scripts/build_msgs.sh, which "
                                   f"fixes the wheels' exports:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
+    # Exactly our two packages are found in the checkout (not its venv or build trees).
+    assert "Summary: 2 packages finished" in proc.stdout, proc.stdout[-3000:]
     print(f"colcon build of vpr_ros_msgs + vpr_ros: {elapsed:.1f} s")
     return ws / "install"
 
