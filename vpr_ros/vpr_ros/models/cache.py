@@ -7,11 +7,17 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from vpr_ros.core.errors import ModelLoadError
+
 __all__ = ["cache_dir", "atomic_write"]
 
 
 def cache_dir(sub: str = "") -> Path:
-    """``$VPR_ROS_CACHE`` or ``$XDG_CACHE_HOME/vpr_ros`` or ``~/.cache/vpr_ros`` (+ ``sub``), created."""
+    """``$VPR_ROS_CACHE`` or ``$XDG_CACHE_HOME/vpr_ros`` or ``~/.cache/vpr_ros`` (+ ``sub``), created.
+
+    Raises:
+        ModelLoadError: the directory cannot be created (a file in the way, no permission).
+    """
     root = os.environ.get("VPR_ROS_CACHE")
     if root:
         base = Path(root)
@@ -19,7 +25,11 @@ def cache_dir(sub: str = "") -> Path:
         xdg = os.environ.get("XDG_CACHE_HOME")
         base = (Path(xdg) if xdg else Path.home() / ".cache") / "vpr_ros"
     path = base / sub if sub else base
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot create the vpr_ros cache directory {path}: {exc}; set VPR_ROS_CACHE "
+                             "to a writable directory") from exc
     return path
 
 

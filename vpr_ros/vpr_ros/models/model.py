@@ -133,11 +133,10 @@ def _load_weights(factory_module: Any, module: torch.nn.Module, path: Path) -> N
     if hook is not None:
         hook(module, path)
         return
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        module.load_state_dict(state, strict=True)
-    except (OSError, RuntimeError, TypeError) as exc:
-        raise ModelLoadError(f"cannot load weights {path} into {type(module).__name__}: {exc}") from exc
+    # Presets without their own loader read files like the official ones: tensors only, all finite.
+    from vpr_ros.models.checkpoint import load_into
+
+    load_into(module, path)
 
 
 def _state_digest(module: torch.nn.Module) -> str:
@@ -177,9 +176,13 @@ def load_model(preset: str, weights: str | None = None, *, backend: str = "torch
     path: Path | None = None
     if weights is not None or pretrained:
         # Resolve before building, so a missing download fails fast and says how to fix it.
-        path = Path(weights) if weights is not None else resolve_weights(spec)
+        path = Path(weights).expanduser() if weights is not None else resolve_weights(spec)
+        if path.is_dir():
+            raise ModelLoadError(f"weights {path} is a directory, not a checkpoint file; point "
+                                 "model.weights at the file")
         if not path.is_file():
-            raise ModelLoadError(f"weights file {path} does not exist; check model.weights")
+            what = "is not a regular file" if path.exists() else "does not exist"
+            raise ModelLoadError(f"weights file {path} {what}; check model.weights")
     module, factory_module = _build_module(spec, overrides)
     dim = getattr(module, "global_dim", None)
     if isinstance(dim, int) and dim != spec.global_dim:

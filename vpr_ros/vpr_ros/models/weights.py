@@ -109,10 +109,15 @@ def require_cached_weights(name: str) -> Path:
 
 
 def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of ``path``; raises ModelLoadError when it cannot be read."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(_CHUNK), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read weights file {path}: {exc}; check the file or download it "
+                             "again") from exc
     return digest.hexdigest()
 
 
@@ -137,7 +142,15 @@ def verify(name: str, path: Path | None = None) -> str:
         _write_record(path, sha, url="(placed by hand)")
         log.info("recorded sha256 %s for %s", sha, path)
         return sha
-    expected = json.loads(rec.read_text()).get("sha256")
+    try:
+        record = json.loads(rec.read_text())
+        expected = record.get("sha256") if isinstance(record, dict) else None
+    except (OSError, ValueError) as exc:  # ValueError covers JSONDecodeError and UnicodeDecodeError
+        raise ModelLoadError(f"the checksum record {rec} is damaged ({exc}); delete it and run "
+                             f"`vpr-ros weights verify {name}` to record the file's sha256 again") from exc
+    if not isinstance(expected, str):
+        raise ModelLoadError(f"the checksum record {rec} holds no sha256; delete it and run "
+                             f"`vpr-ros weights verify {name}` to record the file's sha256 again")
     if sha != expected:
         raise ModelLoadError(f"{path} has sha256 {sha} but {expected} was recorded at download; the file "
                              f"is corrupt or replaced: delete it and {rec.name}, then download again")

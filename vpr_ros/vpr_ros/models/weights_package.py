@@ -47,8 +47,11 @@ def file_sha256(path: str | Path) -> str:
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
         h = hashlib.sha256()
-        with p.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+        try:
+            with p.open("rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+        except OSError as exc:
+            raise ModelLoadError(f"cannot read weights file {p}: {exc}; check model.weights") from exc
         _DIGESTS[key] = h.hexdigest()
     return _DIGESTS[key]

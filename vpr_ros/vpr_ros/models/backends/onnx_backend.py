@@ -113,7 +113,11 @@ class OrtRunner:
         self.paths: dict[tuple[int, int], Path] = {}
 
     def graph_path(self, input_size: tuple[int, int]) -> Path:
-        """The cached graph for ``input_size``, exported (and quantised) on first use."""
+        """The cached graph for ``input_size``, exported (and quantised) on first use.
+
+        Raises:
+            ModelLoadError: export or quantisation failed, or the cache directory is not writable.
+        """
         fp32 = onnx_cache_path(self.cache_dir, self.model_key, input_size, self.opset, "fp32")
         if not fp32.exists():
             log.info("exporting %s at %s to %s", self.model_key, input_size, fp32)
@@ -122,35 +126,60 @@ class OrtRunner:
             except (RuntimeError, torch.onnx.errors.OnnxExporterError) as exc:
                 raise ModelLoadError(f"ONNX export of {self.model_key} failed: {exc}; "
                                      "use backend torch") from exc
+            except OSError as exc:
+                raise ModelLoadError(f"cannot write the ONNX graph cache {fp32}: {exc}; set VPR_ROS_CACHE "
+                                     "to a writable directory with free space") from exc
         if self.precision == "fp32":
             return fp32
         # "int8pc": per-channel weights; graphs cached by older versions (per-tensor) are not reused.
         quant = onnx_cache_path(self.cache_dir, self.model_key, input_size, self.opset, "int8pc")
         if not quant.exists():
-            atomic_write(quant, lambda tmp: _quantize_int8(fp32, tmp))
+            try:
+                atomic_write(quant, lambda tmp: _quantize_int8(fp32, tmp))
+            except OSError as exc:
+                raise ModelLoadError(f"cannot write the ONNX graph cache {quant}: {exc}; set VPR_ROS_CACHE "
+                                     "to a writable directory with free space") from exc
         return quant
+
+    def _open(self, path: Path) -> object:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Spinning threads would burn the cores a SLAM tracker beside us needs.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = ["CPUExecutionProvider"]
+        if self.device == "cuda":
+            providers.insert(0, "CUDAExecutionProvider")
+        return ort.InferenceSession(str(path), opts, providers=providers)
 
     def _session(self, input_size: tuple[int, int]) -> object:
         if input_size not in self._sessions:
-            import onnxruntime as ort
-            from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
-
             path = self.graph_path(input_size)
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = self.threads
-            opts.inter_op_num_threads = 1
-            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            # Spinning threads would burn the cores a SLAM tracker beside us needs.
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            providers = ["CPUExecutionProvider"]
-            if self.device == "cuda":
-                providers.insert(0, "CUDAExecutionProvider")
             try:
-                self._sessions[input_size] = ort.InferenceSession(str(path), opts, providers=providers)
-            except (RuntimeError, ort_errors.Fail, ort_errors.InvalidGraph, ort_errors.NoSuchFile,
-                    ort_errors.InvalidProtobuf) as exc:
-                raise ModelLoadError(f"ONNX Runtime cannot open {path}: {exc}; delete the file to "
-                                     "re-export it") from exc
+                session = self._open(path)
+            except Exception as exc:  # noqa: BLE001 - ORT's error classes share no base but Exception
+                # The file is our own cache (a disk fault, a crash of an older version, a hand edit):
+                # rebuild it once from the module, which is the source of truth.
+                log.warning("cached ONNX graph %s cannot be opened (%s); re-exporting it", path,
+                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                for stale in {path, onnx_cache_path(self.cache_dir, self.model_key, input_size, self.opset,
+                                                    "fp32")}:
+                    try:
+                        stale.unlink(missing_ok=True)
+                    except OSError as unlink_exc:
+                        raise ModelLoadError(f"cached ONNX graph {stale} is damaged and cannot be removed "
+                                             f"({unlink_exc}); delete it by hand or set VPR_ROS_CACHE to a "
+                                             "writable directory") from exc
+                path = self.graph_path(input_size)
+                try:
+                    session = self._open(path)
+                except Exception as exc2:  # noqa: BLE001 - as above
+                    raise ModelLoadError(f"ONNX Runtime cannot open {path} even after re-exporting it: "
+                                         f"{exc2}; use backend torch") from exc2
+            self._sessions[input_size] = session
             self.paths[input_size] = path
         return self._sessions[input_size]
 
