@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,11 @@ import yaml
 
 from vpr_ros.cli.arg_types import non_negative_int, positive_float
 from vpr_ros.cli.report import write_report
-from vpr_ros.cli.session import (FRAME_INDEX_FILE, STAMP_POLICIES, load_frame_index, replay_bag,
-                                 save_frame_index)
+from vpr_ros.cli.session import (FRAME_INDEX_FILE, STAMP_POLICIES, ReplayResult, load_frame_index,
+                                 replay_bag, save_frame_index)
 from vpr_ros.core.config import Config, config_from_flat, load_config
 from vpr_ros.core.detector import Extractor, LoopClosureDetector
-from vpr_ros.core.errors import ConfigError
+from vpr_ros.core.errors import ConfigError, MapStoreError
 from vpr_ros.core.eval.groundtruth import (Exclusion, GroundTruth, IndexGroundTruth, PoseGroundTruth,
                                            load_vprbench_gt)
 from vpr_ros.io.output_checks import check_map_load_source, check_map_save_target, check_output_dir
@@ -111,11 +112,21 @@ def run(args: argparse.Namespace) -> int:
                         frame_index=frame_index, progress=not args.no_progress,
                         on_stamp_backwards=args.on_stamp_backwards)
     if args.map_save:
-        detector.save_map(args.map_save)
-        save_frame_index(args.map_save, result.records)
+        save_map(detector, args.map_save, result)
     metrics = write_report(args.out, result, gt, frame_id=config.detector.map_frame)
     print(summary(metrics, Path(args.out)))
     return 0
+
+
+def save_map(detector: LoopClosureDetector, path: str, result: ReplayResult) -> None:
+    """Save the map and its frame index; a full disk or a failing file is a MapStoreError."""
+    try:
+        detector.save_map(path)
+        save_frame_index(path, result.records)
+    except (OSError, sqlite3.Error) as exc:
+        # the store maps its own failures to MapStoreError; this covers what reaches us unmapped
+        raise MapStoreError(f"cannot save the map to {path}: {exc}; check free disk space and "
+                            "permissions, then replay again") from None
 
 
 def summary(metrics: dict[str, Any], out: Path) -> str:
