@@ -109,14 +109,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vpr_ros.models import load_model
-    from vpr_ros.models.registry import get_preset
-
     # every input and output is checked before the model loads and the images are embedded
     image_paths(args.dataset / "query"), image_paths(args.dataset / "ref")
     load_vprbench_gt(args.dataset / "ground_truth_new.npy")
     if args.out:
         check_output_dir(args.out)
+    from vpr_ros.models import load_model  # heavy (torch): only once the inputs are known good
+    from vpr_ros.models.registry import get_preset
+
     backend = args.backend or get_preset(args.preset).default_backend
     model = load_model(args.preset, args.weights, backend=backend, precision=args.precision,
                        threads=args.threads)
