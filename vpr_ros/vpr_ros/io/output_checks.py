@@ -15,6 +15,12 @@ from pathlib import Path
 
 from vpr_ros.core.errors import BagError, MapStoreError
 
+try:  # the store's own rule for what a save may replace (core/atomic_dir.py, issue 8)
+    from vpr_ros.core.atomic_dir import resolve_target as _store_resolve_target
+    from vpr_ros.core.store import classify_dir as _store_classify
+except ImportError:  # a store without it: the basic check below stands in (integrator: drop this)
+    _store_resolve_target = None
+
 __all__ = ["check_output_dir", "check_map_save_target", "check_map_load_source", "MAP_MARKER"]
 
 #: The file that makes a directory a vpr_ros map (written by core/store.py).
@@ -82,7 +88,9 @@ def check_map_save_target(path: str | Path, *, protected: tuple[str | Path, ...]
         if resolved == other_resolved or resolved in other_resolved.parents:
             raise MapStoreError(f"--map-save {path} would replace {other}, an input of this run; "
                                 "give another directory")
-    if path.exists():
+    if _store_resolve_target is not None:
+        _store_resolve_target(path, _store_classify)  # raises MapStoreError naming the path
+    elif path.exists():
         if not path.is_dir():
             raise MapStoreError(f"--map-save {path} is a file; give a directory (missing, empty or "
                                 "an existing vpr_ros map)")
