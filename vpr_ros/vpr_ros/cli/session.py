@@ -138,8 +138,9 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
                     step = detector.process(frame)
                 except StampOrderError as exc:
                     if on_stamp_backwards == "abort":
-                        raise StampOrderError(f"bag {bag_path}, message {bag.message_index} of "
-                                              f"{image_topic}: {exc}; or replay with --on-stamp-backwards skip") from None
+                        raise StampOrderError(
+                            f"bag {bag_path}, message {bag.message_index} of {image_topic}: {exc}; "
+                            "or replay with --on-stamp-backwards skip") from None
                     # One reordered message must not cost the whole replay; the stream goes on.
                     backwards.append(f"message {bag.message_index}: stamp {frame.stamp_ns} ns")
                     if len(backwards) <= 5:
