@@ -139,7 +139,8 @@ def summary(metrics: dict[str, Any], out: Path) -> str:
                      f"e.g. {metrics['stamps_backwards_examples'][0]}")
     if metrics.get("bag_salvaged"):
         lines.append(f"the bag was damaged: read what was left, {metrics['bag_unreadable_bytes']} bytes "
-                     f"unreadable, {metrics['bag_lost_messages']} image messages that metadata.yaml lists lost")
+                     f"unreadable, {metrics['bag_lost_messages']} image messages that metadata.yaml "
+                     "lists lost")
     if metrics["corrupt_messages"]:
         lines.append(f"skipped {metrics['corrupt_messages']} corrupt messages, e.g. "
                      f"{metrics['corrupt_examples'][0]}")
