@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from vpr_ros.cli.arg_types import positive_float, positive_int
 from vpr_ros.netns import in_isolated_netns, netns_argv
 
 __all__ = ["add_arguments", "run_node_bench"]
@@ -41,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="node parameter override, e.g. model.backend=onnxruntime (repeatable)")
     parser.add_argument("--extractor-factory", default="",
                         help="'module:function' model for benchmarking without weights (tests' tiny model)")
-    parser.add_argument("--frames", type=int, default=40, help="frames per traversal (max 111)")
-    parser.add_argument("--rate", type=float, default=10.0, help="camera rate in Hz")
+    parser.add_argument("--frames", type=positive_int, default=40, help="frames per traversal (max 111)")
+    parser.add_argument("--rate", type=positive_float, default=10.0, help="camera rate in Hz")
     parser.add_argument("--loop-gap-sec", type=float, default=2.0,
                         help="detector.min_loop_gap_sec (the two passes are frames/rate seconds apart)")
     parser.add_argument("--json", default="", help="also write the results to this JSON file")

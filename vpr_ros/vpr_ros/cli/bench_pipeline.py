@@ -11,6 +11,7 @@ import platform
 import tempfile
 from pathlib import Path
 
+from vpr_ros.cli.arg_types import non_negative_int, positive_int
 from vpr_ros.cli.demo import build_demo_bags, replay_two_sessions
 from vpr_ros.cli.replay import build_config, load_extractor, parse_overrides
 from vpr_ros.core.eval.metrics import latency_stats
@@ -23,9 +24,9 @@ STAGES = ("extract", "select", "search", "verify", "total")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="ROS 2 parameter YAML (like config/loop_closure.yaml)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter")
-    parser.add_argument("--frames", type=int, default=None,
+    parser.add_argument("--frames", type=positive_int, default=None,
                         help="frames per traversal (default: all 111)")
-    parser.add_argument("--warmup", type=int, default=5, help="frames of session 1 not timed")
+    parser.add_argument("--warmup", type=non_negative_int, default=5, help="frames of session 1 not timed")
 
 
 def run_pipeline_bench(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ from vpr_ros.core.errors import BagError, InputError
 from vpr_ros.core.eval.groundtruth import Exclusion, IndexGroundTruth, load_vprbench_gt
 from vpr_ros.core.types import Frame
 from vpr_ros.io.bag_writer import write_image_bag
+from vpr_ros.io.output_checks import check_output_dir
 
 __all__ = ["add_parser", "run", "run_demo", "corridor_frames", "build_demo_bags", "DemoBags",
            "IMAGE_TOPIC", "T0_NS", "PERIOD_NS", "SESSION2_OFFSET_NS", "SINGLE_SESSION_GAP_SEC"]
@@ -173,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
     own_gap = any(s.startswith("detector.min_loop_gap_sec") for s in args.set or [])
     if args.single_session and not own_gap:
         config = config_from_flat({"detector.min_loop_gap_sec": SINGLE_SESSION_GAP_SEC}, base=config)
+    if args.out:
+        check_output_dir(args.out)  # before the model loads
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="vpr_ros_demo_"))
     mode = "single session (both traversals in one stream)" if args.single_session else \
         "multi-session (session 2 closes loops against session 1's saved map)"

@@ -15,11 +15,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vpr_ros.cli.arg_types import positive_int
 from vpr_ros.core.errors import InputError
 from vpr_ros.core.eval.groundtruth import load_vprbench_gt
 from vpr_ros.core.eval.metrics import recall_at_n
 from vpr_ros.core.index import KeyframeIndex
 from vpr_ros.core.verification import mnn_count
+from vpr_ros.io.output_checks import check_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -92,20 +94,27 @@ def evaluate(model, dataset: Path, rerank_k: int) -> dict:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("eval", help="recall@N on a VPR-Bench style image set")
     parser.add_argument("--dataset", type=Path, required=True,
-                        help="folder with query/, ref/ and ground_truth_new.npy")
+                        help="folder with query/, ref/ and ground_truth_new.npy (read without "
+                             "executing code: only numpy arrays, integers and lists are accepted "
+                             "from its pickle)")
     parser.add_argument("--preset", default="lite0-gem", help="model preset (vpr-ros models)")
     parser.add_argument("--weights", default=None, help="weights file (default: the preset's)")
     parser.add_argument("--backend", default=None, help="torch | onnxruntime | tensorrt")
     parser.add_argument("--precision", default="fp32",
                         help="fp32 | bf16 (torch) | int8 (onnxruntime) | fp16 (CUDA)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--rerank-k", type=int, default=5, help="candidates re-ranked by MNN")
+    parser.add_argument("--threads", type=positive_int, default=1)
+    parser.add_argument("--rerank-k", type=positive_int, default=5, help="candidates re-ranked by MNN")
     parser.add_argument("--out", type=Path, default=None, help="write eval.json here")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from vpr_ros.models import load_model
+    # every input and output is checked before the model loads and the images are embedded
+    image_paths(args.dataset / "query"), image_paths(args.dataset / "ref")
+    load_vprbench_gt(args.dataset / "ground_truth_new.npy")
+    if args.out:
+        check_output_dir(args.out)
+    from vpr_ros.models import load_model  # heavy (torch): only once the inputs are known good
     from vpr_ros.models.registry import get_preset
 
     backend = args.backend or get_preset(args.preset).default_backend

@@ -32,6 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     except VprError as exc:
         print(f"vpr-ros {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # a full disk, a file removed under us: the user's environment, not a bug, so no traceback
+        print(f"vpr-ros {args.command}: error: {exc}; check free disk space, permissions and the "
+              "paths given", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vpr-ros {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from vpr_ros.cli.arg_types import non_negative_int, positive_float
 from vpr_ros.cli.report import write_report
-from vpr_ros.cli.session import FRAME_INDEX_FILE, load_frame_index, replay_bag, save_frame_index
+from vpr_ros.cli.session import (FRAME_INDEX_FILE, STAMP_POLICIES, ReplayResult, load_frame_index,
+                                 replay_bag, save_frame_index)
 from vpr_ros.core.config import Config, config_from_flat, load_config
 from vpr_ros.core.detector import Extractor, LoopClosureDetector
-from vpr_ros.core.errors import ConfigError
+from vpr_ros.core.errors import ConfigError, MapStoreError
 from vpr_ros.core.eval.groundtruth import (Exclusion, GroundTruth, IndexGroundTruth, PoseGroundTruth,
                                            load_vprbench_gt)
+from vpr_ros.io.output_checks import check_map_load_source, check_map_save_target, check_output_dir
 from vpr_ros.nodes.settings import node_parameter_names
 
 __all__ = ["add_parser", "run", "parse_overrides", "build_config", "load_extractor", "ground_truth"]
@@ -30,7 +34,11 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r} is not key=value; write e.g. --set verify.min_matches=60")
-        overrides[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        try:
+            overrides[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc}); quote strings, "
+                              "e.g. --set detector.robot_id=\"'r1'\"") from None
     return overrides
 
 
@@ -48,16 +56,18 @@ def load_extractor(config: Config) -> Extractor:
     return load_model_from_config(config.model)
 
 
-def ground_truth(args: argparse.Namespace, config: Config, map_sessions: set[str]) -> GroundTruth | None:
+def ground_truth(args: argparse.Namespace, config: Config, map_sessions: set[str],
+                 pairs: dict[int, frozenset[int]] | None = None) -> GroundTruth | None:
     """The ground truth chosen on the command line (None: no evaluation).
 
     With ``--gt-npy`` and a loaded map, the replayed bag is the query traversal and the loaded
     sessions other than this one are the reference; with ``--gt-query-offset N`` one stream holds the
-    reference frames 0..N-1 and then the query frames.
+    reference frames 0..N-1 and then the query frames. ``pairs``: the ``--gt-npy`` file, already read.
     """
     exclusion = Exclusion(config.detector.min_loop_gap_sec, config.detector.exclude_last_n)
     if args.gt_npy:
-        pairs = load_vprbench_gt(args.gt_npy)
+        if pairs is None:
+            pairs = load_vprbench_gt(args.gt_npy)
         if args.gt_query_offset:
             return IndexGroundTruth(pairs, query_offset=args.gt_query_offset, exclusion=exclusion)
         refs = map_sessions - {config.detector.session_id}
@@ -71,10 +81,23 @@ def ground_truth(args: argparse.Namespace, config: Config, map_sessions: set[str
     return None
 
 
+def check_paths(args: argparse.Namespace) -> None:
+    """Fail before the first frame (and before the model loads) on any output that cannot be
+    written and any input that is missing, so an hour-long replay never dies at its end."""
+    check_output_dir(args.out, must_not_exist=("loop_closures",))
+    if args.map_load:
+        check_map_load_source(args.map_load)
+    if args.map_save:
+        # core/store.py refuses foreign targets too; checking here fails before any work is done
+        check_map_save_target(args.map_save, protected=(args.bag, args.out))
+
+
 def run(args: argparse.Namespace) -> int:
     config = build_config(args.config, parse_overrides(args.set))
     if args.gt_radius_m is not None and not args.odom_topic:
         raise ConfigError("--gt-radius-m needs poses; give --odom-topic (nav_msgs/Odometry or PoseStamped)")
+    check_paths(args)
+    pairs = load_vprbench_gt(args.gt_npy) if args.gt_npy else None
     detector = LoopClosureDetector(config, load_extractor(config))
     frame_index = {}
     if args.map_load:
@@ -84,15 +107,26 @@ def run(args: argparse.Namespace) -> int:
             logger.warning("map %s has no %s (it was not saved by vpr-ros replay); its keyframes have "
                            "no frame index, so --gt-npy counts none of their loops as true",
                            args.map_load, FRAME_INDEX_FILE)
-    gt = ground_truth(args, config, {kf.session_id for kf in detector.keyframes})
+    gt = ground_truth(args, config, {kf.session_id for kf in detector.keyframes}, pairs)
     result = replay_bag(detector, args.bag, args.image_topic, args.odom_topic,
-                        frame_index=frame_index, progress=not args.no_progress)
+                        frame_index=frame_index, progress=not args.no_progress,
+                        on_stamp_backwards=args.on_stamp_backwards)
     if args.map_save:
-        detector.save_map(args.map_save)
-        save_frame_index(args.map_save, result.records)
+        save_map(detector, args.map_save, result)
     metrics = write_report(args.out, result, gt, frame_id=config.detector.map_frame)
     print(summary(metrics, Path(args.out)))
     return 0
+
+
+def save_map(detector: LoopClosureDetector, path: str, result: ReplayResult) -> None:
+    """Save the map and its frame index; a full disk or a failing file is a MapStoreError."""
+    try:
+        detector.save_map(path)
+        save_frame_index(path, result.records)
+    except (OSError, sqlite3.Error) as exc:
+        # the store maps its own failures to MapStoreError; this covers what reaches us unmapped
+        raise MapStoreError(f"cannot save the map to {path}: {exc}; check free disk space and "
+                            "permissions, then replay again") from None
 
 
 def summary(metrics: dict[str, Any], out: Path) -> str:
@@ -100,6 +134,13 @@ def summary(metrics: dict[str, Any], out: Path) -> str:
     lines = [f"{metrics['num_frames']} frames, {metrics['num_keyframes']} keyframes "
              f"(+{metrics['num_map_keyframes']} from the loaded map), "
              f"{metrics['num_loop_closures']} loop closures"]
+    if metrics.get("stamps_backwards_skipped"):
+        lines.append(f"skipped {metrics['stamps_backwards_skipped']} frames whose stamp went backwards, "
+                     f"e.g. {metrics['stamps_backwards_examples'][0]}")
+    if metrics.get("bag_salvaged"):
+        lines.append(f"the bag was damaged: read what was left, {metrics['bag_unreadable_bytes']} bytes "
+                     f"unreadable, {metrics['bag_lost_messages']} image messages that metadata.yaml "
+                     "lists lost")
     if metrics["corrupt_messages"]:
         lines.append(f"skipped {metrics['corrupt_messages']} corrupt messages, e.g. "
                      f"{metrics['corrupt_examples'][0]}")
@@ -127,15 +168,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a parameter, e.g. --set verify.min_matches=60 (repeatable)")
     p.add_argument("--map-load", metavar="DIR", help="load a saved keyframe map before replaying")
-    p.add_argument("--map-save", metavar="DIR", help="save the keyframe map after replaying")
+    p.add_argument("--map-save", metavar="DIR",
+                   help="save the keyframe map after replaying (a new or empty directory, or a "
+                        "vpr_ros map, which is replaced; anything else is refused before replaying)")
     gt = p.add_mutually_exclusive_group()
     gt.add_argument("--gt-npy", metavar="FILE",
-                    help="VPR-Bench ground_truth_new.npy: query frame index -> reference frame indices")
-    gt.add_argument("--gt-radius-m", type=float, metavar="R",
+                    help="VPR-Bench ground_truth_new.npy: query frame index -> reference frame "
+                         "indices. Read without executing code: only numpy arrays, integers and "
+                         "lists are accepted from its pickle, anything else is refused")
+    gt.add_argument("--gt-radius-m", type=positive_float, metavar="R",
                     help="pose ground truth: a loop is true when positions are within R metres")
-    p.add_argument("--gt-query-offset", type=int, default=0, metavar="N",
+    p.add_argument("--gt-query-offset", type=non_negative_int, default=0, metavar="N",
                    help="with --gt-npy on a single stream: the query traversal starts at frame N")
     p.add_argument("--out", required=True, help="output folder (its loop_closures/ bag must not exist)")
+    p.add_argument("--on-stamp-backwards", choices=STAMP_POLICIES, default="skip",
+                   help="a frame older than the previous one: skip it and count it in metrics.json "
+                        "(default), or abort the replay")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p

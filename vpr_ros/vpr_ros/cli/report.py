@@ -42,6 +42,12 @@ def evaluate(result: ReplayResult, gt: GroundTruth | None) -> tuple[dict[str, An
         "num_loop_closures": len(result.loop_closures),
         "corrupt_messages": result.stats.corrupt,
         "corrupt_examples": result.stats.corrupt_examples,
+        "stamps_backwards_skipped": result.stamps_backwards,
+        "stamps_backwards_examples": result.stamps_backwards_examples,
+        # a damaged MCAP bag read as far as it goes (io/mcap_salvage.py)
+        "bag_salvaged": result.stats.salvaged,
+        "bag_unreadable_bytes": result.stats.lost_bytes,
+        "bag_lost_messages": result.stats.lost_messages,
         "latency_ms": latency_stats(result.timings_ms),
     }
     if gt is None:

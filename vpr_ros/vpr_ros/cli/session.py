@@ -8,19 +8,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 from typing import Mapping
 
 from tqdm import tqdm
 
 from vpr_ros.core.detector import LoopClosureDetector
-from vpr_ros.core.errors import MapStoreError
+from vpr_ros.core.errors import MapStoreError, StampOrderError
 from vpr_ros.core.eval.groundtruth import KeyframeRecord
 from vpr_ros.core.types import Keyframe, LoopClosure
 from vpr_ros.io.bags import ImageBag, ReadStats
 
 __all__ = ["CandidateOutcome", "QueryOutcome", "ReplayResult", "replay_bag", "save_frame_index",
-           "load_frame_index", "FRAME_INDEX_FILE"]
+           "load_frame_index", "FRAME_INDEX_FILE", "STAMP_POLICIES"]
+
+logger = logging.getLogger(__name__)
+
+#: What a replay does with a frame older than the previous one: skip and count it, or stop.
+STAMP_POLICIES = ("skip", "abort")
 
 #: Sidecar written next to a saved map: which bag frame each keyframe came from (for index ground truth).
 FRAME_INDEX_FILE = "vpr_frame_index.json"
@@ -61,6 +67,9 @@ class ReplayResult:
     stats: ReadStats
     model_id: str
     descriptor_dim: int
+    #: frames skipped because their stamp went backwards (not in num_frames); first few described
+    stamps_backwards: int = 0
+    stamps_backwards_examples: list[str] = dataclasses.field(default_factory=list)
     _lookup: dict[Key, KeyframeRecord] = dataclasses.field(default_factory=dict, init=False, repr=False)
 
     def record(self, key: Key) -> KeyframeRecord:
@@ -96,12 +105,17 @@ def load_frame_index(map_dir: str | Path) -> dict[Key, int]:
 
 def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic: str,
                pose_topic: str | None = None, *, frame_index: Mapping[Key, int] | None = None,
-               progress: bool = False, max_frames: int | None = None) -> ReplayResult:
+               progress: bool = False, max_frames: int | None = None,
+               on_stamp_backwards: str = "skip") -> ReplayResult:
     """Feed every frame of ``image_topic`` to ``detector`` in order and record the outcome.
 
     ``frame_index`` gives the bag frame index of keyframes already in the detector's map (a loaded
     map; see :func:`load_frame_index`). ``max_frames`` stops early (benchmarks).
+    ``on_stamp_backwards``: a frame older than the previous one (a bag with reordered messages, a
+    clock jump) is skipped and counted ("skip"), or stops the replay with StampOrderError ("abort").
     """
+    if on_stamp_backwards not in STAMP_POLICIES:
+        raise ValueError(f"on_stamp_backwards={on_stamp_backwards!r}; choose one of {STAMP_POLICIES}")
     known = dict(frame_index or {})
     records = [_record(kf, known.get((kf.robot_id, kf.session_id, kf.id), -1)) for kf in detector.keyframes]
     num_map = len(records)
@@ -110,6 +124,7 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
     loops: list[LoopClosure] = []
     timings: dict[str, list[float]] = {}
     frames = 0
+    backwards: list[str] = []
     with ImageBag(bag_path, image_topic, pose_topic) as bag:
         bar = tqdm(total=bag.num_images if max_frames is None else min(max_frames, bag.num_images),
                    # None: tqdm draws only on a terminal, so CI logs stay readable.
@@ -119,7 +134,19 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
             for frame in bag:
                 if max_frames is not None and frames >= max_frames:
                     break
-                step = detector.process(frame)
+                try:
+                    step = detector.process(frame)
+                except StampOrderError as exc:
+                    if on_stamp_backwards == "abort":
+                        raise StampOrderError(
+                            f"bag {bag_path}, message {bag.message_index} of {image_topic}: {exc}; "
+                            "or replay with --on-stamp-backwards skip") from None
+                    # One reordered message must not cost the whole replay; the stream goes on.
+                    backwards.append(f"message {bag.message_index}: stamp {frame.stamp_ns} ns")
+                    if len(backwards) <= 5:
+                        logger.warning("skipping frame %d of %s: %s", bag.message_index, image_topic, exc)
+                    bar.update(1)
+                    continue
                 frames += 1
                 bar.update(1)
                 for stage, ms in step.timings_ms.items():
@@ -141,4 +168,5 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
             bar.close()
         stats = bag.stats
     return ReplayResult(records, num_map, outcomes, loops, timings, frames, stats,
-                        detector.model_id, int(detector.model.global_dim))
+                        detector.model_id, int(detector.model.global_dim),
+                        stamps_backwards=len(backwards), stamps_backwards_examples=backwards[:5])

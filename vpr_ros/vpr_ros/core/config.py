@@ -356,8 +356,14 @@ def load_config(path: str | Path, node_name: str = "loop_closure_node",
         document = yaml.safe_load(path.read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}; check the path") from exc
+    except UnicodeDecodeError:
+        # a binary file (a map, a checkpoint) given by mistake
+        raise ConfigError(f"config file {path} is not text (not UTF-8); give a ROS 2 parameter YAML "
+                          "like config/loop_closure.yaml") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"config file {path} nests too deeply to be a parameter file") from None
     if not isinstance(document, Mapping):
         raise ConfigError(f"config file {path} must hold a mapping like '/**: ros__parameters: ...'")
     flat: dict[str, Any] = {}

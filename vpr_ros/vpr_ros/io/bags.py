@@ -3,25 +3,33 @@
 ``ImageBag`` yields :class:`vpr_ros.core.types.Frame` objects from one image topic
 (``sensor_msgs/Image`` or ``sensor_msgs/CompressedImage``), each with the pose of an optional
 ``nav_msgs/Odometry`` / ``geometry_msgs/PoseStamped`` topic at the image stamp. Corrupt messages
-are skipped and counted in :attr:`ImageBag.stats` instead of aborting a long replay.
+are skipped and counted in :attr:`ImageBag.stats` instead of aborting a long replay. A damaged MCAP
+bag (truncated recording, no summary, no ``metadata.yaml``) is read as far as it goes
+(:mod:`vpr_ros.io.mcap_salvage`) and the loss is counted; any other storage failure is a
+:class:`BagError` that names the file and what to do.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import struct
 from pathlib import Path
 from typing import Any, Iterator
 
+import apsw
 import cv2
 import numpy as np
 import numpy.typing as npt
+import yaml
 from rosbags.highlevel import AnyReader, AnyReaderError
+from rosbags.rosbag2.errors import ReaderError
 from rosbags.serde import SerdeError
 
 from vpr_ros.core.errors import BagError, InputError
 from vpr_ros.core.images import image_from_compressed, image_from_raw
 from vpr_ros.core.types import Frame
+from vpr_ros.io.mcap_salvage import SalvagedMcap
 from vpr_ros.io.msgdefs import typestore
 from vpr_ros.io.poses import PoseTrack, pose_matrix
 
@@ -33,6 +41,10 @@ IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 POSE_TYPES = ("nav_msgs/msg/Odometry", "geometry_msgs/msg/PoseStamped")
 # what a damaged message can raise while being deserialised or decoded
 _CORRUPT = (AnyReaderError, SerdeError, InputError, ValueError, IndexError, UnicodeDecodeError, cv2.error)
+# what damaged storage (metadata.yaml, sqlite pages, mcap records) can raise while opening or reading;
+# apsw is the SQLite binding rosbags reads sqlite3 bags with
+_STORAGE = (AnyReaderError, ReaderError, OSError, UnicodeDecodeError, ValueError, KeyError, TypeError,
+            struct.error, apsw.Error)
 
 
 @dataclasses.dataclass
@@ -44,6 +56,11 @@ class ReadStats:
     poses: int = 0
     frames_without_pose: int = 0
     corrupt_examples: list[str] = dataclasses.field(default_factory=list)
+    #: the bag was damaged and read by the MCAP salvage reader (see lost_bytes / lost_messages)
+    salvaged: bool = False
+    lost_bytes: int = 0
+    lost_messages: int = 0
+    salvage_problems: list[str] = dataclasses.field(default_factory=list)
 
     def note_corrupt(self, what: str) -> None:
         self.corrupt += 1
@@ -57,15 +74,71 @@ def _stamp_ns(header: Any, fallback_ns: int) -> int:
     return stamp if stamp > 0 else int(fallback_ns)
 
 
-def _open(path: Path) -> AnyReader:
+def _expected_counts(path: Path) -> dict[str, int]:
+    """topic -> message count from ``metadata.yaml`` (empty when it is missing or unreadable)."""
+    try:
+        info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+        return {t["topic_metadata"]["name"]: int(t["message_count"])
+                for t in info["topics_with_message_count"]}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        return {}
+
+
+def _salvage(path: Path, why: str) -> SalvagedMcap | None:
+    """The readable part of the MCAP files of bag directory ``path``, or None when nothing is."""
+    files = sorted(path.glob("*.mcap"))
+    if not files:
+        return None
+    try:
+        reader = SalvagedMcap(files, _expected_counts(path))
+    except OSError as exc:
+        raise BagError(f"cannot read bag {path}: {exc}; check the files are readable") from exc
+    if not reader.num_messages:
+        return None
+    lost = sum(reader.lost_messages.values())
+    logger.warning("bag %s: %s; read %d messages from its MCAP files directly, %d bytes unreadable%s",
+                   path, why, reader.num_messages, reader.lost_bytes,
+                   f", {lost} messages listed in metadata.yaml lost" if lost else "")
+    return reader
+
+
+def _open(path: Path) -> AnyReader | SalvagedMcap:
     if not path.exists():
         raise BagError(f"bag {path} does not exist; give the rosbag2 directory (with metadata.yaml)")
-    reader = AnyReader([path], default_typestore=typestore())
+    if not path.is_dir():
+        raise BagError(f"bag {path} is not a directory; give the rosbag2 directory that holds "
+                       "metadata.yaml and the .mcap or .db3 files")
+    if not (path / "metadata.yaml").exists():
+        salvaged = _salvage(path, "no metadata.yaml (an interrupted recording?)")
+        if salvaged is not None:
+            return salvaged
+        raise BagError(f"bag {path} has no metadata.yaml; if the recording was interrupted, run "
+                       f"'ros2 bag reindex {path}' to rebuild it, or give the rosbag2 directory")
     try:
+        reader = AnyReader([path], default_typestore=typestore())
         reader.open()
-    except AnyReaderError as exc:
-        raise BagError(f"cannot open bag {path}: {exc}; give a rosbag2 directory (sqlite3 or mcap)") from exc
+    except _STORAGE as exc:
+        # a truncated MCAP recording has no footer or summary: rosbags refuses it, we read what is left
+        salvaged = _salvage(path, f"rosbags cannot open it ({exc})")
+        if salvaged is not None:
+            return salvaged
+        raise BagError(f"cannot open bag {path}: {exc}; give an intact rosbag2 directory (sqlite3 or "
+                       "mcap), or repair it (sqlite3: 'sqlite3 FILE.db3 .recover', mcap: 'mcap "
+                       "recover')") from None
     return reader
+
+
+def _messages(reader: Any, path: Path, connections: list[Any]) -> Iterator[tuple[Any, int, bytes]]:
+    """``reader.messages`` with storage failures (damaged sqlite pages, mcap chunks) as BagError."""
+    count = 0
+    try:
+        for item in reader.messages(connections=connections):
+            yield item
+            count += 1
+    except _STORAGE as exc:
+        raise BagError(f"bag {path} is damaged after {count} messages ({exc}); repair it (sqlite3: "
+                       "'sqlite3 FILE.db3 .recover | sqlite3 NEW.db3', mcap: 'mcap recover') or "
+                       "record it again") from None
 
 
 def bag_topics(path: str | Path) -> dict[str, str]:
@@ -93,6 +166,11 @@ class ImageBag:
         self.stats = ReadStats()
         self._max_pose_gap_sec = max_pose_gap_sec
         self._reader = _open(self.path)
+        if isinstance(self._reader, SalvagedMcap):
+            self.stats.salvaged = True
+            self.stats.lost_bytes = self._reader.lost_bytes
+            self.stats.lost_messages = self._reader.lost_messages.get(image_topic, 0)
+            self.stats.salvage_problems = list(self._reader.problems)
         try:
             self.topics = {name: info.msgtype or "?" for name, info in self._reader.topics.items()}
             self._image_conns = self._connections(image_topic, IMAGE_TYPES)
@@ -133,7 +211,7 @@ class ImageBag:
             return None
         if self._track is None:
             stamps, poses = [], []
-            for conn, bag_ns, raw in self._reader.messages(connections=self._pose_conns):
+            for conn, bag_ns, raw in _messages(self._reader, self.path, self._pose_conns):
                 try:
                     msg = self._reader.deserialize(raw, conn.msgtype)
                     pose = msg.pose.pose if conn.msgtype == POSE_TYPES[0] else msg.pose
@@ -162,7 +240,7 @@ class ImageBag:
 
     def __iter__(self) -> Iterator[Frame]:
         track = self.pose_track()
-        messages = self._reader.messages(connections=self._image_conns)
+        messages = _messages(self._reader, self.path, self._image_conns)
         for index, (conn, bag_ns, raw) in enumerate(messages):
             try:
                 msg, image = self._decode(conn.msgtype, raw)

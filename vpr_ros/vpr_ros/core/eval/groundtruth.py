@@ -9,6 +9,7 @@ detector's temporal exclusion window are never true loops: the detector is not a
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from pathlib import Path
 from typing import Collection, Mapping, Protocol, Sequence
 
@@ -18,7 +19,7 @@ import numpy.typing as npt
 from vpr_ros.core.errors import InputError
 
 __all__ = ["KeyframeRecord", "Exclusion", "GroundTruth", "PoseGroundTruth", "IndexGroundTruth",
-           "load_vprbench_gt"]
+           "load_vprbench_gt", "read_object_npy"]
 
 NS = 1_000_000_000
 
@@ -130,22 +131,85 @@ class IndexGroundTruth:
         return bool(self._refs(query)) and any(self.is_true(query, m) for m in database)
 
 
-def load_vprbench_gt(path: str | Path) -> dict[int, frozenset[int]]:
-    """Read VPR-Bench ``ground_truth_new.npy``: rows ``[query_idx, [ref_idx, ...]]`` -> {q: {r, ...}}.
+def _numpy_global(name: str) -> object:
+    # numpy 2 moved numpy.core to numpy._core; pickles name either, we resolve to the live object
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy 1.x
+        from numpy.core import multiarray  # type: ignore[no-redef]
+    return getattr(multiarray, name)
 
-    The file is a pickled object array (VPR-Bench's format), so only load files you trust.
+
+#: The only globals a ground-truth pickle may name: what numpy needs to rebuild an (object) array.
+#: Python ints, lists and tuples need no global. Everything else (os.system, builtins.eval, ...) is
+#: refused, so a crafted file cannot run code.
+_ALLOWED_GLOBALS = {
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: np.dtype,
+    ("numpy.core.multiarray", "_reconstruct"): lambda: _numpy_global("_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"): lambda: _numpy_global("_reconstruct"),
+    ("numpy.core.multiarray", "scalar"): lambda: _numpy_global("scalar"),
+    ("numpy._core.multiarray", "scalar"): lambda: _numpy_global("scalar"),
+}
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> object:
+        make = _ALLOWED_GLOBALS.get((module, name))
+        if make is None:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays, "
+                                         "integers and lists are allowed)")
+        return make()
+
+    def persistent_load(self, pid: object) -> object:
+        raise pickle.UnpicklingError("refusing a persistent id")
+
+
+def read_object_npy(path: str | Path) -> npt.NDArray[np.generic]:
+    """Read a ``.npy`` file, object arrays included, without executing code from it.
+
+    Plain arrays are read by numpy with pickles disabled; an object array's pickle is unpickled
+    with an allow-list of numpy's array constructors (see ``_ALLOWED_GLOBALS``). Raises InputError
+    for anything else, naming the file.
     """
     path = Path(path)
     try:
-        array = np.load(path, allow_pickle=True)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read ground truth {path}: {exc}; give a VPR-Bench "
-                         "ground_truth_new.npy") from exc
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                _, _, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=1 << 16)
+            elif version == (2, 0):
+                _, _, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=1 << 16)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+            if not dtype.hasobject:
+                f.seek(0)
+                return np.load(f, allow_pickle=False)
+            array = _ArrayOnlyUnpickler(f).load()
+    except OSError as exc:
+        raise InputError(f"cannot read ground truth {path}: {exc.strerror or exc}; check the path") from None
+    except (ValueError, TypeError, EOFError, IndexError, KeyError, AttributeError, RecursionError,
+            MemoryError, pickle.UnpicklingError) as exc:
+        raise InputError(f"ground truth {path} is not a VPR-Bench .npy array ({exc}); give a "
+                         "VPR-Bench ground_truth_new.npy") from None
+    if not isinstance(array, np.ndarray):
+        raise InputError(f"ground truth {path} does not hold an array (found {type(array).__name__})")
+    return array
+
+
+def load_vprbench_gt(path: str | Path) -> dict[int, frozenset[int]]:
+    """Read VPR-Bench ``ground_truth_new.npy``: rows ``[query_idx, [ref_idx, ...]]`` -> {q: {r, ...}}.
+
+    The file is a pickled object array (VPR-Bench's format); it is read by
+    :func:`read_object_npy`, which never executes code from the file.
+    """
+    path = Path(path)
+    array = read_object_npy(path)
     pairs: dict[int, frozenset[int]] = {}
     try:
         for row in array:
             query, refs = row[0], row[1]
             pairs[int(query)] = frozenset(int(r) for r in np.atleast_1d(refs))
-    except (TypeError, IndexError, ValueError) as exc:
+    except (TypeError, IndexError, ValueError, OverflowError) as exc:
         raise InputError(f"ground truth {path} is not rows of [query_idx, [ref_idx, ...]]: {exc}") from exc
     return pairs
