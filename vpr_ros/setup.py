@@ -25,6 +25,8 @@ setup(
         "faiss-cpu>=1.8",
         "opencv-python-headless>=4.8",
         "rosbags>=0.10",
+        "apsw",
+        "backports.zstd",
         "matplotlib>=3.7",
         "tqdm>=4.60",
         "onnx>=1.15",

@@ -30,7 +30,9 @@ ROSDEP = {
 }
 #: import name -> pip distribution, for modules without a usable rosdep key (the reason is in package.xml).
 PIP_ONLY = {"faiss": "faiss-cpu", "torch": "torch", "onnx": "onnx", "onnxruntime": "onnxruntime",
-            "rosbags": "rosbags"}
+            "rosbags": "rosbags", "apsw": "apsw", "backports": "backports.zstd"}
+#: Standard-library modules newer than the Python we run on (tried first, with a fallback import).
+NEWER_STDLIB = {"compression"}  # Python 3.14's zstd; io/mcap_salvage.py falls back to backports.zstd
 #: Optional GPU backend: never a hard dependency, so it must only be imported inside functions.
 OPTIONAL_LAZY = {"tensorrt", "torch_tensorrt"}
 #: Declared keys no module imports by name, and why they are needed anyway.
@@ -70,7 +72,7 @@ def _third_party() -> dict[str, dict[str, bool]]:
     out: dict[str, dict[str, bool]] = {}
     for path in _sources():
         for module, top_level in _imports(path).items():
-            if module in sys.stdlib_module_names or module == "vpr_ros" or module == "__future__":
+            if module in sys.stdlib_module_names or module in NEWER_STDLIB or module == "vpr_ros" or module == "__future__":
                 continue
             out.setdefault(module, {})[str(path.relative_to(REPO))] = top_level
     return out
