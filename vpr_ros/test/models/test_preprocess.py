@@ -82,3 +82,13 @@ def test_batch_level_errors() -> None:
     mixed = [np.zeros((40, 40, 3), np.uint8), np.zeros((40, 80, 3), np.uint8)]
     with pytest.raises(InputError, match="different input sizes"):
         preprocess_images(mixed, "imagenet-bilinear", (32, 32), 16, keep_aspect=True)
+
+
+def test_keep_aspect_refuses_extreme_aspect_ratios() -> None:
+    # A 1x2000 frame used to become a 322x644000 input and stall the process for minutes.
+    with pytest.raises(InputError, match="aspect ratio"):
+        target_size(1, 2000, (322, 322), 14, True)
+    with pytest.raises(InputError, match="keep_aspect"):
+        preprocess_images([np.zeros((1, 2000, 3), np.uint8)], "imagenet-bilinear", (322, 322), 14,
+                          keep_aspect=True)
+    assert target_size(1, 2000, (322, 322), 14, False) == ((322, 322), (322, 322))  # stretched: fine

@@ -64,6 +64,10 @@ def as_rgb_uint8(image: object, index: int = 0) -> npt.NDArray[np.uint8]:
     return image
 
 
+#: Longest side / shortest side that ``keep_aspect`` accepts (panoramic cameras are about 3:1; 16:1 bounds the network input at 16x its square size).
+MAX_KEEP_ASPECT_RATIO = 16.0
+
+
 def target_size(height: int, width: int, input_size: tuple[int, int], patch_multiple: int,
                 keep_aspect: bool) -> tuple[tuple[int, int], tuple[int, int]]:
     """Resize size and final (cropped/padded) size for a ``height`` x ``width`` frame.
@@ -77,6 +81,11 @@ def target_size(height: int, width: int, input_size: tuple[int, int], patch_mult
     """
     if not keep_aspect:
         return input_size, input_size
+    if max(height, width) > MAX_KEEP_ASPECT_RATIO * min(height, width):
+        # A 1x2000 frame would otherwise become a 322x644000 network input and stall the process.
+        raise InputError(f"frame of {height}x{width} px has an aspect ratio above {MAX_KEEP_ASPECT_RATIO:g}:1, "
+                         "which model.keep_aspect cannot feed to the network; crop the camera image or "
+                         "set model.keep_aspect false")
     scale = min(input_size) / min(height, width)
     resized = (max(1, round(height * scale)), max(1, round(width * scale)))
     m = max(1, patch_multiple)
