@@ -105,8 +105,8 @@ def read_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> npt.NDArray
     array or a pickled object, and a file with missing or extra bytes is refused.
     """
     def bad(what: str) -> MapStoreError:
-        return MapStoreError(f"map {path.parent.parent}: local feature shard {path.name} is damaged ({what}); "
-                             "re-create the map or load another")
+        return MapStoreError(f"map {path.parent.parent}: local feature shard local/{path.name} is damaged "
+                             f"({what}); re-create the map or load another")
 
     try:
         with open(path, "rb") as f:
@@ -124,8 +124,11 @@ def read_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> npt.NDArray
             if data.size != count or f.read(1):
                 raise bad("wrong file size")
     except FileNotFoundError:
-        raise MapStoreError(f"map {path.parent.parent}: local feature shard {path.name} is missing; "
+        raise MapStoreError(f"map {path.parent.parent}: local feature shard local/{path.name} is missing; "
                             "re-create the map or load another") from None
-    except (OSError, ValueError, SyntaxError, TypeError) as exc:  # numpy's header parser raises these
-        raise bad(str(exc)) from None
+    except MapStoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - numpy parses the header with tokenize/ast, which raise
+        # whatever a crafted header provokes (ValueError, SyntaxError, TokenError, MemoryError, ...).
+        raise bad(f"{type(exc).__name__}: {exc}") from None
     return data.reshape(shape)

@@ -82,10 +82,10 @@ def classify_dir(path: Path) -> str:
         return "partial"
     if MANIFEST in names:
         return "complete"
-    try:  # a map.sqlite without a manifest: ours only if its meta says so
+    try:  # a map.sqlite without a manifest: a map saved before checksums if its meta reads
         read_meta(path)
     except MapStoreError:
-        return "foreign"
+        return "partial"  # e.g. a save killed while writing map.sqlite: our names, not a map
     return "legacy"
 
 
@@ -256,15 +256,14 @@ def load_keyframes(path: str | Path, model_id: str | None = None,
     if len(rows) != meta["num_keyframes"]:
         raise MapStoreError(f"map {path}: {DB} holds {len(rows)} keyframes but its meta says "
                             f"{meta['num_keyframes']}; the map is damaged — re-create it or load another")
-    shards = _read_shards(path, meta, manifest, len(rows)) if load_local else None
     dim, size = int(meta["global_dim"]), int(meta.get("shard_size", SHARD))
     has_local = meta["local_shape"] is not None
-    keyframes = []
-    for i, row in enumerate(rows):
-        kf = _keyframe(path, i, row, dim, has_local)
-        if row[7] and shards is not None:
-            kf.local = shards[i // size][i % size]  # a view: the shard stays the only copy
-        keyframes.append(kf)
+    keyframes = [_keyframe(path, i, row, dim, has_local) for i, row in enumerate(rows)]
+    shards = _read_shards(path, meta, manifest, len(rows)) if load_local else None
+    if shards is not None:
+        for i, (kf, row) in enumerate(zip(keyframes, rows)):
+            if row[7]:
+                kf.local = shards[i // size][i % size]  # a view: the shard stays the only copy
     return meta, keyframes
 
 
