@@ -45,7 +45,7 @@ FORMAT_VERSION = 1
 SHARD = 256
 DB, INDEX = "map.sqlite", "index.faiss"
 #: Files other writers put into a map directory (cli/session.py's frame index); replaced with the map.
-SIDECARS = frozenset({"vpr_frame_index.json"})
+SIDECARS = frozenset({"vpr_frame_index.json", "vpr_frame_index.json.tmp"})
 _TOP_NAMES = frozenset({DB, DB + "-journal", INDEX, MANIFEST, "local"}) | SIDECARS
 _SHARD_NAME = re.compile(r"\d{5}\.npy")
 _F32 = np.dtype(np.float32)
