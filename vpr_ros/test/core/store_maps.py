@@ -56,6 +56,6 @@ def sql(map_dir: Path, statement: str, *args: object) -> None:
 
 def make_legacy(map_dir: Path) -> None:
     """Turn a map into one saved before checksums (no manifest.json), as vpr_ros before issue 8 wrote."""
-    (map_dir / "manifest.json").unlink()
+    (map_dir / "manifest.json").unlink(missing_ok=True)
     for key in ("manifest", "global_dtype", "local_dtype", "shard_size"):
         sql(map_dir, "DELETE FROM meta WHERE key = ?", key)

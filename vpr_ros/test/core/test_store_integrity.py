@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +23,25 @@ class FixedExtractor:
     global_dim = DIM
 
 
-def _map(tmp_path: Path, legacy: bool) -> Path:
-    path = tmp_path / "map"
-    kfs = synthetic_keyframes(N)
-    save_keyframes(path, kfs, MODEL, DIM, index_writer=index_writer(kfs))
-    if legacy:
-        make_legacy(path)
-    return path
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> dict[bool, Path]:
+    """One saved map per kind, copied for each test (a save fsyncs, which is slow on a busy disk)."""
+    out = {}
+    for legacy in (False, True):
+        path = tmp_path_factory.mktemp("pristine") / "map"
+        kfs = synthetic_keyframes(N)
+        save_keyframes(path, kfs, MODEL, DIM, index_writer=index_writer(kfs))
+        if legacy:
+            make_legacy(path)
+        out[legacy] = path
+    return out
+
+
+@pytest.fixture
+def make_map(tmp_path, pristine):
+    def make(legacy: bool) -> Path:
+        return Path(shutil.copytree(pristine[legacy], tmp_path / "map"))
+    return make
 
 
 def _flip(path: Path, offset: int) -> None:
@@ -86,8 +99,8 @@ DAMAGE = {
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["checksummed", "legacy"])
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
-def test_damage_is_reported_by_file_and_changes_nothing(tmp_path, damage, legacy):
-    path = _map(tmp_path, legacy)
+def test_damage_is_reported_by_file_and_changes_nothing(tmp_path, make_map, damage, legacy):
+    path = make_map(legacy)
     apply, filename = DAMAGE[damage]
     apply(path)
     det = LoopClosureDetector(Config(), FixedExtractor())
@@ -101,17 +114,17 @@ def test_damage_is_reported_by_file_and_changes_nothing(tmp_path, damage, legacy
 
 @pytest.mark.parametrize("target,offset", [("map.sqlite", -100), ("map.sqlite", 5000),
                                            ("local/00000.npy", -7), ("index.faiss", -3)])
-def test_flipped_bytes_are_found_by_checksum(tmp_path, target, offset):
+def test_flipped_bytes_are_found_by_checksum(make_map, target, offset):
     """Flips that parse fine (inside a descriptor, a local feature) are only found by the checksum."""
-    path = _map(tmp_path, legacy=False)
+    path = make_map(legacy=False)
     _flip(path / target, offset)
     with pytest.raises(MapStoreError, match=f"{target.replace('.', '[.]')} is damaged.*checksum"):
         load_keyframes(path, MODEL)
 
 
 @pytest.mark.parametrize("damage", ["deleted", "garbage"])
-def test_manifest_damage_is_reported(tmp_path, damage):
-    path = _map(tmp_path, legacy=False)
+def test_manifest_damage_is_reported(make_map, damage):
+    path = make_map(legacy=False)
     if damage == "deleted":
         (path / "manifest.json").unlink()
     else:
@@ -120,8 +133,8 @@ def test_manifest_damage_is_reported(tmp_path, damage):
         load_keyframes(path, MODEL)
 
 
-def test_map_without_checksums_loads_with_a_warning(tmp_path, caplog):
-    path = _map(tmp_path, legacy=True)
+def test_map_without_checksums_loads_with_a_warning(make_map, caplog):
+    path = make_map(legacy=True)
     with caplog.at_level(logging.WARNING, logger="vpr_ros.core.store"):
         meta, kfs = load_keyframes(path, MODEL)
     assert len(kfs) == N and "damage in its files cannot be detected" in caplog.text
