@@ -155,3 +155,33 @@ def test_full_disk_save_fails_cleanly(tmp_path, full_in):
     assert "unchanged" in result["error"]
     assert result["loaded"] == 2  # the previous map still loads
     assert result["listing"] == ["map"]  # the temporary copy was removed
+
+
+def test_concurrent_saves_and_loads_take_turns(tmp_path):
+    """An autosave thread and a service call saving the same map must not share the temporary dir."""
+    import threading
+
+    path = tmp_path / "map"
+    maps = [synthetic_keyframes(3, seed=1), synthetic_keyframes(6, seed=2)]
+    expected = {len(m): m[-1].global_ for m in maps}
+    _save(path, maps[0])
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for j in range(4):
+                if i == 2:
+                    n, last = _ids(path)
+                    np.testing.assert_array_equal(last, expected[n])
+                else:
+                    _save(path, maps[(i + j) % 2])
+        except BaseException as exc:  # noqa: BLE001 - collected and re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert sorted(os.listdir(tmp_path)) == ["map"]

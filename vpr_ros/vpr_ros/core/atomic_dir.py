@@ -12,11 +12,14 @@ directory there, and swaps it in:
   recovered too.
 
 Nothing is removed or replaced unless the caller's ``classify`` recognises it as its own, so a path
-holding someone else's files is refused with a message, never emptied.
+holding someone else's files is refused with a message, never emptied. Saves and recoveries in one
+parent directory hold an exclusive ``flock`` on it, so two threads or processes saving the same map
+(an autosave and a service call) take turns instead of sharing ``<name>.tmp-save``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import functools
@@ -24,12 +27,17 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from vpr_ros.core.errors import MapStoreError
 
+try:
+    import fcntl
+except ImportError:  # Windows: saves are not serialised against each other there
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = ["Classify", "TMP_SUFFIX", "OLD_SUFFIX", "OURS", "REPLACEABLE", "replace_dir", "recover",
-           "resolve_target", "fsync_file", "fsync_dir"]
+           "resolve_target", "dir_lock", "fsync_file", "fsync_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,12 +112,37 @@ def resolve_target(path: str | Path, classify: Classify) -> Path:
     return p
 
 
+@contextlib.contextmanager
+def dir_lock(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` (released when the process dies, e.g. by SIGKILL)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if fcntl else None
+    except OSError:  # an unreadable parent cannot be locked; saving there still works, unserialised
+        fd = None
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def recover(path: Path, classify: Classify) -> list[str]:
     """Repair what a crash during a save can leave next to ``path``; returns what was done.
 
     No ``path`` but a complete sibling: rename it back (the newest complete one first). ``path`` is our
-    artefact: remove our leftover siblings. Anything not ours is left alone.
+    artefact: remove our leftover siblings. Anything not ours is left alone. Waits for a save of the
+    same directory in progress (its temporary directory is not a leftover).
     """
+    tmp, old = siblings(path)
+    if os.path.lexists(path) and not os.path.lexists(tmp) and not os.path.lexists(old):
+        return []  # the common case, without waiting for the lock
+    with dir_lock(path.parent):
+        return _recover_locked(path, classify)
+
+
+def _recover_locked(path: Path, classify: Classify) -> list[str]:
     done: list[str] = []
     tmp, old = siblings(path)
     if not os.path.lexists(path):
@@ -168,10 +201,17 @@ def replace_dir(path: str | Path, write: Callable[[Path], None], classify: Class
     """
     target = resolve_target(path, classify)
     target.parent.mkdir(parents=True, exist_ok=True)
-    recover(target, classify)
+    with dir_lock(target.parent):
+        _replace_locked(path, target, write, classify)
+    return target
+
+
+def _replace_locked(path: str | Path, target: Path, write: Callable[[Path], None], classify: Classify) -> None:
+    _recover_locked(target, classify)
     state = classify(target)
-    if state not in REPLACEABLE:  # recover() never makes this so; a concurrent writer could
-        raise MapStoreError(f"cannot save map to {path}: it changed while saving; nothing was replaced")
+    if state not in REPLACEABLE:  # e.g. another program wrote there since resolve_target looked
+        raise MapStoreError(f"cannot save map to {path}: it changed while saving and is no longer a map or "
+                            "empty; it was left untouched and nothing was written")
     tmp, old = siblings(target)
     for leftover in (tmp, old):
         if os.path.lexists(leftover):
@@ -196,10 +236,9 @@ def replace_dir(path: str | Path, write: Callable[[Path], None], classify: Class
         raise
     fsync_dir(target.parent)
     try:  # the new content is in place: failing to tidy up must not report the save as failed
-        recover(target, classify)
+        _recover_locked(target, classify)
     except OSError as exc:
         logger.warning("saved %s but could not remove the previous content (%s); the next save does", target, exc)
-    return target
 
 
 def _swap_by_renames(tmp: Path, target: Path, old: Path) -> None:

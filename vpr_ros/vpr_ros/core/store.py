@@ -34,6 +34,7 @@ import numpy as np
 from vpr_ros.core import atomic_dir
 from vpr_ros.core.atomic_dir import fsync_dir, fsync_file
 from vpr_ros.core.errors import MapStoreError
+from vpr_ros.core.index import KeyframeIndex
 from vpr_ros.core.map_integrity import MANIFEST, read_manifest, read_npy, verify_file, write_manifest, write_npy
 from vpr_ros.core.types import Keyframe
 
@@ -146,7 +147,6 @@ def _write(root: Path, keyframes: Sequence[Keyframe], model_id: str, global_dim:
 
 def _check_index(path: Path, count: int) -> None:
     # FAISS reports some write errors (ENOSPC at close) only on stderr; read the file back to be sure.
-    from vpr_ros.core.index import KeyframeIndex
     if len(KeyframeIndex.load(path)) != count:
         raise MapStoreError(f"the FAISS index written to {path} is incomplete; check the disk has space")
 
