@@ -58,7 +58,7 @@ def test_sigkill_at_random_moments_leaves_old_or_new_map(tmp_path, exchange):
                 os._exit(0)
         os.close(w)
         os.read(r, 1)
-        time.sleep(rng.uniform(0, 3 * save_s))
+        time.sleep(rng.uniform(0, 1.5 * save_s))  # anywhere in the first save or two
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         os.close(r)

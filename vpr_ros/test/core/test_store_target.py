@@ -10,7 +10,7 @@ import pytest
 
 from store_maps import MODEL, DIM, index_writer, snapshot, synthetic_keyframes
 from vpr_ros.core.errors import MapStoreError
-from vpr_ros.core.store import load_keyframes, save_keyframes
+from vpr_ros.core.store import check_save_target, load_keyframes, save_keyframes
 
 
 def _save(path, kfs):
@@ -46,6 +46,8 @@ def test_refuses_and_leaves_untouched(tmp_path, kind):
         (target / "README.txt").write_text("my notes about this run")
     before = snapshot(tmp_path)
     links = {p: os.readlink(p) for p in tmp_path.iterdir() if p.is_symlink()}
+    with pytest.raises(MapStoreError, match="left untouched|not a vpr_ros map"):
+        check_save_target(target)  # what a replay asks before its first frame
     with pytest.raises(MapStoreError, match="left untouched|not a vpr_ros map") as err:
         _save(target, synthetic_keyframes(5, seed=1))
     assert str(target) in str(err.value)
@@ -106,3 +108,14 @@ def test_failed_save_keeps_the_previous_map(tmp_path):
     with pytest.raises(MapStoreError, match="descriptor of shape"):
         save_keyframes(target, bad, MODEL, DIM)
     assert snapshot(tmp_path) == before
+
+
+def test_check_save_target_accepts_what_a_save_accepts(tmp_path):
+    _save(tmp_path / "map", synthetic_keyframes(2))
+    (tmp_path / "empty").mkdir()
+    for ok in ("map", "empty", "new/deeper/map"):
+        assert check_save_target(tmp_path / ok) == tmp_path / ok
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(MapStoreError, match="not a writable directory"):
+        check_save_target(tmp_path / "file" / "map")
+    assert sorted(os.listdir(tmp_path)) == ["empty", "file", "map"]  # nothing created

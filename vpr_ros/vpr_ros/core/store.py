@@ -38,7 +38,8 @@ from vpr_ros.core.index import KeyframeIndex
 from vpr_ros.core.map_integrity import MANIFEST, read_manifest, read_npy, verify_file, write_manifest, write_npy
 from vpr_ros.core.types import Keyframe
 
-__all__ = ["save_keyframes", "load_keyframes", "read_meta", "classify_dir", "MapMeta", "FORMAT_VERSION"]
+__all__ = ["save_keyframes", "load_keyframes", "read_meta", "check_save_target", "classify_dir", "MapMeta",
+           "FORMAT_VERSION"]
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +170,20 @@ def save_keyframes(path: str | Path, keyframes: Sequence[Keyframe], model_id: st
     except (OSError, sqlite3.Error, RuntimeError, ValueError, TypeError, MemoryError) as exc:
         raise MapStoreError(f"cannot save map to {path}: {exc}; check the directory is writable and the disk "
                             "has space (the map that was at that path, if any, is unchanged)") from exc
+
+
+def check_save_target(path: str | Path) -> Path:
+    """Raise MapStoreError now if a later :func:`save_keyframes` to ``path`` would be refused.
+
+    For callers that must check their outputs before long work (a replay, a node's startup): the
+    path may be replaced and the nearest existing parent is a writable directory. Touches nothing.
+    """
+    target = atomic_dir.resolve_target(path, classify_dir)
+    parent = next(p for p in target.parents if os.path.lexists(p))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise MapStoreError(f"cannot save map to {path}: {parent} is not a writable directory; choose "
+                            "another map path")
+    return target
 
 
 def read_meta(path: str | Path) -> MapMeta:
