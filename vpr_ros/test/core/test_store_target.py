@@ -119,3 +119,11 @@ def test_check_save_target_accepts_what_a_save_accepts(tmp_path):
     with pytest.raises(MapStoreError, match="not a writable directory"):
         check_save_target(tmp_path / "file" / "map")
     assert sorted(os.listdir(tmp_path)) == ["empty", "file", "map"]  # nothing created
+
+
+def test_home_is_expanded_as_a_shell_would(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    _save("~/maps/run1", synthetic_keyframes(2))
+    assert (tmp_path / "home" / "maps" / "run1" / "map.sqlite").is_file() and not (tmp_path / "~").exists()
+    assert len(load_keyframes("~/maps/run1", MODEL)[1]) == 2

@@ -88,7 +88,7 @@ def resolve_target(path: str | Path, classify: Classify) -> Path:
     """
     if str(path).strip() == "":
         raise MapStoreError("the map path is empty; give a directory name such as maps/run1")
-    p = Path(os.path.abspath(path))
+    p = Path(os.path.abspath(os.path.expanduser(path)))  # a ROS parameter gets no shell to expand "~"
     if p.is_symlink():
         real = p.resolve()
         if classify(real) not in ("complete", "legacy"):

@@ -237,8 +237,8 @@ def load_keyframes(path: str | Path, model_id: str | None = None,
                    load_local: bool = True) -> tuple[MapMeta, list[Keyframe]]:
     """Read a map directory. Raises MapStoreError when it is missing, damaged or was built with
     another model than ``model_id``; the error names the damaged file. Reading changes nothing on
-    disk, except that the leftovers of an interrupted save are recovered first."""
-    path = Path(path)
+    disk, except that the leftovers of an interrupted save are recovered first. ``~`` is expanded."""
+    path = Path(path).expanduser()
     try:
         atomic_dir.recover(Path(os.path.abspath(path)), classify_dir)
     except OSError as exc:
