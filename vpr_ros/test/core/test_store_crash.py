@@ -151,7 +151,8 @@ def test_full_disk_save_fails_cleanly(tmp_path, full_in):
         capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.splitlines()[-1])
-    assert result["error"] is not None and ("No space left" in result["error"] or "full" in result["error"])
+    reason = result["error"].split(": ", 1)[1]  # after "cannot save map to PATH" (the path says "full")
+    assert "No space left on device" in reason or "database or disk is full" in reason
     assert "unchanged" in result["error"]
     assert result["loaded"] == 2  # the previous map still loads
     assert result["listing"] == ["map"]  # the temporary copy was removed

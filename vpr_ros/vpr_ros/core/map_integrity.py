@@ -92,8 +92,11 @@ def verify_file(root: Path, manifest: Manifest | None, name: str) -> None:
 
 def write_npy(path: Path, array: npt.NDArray[np.generic]) -> None:
     """``np.save`` that reaches the disk before returning (or raises OSError, e.g. ENOSPC)."""
+    arr = np.ascontiguousarray(array)
     with open(path, "wb") as f:
-        np.save(f, array, allow_pickle=False)
+        np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(arr))
+        # Not arr.tofile(): on a full disk it reports "N requested and M written" without an errno.
+        f.write(memoryview(arr).cast("B"))
         f.flush()
         os.fsync(f.fileno())
 
