@@ -79,6 +79,14 @@ DAMAGE = {
                         "map.sqlite"),
     "meta_negative_count": (lambda p: sql(p, "UPDATE meta SET value = '-1' WHERE key = 'num_keyframes'"),
                             "map.sqlite"),
+    "meta_key_missing": (lambda p: sql(p, "DELETE FROM meta WHERE key = 'local_shape'"), "map.sqlite"),
+    "meta_not_utf8": (lambda p: sql(p, "UPDATE meta SET value = CAST(x'22c4ff22' AS TEXT) WHERE key = 'model_id'"),
+                      "map.sqlite"),
+    "row_text_not_utf8": (lambda p: sql(p, "UPDATE keyframes SET robot_id = CAST(x'c4ff41' AS TEXT) WHERE key = 1"),
+                          "map.sqlite"),
+    # Found by fuzzing: SQLite's syntax error quotes the damaged schema text, which is not UTF-8.
+    "schema_not_utf8": (lambda p: (p / "map.sqlite").write_bytes((p / "map.sqlite").read_bytes().replace(
+        b"NOT NULL, session_id", b'NOT NUL\xc4\xec\xcd\xe1\x06\x00\x89\xfb\xd7\x8d"\xb3d')), "map.sqlite"),
     "bad_pose_blob": (lambda p: sql(p, "UPDATE keyframes SET pose = x'0102' WHERE key = 2"), "map.sqlite"),
     "nan_pose": (lambda p: sql(p, "UPDATE keyframes SET pose = ? WHERE key = 2",
                                np.full(16, np.nan).tobytes()), "map.sqlite"),
@@ -157,3 +165,27 @@ def test_roundtrip_keeps_every_field(tmp_path):
     np.testing.assert_array_equal(back[5].local, kfs[5].local)
     np.testing.assert_array_equal(back[5].pose, kfs[5].pose)
     assert load_keyframes(path, MODEL, load_local=False)[1][5].local is None
+
+
+@pytest.mark.parametrize("target", ["map.sqlite", "local/00000.npy"])
+def test_random_corruption_of_a_map_without_checksums_raises_only_map_store_error(make_map, target):
+    """Fuzz: without a manifest the parsers see the damage; they may load or refuse, never crash."""
+    path = make_map(legacy=True)
+    pristine = (path / target).read_bytes()
+    rng = np.random.default_rng(5)
+    outcomes = {"loaded": 0, "refused": 0}
+    for _ in range(40):
+        data = bytearray(pristine)
+        start = int(rng.integers(0, len(data)))
+        length = int(rng.integers(1, 512))
+        data[start:start + length] = rng.bytes(len(data[start:start + length]))
+        if rng.random() < 0.2:
+            data = data[:int(rng.integers(0, len(data)))]  # truncated too
+        (path / target).write_bytes(bytes(data))
+        try:
+            load_keyframes(path, MODEL)
+            outcomes["loaded"] += 1
+        except MapStoreError as exc:
+            assert target.split("/")[-1] in str(exc)
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 0

@@ -198,7 +198,7 @@ def read_meta(path: str | Path) -> MapMeta:
             rows = db.execute("SELECT key, value FROM meta").fetchall()
         finally:
             db.close()
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, ValueError) as exc:  # ValueError: text that is not UTF-8 (UnicodeDecodeError)
         raise MapStoreError(f"map {path}: {DB} is damaged ({exc}); re-create it or load another map") from None
     try:
         meta = MapMeta({str(k): json.loads(v) for k, v in rows})
@@ -222,8 +222,8 @@ def _check_meta(path: Path, meta: MapMeta) -> None:
         ("model_id", isinstance(meta.get("model_id"), str)),
         ("global_dim", _is_int(meta.get("global_dim"), 1)),
         ("num_keyframes", _is_int(meta.get("num_keyframes"))),
-        ("local_shape", shape is None or (isinstance(shape, list) and len(shape) == 3
-                                          and all(_is_int(s, 1) for s in shape))),
+        ("local_shape", "local_shape" in meta and (shape is None or (
+            isinstance(shape, list) and len(shape) == 3 and all(_is_int(s, 1) for s in shape)))),
         ("shard_size", _is_int(meta.get("shard_size", SHARD), 1)),
         ("global_dtype", meta.get("global_dtype", "float32") == "float32"),
         ("local_dtype", meta.get("local_dtype", "float32") == "float32"),
@@ -266,7 +266,7 @@ def load_keyframes(path: str | Path, model_id: str | None = None,
                               "FROM keyframes ORDER BY key").fetchall()
         finally:
             db.close()
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, ValueError) as exc:  # ValueError: text that is not UTF-8 (UnicodeDecodeError)
         raise MapStoreError(f"map {path}: {DB} is damaged ({exc}); re-create it or load another map") from None
     if len(rows) != meta["num_keyframes"]:
         raise MapStoreError(f"map {path}: {DB} holds {len(rows)} keyframes but its meta says "
