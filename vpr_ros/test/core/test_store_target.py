@@ -107,6 +107,10 @@ def test_failed_save_keeps_the_previous_map(tmp_path):
     bad[1].global_ = np.ones(DIM + 1, np.float32)
     with pytest.raises(MapStoreError, match="descriptor of shape"):
         save_keyframes(target, bad, MODEL, DIM)
+    bad = synthetic_keyframes(2)
+    bad[1].stamp_ns = 2**70  # beyond SQLite's int64
+    with pytest.raises(MapStoreError, match="a keyframe cannot be stored"):
+        save_keyframes(target, bad, MODEL, DIM)
     assert snapshot(tmp_path) == before
 
 

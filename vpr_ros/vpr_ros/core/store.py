@@ -167,9 +167,12 @@ def save_keyframes(path: str | Path, keyframes: Sequence[Keyframe], model_id: st
             classify_dir)
     except MapStoreError:
         raise
-    except (OSError, sqlite3.Error, RuntimeError, ValueError, TypeError, MemoryError) as exc:
+    except (OSError, sqlite3.Error, RuntimeError, MemoryError) as exc:
         raise MapStoreError(f"cannot save map to {path}: {exc}; check the directory is writable and the disk "
                             "has space (the map that was at that path, if any, is unchanged)") from exc
+    except (ValueError, TypeError, OverflowError) as exc:  # a keyframe field SQLite cannot hold
+        raise MapStoreError(f"cannot save map to {path}: a keyframe cannot be stored ({exc}); the map that was "
+                            "at that path, if any, is unchanged") from exc
 
 
 def check_save_target(path: str | Path) -> Path:
