@@ -189,3 +189,11 @@ def test_random_corruption_of_a_map_without_checksums_raises_only_map_store_erro
             assert target.split("/")[-1] in str(exc)
             outcomes["refused"] += 1
     assert outcomes["refused"] > 0
+
+
+@pytest.mark.parametrize("where", ["/", "", "nowhere", "a_file", "a\x00b"])
+def test_paths_that_are_no_map_are_reported(tmp_path, monkeypatch, where):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(MapStoreError, match="not a vpr_ros map"):
+        load_keyframes(where, MODEL)

@@ -244,7 +244,7 @@ def load_keyframes(path: str | Path, model_id: str | None = None,
     path = Path(path).expanduser()
     try:
         atomic_dir.recover(Path(os.path.abspath(path)), classify_dir)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: "/" has no siblings
         logger.warning("could not recover leftovers of an interrupted save next to %s: %s", path, exc)
     manifest = read_manifest(path) if (path / DB).is_file() else None
     verify_file(path, manifest, DB)
