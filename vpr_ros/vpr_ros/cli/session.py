@@ -9,11 +9,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Mapping
 
 from tqdm import tqdm
 
+from vpr_ros.core.atomic_dir import fsync_dir
 from vpr_ros.core.detector import LoopClosureDetector
 from vpr_ros.core.errors import MapStoreError, StampOrderError
 from vpr_ros.core.eval.groundtruth import KeyframeRecord
@@ -86,9 +88,24 @@ def _record(kf: Keyframe, frame_index: int) -> KeyframeRecord:
 
 
 def save_frame_index(map_dir: str | Path, records: list[KeyframeRecord]) -> None:
-    """Write the frame index of every keyframe into ``map_dir`` (next to the saved map)."""
+    """Write the frame index of every keyframe into ``map_dir`` (next to the saved map).
+
+    Written to a temporary file, fsynced and renamed, so a crash leaves the old or the new file.
+    """
     rows = [[r.robot_id, r.session_id, r.keyframe_id, r.frame_index] for r in records]
-    (Path(map_dir) / FRAME_INDEX_FILE).write_text(json.dumps({"keyframes": rows}))
+    path = Path(map_dir) / FRAME_INDEX_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(json.dumps({"keyframes": rows}))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise MapStoreError(f"cannot write {path}: {exc.strerror or exc}; the map was saved, but evaluation "
+                            "against it will lack bag frame indices — check the disk has space") from None
 
 
 def load_frame_index(map_dir: str | Path) -> dict[Key, int]:
@@ -99,8 +116,8 @@ def load_frame_index(map_dir: str | Path) -> dict[Key, int]:
     try:
         rows = json.loads(path.read_text())["keyframes"]
         return {(str(r), str(s), int(i)): int(f) for r, s, i, f in rows}
-    except (ValueError, KeyError, TypeError) as exc:
-        raise MapStoreError(f"{path} is damaged ({exc}); delete it or save the map again") from exc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise MapStoreError(f"{path} is damaged or unreadable ({exc}); delete it or save the map again") from exc
 
 
 def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic: str,

@@ -89,30 +89,52 @@ class LoopClosureDetector:
         return self._keyframes[key]
 
     def save_map(self, path: str | Path) -> int:
-        """Save every keyframe of the map to ``path``; returns the keyframe count."""
-        save_keyframes(path, self._keyframes, self.model_id, self.model.global_dim,
-                       index_writer=self._index.save)
-        logger.info("saved %d keyframes to %s", len(self._keyframes), path)
+        """Save every keyframe of the map to ``path``; returns the keyframe count.
+
+        ``path`` must be missing, an empty directory or a vpr_ros map (replaced crash-safely);
+        anything else raises MapStoreError and is left untouched, as is the map in memory.
+        """
+        written = save_keyframes(path, self._keyframes, self.model_id, self.model.global_dim,
+                                 index_writer=self._index.save)
+        logger.info("saved %d keyframes to %s", len(self._keyframes), written)
         return len(self._keyframes)
 
     def load_map(self, path: str | Path) -> int:
-        """Add the keyframes saved at ``path``; returns how many. On error the map is unchanged."""
+        """Add the keyframes saved at ``path``; returns how many were added.
+
+        Keyframes already in the map (same robot, session and keyframe id: the same map loaded
+        twice, or a map saved earlier in this session) are skipped, and the count is logged, so
+        loading is idempotent. Any error raises MapStoreError with the map unchanged.
+        """
         _, loaded = load_keyframes(path, self.model_id, load_local=self.config.map.store_local)
         if loaded and loaded[0].global_.shape[0] != self.model.global_dim:
             raise MapStoreError(f"map {path} holds {loaded[0].global_.shape[0]}-d descriptors, the "
                                 f"model gives {self.model.global_dim}-d")
+        present = {(kf.robot_id, kf.session_id, kf.id) for kf in self._keyframes}
+        fresh = []
+        for kf in loaded:
+            ident = (kf.robot_id, kf.session_id, kf.id)
+            if ident not in present:  # also drops duplicates inside one (crafted) map
+                present.add(ident)
+                fresh.append(kf)
         start = len(self._keyframes)
-        keys = np.arange(start, start + len(loaded))
-        if loaded:
-            self._index.add(keys, np.stack([k.global_ for k in loaded]))
-        self._keyframes.extend(loaded)
-        own = [k for k, kf in zip(keys, loaded) if self._is_own(kf)]
+        keys = np.arange(start, start + len(fresh))
+        if fresh:
+            try:
+                self._index.add(keys, np.stack([k.global_ for k in fresh]))
+            except InputError as exc:  # the store checks descriptors, so only a model/map mismatch gets here
+                raise MapStoreError(f"map {path} cannot be indexed: {exc}") from None
+        self._keyframes.extend(fresh)
+        own = [k for k, kf in zip(keys, fresh) if self._is_own(kf)]
         if own:
             # Continuing a saved session: new keyframe ids follow the saved ones.
             self._own_keys.extend(int(k) for k in own)
             self._next_id = max(self._next_id, max(self._keyframes[k].id for k in own) + 1)
-        logger.info("loaded %d keyframes from %s", len(loaded), path)
-        return len(loaded)
+        if len(fresh) < len(loaded):
+            logger.warning("map %s: skipped %d of %d keyframes already in the map (same robot, session and "
+                           "keyframe id)", path, len(loaded) - len(fresh), len(loaded))
+        logger.info("loaded %d keyframes from %s", len(fresh), path)
+        return len(fresh)
 
     def _is_own(self, kf: Keyframe) -> bool:
         det = self.config.detector
