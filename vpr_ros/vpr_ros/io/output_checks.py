@@ -15,17 +15,9 @@ from pathlib import Path
 
 from vpr_ros.core.errors import BagError, MapStoreError
 
-try:  # the store's own rule for what a save may replace (core/atomic_dir.py, issue 8)
-    from vpr_ros.core.atomic_dir import resolve_target as _store_resolve_target
-    from vpr_ros.core.store import classify_dir as _store_classify
-except ImportError:  # a store without it: the basic check below stands in (integrator: drop this)
-    _store_resolve_target = None
+from vpr_ros.core.store import check_save_target
 
-__all__ = ["check_output_dir", "check_map_save_target", "check_map_load_source", "MAP_MARKER"]
-
-#: The file that makes a directory a vpr_ros map (written by core/store.py).
-MAP_MARKER = "map.sqlite"
-
+__all__ = ["check_output_dir", "check_map_save_target", "check_map_load_source"]
 
 def _existing_ancestor(path: Path) -> Path:
     for candidate in (path, *path.parents):
@@ -88,21 +80,7 @@ def check_map_save_target(path: str | Path, *, protected: tuple[str | Path, ...]
         if resolved == other_resolved or resolved in other_resolved.parents:
             raise MapStoreError(f"--map-save {path} would replace {other}, an input of this run; "
                                 "give another directory")
-    if _store_resolve_target is not None:
-        _store_resolve_target(path, _store_classify)  # raises MapStoreError naming the path
-    elif path.exists():
-        if not path.is_dir():
-            raise MapStoreError(f"--map-save {path} is a file; give a directory (missing, empty or "
-                                "an existing vpr_ros map)")
-        try:
-            entries = list(path.iterdir())
-        except OSError as exc:
-            raise MapStoreError(f"--map-save {path} cannot be listed ({exc.strerror}); check its "
-                                "permissions") from None
-        if entries and not (path / MAP_MARKER).is_file():
-            raise MapStoreError(f"--map-save {path} is a non-empty directory that is not a vpr_ros "
-                                f"map (no {MAP_MARKER}); it is left untouched: give a new or empty "
-                                "directory")
+    check_save_target(path)  # the store's own rule: missing, empty, or a vpr_ros map; names the path
     # the store writes a sibling temporary directory and renames it, so the parent must be writable
     parent = resolved.parent
     if parent.exists():
