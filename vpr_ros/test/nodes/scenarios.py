@@ -423,7 +423,7 @@ def autosave(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     common = [*TEST_PARAMS, "-p", "map.autosave_sec:=0.5", "-p", "map.memory_budget_mb:=0.05"]
     ok = NodeProcess(["--ros-args", "-r", "__ns:=/ok", *common, "-p", f"map.save_path:={tmp / 'auto'}"],
                      tmp / "node_auto_ok.log")
-    bad = NodeProcess(["--ros-args", "-r", "__ns:=/bad", *common, "-p", f"map.save_path:={tmp / 'a_file' / 'm'}"],
+    bad = NodeProcess(["--ros-args", "-r", "__ns:=/bad", *common, "-p", f"map.save_path:={tmp / 'blocked'}"],
                       tmp / "node_auto_bad.log")
     status: dict[str, tuple[int, str]] = {}
     for ns in ("ok", "bad"):
@@ -437,6 +437,9 @@ def autosave(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     h.watch("bad")
     wait_ready(h, pubs["ok"], "ok", ok, 20.0)
     wait_ready(h, pubs["bad"], "bad", bad, 20.0)
+    # A user file appears at the save path after startup (startup refuses one that is already there):
+    # every autosave must be refused, counted, and leave the file alone.
+    (tmp / "blocked").write_text("user data")
     msgs = [rgb_to_image_msg(img, stamp) for stamp, img in corridor_revisit(a.frames)[:a.frames]]
     for m in msgs:
         pubs["ok"].publish(m)

@@ -151,7 +151,10 @@ def test_invalid_parameters_stop_startup_with_a_clear_message(run_scenario, tmp_
         "map.load_path": ["-p", f"map.load_path:='{tmp_path / 'missing_map'}'"],
         "detector.min_loop_gap_sec": ["-p", "detector.min_loop_gap_sec:=.inf"],  # overflowed per frame
         "map.save_path": ["-p", "map.save_path:=.."],
+        "map.save_path (a user's folder)": ["-p", f"map.save_path:='{tmp_path / 'user_folder'}'"],
     }
+    (tmp_path / "user_folder").mkdir()
+    (tmp_path / "user_folder" / "notes.txt").write_text("not a map")
     r = run_scenario("invalid_params", "--cases", json.dumps(cases), timeout=60)
     for name, outcome in r.items():
         if name.startswith("_"):
@@ -193,3 +196,4 @@ def test_autosave_survives_sigkill_and_budget_warns(run_scenario, tmp_path):
     assert "autosave failed" in r["log"]
     assert r["rc"][1] == 0 and "at shutdown: could not save" in r["log"], logs  # logged, not a traceback
     assert "Traceback" not in r["log"], logs
+    assert (tmp_path / "blocked").read_text() == "user data"  # refused saves left the user's file alone
