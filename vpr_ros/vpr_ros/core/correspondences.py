@@ -165,16 +165,20 @@ def match_keypoints_in_cells(kp0: npt.ArrayLike, desc0: npt.NDArray[np.generic],
         return empty, empty
     mask = allowed[(r0[in0] * layout0.grid_hw[1] + c0[in0])[:, None],
                    (r1[in1] * layout1.grid_hw[1] + c1[in1])[None, :]]
+    # Only keypoints with at least one allowed partner need descriptor distances.
+    keep0, keep1 = mask.any(axis=1), mask.any(axis=0)
+    in0, in1, mask = in0[keep0], in1[keep1], mask[keep0][:, keep1]
+    if len(in0) == 0 or len(in1) < 2:
+        return empty, empty
     dist = descriptor_distances(desc0[in0], desc1[in1])
     dist[~mask] = np.inf
-    if dist.shape[1] < 2:
-        return empty, empty
-    best = np.argsort(dist, axis=1)[:, :2]
+    top2 = np.argpartition(dist, 1, axis=1)[:, :2]  # the two smallest, unordered
     rows = np.arange(len(in0))
-    d_best = dist[rows, best[:, 0]]
-    d_second = dist[rows, best[:, 1]]
+    d_a, d_b = dist[rows, top2[:, 0]], dist[rows, top2[:, 1]]
+    best = np.where(d_a <= d_b, top2[:, 0], top2[:, 1])
+    d_best, d_second = np.minimum(d_a, d_b), np.maximum(d_a, d_b)
     # Ratio among the allowed keypoints only: a repeated texture elsewhere in the image is no rival.
     ok = np.isfinite(d_best) & (d_best < ratio * d_second)
     back = np.argmin(dist, axis=0)
-    ok &= back[best[:, 0]] == rows
-    return in0[ok], in1[best[ok, 0]]
+    ok &= back[best] == rows
+    return in0[ok], in1[best[ok]]

@@ -182,6 +182,20 @@ def estimate_essential(pixels_match: npt.ArrayLike, pixels_query: npt.ArrayLike,
     if E is None or mask is None or E.shape != (3, 3):
         return _reject("essential", "degenerate", n, scale_known=False)
     inl = mask.reshape(-1).astype(bool)
+    # Parallax left after the best pure rotation (fitted robustly through a homography's inliers):
+    # too little and the translation direction is unobservable, and cheirality is meaningless.
+    b_m, b_q = _bearings(x_m), _bearings(x_q)
+    _, mask_h = cv2.findHomography(x_q, x_m, cv2.USAC_MAGSAC, config.ransac_threshold_px / focal, maxIters=2000)
+    rot_inl = inl if mask_h is None or mask_h.sum() < 3 else mask_h.reshape(-1).astype(bool)
+    R_rot = _kabsch(b_q[rot_inl], b_m[rot_inl])  # b_m ~ R_match_query b_q
+    parallax = np.degrees(np.arccos(np.clip(np.einsum("ij,ij->i", b_q @ R_rot.T, b_m), -1.0, 1.0)))
+    if inl.sum() >= 8 and np.median(parallax[inl]) < config.min_parallax_deg:
+        T_rot = np.eye(4)
+        T_rot[:3, :3] = R_rot
+        T = _to_body(T_rot, match.T_body_cam, query.T_body_cam)
+        T[:3, 3] = 0.0  # no translation was measured
+        fits = int((parallax < np.degrees(config.ransac_threshold_px / focal)).sum())
+        return _reject("homography", "low_parallax", n, fits, T, scale_known=False)
     # recoverPose keeps only points in front of both cameras (cheirality) among the inliers.
     good, R, t, cheiral = cv2.recoverPose(E, x_m[inl], x_q[inl], np.eye(3))
     idx = np.flatnonzero(inl)[cheiral.reshape(-1) > 0]
@@ -191,16 +205,6 @@ def estimate_essential(pixels_match: npt.ArrayLike, pixels_query: npt.ArrayLike,
     T_cam = np.linalg.inv(T_q_m)
     if len(idx) < 8:
         return _reject("essential", "too_few_inliers", n, len(idx), scale_known=False)
-    # Parallax left after the best pure rotation: too little and the direction is unobservable.
-    b_m, b_q = _bearings(x_m[idx]), _bearings(x_q[idx])
-    R_rot = _kabsch(b_q, b_m)  # b_m ~ R_match_query b_q
-    parallax = np.degrees(np.arccos(np.clip(np.einsum("ij,ij->i", b_q @ R_rot.T, b_m), -1.0, 1.0)))
-    if np.median(parallax) < config.min_parallax_deg:
-        T_rot = np.eye(4)
-        T_rot[:3, :3] = R_rot
-        T = _to_body(T_rot, match.T_body_cam, query.T_body_cam)
-        T[:3, 3] = 0.0  # no translation was measured
-        return _reject("homography", "low_parallax", n, len(idx), T, scale_known=False)
     cov_cam, rms = _essential_covariance(T_cam, x_m[idx], x_q[idx], focal)
     # Scale-free: rotate the unit direction into the body axes; the lever arms between camera and
     # body are metric and cannot be added to a direction (small against a loop's baseline).

@@ -47,8 +47,10 @@ def pnp_jacobian(points_query: npt.ArrayLike, fx: float, fy: float) -> F64:
     zero = np.zeros_like(z)
     du = np.stack([fx / z, zero, -fx * x / z ** 2], axis=1)  # (N, 3)
     dv = np.stack([zero, fy / z, -fy * y / z ** 2], axis=1)
-    dX = np.concatenate([np.broadcast_to(-np.eye(3), (len(X), 3, 3)),
-                         np.stack([skew(p) for p in X])], axis=2)  # (N, 3, 6)
+    skews = np.zeros((len(X), 3, 3))
+    skews[:, 0, 1], skews[:, 0, 2], skews[:, 1, 2] = -z, y, -x
+    skews[:, 1, 0], skews[:, 2, 0], skews[:, 2, 1] = z, -y, x
+    dX = np.concatenate([np.broadcast_to(-np.eye(3), (len(X), 3, 3)), skews], axis=2)  # (N, 3, 6)
     J = np.stack([np.einsum("nk,nkj->nj", du, dX), np.einsum("nk,nkj->nj", dv, dX)], axis=1)
     return J.reshape(-1, 6)
 
