@@ -185,7 +185,8 @@ def _accuracy_section(model: Any, data: dict[str, Any]) -> None:
                     est = relative_pose(gq, gm, lay, lay, c0, c1, dataclasses.replace(cfg, method="essential"))
                 errors.append(np.nan if est.T_match_query is None else rotation_error_deg(est.T_match_query, truth))
         e = np.array(errors)
-        print(f"{kind:<12} median {np.nanmedian(e):.3f}  max {np.nanmax(e):.3f}  failed {int(np.isnan(e).sum())}/{len(e)}")
+        failed = int(np.isnan(e).sum())
+        print(f"{kind:<12} median {np.nanmedian(e):.3f}  max {np.nanmax(e):.3f}  failed {failed}/{len(e)}")
 
 
 def run_geometry_bench(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from vpr_ros.core.errors import ConfigError, InputError
 
-__all__ = ["GridLayout", "grid_layout", "detect_keypoints", "match_keypoints_in_cells"]
+__all__ = ["GridLayout", "grid_layout", "detect_keypoints", "descriptor_distances", "match_keypoints_in_cells"]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -113,17 +113,18 @@ def detect_keypoints(image: npt.NDArray[np.uint8], kind: str = "sift", max_keypo
     return pts, desc[order]
 
 
-def descriptor_distances(desc0: npt.NDArray[np.generic], desc1: npt.NDArray[np.generic]) -> F64:
-    """(N0, N1) distances: Hamming for uint8 (binary) descriptors, L2 otherwise."""
+def descriptor_distances(desc0: npt.NDArray[np.generic], desc1: npt.NDArray[np.generic],
+                         ) -> npt.NDArray[np.float32]:
+    """(N0, N1) float32 distances: Hamming for uint8 (binary) descriptors, L2 otherwise."""
     if desc0.dtype == np.uint8:
         bits0 = np.unpackbits(desc0, axis=1).astype(np.float32)
         bits1 = np.unpackbits(desc1, axis=1).astype(np.float32)
         # Hamming = |a| + |b| - 2 a.b on bit vectors; a matrix product instead of a Python loop.
-        return (bits0.sum(1)[:, None] + bits1.sum(1)[None, :] - 2.0 * bits0 @ bits1.T).astype(np.float64)
+        return bits0.sum(1)[:, None] + bits1.sum(1)[None, :] - 2.0 * bits0 @ bits1.T
     d0 = desc0.astype(np.float32)
     d1 = desc1.astype(np.float32)
     sq = (d0 * d0).sum(1)[:, None] + (d1 * d1).sum(1)[None, :] - 2.0 * d0 @ d1.T
-    return np.sqrt(np.maximum(sq, 0.0)).astype(np.float64)
+    return np.sqrt(np.maximum(sq, 0.0, out=sq), out=sq)
 
 
 def _dilate(rows: I64, cols: I64, grid_hw: tuple[int, int], radius: int) -> I64:
@@ -170,8 +171,7 @@ def match_keypoints_in_cells(kp0: npt.ArrayLike, desc0: npt.NDArray[np.generic],
     in0, in1, mask = in0[keep0], in1[keep1], mask[keep0][:, keep1]
     if len(in0) == 0 or len(in1) < 2:
         return empty, empty
-    dist = descriptor_distances(desc0[in0], desc1[in1])
-    dist[~mask] = np.inf
+    dist = np.where(mask, descriptor_distances(desc0[in0], desc1[in1]), np.float32(np.inf))
     top2 = np.argpartition(dist, 1, axis=1)[:, :2]  # the two smallest, unordered
     rows = np.arange(len(in0))
     d_a, d_b = dist[rows, top2[:, 0]], dist[rows, top2[:, 1]]

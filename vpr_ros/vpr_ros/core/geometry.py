@@ -185,10 +185,18 @@ def estimate_essential(pixels_match: npt.ArrayLike, pixels_query: npt.ArrayLike,
     # Parallax left after the best pure rotation (fitted robustly through a homography's inliers):
     # too little and the translation direction is unobservable, and cheirality is meaningless.
     b_m, b_q = _bearings(x_m), _bearings(x_q)
-    _, mask_h = cv2.findHomography(x_q, x_m, cv2.USAC_MAGSAC, config.ransac_threshold_px / focal, maxIters=2000)
-    rot_inl = inl if mask_h is None or mask_h.sum() < 3 else mask_h.reshape(-1).astype(bool)
-    R_rot = _kabsch(b_q[rot_inl], b_m[rot_inl])  # b_m ~ R_match_query b_q
-    parallax = np.degrees(np.arccos(np.clip(np.einsum("ij,ij->i", b_q @ R_rot.T, b_m), -1.0, 1.0)))
+
+    def rotation_fit(use: npt.NDArray[np.bool_]) -> tuple[F64, F64]:
+        R_fit = _kabsch(b_q[use], b_m[use])  # b_m ~ R_match_query b_q
+        return R_fit, np.degrees(np.arccos(np.clip(np.einsum("ij,ij->i", b_q @ R_fit.T, b_m), -1.0, 1.0)))
+    R_rot, parallax = rotation_fit(inl)
+    if inl.sum() >= 8 and np.median(parallax[inl]) < 3 * config.min_parallax_deg:
+        # Near-rotation: refit on a homography's inliers, robust to the outliers E cannot reject
+        # when t ~ 0 (any epipole fits). Skipped for clear translations, where it only costs time.
+        _, mask_h = cv2.findHomography(x_q, x_m, cv2.USAC_MAGSAC, config.ransac_threshold_px / focal,
+                                       maxIters=2000)
+        if mask_h is not None and mask_h.sum() >= 3:
+            R_rot, parallax = rotation_fit(mask_h.reshape(-1).astype(bool))
     if inl.sum() >= 8 and np.median(parallax[inl]) < config.min_parallax_deg:
         T_rot = np.eye(4)
         T_rot[:3, :3] = R_rot
@@ -197,7 +205,7 @@ def estimate_essential(pixels_match: npt.ArrayLike, pixels_query: npt.ArrayLike,
         fits = int((parallax < np.degrees(config.ransac_threshold_px / focal)).sum())
         return _reject("homography", "low_parallax", n, fits, T, scale_known=False)
     # recoverPose keeps only points in front of both cameras (cheirality) among the inliers.
-    good, R, t, cheiral = cv2.recoverPose(E, x_m[inl], x_q[inl], np.eye(3))
+    _, R, t, cheiral = cv2.recoverPose(E, x_m[inl], x_q[inl], np.eye(3))
     idx = np.flatnonzero(inl)[cheiral.reshape(-1) > 0]
     T_q_m = np.eye(4)
     T_q_m[:3, :3] = R
