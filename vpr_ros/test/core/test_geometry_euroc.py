@@ -68,7 +68,7 @@ def _loop(model, euroc, query: str, match: str, stereo: bool, geometry: Geometry
 
 
 @pytest.mark.parametrize("query, match", PAIRS)
-def test_stereo_pnp_recovers_the_ground_truth_pose(model, euroc, query, match):
+def test_stereo_pnp_recovers_the_ground_truth_pose(model, euroc, query, match, tmp_path):
     step = _loop(model, euroc, query, match, stereo=True)
     assert len(step.loop_closures) == 1 and step.geometry_rejection is None
     loop = step.loop_closures[0]
@@ -82,6 +82,9 @@ def test_stereo_pnp_recovers_the_ground_truth_pose(model, euroc, query, match):
     # A few mm and a fraction of a degree: the inliers pin the pose down far better than the
     # residual to ground truth, which is dominated by the dataset's own ~2 deg (see below).
     assert np.sqrt(np.diag(cov)[:3]).max() < 0.02 and np.sqrt(np.diag(cov)[3:]).max() < np.radians(0.5)
+    msg = _read_back(tmp_path, loop)
+    assert msg.relative_pose_valid and msg.translation_scale_known
+    assert msg.relative_pose.pose.position.x == pytest.approx(loop.relative_pose[0, 3])
 
 
 def test_pair_1_0_residual_is_the_ground_truth_not_the_estimator(model, euroc, stereo_geometry):
@@ -98,8 +101,18 @@ def test_pair_1_0_residual_is_the_ground_truth_not_the_estimator(model, euroc, s
     assert np.linalg.norm(fwd[:3, 3] - np.linalg.inv(back)[:3, 3]) < 0.03
 
 
+def _read_back(tmp_path, loop):
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+
+    from vpr_ros.io.bag_writer import write_loop_closures
+    path = write_loop_closures(tmp_path / "lc", [loop], frame_id="map")
+    with AnyReader([path], default_typestore=get_typestore(Stores.EMPTY)) as reader:
+        return [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages()][0]
+
+
 @pytest.mark.parametrize("query, match", PAIRS)
-def test_monocular_essential_rotation_and_direction(model, euroc, query, match):
+def test_monocular_essential_rotation_and_direction(model, euroc, query, match, tmp_path):
     step = _loop(model, euroc, query, match, stereo=False)
     loop = step.loop_closures[0]
     assert loop.relative_pose_valid and loop.geometry_method == "essential"
@@ -108,6 +121,9 @@ def test_monocular_essential_rotation_and_direction(model, euroc, query, match):
     assert rotation_error_deg(loop.relative_pose, truth) < 3.0
     assert direction_error_deg(loop.relative_pose[:3, 3], truth[:3, 3]) < 15.0
     assert np.linalg.norm(loop.relative_pose[:3, 3]) == pytest.approx(1.0)
+    msg = _read_back(tmp_path, loop)  # the message tells backends the scale is unknown
+    assert msg.relative_pose_valid and not msg.translation_scale_known
+    np.testing.assert_allclose(msg.relative_pose.covariance, loop.covariance.reshape(36))
 
 
 def test_without_a_camera_loops_are_unchanged(model, euroc):
