@@ -10,7 +10,7 @@ from vpr_ros.core.camera import PinholeCamera
 from vpr_ros.core.config import GeometryConfig
 from vpr_ros.core.correspondences import grid_layout, match_keypoints_in_cells
 from vpr_ros.core.errors import ConfigError
-from vpr_ros.core.geometry import estimate_essential
+from vpr_ros.core.geometry import estimate_essential, relative_pose
 from vpr_ros.core.keyframe_geometry import depth_points
 from vpr_ros.core.types import KeyframeGeometry
 from vpr_ros.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_images
@@ -134,3 +134,28 @@ def test_depth_points_from_16uc1_and_32fc1():
     assert np.isnan(pts[2]).all()
     np.testing.assert_allclose(depth_points(cam, kp[:2], mm.astype(np.float32) / 1000, 40.0), pts[:2])
     assert np.isnan(depth_points(cam, kp[:1], mm.astype(np.float32), 40.0)).all()  # 2000 m > max depth
+
+
+@pytest.mark.parametrize("with_depth", [200, 3])
+def test_auto_takes_pnp_with_depth_and_falls_back_to_essential(with_depth):
+    # Keypoints with unique descriptors seen from two poses; MNN paired exactly their cells.
+    T = _T([0.02, 0.3, -0.05], [0.6, 0.1, 0.2])
+    rng = np.random.default_rng(2)
+    pq = np.column_stack([rng.uniform(-3, 3, 200), rng.uniform(-2, 2, 200), rng.uniform(3, 10, 200)])
+    pm = pq @ T[:3, :3].T + T[:3, 3]
+    proj = lambda p: (p[:, :2] / p[:, 2:] * 450 + [376, 240]).astype(np.float32)  # noqa: E731
+    desc = rng.normal(size=(200, 128)).astype(np.float32)
+    points = pm.astype(np.float32)
+    points[with_depth:] = np.nan
+    match = KeyframeGeometry(proj(pm), desc, points, HW, K, np.zeros(0))
+    query = KeyframeGeometry(proj(pq), desc, np.full((200, 3), np.nan, np.float32), HW, K, np.zeros(0))
+    layout = grid_layout(HW, (12, 19))
+    rq, cq = layout.cells_of(query.keypoints)
+    rm, cm = layout.cells_of(match.keypoints)
+    inside = (rq >= 0) & (rm >= 0)
+    est = relative_pose(query, match, layout, layout, (rq * 19 + cq)[inside], (rm * 19 + cm)[inside],
+                        GeometryConfig())
+    assert est.valid, est
+    assert est.method == ("pnp" if with_depth == 200 else "essential")
+    assert est.scale_known == (with_depth == 200)
+    assert _angle(est.T_match_query[:3, :3].T @ T[:3, :3]) < 0.2

@@ -209,8 +209,9 @@ class GeometryConfig:
     """Relative pose of accepted loops (vpr_ros.core.geometry): keypoints inside MNN cells -> PnP or essential."""
 
     method: str = dataclasses.field(default="auto", metadata=_meta(
-        "auto: pnp when the match keyframe has depth (stereo/RGB-D), essential with a camera only, off "
-        "without a camera; off never estimates a pose.", choices=GEOMETRY_METHODS))
+        "auto: pnp when the match keyframe has depth (stereo/RGB-D; essential when too few matched "
+        "keypoints have depth), essential with a camera only, nothing without a camera; off never "
+        "estimates a pose.", choices=GEOMETRY_METHODS))
     keypoints: str = dataclasses.field(default="sift", metadata=_meta(
         "Keypoints that refine MNN cells to pixel accuracy (docs/geometry.md compares them).",
         choices=KEYPOINT_TYPES))

@@ -246,5 +246,8 @@ def relative_pose(query: KeyframeGeometry, match: KeyframeGeometry, layout_query
     if method == "pnp":
         X = match.points3d[im].astype(np.float64)
         has = np.all(np.isfinite(X), axis=1)
-        return estimate_pnp(X[has], query.keypoints[iq[has]], query, match.T_body_cam, config, seed)
+        est = estimate_pnp(X[has], query.keypoints[iq[has]], query, match.T_body_cam, config, seed)
+        # auto: too few matched keypoints with depth (sparse RGB-D, far scene) still allow a scale-free pose.
+        if config.method == "pnp" or est.reason != "too_few_correspondences":
+            return est
     return estimate_essential(match.keypoints[im], query.keypoints[iq], match, query, config, seed)
