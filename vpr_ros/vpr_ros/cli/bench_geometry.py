@@ -123,23 +123,29 @@ def _timing_section(model: Any, data: dict[str, Any], repeats: int) -> None:
                           .reshape(61, 61, -1)[:, :, :112], 0.05 * rng.normal(size=(61, 61, 16))], axis=2)
           for r in real]
     maps["SelaVPR 61x61x128 real-like"] = tuple(_normalise(np.stack(up).astype(np.float32)))
-    print(f"per-candidate time, ms (p50 / p95 / mean over {repeats}), {platform.processor() or platform.machine()}")
+    print(f"per-candidate time, ms (p50 / p95 / mean over {repeats}; the three steps interleaved per repeat "
+          f"so machine load hits all alike), {platform.processor() or platform.machine()}")
     print(f"{'local map':<28}{'MNN pairs':>10}  {'MNN alone':>22}  {'MNN+refine+PnP':>22}  {'MNN+refine+essential':>22}")
     for name, (l0, l1) in maps.items():
         grid = l0.shape[:2]
         lay_q, lay_m = grid_layout(gq.image_hw, grid), grid_layout(gm.image_hw, grid)
-        n_pairs = len(mnn_pairs(l0, l1)[0])
-        cells = {}
-
-        def mnn() -> None:
-            cells["c"] = mnn_pairs(l0, l1)
-
-        def full(method: str) -> None:
+        samples: dict[str, list[float]] = {"mnn": [], "pnp": [], "essential": []}
+        for i in range(repeats + 1):  # the first round is a warm-up
+            t0 = time.perf_counter()
             c0, c1 = mnn_pairs(l0, l1)
-            relative_pose(gq, gm, lay_q, lay_m, c0, c1, dataclasses.replace(cfg, method=method))
-        cols = [_time(mnn, repeats), _time(lambda: full("pnp"), repeats), _time(lambda: full("essential"), repeats)]
-        text = [f"{s['p50']:.2f} / {s['p95']:.2f} / {s['mean']:.2f}" for s in cols]
-        print(f"{name:<28}{n_pairs:>10}  {text[0]:>22}  {text[1]:>22}  {text[2]:>22}")
+            t1 = time.perf_counter()
+            relative_pose(gq, gm, lay_q, lay_m, c0, c1, dataclasses.replace(cfg, method="pnp"))
+            t2 = time.perf_counter()
+            relative_pose(gq, gm, lay_q, lay_m, c0, c1, dataclasses.replace(cfg, method="essential"))
+            t3 = time.perf_counter()
+            if i:
+                samples["mnn"].append((t1 - t0) * 1e3)
+                samples["pnp"].append((t2 - t0) * 1e3)
+                samples["essential"].append((t1 - t0 + t3 - t2) * 1e3)
+        stats = latency_stats(samples)
+        text = [f"{stats[k]['p50']:.2f} / {stats[k]['p95']:.2f} / {stats[k]['mean']:.2f}"
+                for k in ("mnn", "pnp", "essential")]
+        print(f"{name:<28}{len(c0):>10}  {text[0]:>22}  {text[1]:>22}  {text[2]:>22}")
     print(f"per keyframe (once, not per candidate): SIFT keypoints + stereo points {kp_stats['p50']:.1f} ms p50")
 
 
