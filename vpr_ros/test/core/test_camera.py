@@ -100,3 +100,10 @@ def test_depth_from_raw_16uc1_and_32fc1():
     assert big.dtype == np.float32 and big[0, 0] == 1.5 and np.isnan(big[0, 1])
     with pytest.raises(InputError, match="16UC1"):
         depth_from_raw("rgb8", 1, 1, 3, b"abc")
+
+
+def test_equidistant_round_trip():
+    cam = PinholeCamera(np.array([[300.0, 0, 320], [0, 300, 240], [0, 0, 1]]), [0.1, -0.05, 0.01, -0.002],
+                        640, 480, "equidistant")
+    pts = np.array([[0.3, -0.2, 1.0], [-0.9, 0.5, 1.0], [0.0, 0.0, 1.0]])
+    np.testing.assert_allclose(cam.undistort_points(cam.project(pts)), pts[:, :2], atol=1e-6)
