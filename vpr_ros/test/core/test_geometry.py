@@ -159,3 +159,19 @@ def test_auto_takes_pnp_with_depth_and_falls_back_to_essential(with_depth):
     assert est.method == ("pnp" if with_depth == 200 else "essential")
     assert est.scale_known == (with_depth == 200)
     assert _angle(est.T_match_query[:3, :3].T @ T[:3, :3]) < 0.2
+
+
+@pytest.mark.parametrize("n", [0, 3, 7, 8, 9, 12, 25])
+def test_few_or_random_correspondences_never_raise(n):
+    # A callback must not lose a frame to an OpenCV error on a degenerate loop.
+    from vpr_ros.core.geometry import estimate_pnp
+    rng = np.random.default_rng(n)
+    pm, pq = rng.uniform([0, 0], [752, 480], (n, 2)), rng.uniform([0, 0], [752, 480], (n, 2))
+    X = rng.uniform([-2, -2, 2], [2, 2, 8], (n, 3))
+    # min_inliers=6 lets the small sets reach the estimators (the point: no exception) ...
+    loose = GeometryConfig(min_inliers=6)
+    estimate_essential(pm, pq, _geometry(pm), _geometry(pq), loose)
+    estimate_pnp(X, pq, _geometry(pq), np.eye(4), loose)
+    # ... and with the default threshold none of them is a valid pose.
+    assert not estimate_essential(pm, pq, _geometry(pm), _geometry(pq), GeometryConfig()).valid
+    assert not estimate_pnp(X, pq, _geometry(pq), np.eye(4), GeometryConfig()).valid

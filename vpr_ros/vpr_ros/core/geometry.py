@@ -182,6 +182,8 @@ def estimate_essential(pixels_match: npt.ArrayLike, pixels_query: npt.ArrayLike,
     if E is None or mask is None or E.shape != (3, 3):
         return _reject("essential", "degenerate", n, scale_known=False)
     inl = mask.reshape(-1).astype(bool)
+    if inl.sum() < 8:
+        return _reject("essential", "too_few_inliers", n, int(inl.sum()), scale_known=False)
     # Parallax left after the best pure rotation (fitted robustly through a homography's inliers):
     # too little and the translation direction is unobservable, and cheirality is meaningless.
     b_m, b_q = _bearings(x_m), _bearings(x_q)
@@ -190,14 +192,14 @@ def estimate_essential(pixels_match: npt.ArrayLike, pixels_query: npt.ArrayLike,
         R_fit = _kabsch(b_q[use], b_m[use])  # b_m ~ R_match_query b_q
         return R_fit, np.degrees(np.arccos(np.clip(np.einsum("ij,ij->i", b_q @ R_fit.T, b_m), -1.0, 1.0)))
     R_rot, parallax = rotation_fit(inl)
-    if inl.sum() >= 8 and np.median(parallax[inl]) < 3 * config.min_parallax_deg:
+    if np.median(parallax[inl]) < 3 * config.min_parallax_deg:
         # Near-rotation: refit on a homography's inliers, robust to the outliers E cannot reject
         # when t ~ 0 (any epipole fits). Skipped for clear translations, where it only costs time.
         _, mask_h = cv2.findHomography(x_q, x_m, cv2.USAC_MAGSAC, config.ransac_threshold_px / focal,
                                        maxIters=2000)
         if mask_h is not None and mask_h.sum() >= 3:
             R_rot, parallax = rotation_fit(mask_h.reshape(-1).astype(bool))
-    if inl.sum() >= 8 and np.median(parallax[inl]) < config.min_parallax_deg:
+    if np.median(parallax[inl]) < config.min_parallax_deg:
         T_rot = np.eye(4)
         T_rot[:3, :3] = R_rot
         T = _to_body(T_rot, match.T_body_cam, query.T_body_cam)
