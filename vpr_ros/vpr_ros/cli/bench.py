@@ -1,4 +1,4 @@
-"""``vpr-ros bench pipeline|models|node``: speed and memory benchmarks (never timed tests)."""
+"""``vpr-ros bench pipeline|models|node|geometry``: speed and memory benchmarks (never timed tests)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ TARGETS = {
                "SelaVPR/CricaVPR backends side by side against the eager fp32 forward"),
     "node": ("vpr_ros.cli.bench_node", "add_arguments", "run_node_bench",
              "ROS node overhead and image-to-LoopClosure latency (needs the ROS 2 wheels)"),
+    "geometry": ("vpr_ros.cli.bench_geometry", "add_arguments", "run_geometry_bench",
+                 "relative pose per candidate: MNN alone vs MNN + refinement + pose; errors on EuRoC"),
 }
 
 

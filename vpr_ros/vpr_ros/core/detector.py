@@ -7,10 +7,11 @@ an earlier session loaded from disk) and the FAISS index over it. It never sees 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -18,9 +19,11 @@ import numpy.typing as npt
 from vpr_ros.core.config import Config
 from vpr_ros.core.errors import ConfigError, InputError, MapStoreError, StampOrderError
 from vpr_ros.core.index import KeyframeIndex, l2_normalise
+from vpr_ros.core.keyframe_geometry import frame_geometry
 from vpr_ros.core.keyframes import ConsistencyFilter, KeyframeSelector, is_excluded
+from vpr_ros.core.loop_geometry import LoopGeometry
 from vpr_ros.core.store import load_keyframes, save_keyframes
-from vpr_ros.core.types import Candidate, Descriptors, Frame, Keyframe, LoopClosure, Verification
+from vpr_ros.core.types import Candidate, Descriptors, Frame, Keyframe, KeyframeGeometry, LoopClosure, Verification
 from vpr_ros.core.verification import Verifier
 
 __all__ = ["Extractor", "StepResult", "LoopClosureDetector"]
@@ -48,6 +51,8 @@ class StepResult:
     verifications: list[Verification]
     loop_closures: list[LoopClosure]
     timings_ms: dict[str, float]
+    # Why the accepted loop got no valid pose (geometry.REJECTION_REASONS), None if it did or none ran.
+    geometry_rejection: str | None = None
 
 
 class LoopClosureDetector:
@@ -63,6 +68,7 @@ class LoopClosureDetector:
         self._selector = KeyframeSelector(config.keyframes)
         self._verifier = Verifier(config.verify)
         self._consistency = ConsistencyFilter(config.verify)
+        self._geometry = LoopGeometry(config.geometry, model)
         self.reset()
 
     # -- map -------------------------------------------------------------------------------
@@ -150,16 +156,22 @@ class LoopClosureDetector:
         desc = self.model.extract([frame.image])
         extract_ms = (time.perf_counter() - t0) * 1e3
         local = None if desc.local is None else desc.local[0]
-        result = self.process_descriptors(frame.stamp_ns, desc.global_[0], local, frame.pose)
+        # Keypoints (+ depth) only for frames that become keyframes, and only with a camera.
+        geometry = None if frame.camera is None else functools.partial(frame_geometry, frame, self.config.geometry)
+        result = self.process_descriptors(frame.stamp_ns, desc.global_[0], local, frame.pose, geometry)
         result.timings_ms["extract"] = extract_ms
         result.timings_ms["total"] += extract_ms
         return result
 
     def process_descriptors(self, stamp_ns: int, global_: npt.ArrayLike, local: npt.ArrayLike | None,
-                            pose: npt.ArrayLike | None = None) -> StepResult:
+                            pose: npt.ArrayLike | None = None,
+                            geometry: KeyframeGeometry | Callable[[], KeyframeGeometry | None] | None = None,
+                            ) -> StepResult:
         """Run selection, retrieval and verification on precomputed descriptors of one frame.
 
-        global_: (D,) float32; local: (h, w, c) float32 or None; pose: (4, 4) world_T_body or None.
+        global_: (D,) float32; local: (h, w, c) float32 or None; pose: (4, 4) world_T_body or None;
+        geometry: keypoints (+ 3-D points) of the frame for relative poses (``frame_geometry``), or a
+        function computing them, called only when the frame becomes a keyframe.
         """
         t0 = time.perf_counter()
         stamp_ns = int(stamp_ns)
@@ -177,11 +189,16 @@ class LoopClosureDetector:
         if reason is not None:
             timings["total"] = timings["select"]
             return StepResult(stamp_ns, None, reason, [], [], timings)
+        if callable(geometry):
+            t_kp = time.perf_counter()
+            geometry = geometry()
+            timings["keypoints"] = (time.perf_counter() - t_kp) * 1e3
         det = self.config.detector
         local_arr = None if local is None else np.ascontiguousarray(local, np.float32)
         kf = Keyframe(id=self._next_id, stamp_ns=stamp_ns, robot_id=det.robot_id,
                       session_id=det.session_id, global_=g,
-                      local=local_arr if self.config.map.store_local else None, pose=pose_arr)
+                      local=local_arr if self.config.map.store_local else None, pose=pose_arr,
+                      geometry=geometry)
 
         t1 = time.perf_counter()
         exclude = {k for k in self._own_keys[-self._exclusion_span(kf):] if is_excluded(kf, self._keyframes[k], det)}
@@ -197,8 +214,15 @@ class LoopClosureDetector:
         match = None if best is None else self._keyframes[best.candidate.keyframe_id]
         streak = self._consistency.update(kf.id, match)
         loops = []
+        rejection = None
+        t4 = time.perf_counter()
         if best is not None and streak >= self.config.verify.temporal_consistency:
-            loops.append(self._loop(kf, match, best, streak))
+            estimate = self._geometry.estimate(kf, match)
+            loop = self._geometry.apply(self._loop(kf, match, best, streak), estimate)
+            rejection = estimate.reason if estimate is not None and not estimate.valid else None
+            if loop is not None:
+                loops.append(loop)
+        timings["geometry"] = (time.perf_counter() - t4) * 1e3
 
         key = len(self._keyframes)
         self._keyframes.append(kf)
@@ -209,7 +233,7 @@ class LoopClosureDetector:
         timings["search"] = (t2 - t1) * 1e3
         timings["verify"] = (t3 - t2) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        return StepResult(stamp_ns, kf, None, verifications, loops, timings)
+        return StepResult(stamp_ns, kf, None, verifications, loops, timings, rejection)
 
     def _check_stamp(self, stamp_ns: int) -> None:
         if self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Frame", "Descriptors", "Keyframe", "Candidate", "Verification", "LoopClosure"]
+if TYPE_CHECKING:  # types.py stays importable by models without pulling in OpenCV
+    from vpr_ros.core.camera import PinholeCamera, StereoRig
+
+__all__ = ["Frame", "Descriptors", "Keyframe", "KeyframeGeometry", "Candidate", "Verification", "LoopClosure"]
 
 F32 = npt.NDArray[np.float32]
 
@@ -17,11 +21,18 @@ class Frame:
     """One camera frame entering the pipeline.
 
     image: (H, W, 3) uint8 RGB. pose: optional (4, 4) float64 world_T_body from odometry.
+    Geometry inputs (all optional): camera: the calibration of ``image``; depth: (H, W) aligned
+    depth, uint16 millimetres (16UC1) or float32 metres (32FC1), 0/NaN = no depth; right: (H, W, 3)
+    uint8 RGB right image of a stereo pair described by ``stereo``.
     """
 
     stamp_ns: int
     image: npt.NDArray[np.uint8]
     pose: npt.NDArray[np.float64] | None = None
+    camera: PinholeCamera | None = None
+    depth: npt.NDArray[np.generic] | None = None
+    right: npt.NDArray[np.uint8] | None = None
+    stereo: StereoRig | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +51,31 @@ class Descriptors:
 
 
 @dataclasses.dataclass
+class KeyframeGeometry:
+    """Sparse keypoints of a keyframe for relative-pose estimation (plain arrays, easy to store).
+
+    keypoints: (N, 2) float32 pixels of the original image (distorted, as detected).
+    descriptors: (N, B) uint8 (binary) or (N, B) float32 keypoint descriptors.
+    points3d: (N, 3) float32 in the keyframe's camera frame, metres; NaN rows have no depth.
+    image_hw: (height, width) of the original image. K: (3, 3) float64; D: (k,) float64 distortion
+    of ``distortion_model``; T_body_cam: (4, 4) float64 pose of the camera in the body frame.
+    """
+
+    keypoints: F32
+    descriptors: npt.NDArray[np.generic]
+    points3d: F32
+    image_hw: tuple[int, int]
+    K: npt.NDArray[np.float64]
+    D: npt.NDArray[np.float64]
+    distortion_model: str = "plumb_bob"
+    T_body_cam: npt.NDArray[np.float64] = dataclasses.field(default_factory=lambda: np.eye(4))
+
+    @property
+    def has_depth(self) -> bool:
+        return bool(np.isfinite(self.points3d[:, 2]).sum()) if len(self.points3d) else False
+
+
+@dataclasses.dataclass
 class Keyframe:
     """A keyframe stored in the map.
 
@@ -55,6 +91,7 @@ class Keyframe:
     global_: F32
     local: F32 | None = None
     pose: npt.NDArray[np.float64] | None = None
+    geometry: KeyframeGeometry | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +131,11 @@ class Verification:
 class LoopClosure:
     """A verified loop closure: everything vpr_ros_msgs/LoopClosure carries, ROS-free.
 
-    relative_pose: (4, 4) float64 T_match_query or None; covariance: (6, 6) float64 or None.
+    relative_pose: (4, 4) float64 T_match_query (query body in the match body frame) or None;
+    covariance: (6, 6) float64 over (x, y, z, rot_x, rot_y, rot_z) of the perturbation
+    T = T_est * exp(delta) in the query body frame, or None. translation_scale_known: False for
+    monocular poses, whose translation is a unit direction. geometry_method: "pnp", "essential",
+    "homography" or "" (no geometry ran); geometry_rejection: why the pose is missing ("" if none).
     """
 
     query_id: int
@@ -117,6 +158,9 @@ class LoopClosure:
     descriptor_dim: int
     relative_pose: npt.NDArray[np.float64] | None = None
     covariance: npt.NDArray[np.float64] | None = None
+    translation_scale_known: bool = True
+    geometry_method: str = ""
+    geometry_rejection: str = ""
 
     @property
     def relative_pose_valid(self) -> bool:

@@ -55,5 +55,6 @@ def loop_closure_fields(lc: LoopClosure) -> dict[str, Any]:
         "local_features": int(lc.local_features), "geometric_inliers": int(lc.geometric_inliers),
         "score": float(lc.score), "consistent_keyframes": int(lc.consistent_keyframes),
         "relative_pose_valid": bool(lc.relative_pose_valid),
+        "translation_scale_known": bool(lc.translation_scale_known),
         "descriptor_model": lc.descriptor_model, "descriptor_dim": int(lc.descriptor_dim),
     }
