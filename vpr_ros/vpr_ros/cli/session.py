@@ -61,6 +61,7 @@ class ReplayResult:
     stats: ReadStats
     model_id: str
     descriptor_dim: int
+    odometry_rejected: int = 0  # own-stream candidates the odometry gate dropped before verification
     _lookup: dict[Key, KeyframeRecord] = dataclasses.field(default_factory=dict, init=False, repr=False)
 
     def record(self, key: Key) -> KeyframeRecord:
@@ -110,6 +111,7 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
     loops: list[LoopClosure] = []
     timings: dict[str, list[float]] = {}
     frames = 0
+    gated = 0
     with ImageBag(bag_path, image_topic, pose_topic) as bag:
         bar = tqdm(total=bag.num_images if max_frames is None else min(max_frames, bag.num_images),
                    # None: tqdm draws only on a terminal, so CI logs stay readable.
@@ -122,6 +124,7 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
                 step = detector.process(frame)
                 frames += 1
                 bar.update(1)
+                gated += step.odometry_rejected
                 for stage, ms in step.timings_ms.items():
                     timings.setdefault(stage, []).append(ms)
                 if step.keyframe is None:
@@ -141,4 +144,4 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
             bar.close()
         stats = bag.stats
     return ReplayResult(records, num_map, outcomes, loops, timings, frames, stats,
-                        detector.model_id, int(detector.model.global_dim))
+                        detector.model_id, int(detector.model.global_dim), gated)

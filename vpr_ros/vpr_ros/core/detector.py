@@ -19,6 +19,7 @@ from vpr_ros.core.config import Config
 from vpr_ros.core.errors import ConfigError, InputError, MapStoreError, StampOrderError
 from vpr_ros.core.index import KeyframeIndex, l2_normalise
 from vpr_ros.core.keyframes import ConsistencyFilter, KeyframeSelector, is_excluded
+from vpr_ros.core.odometry_gate import OdometryGate
 from vpr_ros.core.store import load_keyframes, save_keyframes
 from vpr_ros.core.types import Candidate, Descriptors, Frame, Keyframe, LoopClosure, Verification
 from vpr_ros.core.verification import Verifier
@@ -48,6 +49,7 @@ class StepResult:
     verifications: list[Verification]
     loop_closures: list[LoopClosure]
     timings_ms: dict[str, float]
+    odometry_rejected: int = 0  # candidates of the own stream dropped by the odometry gate
 
 
 class LoopClosureDetector:
@@ -63,6 +65,7 @@ class LoopClosureDetector:
         self._selector = KeyframeSelector(config.keyframes)
         self._verifier = Verifier(config.verify)
         self._consistency = ConsistencyFilter(config.verify)
+        self._gate = OdometryGate(config.odometry_gate)
         self.reset()
 
     # -- map -------------------------------------------------------------------------------
@@ -72,6 +75,7 @@ class LoopClosureDetector:
         self._index = KeyframeIndex(self.model.global_dim, self.config.index)
         self._selector.reset()
         self._consistency.reset()
+        self._gate.reset()
         self._next_id = 0
         self._last_stamp_ns: int | None = None
         self._own_keys: list[int] = []
@@ -164,6 +168,7 @@ class LoopClosureDetector:
         t1 = time.perf_counter()
         exclude = {k for k in self._own_keys[-self._exclusion_span(kf):] if is_excluded(kf, self._keyframes[k], det)}
         keys, sims = self._index.search(g, self.config.index.top_k, exclude)
+        keys, sims, gated = self._odometry_gate(len(self._keyframes), pose_arr, keys, sims)
         t2 = time.perf_counter()
         verifications = [
             self._verifier.verify(local_arr, Candidate(int(key), float(sim), rank), self._keyframes[key].local)
@@ -187,7 +192,20 @@ class LoopClosureDetector:
         timings["search"] = (t2 - t1) * 1e3
         timings["verify"] = (t3 - t2) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        return StepResult(stamp_ns, kf, None, verifications, loops, timings)
+        return StepResult(stamp_ns, kf, None, verifications, loops, timings, gated)
+
+    def _odometry_gate(self, key: int, pose: npt.NDArray[np.float64] | None, keys: npt.NDArray[np.int64],
+                       sims: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], int]:
+        """Drop own-stream candidates farther from the new keyframe ``key`` than odometry drift allows."""
+        if not self.config.odometry_gate.enabled:
+            return keys, sims, 0
+        self._gate.add(key, pose)
+        keep = np.ones(len(keys), bool)
+        for i, k in enumerate(keys):
+            if self._is_own(self._keyframes[k]):  # other robots/sessions share no odometry with us
+                decision = self._gate.check(key, int(k))
+                keep[i] = decision is None or decision.accepted
+        return keys[keep], sims[keep], int((~keep).sum())
 
     def _check_stamp(self, stamp_ns: int) -> None:
         if self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
