@@ -81,7 +81,7 @@ def _path(num_ref: int, num_query: int, spacing_m: float, return_offset_m: float
 def simulated_trajectory(num_ref: int, num_query: int, *, spacing_m: float = 1.0, seed: int = 0,
                          translation_noise: float = 0.02, yaw_noise_deg_per_m: float = 0.3,
                          tilt_noise_deg_per_m: float = 0.03, turn_noise: float = 0.01,
-                         return_offset_m: float = 3.0, lane_offset_m: float = 0.5) -> SimulatedRun:
+                         return_offset_m: float = 3.0, lane_offset_m: float = 0.25) -> SimulatedRun:
     """SIMULATED two-lap corridor run: ground truth and seeded noisy odometry of every filmed frame.
 
     translation_noise: per-axis translation sigma as a fraction of each step; yaw/tilt noise: sigma

@@ -33,6 +33,7 @@ from vpr_ros.core.errors import ConfigError, InputError
 from vpr_ros.core.odometry_gate import motion_increment
 
 __all__ = ["PoseGraphOptions", "LoopEdge", "PoseGraphResult", "ROBUST_METHODS", "optimize_pose_graph",
+           "pose_graph_edges",
            "odometry_covariance", "same_place_covariance"]
 
 F64 = npt.NDArray[np.float64]
@@ -135,30 +136,46 @@ def _noise(options: PoseGraphOptions, cov_ros: F64, robust: bool) -> gtsam.noise
     return gtsam.noiseModel.Robust.Create(kernel, gaussian)
 
 
+def _check_poses(odometry: Sequence[F64] | F64) -> F64:
+    poses = np.asarray(odometry, np.float64)
+    if poses.ndim != 3 or poses.shape[1:] != (4, 4) or len(poses) == 0 or not np.all(np.isfinite(poses)):
+        raise InputError("pose graph needs (N, 4, 4) finite keyframe poses, N >= 1")
+    return poses
+
+
+def pose_graph_edges(odometry: Sequence[F64] | F64, loops: Sequence[LoopEdge],
+                     options: PoseGraphOptions | None = None) -> list[tuple[int, int, F64, F64]]:
+    """Every edge of the graph as (from, to, T_from_to (4, 4), ROS-layout covariance (6, 6)):
+    the N-1 odometry edges first, then one per loop (from = match, to = query)."""
+    options = options or PoseGraphOptions()
+    poses = _check_poses(odometry)
+    n = len(poses)
+    edges = []
+    for i in range(n - 1):
+        step = np.linalg.solve(poses[i], poses[i + 1])
+        edges.append((i, i + 1, step, odometry_covariance(options, step)))
+    for edge in loops:
+        if not (0 <= edge.query < n and 0 <= edge.match < n) or edge.query == edge.match:
+            raise InputError(f"loop {edge.match}->{edge.query} does not join two of the {n} keyframes")
+        measured, cov = _loop_measurement(options, edge)
+        edges.append((edge.match, edge.query, measured, cov))
+    return edges
+
+
 def optimize_pose_graph(odometry: Sequence[F64] | F64, loops: Sequence[LoopEdge],
                         options: PoseGraphOptions | None = None) -> PoseGraphResult:
     """Optimise keyframe poses ``odometry`` ((N, 4, 4) world_T_body in stream order) with ``loops``."""
     options = options or PoseGraphOptions()
-    poses = np.asarray(odometry, np.float64)
-    if poses.ndim != 3 or poses.shape[1:] != (4, 4) or len(poses) == 0 or not np.all(np.isfinite(poses)):
-        raise InputError("pose graph needs (N, 4, 4) finite keyframe poses, N >= 1")
+    poses = _check_poses(odometry)
     n = len(poses)
     graph = gtsam.NonlinearFactorGraph()
     initial = gtsam.Values()
     for i, p in enumerate(poses):
         initial.insert(i, gtsam.Pose3(p))
     graph.add(gtsam.PriorFactorPose3(0, gtsam.Pose3(poses[0]), gtsam.noiseModel.Isotropic.Sigma(6, 1e-6)))
-    for i in range(n - 1):
-        step = np.linalg.solve(poses[i], poses[i + 1])
-        graph.add(gtsam.BetweenFactorPose3(i, i + 1, gtsam.Pose3(step),
-                                           _noise(options, odometry_covariance(options, step), False)))
-    first_loop = graph.size()
-    for edge in loops:
-        if not (0 <= edge.query < n and 0 <= edge.match < n) or edge.query == edge.match:
-            raise InputError(f"loop {edge.match}->{edge.query} does not join two of the {n} keyframes")
-        measured, cov = _loop_measurement(options, edge)
-        graph.add(gtsam.BetweenFactorPose3(edge.match, edge.query, gtsam.Pose3(measured),
-                                           _noise(options, cov, True)))
+    first_loop = n  # the prior and the n-1 odometry factors come first
+    for k, (i, j, rel, cov) in enumerate(pose_graph_edges(poses, loops, options)):
+        graph.add(gtsam.BetweenFactorPose3(i, j, gtsam.Pose3(rel), _noise(options, cov, k >= n - 1)))
     t0 = time.perf_counter()
     params = gtsam.LevenbergMarquardtParams()
     params.setMaxIterations(100)
