@@ -92,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
         save_frame_index(args.map_save, result.records)
     metrics = write_report(args.out, result, gt, frame_id=config.detector.map_frame)
     print(summary(metrics, Path(args.out)))
+    if args.optimize:
+        from vpr_ros.cli.optimize import run_optimize_step  # gtsam/evo only when asked for
+
+        run_optimize_step(args.out, detector, result.loop_closures)
     return 0
 
 
@@ -137,5 +141,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="with --gt-npy on a single stream: the query traversal starts at frame N")
     p.add_argument("--out", required=True, help="output folder (its loop_closures/ bag must not exist)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--optimize", action="store_true",
+                   help="optimise a pose graph of odometry + loops (GTSAM) and export g2o/TUM (needs --odom-topic)")
     p.set_defaults(func=run)
     return p
