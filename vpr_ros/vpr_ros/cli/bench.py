@@ -1,4 +1,4 @@
-"""``vpr-ros bench pipeline|models|node``: speed and memory benchmarks (never timed tests)."""
+"""``vpr-ros bench pipeline|models|node|posegraph``: speed and memory benchmarks (never timed tests)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ TARGETS = {
                "SelaVPR/CricaVPR backends side by side against the eager fp32 forward"),
     "node": ("vpr_ros.cli.bench_node", "add_arguments", "run_node_bench",
              "ROS node overhead and image-to-LoopClosure latency (needs the ROS 2 wheels)"),
+    "posegraph": ("vpr_ros.cli.bench_posegraph", "add_arguments", "run_posegraph_bench",
+                  "pose-graph optimisation time for 1k and 10k keyframes (GTSAM, robust methods)"),
 }
 
 
