@@ -88,6 +88,12 @@ class LoopClosureDetector:
     def keyframes(self) -> Sequence[Keyframe]:
         return tuple(self._keyframes)
 
+    @property
+    def odometry_gate(self) -> OdometryGate:
+        """The gate with the odometer of this stream's keyframes (keys = map keys), e.g. to test a
+        measured relative pose after verification with ``odometry_gate.check(q, m, T, cov)``."""
+        return self._gate
+
     def keyframe(self, key: int) -> Keyframe:
         """Keyframe by its map key (position in the map; equals ``id`` for a single stream)."""
         return self._keyframes[key]
