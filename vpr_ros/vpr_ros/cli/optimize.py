@@ -136,7 +136,7 @@ def format_optimize_summary(metrics: Mapping[str, Any]) -> str:
     if not graph:
         return "pose graph: not built (no keyframes with odometry)"
     lines = [f"pose graph: {graph['keyframes']} keyframes, {graph['loop_edges']} loops "
-             f"({graph['loops_rejected_by_optimizer']} rejected by {graph['robust']}, "
+             f"({graph['loops_rejected_by_optimizer']} down-weighted below 0.5 by {graph['robust']}, "
              f"{graph['loops_skipped']} across sessions skipped), optimised in {graph['optimize_ms']:.0f} ms"]
     if metrics.get("ate_before_m") is not None:
         lines.append(f"ATE vs {metrics['ate_ground_truth']} ({metrics['ate_alignment']}): before "

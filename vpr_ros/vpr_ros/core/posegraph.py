@@ -15,7 +15,8 @@ Factors (covariances in the ROS layout [x, y, z, rx, ry, rz], body frame of the 
 Robust methods (``robust``): ``gnc`` = graduated non-convexity with a truncated quadratic loss
 (GTSAM ``GncLMOptimizer``; odometry and prior are known inliers, each loop gets a weight in [0, 1]);
 ``cauchy`` / ``huber`` = an M-estimator kernel on the loop factors; ``none`` = plain least squares.
-Measured on the simulated Corridor run (``docs/pose_graph.md``), GNC is the default.
+Measured (``docs/pose_graph.md``): GNC and Cauchy both keep the simulated map intact with 10% wrong
+loops (Huber does not at 1k keyframes), and Cauchy is 20-30x faster, so it is the default.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class PoseGraphOptions:
     same_place_sigma_m: float = 1.5         # appearance-only loop: how far apart "same place" can be
     same_place_sigma_deg: float = 10.0      # ... and how differently the two keyframes can look
     unknown_scale_sigma_m: float = 1e3      # monocular loops: translation left to odometry
-    robust: str = "gnc"
+    robust: str = "cauchy"
     kernel_width: float = 1.0               # Cauchy/Huber width in standard deviations
     gnc_inlier_probability: float = 0.99    # GNC chi-square inlier threshold (6 dof)
 
