@@ -1,8 +1,9 @@
 """``vpr-ros bench posegraph``: pose-graph optimisation time for 1k and 10k keyframes.
 
-The graph is the SIMULATED two-lap corridor scaled up (``cli/simulated.py``): N/2 keyframes per
-lap, one appearance-only loop per lap-2 keyframe, plus 10% wrong loops between places >= 10 m
-apart. Each robust method is timed (first run untimed as warm-up), and the ATE is reported so a fast
+The graph is the SIMULATED two-lap corridor (``cli/simulated.py``) sampled denser: N/2 keyframes
+per lap along ``--lap-length-m`` (the Corridor's 110 m by default, so the drift stays that of the
+demo), one appearance-only loop per lap-2 keyframe, plus 10% wrong loops between places at least
+10 % of a lap apart. Each robust method is timed (first run untimed as warm-up), and the ATE is reported so a fast
 but wrecked result is visible.
 """
 
@@ -27,28 +28,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per size and method")
     parser.add_argument("--wrong-fraction", type=float, default=0.10, help="wrong loops per true loop")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lap-length-m", type=float, default=110.0,
+                        help="corridor length; 0 = 1 m per keyframe (N/2 metres: far more drift)")
 
 
-def _graph(size: int, wrong_fraction: float, seed: int) -> tuple:
+def _graph(size: int, wrong_fraction: float, seed: int, lap_length_m: float) -> tuple:
     lap = size // 2
-    run = simulated_trajectory(lap, lap, seed=seed)
+    spacing = lap_length_m / (lap - 1) if lap_length_m > 0 else 1.0
+    run = simulated_trajectory(lap, lap, seed=seed, spacing_m=spacing)
     loops = [LoopEdge(lap + i, i) for i in range(lap)]
     rng = np.random.default_rng(seed + 1)
     wrong = []
     while len(wrong) < round(wrong_fraction * lap):
         q, m = int(rng.integers(0, lap)), int(rng.integers(0, lap))
-        if abs(q - m) >= 10:
+        if abs(q - m) >= lap // 10:
             wrong.append(LoopEdge(lap + q, m))
     return run, loops + wrong, len(wrong)
 
 
 def run_posegraph_bench(args: argparse.Namespace) -> int:
-    print(f"pose-graph optimisation (GTSAM LM, Pose3), SIMULATED two-lap corridor, "
-          f"{args.wrong_fraction:.0%} wrong loops; {platform.processor() or platform.machine()}")
+    print(f"pose-graph optimisation (GTSAM LM, Pose3), SIMULATED two-lap corridor "
+          f"({args.lap_length_m or 'N/2'} m laps), {args.wrong_fraction:.0%} wrong loops; "
+          f"{platform.processor() or platform.machine()}")
     print(f"{'keyframes':>9} {'loops':>6} {'robust':>7} {'mean ms':>9} {'std ms':>8} {'max ms':>8} "
           f"{'rejected':>8} {'ATE before m':>12} {'ATE after m':>11}")
     for size in args.sizes:
-        run, loops, num_wrong = _graph(size, args.wrong_fraction, args.seed)
+        run, loops, num_wrong = _graph(size, args.wrong_fraction, args.seed, args.lap_length_m)
         before = absolute_trajectory_error(run.ground_truth, run.odometry).rmse_m
         for robust in args.robust:
             options = PoseGraphOptions(robust=robust)
