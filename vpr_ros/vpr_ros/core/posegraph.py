@@ -45,11 +45,13 @@ ROBUST_METHODS = ("gnc", "cauchy", "huber", "none")
 class PoseGraphOptions:
     """Noise model and optimiser of the pose graph (used by ``--optimize``, not by the node)."""
 
-    odometry_sigma_m: float = 0.05          # floor of an odometry step's position sigma, metres
-    odometry_translation_drift: float = 0.05  # position sigma per metre of the step
-    odometry_sigma_deg: float = 0.5         # floor of an odometry step's rotation sigma, degrees
-    odometry_rotation_drift: float = 0.05   # rotation sigma per degree turned in the step
-    odometry_heading_deg_per_m: float = 0.2  # rotation sigma per metre of the step, degrees
+    # Odometry drift as a random walk: variances add per metre travelled, so the drift over a
+    # path does not depend on how densely keyframes sample it.
+    odometry_sigma_m: float = 0.01          # floor of an odometry step's position sigma, metres
+    odometry_translation_drift: float = 0.05  # position sigma after 1 m, grows with sqrt(metres)
+    odometry_sigma_deg: float = 0.05        # floor of an odometry step's rotation sigma, degrees
+    odometry_rotation_drift: float = 0.05   # rotation sigma per radian turned in the step
+    odometry_heading_deg_per_m: float = 0.3  # rotation sigma after 1 m, degrees, grows with sqrt(metres)
     same_place_sigma_m: float = 1.5         # appearance-only loop: how far apart "same place" can be
     same_place_sigma_deg: float = 10.0      # ... and how differently the two keyframes can look
     unknown_scale_sigma_m: float = 1e3      # monocular loops: translation left to odometry
@@ -106,10 +108,11 @@ def _gtsam_cov(cov_ros: F64) -> F64:
 def odometry_covariance(options: PoseGraphOptions, step: F64) -> F64:
     """(6, 6) ROS-layout covariance of one odometry step ``T_i^-1 T_{i+1}``."""
     dist, angle = motion_increment(np.eye(4), step)
-    sigma_m = options.odometry_sigma_m + options.odometry_translation_drift * dist
-    sigma_r = math.radians(options.odometry_sigma_deg + options.odometry_heading_deg_per_m * dist) \
-        + options.odometry_rotation_drift * angle
-    return np.diag([sigma_m ** 2] * 3 + [sigma_r ** 2] * 3)
+    var_m = options.odometry_sigma_m ** 2 + options.odometry_translation_drift ** 2 * dist
+    var_r = (math.radians(options.odometry_sigma_deg) ** 2
+             + math.radians(options.odometry_heading_deg_per_m) ** 2 * dist
+             + (options.odometry_rotation_drift * angle) ** 2)
+    return np.diag([var_m] * 3 + [var_r] * 3)
 
 
 def same_place_covariance(options: PoseGraphOptions) -> F64:
