@@ -107,3 +107,10 @@ def test_simulated_single_stream_demo_meets_the_goals_with_the_real_model(tmp_pa
     assert metrics["ate_after_m"] <= metrics["ate_before_m"] / 3, metrics
     for name in ("trajectory_optimized.png", "pose_graph.g2o", "keyframes_optimized.tum", "ground_truth.tum"):
         assert (tmp_path / "single_session" / name).exists(), name
+
+
+def test_bench_posegraph_runs_and_reports_the_ate(capsys):
+    assert main(["bench", "posegraph", "--sizes", "60", "--repeats", "1", "--robust", "cauchy", "none"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("60 ")]
+    assert [r[2] for r in rows] == ["cauchy", "none"]
+    assert float(rows[0][-1]) < float(rows[0][-2])  # Cauchy: ATE after below ATE before
