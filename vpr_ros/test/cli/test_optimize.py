@@ -99,6 +99,7 @@ def test_simulated_single_stream_demo_meets_the_goals_with_the_real_model(tmp_pa
     assert main(["demo", "--single-session", "--optimize", "--out", str(tmp_path), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "ATE vs simulated ground truth" in printed and "precision" in printed
+    assert "odometry gate (simulated odometry)" in printed
     metrics = json.loads((tmp_path / "single_session" / "metrics.json").read_text())
     assert metrics["odometry"] == "simulated" and metrics["ate_ground_truth"] == "simulated ground truth"
     # Appearance alone: precision 0.60 at recall 0.71 on this stream; the odometry gate fixes it.

@@ -208,6 +208,9 @@ def run(args: argparse.Namespace) -> int:
                        progress=not args.no_progress, optimize=args.optimize)
     _print_loops(metrics.pop("_loops"), metrics["num_ref_frames"], args.single_session)
     print(summary(metrics, Path(metrics["report_dir"])))
+    if args.single_session:
+        print(f"odometry gate ({SIMULATED_LABEL} odometry): {metrics['odometry_rejected']} candidates "
+              "rejected before verification")
     if args.optimize:
         from vpr_ros.cli.optimize import format_optimize_summary
 
