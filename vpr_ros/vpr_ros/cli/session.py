@@ -72,6 +72,7 @@ class ReplayResult:
     #: frames skipped because their stamp went backwards (not in num_frames); first few described
     stamps_backwards: int = 0
     stamps_backwards_examples: list[str] = dataclasses.field(default_factory=list)
+    odometry_rejected: int = 0  # own-stream candidates the odometry gate dropped before verification
     _lookup: dict[Key, KeyframeRecord] = dataclasses.field(default_factory=dict, init=False, repr=False)
 
     def record(self, key: Key) -> KeyframeRecord:
@@ -142,6 +143,7 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
     timings: dict[str, list[float]] = {}
     frames = 0
     backwards: list[str] = []
+    gated = 0
     with ImageBag(bag_path, image_topic, pose_topic) as bag:
         bar = tqdm(total=bag.num_images if max_frames is None else min(max_frames, bag.num_images),
                    # None: tqdm draws only on a terminal, so CI logs stay readable.
@@ -166,6 +168,7 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
                     continue
                 frames += 1
                 bar.update(1)
+                gated += step.odometry_rejected
                 for stage, ms in step.timings_ms.items():
                     timings.setdefault(stage, []).append(ms)
                 if step.keyframe is None:
@@ -185,5 +188,5 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
             bar.close()
         stats = bag.stats
     return ReplayResult(records, num_map, outcomes, loops, timings, frames, stats,
-                        detector.model_id, int(detector.model.global_dim),
+                        detector.model_id, int(detector.model.global_dim), odometry_rejected=gated,
                         stamps_backwards=len(backwards), stamps_backwards_examples=backwards[:5])
