@@ -35,9 +35,9 @@ NODE_PARAMETERS: tuple[FieldSpec, ...] = (
           "before decoding (compressed: from the PNG/JPEG header) and counted as "
           "'bad_input.too_large'.", lo=1, hi=1 << 30),
     _spec("qos.reliability", str, "best_effort",
-          "Reliability of the image, camera_info and odom subscriptions (sensor-data QoS uses "
+          "Reliability of the image, camera_info, depth, right and odom subscriptions (sensor-data QoS uses "
           "best_effort; use reliable for bag replay without loss).", choices=RELIABILITIES),
-    _spec("qos.depth", int, 5, "History depth of the image, camera_info and odom subscriptions.",
+    _spec("qos.depth", int, 5, "History depth of the image, camera_info, depth, right and odom subscriptions.",
           lo=1, hi=1000),
     _spec("queue.size", int, 4,
           "Frames waiting for the processing thread; when full the oldest frame is dropped and "
