@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import time
+import types
 
 import numpy as np
 import pytest
@@ -135,3 +136,7 @@ def test_diagnostics_count_valid_poses_and_rejections_by_reason():
     values = {kv.key: kv.value for kv in stats.to_msg(ns_to_stamp(0), "n", "r", {}).status[0].values}
     assert values["geometry.valid"] == "1" and values["geometry.rejected.too_few_inliers"] == "1"
     assert values["geometry.rejected.low_parallax"] == "0" and values["depth_missing"] == "0"
+    # The odometry gate's field (another branch adds StepResult.odometry_rejected) is counted too.
+    assert values["odometry_gate.rejected"] == "0"
+    stats.geometry(types.SimpleNamespace(loop_closures=[], geometry_rejection=None, odometry_rejected=3))
+    assert stats.counters["odometry_gate.rejected"] == 3

@@ -193,7 +193,8 @@ class GeometryInputs:
             out["stereo"] = rig if out["right"] is not None else None
         return out
 
-    def _wait_take(self, buffer: StampBuffer[Image], stamp_ns: int, tolerance: int, deadline: float) -> Image | None:
+    def _wait_take(self, buffer: StampBuffer[Image], stamp_ns: int, tolerance: int,
+                   deadline: float) -> Image | None:
         while True:
             item = buffer.take(stamp_ns, tolerance)
             remaining = deadline - time.monotonic()
@@ -202,10 +203,11 @@ class GeometryInputs:
             self._cond.wait(remaining)
 
     def _stereo_rig(self) -> StereoRig | None:
-        if self._rig is None and self._left_info and self._right_info and self._left_info[1] and self._right_info[1]:
+        left, right = self._left_info, self._right_info
+        if self._rig is None and left and right and left[1] and right[1]:
             try:
-                self._rig = stereo_rig_from_msgs(self._left_info[1], self._left_info[2], self._right_info[1],
-                                                 self._right_info[2], self.settings.camera_info_rectified)
+                self._rig = stereo_rig_from_msgs(left[1], left[2], right[1], right[2],
+                                                 self.settings.camera_info_rectified)
             except VprError as exc:
                 self._warn("right_camera_info", f"right camera_info unusable for stereo: {exc}")
         return self._rig

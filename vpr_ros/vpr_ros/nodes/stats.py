@@ -26,7 +26,8 @@ BAD_INPUT_KINDS = ("unknown_encoding", "empty_image", "malformed_image", "corrup
 STAGES = ("queue_wait", "convert", "extract", "select", "search", "verify", "geometry", "detector", "publish",
           "total")
 #: Geometry outcomes of accepted loops: a valid measured pose, or no pose and why.
-GEOMETRY_COUNTERS = ("geometry.valid", *(f"geometry.rejected.{r}" for r in REJECTION_REASONS))
+GEOMETRY_COUNTERS = ("geometry.valid", *(f"geometry.rejected.{r}" for r in REJECTION_REASONS),
+                     "odometry_gate.rejected")
 
 _RATE_WINDOW_SEC = 10.0
 _LATENCY_SAMPLES = 512
@@ -86,6 +87,10 @@ class NodeStats:
         valid = sum(1 for loop in result.loop_closures if loop.relative_pose_valid)
         if valid:
             self.count("geometry.valid", valid)
+        # The odometry gate (StepResult.odometry_rejected) lands in another branch; count it once there.
+        gated = int(getattr(result, "odometry_rejected", 0) or 0)
+        if gated:
+            self.count("odometry_gate.rejected", gated)
         if result.geometry_rejection:
             key = f"geometry.rejected.{result.geometry_rejection}"
             with self._lock:  # a reason added to the core later still shows up, not a KeyError
