@@ -461,12 +461,15 @@ def autosave(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
 
 def stereo_pose(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     """Real default model, EuRoC raw stereo + CameraInfo through the launch config: 1 revisits 0;
-    ~/reset; 3 revisits 2 (the reset keeps 3 from closing on 0 or 1, whose accuracy is unknown)."""
+    ~/reset; 3 revisits 2 (the reset keeps 3 from closing on 0 or 1, whose accuracy is unknown).
+    ``--mono``: the left camera only (essential matrix)."""
     from euroc_stream import load_euroc, stereo_camera_infos
     euroc = load_euroc()
     topics = {"image_topic": "/cam0/image_raw", "camera_info_topic": "/cam0/camera_info",
               "right_image_topic": "/cam1/image_raw", "right_camera_info_topic": "/cam1/camera_info",
               "odom_topic": ""}
+    if a.mono:
+        topics.update(right_image_topic="", right_camera_info_topic="")
     cfg = node_launch_config(topics)
     extra = ["-p", "qos.reliability:=reliable", "-p", "qos.depth:=100", "-p", "diagnostics.period_sec:=0.2",
              "-p", "verify.temporal_consistency:=1", "-p", "detector.min_loop_gap_sec:=1.0",
@@ -485,9 +488,11 @@ def stereo_pose(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
         stamp = (100 + 100 * i) * 10**9
         left_info, right_info = stereo_camera_infos(euroc["rig"], stamp)
         pubs["camera_info_topic"].publish(left_info)
-        pubs["right_camera_info_topic"].publish(right_info)
-        # Right before left: the sync must still pair them (and max_wait covers the other order).
-        pubs["right_image_topic"].publish(rgb_to_image_msg(images[name.replace("left", "right")], stamp, "cam1"))
+        if not a.mono:
+            pubs["right_camera_info_topic"].publish(right_info)
+            # Right before left: the sync must still pair them (and max_wait covers the other order).
+            pubs["right_image_topic"].publish(rgb_to_image_msg(images[name.replace("left", "right")], stamp,
+                                                               "cam1"))
         h.spin_for(0.1)
         pubs["image_topic"].publish(rgb_to_image_msg(images[name], stamp, "cam0"))
         sent += 1
@@ -520,6 +525,7 @@ def main() -> int:
     parser.add_argument("--params-file", default="")
     parser.add_argument("--ros-arg", action="append", default=[])
     parser.add_argument("--cases", default="{}")
+    parser.add_argument("--mono", action="store_true")
     a = parser.parse_args()
     # A hard stop in case a bounded wait is still too long: the test gets a clear timeout.
     signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("scenario deadline")))

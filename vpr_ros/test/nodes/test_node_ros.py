@@ -227,3 +227,25 @@ def test_stereo_loop_carries_the_ground_truth_pose_and_is_counted(run_scenario):
     assert d["right_image_received"] == "4" and d["right_missing"] == "0" and d["right_unusable"] == "0"
     assert d["camera_info_missing"] == "0" and d["camera_info_unusable"] == "0"
     assert all(v == "0" for k, v in d.items() if k.startswith("geometry.rejected."))
+
+
+def test_monocular_loop_carries_rotation_and_unit_direction_without_scale(run_scenario):
+    # camera_info alone: the raw (distorted) EuRoC left images give an essential-matrix pose.
+    import numpy as np
+
+    from euroc_stream import camera_truth, load_euroc
+    from vpr_ros.cli.bench_geometry import direction_error_deg, rotation_error_deg
+    from vpr_ros.io.poses import pose_matrix
+
+    r = run_scenario("stereo_pose", "--mono", timeout=90)
+    assert r["settled"] and r["rc"] == 0 and len(r["loops"]) == 2, r["_logs"]
+    euroc = load_euroc()
+    for loop, (query, match) in zip(r["loops"], [("left_img_1", "left_img_0"), ("left_img_3", "left_img_2")]):
+        assert loop["relative_pose_valid"] and not loop["translation_scale_known"]
+        T = pose_matrix(loop["position"], loop["orientation"])
+        truth = camera_truth(euroc, query, match)
+        assert rotation_error_deg(T, truth) < 3.0
+        assert np.linalg.norm(T[:3, 3]) == pytest.approx(1.0, abs=1e-6)
+        assert direction_error_deg(T[:3, 3], truth[:3, 3]) < 15.0
+    d = r["diag"]
+    assert d["geometry.valid"] == "2" and d["right_image_received"] == "0" and d["camera_info_missing"] == "0"

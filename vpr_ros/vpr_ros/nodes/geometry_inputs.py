@@ -134,14 +134,16 @@ class GeometryInputs:
         self._count("camera_info_received")
         self.camera_size = (int(msg.height), int(msg.width))
         with self._cond:
-            self._left_info = self._calibrated(msg, self._left_info)
-            self._rig = None
+            info = self._calibrated(msg, self._left_info)
+            if info is not self._left_info:
+                self._left_info, self._rig = info, None
 
     def on_right_camera_info(self, msg: CameraInfo) -> None:
         self._count("right_camera_info_received")
         with self._cond:
-            self._right_info = self._calibrated(msg, self._right_info)
-            self._rig = None
+            info = self._calibrated(msg, self._right_info)
+            if info is not self._right_info:
+                self._right_info, self._rig = info, None
 
     def on_depth(self, msg: Image) -> None:
         self._count("depth_received")
