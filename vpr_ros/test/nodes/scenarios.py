@@ -32,7 +32,7 @@ from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 from vpr_ros_msgs.msg import LoopClosure
 from vpr_ros_msgs.srv import MapIO
@@ -459,8 +459,58 @@ def autosave(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def stereo_pose(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
+    """Real default model, EuRoC raw stereo + CameraInfo through the launch config: 1 revisits 0;
+    ~/reset; 3 revisits 2 (the reset keeps 3 from closing on 0 or 1, whose accuracy is unknown).
+    ``--mono``: the left camera only (essential matrix)."""
+    from euroc_stream import load_euroc, stereo_camera_infos
+    euroc = load_euroc()
+    topics = {"image_topic": "/cam0/image_raw", "camera_info_topic": "/cam0/camera_info",
+              "right_image_topic": "/cam1/image_raw", "right_camera_info_topic": "/cam1/camera_info",
+              "odom_topic": ""}
+    if a.mono:
+        topics.update(right_image_topic="", right_camera_info_topic="")
+    cfg = node_launch_config(topics)
+    extra = ["-p", "qos.reliability:=reliable", "-p", "qos.depth:=100", "-p", "diagnostics.period_sec:=0.2",
+             "-p", "verify.temporal_consistency:=1", "-p", "detector.min_loop_gap_sec:=1.0",
+             "-p", "sync.max_wait_sec:=2.0"]
+    node = NodeProcess([*to_ros_args(cfg), *extra], Path(a.tmp) / "node_stereo.log")
+    pubs = {k: h.create_publisher(CameraInfo if k.endswith("info_topic") else Image, t, RELIABLE)
+            for k, t in topics.items() if t}
+    h.watch("")
+    wait_ready(h, pubs["image_topic"], "", node, 40.0)
+    h.spin_until(lambda: all(p.get_subscription_count() >= 1 for p in pubs.values()), 10.0)
+    images = euroc["images"]
+    sent = 0
+    for i, name in enumerate(("left_img_0", "left_img_1", "left_img_2", "left_img_3")):
+        if i == 2:
+            h.call(Trigger, "/loop_closure_node/reset", Trigger.Request())
+        stamp = (100 + 100 * i) * 10**9
+        left_info, right_info = stereo_camera_infos(euroc["rig"], stamp)
+        pubs["camera_info_topic"].publish(left_info)
+        if not a.mono:
+            pubs["right_camera_info_topic"].publish(right_info)
+            # Right before left: the sync must still pair them (and max_wait covers the other order).
+            pubs["right_image_topic"].publish(rgb_to_image_msg(images[name.replace("left", "right")], stamp,
+                                                               "cam1"))
+        h.spin_for(0.1)
+        pubs["image_topic"].publish(rgb_to_image_msg(images[name], stamp, "cam0"))
+        sent += 1
+        settled = wait_settled(h, "", sent, 30.0)
+    h.spin_for(0.5)  # loops go out before frames_processed counts the frame
+    diag = dict(h.diagnostics[""])
+    loops = [{**loop_dict(m), "translation_scale_known": m.translation_scale_known,
+              "geometric_inliers": m.geometric_inliers,
+              "position": [m.relative_pose.pose.position.x, m.relative_pose.pose.position.y,
+                           m.relative_pose.pose.position.z],
+              "orientation": [m.relative_pose.pose.orientation.x, m.relative_pose.pose.orientation.y,
+                              m.relative_pose.pose.orientation.z, m.relative_pose.pose.orientation.w],
+              "covariance": list(m.relative_pose.covariance)} for m in h.loops]
+    return {"loops": loops, "diag": diag, "settled": settled, "rc": node.stop(), "log": node.tail()}
+
+
 SCENARIOS = {f.__name__: f for f in (revisit, map_services, bad_inputs, back_pressure, yaml_params,
-                                     invalid_params, map_faults, autosave)}
+                                     invalid_params, map_faults, autosave, stereo_pose)}
 
 
 def main() -> int:
@@ -475,6 +525,7 @@ def main() -> int:
     parser.add_argument("--params-file", default="")
     parser.add_argument("--ros-arg", action="append", default=[])
     parser.add_argument("--cases", default="{}")
+    parser.add_argument("--mono", action="store_true")
     a = parser.parse_args()
     # A hard stop in case a bounded wait is still too long: the test gets a clear timeout.
     signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("scenario deadline")))
