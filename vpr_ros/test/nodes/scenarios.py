@@ -509,8 +509,43 @@ def stereo_pose(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     return {"loops": loops, "diag": diag, "settled": settled, "rc": node.stop(), "log": node.tail()}
 
 
+def markers(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
+    """Odometry + a corridor revisit: the node draws keyframes and loop edges on 'markers'."""
+    from visualization_msgs.msg import MarkerArray
+    node = NodeProcess(["--ros-args", "-r", "__ns:=/mk", *TEST_PARAMS, "-p", "verify.min_matches:=60",
+                        "-p", "queue.size:=100", "-p", "keyframes.min_translation_m:=0.0",
+                        "-p", "keyframes.min_rotation_deg:=0.0"], Path(a.tmp) / "node_markers.log")
+    pub = h.create_publisher(Image, "/mk/image", RELIABLE)
+    odom_pub = h.create_publisher(Odometry, "/mk/odom", RELIABLE)
+    got: list[Any] = []
+    h.create_subscription(MarkerArray, "/mk/markers", got.append, 10)
+    h.watch("mk")
+    wait_ready(h, pub, "mk", node, 20.0)
+    h.spin_until(lambda: odom_pub.get_subscription_count() >= 1, 5.0)
+    frames = corridor_revisit(a.frames)
+    for i, (stamp, img) in enumerate(frames):
+        odom = Odometry()  # the revisit drives the same straight line again: x = place index, metres
+        odom.header.stamp = ns_to_stamp(stamp)
+        odom.pose.pose.position.x = float(i % a.frames)
+        odom.pose.pose.position.y = 0.0 if i < a.frames else 0.2
+        odom.pose.pose.orientation.w = 1.0
+        odom_pub.publish(odom)
+        h.spin_for(0.02)
+        pub.publish(rgb_to_image_msg(img, stamp, "camera"))
+        h.spin_for(0.05)
+    wait_settled(h, "mk", len(frames), 20.0)
+    h.spin_until(lambda: bool(got) and len(got[-1].markers[1].points) >= len(frames), 5.0)
+    last = got[-1] if got else None
+    rc = node.stop()
+    return {"count": len(got), "loops": len(h.loops), "rc": rc, "log": node.tail(),
+            "keyframe_points": None if last is None else len(last.markers[1].points),
+            "edge_points": None if last is None else len(last.markers[2].points),
+            "frame_id": None if last is None else last.markers[1].header.frame_id,
+            "diag": dict(h.diagnostics.get("mk", {}))}
+
+
 SCENARIOS = {f.__name__: f for f in (revisit, map_services, bad_inputs, back_pressure, yaml_params,
-                                     invalid_params, map_faults, autosave, stereo_pose)}
+                                     invalid_params, map_faults, autosave, stereo_pose, markers)}
 
 
 def main() -> int:

@@ -249,3 +249,12 @@ def test_monocular_loop_carries_rotation_and_unit_direction_without_scale(run_sc
         assert direction_error_deg(T[:3, 3], truth[:3, 3]) < 15.0
     d = r["diag"]
     assert d["geometry.valid"] == "2" and d["right_image_received"] == "0" and d["camera_info_missing"] == "0"
+
+
+def test_markers_draw_keyframes_and_loop_edges_with_odometry(run_scenario):
+    r = run_scenario("markers", "--frames", "12", timeout=60)
+    logs = r["_logs"] + r["log"]
+    assert r["count"] >= 1, logs
+    assert r["keyframe_points"] == 24, logs  # every keyframe has an odometry pose, so every one is drawn
+    assert r["loops"] >= 1 and r["edge_points"] == 2 * r["loops"], logs  # one line (two points) per loop
+    assert r["frame_id"] == "map" and r["rc"] == 0, logs

@@ -23,6 +23,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
+from visualization_msgs.msg import MarkerArray
 from vpr_ros_msgs.msg import LoopClosure as LoopClosureMsg
 from vpr_ros_msgs.srv import MapIO
 
@@ -36,6 +37,7 @@ from vpr_ros.nodes.debug_view import DebugView
 from vpr_ros.nodes.extractors import ExtractorFactory, default_extractor, load_extractor_factory
 from vpr_ros.nodes.geometry_inputs import GEOMETRY_INPUT_COUNTERS, GeometryInputs
 from vpr_ros.nodes.map_services import MapKeeper, MapResult
+from vpr_ros.nodes.markers import MarkerTrail
 from vpr_ros.nodes.params import declare_and_read, image_qos
 from vpr_ros.nodes.stats import NodeStats
 
@@ -92,6 +94,7 @@ class LoopClosureNode(Node):
         self._inputs.subscribe(self, sensor_qos)  # camera_info, depth, right/image, right/camera_info
         self._loop_pub = self.create_publisher(LoopClosureMsg, "loop_closures", 100)
         self._diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
+        self._markers, self._marker_pub = MarkerTrail(), self.create_publisher(MarkerArray, "markers", 2)
         self._debug_view = DebugView(self.create_publisher(Image, "debug_image", 2).publish,
                                      self.config.detector.map_frame)
         self.create_service(MapIO, "~/save_map", self._on_save_map)
@@ -210,6 +213,7 @@ class LoopClosureNode(Node):
         self.stats.geometry(result)
         kf = result.keyframe
         self.maps.added(kf)
+        self._markers.add(kf, result.loop_closures)
         if self._debug:
             self._debug_view.remember(kf, image)
         for loop in result.loop_closures:
@@ -267,6 +271,8 @@ class LoopClosureNode(Node):
         result = self.maps.reset()
         with self._detector_lock:
             self._debug_view.clear()
+        if result.success:
+            self._markers.clear()
         return self._respond(response, result)
 
     def _publish_diagnostics(self) -> None:
@@ -280,6 +286,9 @@ class LoopClosureNode(Node):
         if self._inputs.camera_size is not None:
             extra["camera_size"] = f"{self._inputs.camera_size[1]}x{self._inputs.camera_size[0]}"
         over = self.maps.over_budget()
+        markers = self._markers.message(self.config.detector.map_frame, self.get_clock().now().nanoseconds)
+        if markers is not None:  # keyframe positions need odometry; without it nothing is drawn
+            self._marker_pub.publish(markers)
         self._diag_pub.publish(self.stats.to_msg(
             self.get_clock().now().to_msg(), f"{self.get_name()}: loop closure",
             self.config.detector.robot_id, extra, warnings=[over] if over else []))

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import threading
+
 import numpy as np
 import numpy.typing as npt
 from builtin_interfaces.msg import Time
@@ -22,9 +24,9 @@ from geometry_msgs.msg import Point
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
-from vpr_ros.core.types import LoopClosure
+from vpr_ros.core.types import Keyframe, LoopClosure
 
-__all__ = ["loop_closure_markers", "LOOP_COLOURS", "KeyframeKey"]
+__all__ = ["loop_closure_markers", "LOOP_COLOURS", "KeyframeKey", "MarkerTrail"]
 
 KeyframeKey = tuple[str, str, int]  # (robot_id, session_id, keyframe id)
 LOOP_COLOURS = {"pose": (0.1, 0.8, 0.2, 1.0), "appearance": (1.0, 0.85, 0.1, 1.0),
@@ -76,3 +78,39 @@ def loop_closure_markers(positions: Mapping[KeyframeKey, npt.ArrayLike], loops: 
         edges.points += [_point(q), _point(m)]
         edges.colors += [ColorRGBA(r=r, g=g, b=b, a=a)] * 2
     return MarkerArray(markers=[clear, keyframes, edges])
+
+
+class MarkerTrail:
+    """The node's RViz/Foxglove view: keyframe positions (from odometry) and accepted loops so far.
+
+    ``add`` runs on the processing thread, ``message`` on the diagnostics timer; a lock keeps them
+    apart. ``message`` returns None while nothing changed or no keyframe has a pose (no odometry).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._positions: dict[KeyframeKey, npt.NDArray[np.float64]] = {}
+        self._loops: list[LoopClosure] = []
+        self._changed = False
+
+    def add(self, keyframe: Keyframe, loops: Sequence[LoopClosure]) -> None:
+        with self._lock:
+            if keyframe.pose is not None:
+                self._positions[(keyframe.robot_id, keyframe.session_id, keyframe.id)] = keyframe.pose[:3, 3].copy()
+                self._changed = True
+            self._loops.extend(loops)
+            self._changed = self._changed or bool(loops)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._positions.clear()
+            self._loops.clear()
+            self._changed = True
+
+    def message(self, frame_id: str, stamp_ns: int) -> MarkerArray | None:
+        with self._lock:
+            if not self._changed or not self._positions:
+                return None
+            self._changed = False
+            return loop_closure_markers(dict(self._positions), list(self._loops), frame_id=frame_id,
+                                        stamp_ns=stamp_ns)
