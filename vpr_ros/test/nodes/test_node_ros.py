@@ -155,7 +155,7 @@ def test_invalid_parameters_stop_startup_with_a_clear_message(run_scenario, tmp_
     }
     (tmp_path / "user_folder").mkdir()
     (tmp_path / "user_folder" / "notes.txt").write_text("not a map")
-    r = run_scenario("invalid_params", "--cases", json.dumps(cases), timeout=60)
+    r = run_scenario("invalid_params", "--cases", json.dumps(cases), timeout=120)
     for name, outcome in r.items():
         if name.startswith("_"):
             continue
