@@ -119,9 +119,22 @@ def _bag_messages(path: Path) -> list:
         return [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages()]
 
 
-def test_stereo_bag_gives_metric_loop_poses_within_the_goals(tmp_path, truth_cam, capsys):
+@pytest.fixture(scope="module")
+def truth_body() -> np.ndarray:
+    e = load_euroc()
+    return np.linalg.inv(e["gt"]["left_img_0"]) @ e["gt"]["left_img_1"]
+
+
+FILES = ["--camera-info", str(EUROC_DIR / "sensorLeft.yaml"), "--right-image-topic", "/cam1/image_raw",
+         "--right-camera-info", str(EUROC_DIR / "sensorRight.yaml")]
+
+
+@pytest.mark.parametrize("calibration", ["camera_info topics", "EuRoC files"])
+def test_stereo_bag_gives_metric_loop_poses_within_the_goals(tmp_path, truth_cam, truth_body, capsys, calibration):
+    # CameraInfo (R/P baseline) gives left-camera poses; EuRoC's T_BS (extrinsics baseline) body poses.
+    options, truth = (STEREO, truth_cam) if calibration == "camera_info topics" else (FILES, truth_body)
     bag = euroc_bag(tmp_path / "euroc", (0, 1))
-    assert main(["replay", str(bag), *TOPICS, *STEREO, "--out", str(tmp_path / "out")]) == 0
+    assert main(["replay", str(bag), *TOPICS, *options, "--out", str(tmp_path / "out")]) == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["num_loop_closures"] == 1
     assert metrics["geometry_valid"] == metrics["geometry_valid_metric"] == 1
@@ -131,8 +144,8 @@ def test_stereo_bag_gives_metric_loop_poses_within_the_goals(tmp_path, truth_cam
     assert row["relative_pose_valid"] == "1" and row["translation_scale_known"] == "1"
     assert row["geometry_method"] == "pnp" and int(row["geometric_inliers"]) >= 100
     pose = _csv_pose(row)
-    assert rotation_error_deg(pose, truth_cam) < 2.0
-    assert np.linalg.norm(pose[:3, 3] - truth_cam[:3, 3]) < 0.10
+    assert rotation_error_deg(pose, truth) < 2.0
+    assert np.linalg.norm(pose[:3, 3] - truth[:3, 3]) < 0.10
     assert 0 < float(row["std_x_m"]) < 0.02 and 0 < float(row["std_rot_z_deg"]) < 0.5
     (msg,) = _bag_messages(tmp_path / "out" / "loop_closures")
     assert msg.relative_pose_valid and msg.translation_scale_known

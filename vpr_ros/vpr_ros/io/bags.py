@@ -183,7 +183,8 @@ class ImageBag:
             self.topics = {name: info.msgtype or "?" for name, info in self._reader.topics.items()}
             self._image_conns = self._connections(image_topic, IMAGE_TYPES)
             self._pose_conns = self._connections(pose_topic, POSE_TYPES) if pose_topic else []
-            self._side_conns = {t: self._connections(t, types) for t, types in (inputs.topics() if inputs else {}).items()}
+            side = inputs.topics() if inputs else {}
+            self._side_conns = {t: self._connections(t, types) for t, types in side.items()}
         except BagError:
             self._reader.close()
             raise
