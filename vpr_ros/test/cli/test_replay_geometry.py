@@ -225,7 +225,7 @@ def _depth_bag(path: Path, depth_offsets_ms: list[float], encoding: str = "16UC1
 
 @pytest.mark.parametrize("encoding, unit", [("16UC1", 1), ("32FC1", 1000)])
 def test_depth_is_paired_by_stamp_and_misses_are_counted(tmp_path, encoding, unit):
-    # frame 0: depth 3 ms later (paired); frame 1: 50 ms later (beyond 10 ms: none); frame 2: 4 ms earlier.
+    # frame 0: depth 3 ms later (paired); frame 1: 50 ms later (beyond 5 ms: none); frame 2: 4 ms earlier.
     bag = _depth_bag(tmp_path / "b", [3, 50, -4], encoding)
     inputs = GeometryInputs(camera=load_calibration(EUROC_DIR / "sensorLeft.yaml"), depth_topic="/depth")
     with ImageBag(bag, "/cam", inputs=inputs) as reader:
@@ -236,6 +236,17 @@ def test_depth_is_paired_by_stamp_and_misses_are_counted(tmp_path, encoding, uni
     assert frames[0].depth[0, 0] * unit == pytest.approx(1000) and frames[2].depth[0, 0] * unit == pytest.approx(1002)
     assert stats.frames_without_depth == 1 and stats.images == 3
     assert all(f.camera is not None and f.camera.width == 752 and f.right is None for f in frames)
+
+
+def test_zero_tolerance_pairs_equal_stamps_only_and_no_image_waits_forever(tmp_path):
+    # Depth for frames 0 and 2 (frame 2's 1 ms off); frames 1 and 3 never get one, yet all frames come out.
+    bag = _depth_bag(tmp_path / "b", [0, 3000, 1, 5000])
+    inputs = GeometryInputs(camera=load_calibration(EUROC_DIR / "sensorLeft.yaml"), depth_topic="/depth",
+                            sync_tolerance_sec=0.0)
+    with ImageBag(bag, "/cam", inputs=inputs) as reader:
+        frames = [(reader.message_index, f.depth is not None) for f in reader]
+        assert reader.stats.frames_without_depth == 3
+    assert frames == [(0, True), (1, False), (2, False), (3, False)]
 
 
 def test_a_depth_topic_in_another_encoding_is_refused(tmp_path):

@@ -32,7 +32,7 @@ from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 from vpr_ros_msgs.msg import LoopClosure
 from vpr_ros_msgs.srv import MapIO
@@ -459,8 +459,93 @@ def autosave(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def stereo_pose(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
+    """Real default model, EuRoC raw stereo + CameraInfo through the launch config: 1 revisits 0;
+    ~/reset; 3 revisits 2 (the reset keeps 3 from closing on 0 or 1, whose accuracy is unknown).
+    ``--mono``: the left camera only (essential matrix)."""
+    from euroc_stream import load_euroc, stereo_camera_infos
+    euroc = load_euroc()
+    topics = {"image_topic": "/cam0/image_raw", "camera_info_topic": "/cam0/camera_info",
+              "right_image_topic": "/cam1/image_raw", "right_camera_info_topic": "/cam1/camera_info",
+              "odom_topic": ""}
+    if a.mono:
+        topics.update(right_image_topic="", right_camera_info_topic="")
+    cfg = node_launch_config(topics)
+    extra = ["-p", "qos.reliability:=reliable", "-p", "qos.depth:=100", "-p", "diagnostics.period_sec:=0.2",
+             "-p", "verify.temporal_consistency:=1", "-p", "detector.min_loop_gap_sec:=1.0",
+             "-p", "sync.max_wait_sec:=2.0"]
+    node = NodeProcess([*to_ros_args(cfg), *extra], Path(a.tmp) / "node_stereo.log")
+    pubs = {k: h.create_publisher(CameraInfo if k.endswith("info_topic") else Image, t, RELIABLE)
+            for k, t in topics.items() if t}
+    h.watch("")
+    wait_ready(h, pubs["image_topic"], "", node, 40.0)
+    h.spin_until(lambda: all(p.get_subscription_count() >= 1 for p in pubs.values()), 10.0)
+    images = euroc["images"]
+    sent = 0
+    for i, name in enumerate(("left_img_0", "left_img_1", "left_img_2", "left_img_3")):
+        if i == 2:
+            h.call(Trigger, "/loop_closure_node/reset", Trigger.Request())
+        stamp = (100 + 100 * i) * 10**9
+        left_info, right_info = stereo_camera_infos(euroc["rig"], stamp)
+        pubs["camera_info_topic"].publish(left_info)
+        if not a.mono:
+            pubs["right_camera_info_topic"].publish(right_info)
+            # Right before left: the sync must still pair them (and max_wait covers the other order).
+            pubs["right_image_topic"].publish(rgb_to_image_msg(images[name.replace("left", "right")], stamp,
+                                                               "cam1"))
+        h.spin_for(0.1)
+        pubs["image_topic"].publish(rgb_to_image_msg(images[name], stamp, "cam0"))
+        sent += 1
+        settled = wait_settled(h, "", sent, 30.0)
+    h.spin_for(0.5)  # loops go out before frames_processed counts the frame
+    diag = dict(h.diagnostics[""])
+    loops = [{**loop_dict(m), "translation_scale_known": m.translation_scale_known,
+              "geometric_inliers": m.geometric_inliers,
+              "position": [m.relative_pose.pose.position.x, m.relative_pose.pose.position.y,
+                           m.relative_pose.pose.position.z],
+              "orientation": [m.relative_pose.pose.orientation.x, m.relative_pose.pose.orientation.y,
+                              m.relative_pose.pose.orientation.z, m.relative_pose.pose.orientation.w],
+              "covariance": list(m.relative_pose.covariance)} for m in h.loops]
+    return {"loops": loops, "diag": diag, "settled": settled, "rc": node.stop(), "log": node.tail()}
+
+
+def markers(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
+    """Odometry + a corridor revisit: the node draws keyframes and loop edges on 'markers'."""
+    from visualization_msgs.msg import MarkerArray
+    node = NodeProcess(["--ros-args", "-r", "__ns:=/mk", *TEST_PARAMS, "-p", "verify.min_matches:=60",
+                        "-p", "queue.size:=100", "-p", "keyframes.min_translation_m:=0.0",
+                        "-p", "keyframes.min_rotation_deg:=0.0"], Path(a.tmp) / "node_markers.log")
+    pub = h.create_publisher(Image, "/mk/image", RELIABLE)
+    odom_pub = h.create_publisher(Odometry, "/mk/odom", RELIABLE)
+    got: list[Any] = []
+    h.create_subscription(MarkerArray, "/mk/markers", got.append, 10)
+    h.watch("mk")
+    wait_ready(h, pub, "mk", node, 20.0)
+    h.spin_until(lambda: odom_pub.get_subscription_count() >= 1, 5.0)
+    frames = corridor_revisit(a.frames)
+    for i, (stamp, img) in enumerate(frames):
+        odom = Odometry()  # the revisit drives the same straight line again: x = place index, metres
+        odom.header.stamp = ns_to_stamp(stamp)
+        odom.pose.pose.position.x = float(i % a.frames)
+        odom.pose.pose.position.y = 0.0 if i < a.frames else 0.2
+        odom.pose.pose.orientation.w = 1.0
+        odom_pub.publish(odom)
+        h.spin_for(0.02)
+        pub.publish(rgb_to_image_msg(img, stamp, "camera"))
+        h.spin_for(0.05)
+    wait_settled(h, "mk", len(frames), 20.0)
+    h.spin_until(lambda: bool(got) and len(got[-1].markers[1].points) >= len(frames), 5.0)
+    last = got[-1] if got else None
+    rc = node.stop()
+    return {"count": len(got), "loops": len(h.loops), "rc": rc, "log": node.tail(),
+            "keyframe_points": None if last is None else len(last.markers[1].points),
+            "edge_points": None if last is None else len(last.markers[2].points),
+            "frame_id": None if last is None else last.markers[1].header.frame_id,
+            "diag": dict(h.diagnostics.get("mk", {}))}
+
+
 SCENARIOS = {f.__name__: f for f in (revisit, map_services, bad_inputs, back_pressure, yaml_params,
-                                     invalid_params, map_faults, autosave)}
+                                     invalid_params, map_faults, autosave, stereo_pose, markers)}
 
 
 def main() -> int:
@@ -475,6 +560,7 @@ def main() -> int:
     parser.add_argument("--params-file", default="")
     parser.add_argument("--ros-arg", action="append", default=[])
     parser.add_argument("--cases", default="{}")
+    parser.add_argument("--mono", action="store_true")
     a = parser.parse_args()
     # A hard stop in case a bounded wait is still too long: the test gets a clear timeout.
     signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("scenario deadline")))

@@ -17,28 +17,34 @@ from vpr_ros.launch_args import (LAUNCH_ARGUMENTS, MULTI_ROBOT_ARGUMENTS, multi_
                                  node_launch_config, to_ros_args)
 
 LAUNCH_DIR = Path(__file__).resolve().parents[2] / "launch"
-NODE_ONLY = {"use_sim_time", "camera_info.enabled", "odom.enabled"}
+NODE_ONLY = {"use_sim_time", "camera_info.enabled", "depth.enabled", "stereo.enabled", "odom.enabled"}
 
 
 def test_defaults_override_nothing_from_the_config_file():
     cfg = node_launch_config({})
     assert cfg.namespace == "" and cfg.params_files == ()
-    assert cfg.overrides == {"use_sim_time": False, "camera_info.enabled": False, "odom.enabled": True}
+    assert cfg.overrides == {"use_sim_time": False, "camera_info.enabled": False, "depth.enabled": False,
+                             "stereo.enabled": False, "odom.enabled": True}
     assert cfg.remappings == (("image", "image"), ("odom", "odom"))
 
 
 def test_every_argument_maps_to_a_declared_parameter_or_remapping():
     args = {"model": "selavpr", "weights": "/w/sela.pth", "backend": "torch", "config": "/c.yaml",
             "namespace": "/robot7/", "robot_id": "", "image_topic": "/cam/image_raw",
-            "camera_info_topic": "/cam/camera_info", "odom_topic": "", "use_sim_time": "True",
+            "camera_info_topic": "/cam/camera_info", "depth_topic": "/cam/depth",
+            "right_image_topic": "/cam/right/image_raw", "right_camera_info_topic": "/cam/right/camera_info",
+            "odom_topic": "", "use_sim_time": "True",
             "map_load": "/maps/prior", "map_save": "/maps/out"}
     cfg = node_launch_config(args)
     assert cfg.namespace == "robot7" and cfg.params_files == ("/c.yaml",)
     assert cfg.overrides == {
         "use_sim_time": True, "model.preset": "selavpr", "model.weights": "/w/sela.pth",
         "model.backend": "torch", "map.load_path": "/maps/prior", "map.save_path": "/maps/out",
-        "detector.robot_id": "robot7", "camera_info.enabled": True, "odom.enabled": False}
-    assert dict(cfg.remappings) == {"image": "/cam/image_raw", "camera_info": "/cam/camera_info"}
+        "detector.robot_id": "robot7", "camera_info.enabled": True, "depth.enabled": True,
+        "stereo.enabled": True, "odom.enabled": False}
+    assert dict(cfg.remappings) == {"image": "/cam/image_raw", "camera_info": "/cam/camera_info",
+                                    "depth": "/cam/depth", "right/image": "/cam/right/image_raw",
+                                    "right/camera_info": "/cam/right/camera_info"}
     assert cfg.parameters == ["/c.yaml", cfg.overrides]
     core = {s.name for s in flat_field_specs()}
     assert set(cfg.overrides) <= core | NODE_ONLY
@@ -48,7 +54,8 @@ def test_explicit_robot_id_wins_over_namespace():
     assert node_launch_config({"namespace": "a", "robot_id": "b"}).overrides["detector.robot_id"] == "b"
 
 
-@pytest.mark.parametrize("args", [{"modle": "x"}, {"use_sim_time": "maybe"}])
+@pytest.mark.parametrize("args", [{"modle": "x"}, {"use_sim_time": "maybe"}, {"depth_topic": "/d"},
+                                  {"right_image_topic": "/r", "camera_info_topic": "/c"}])
 def test_bad_arguments_are_rejected_by_name(args):
     with pytest.raises(ValueError, match=next(iter(args))):
         node_launch_config(args)

@@ -197,3 +197,64 @@ def test_autosave_survives_sigkill_and_budget_warns(run_scenario, tmp_path):
     assert r["rc"][1] == 0 and "at shutdown: could not save" in r["log"], logs  # logged, not a traceback
     assert "Traceback" not in r["log"], logs
     assert (tmp_path / "blocked").read_text() == "user data"  # refused saves left the user's file alone
+
+
+def test_stereo_loop_carries_the_ground_truth_pose_and_is_counted(run_scenario):
+    # The real default model (lite0-gem, ONNX Runtime) on raw EuRoC stereo pairs with CameraInfo,
+    # as a camera driver publishes them: the node must build camera, rig and Frame itself.
+    import numpy as np
+
+    from euroc_stream import camera_truth, load_euroc
+    from vpr_ros.cli.bench_geometry import rotation_error_deg
+    from vpr_ros.io.poses import pose_matrix
+
+    r = run_scenario("stereo_pose", timeout=90)
+    assert r["settled"] and r["rc"] == 0, r["_logs"]
+    euroc = load_euroc()
+    names = {(100 + 100 * i) * 10**9: f"left_img_{i}" for i in range(4)}
+    pairs = [(names[lp["query_stamp_ns"]], names[lp["match_stamp_ns"]]) for lp in r["loops"]]
+    assert pairs == [("left_img_1", "left_img_0"), ("left_img_3", "left_img_2")], r["_logs"]
+    for loop, (query, match) in zip(r["loops"], pairs):
+        assert loop["relative_pose_valid"] and loop["translation_scale_known"] and loop["geometric_inliers"] >= 100
+        T = pose_matrix(loop["position"], loop["orientation"])
+        truth = camera_truth(euroc, query, match)
+        assert rotation_error_deg(T, truth) < 2.0
+        assert np.linalg.norm(T[:3, 3] - truth[:3, 3]) < 0.10
+        cov = np.reshape(loop["covariance"], (6, 6))
+        assert np.allclose(cov, cov.T) and np.all(np.linalg.eigvalsh(cov) > 0)
+    d = r["diag"]
+    assert d["geometry.valid"] == "2" and d["loop_closures"] == "2"
+    assert d["right_image_received"] == "4" and d["right_missing"] == "0" and d["right_unusable"] == "0"
+    assert d["camera_info_missing"] == "0" and d["camera_info_unusable"] == "0"
+    assert all(v == "0" for k, v in d.items() if k.startswith("geometry.rejected."))
+
+
+def test_monocular_loop_carries_rotation_and_unit_direction_without_scale(run_scenario):
+    # camera_info alone: the raw (distorted) EuRoC left images give an essential-matrix pose.
+    import numpy as np
+
+    from euroc_stream import camera_truth, load_euroc
+    from vpr_ros.cli.bench_geometry import direction_error_deg, rotation_error_deg
+    from vpr_ros.io.poses import pose_matrix
+
+    r = run_scenario("stereo_pose", "--mono", timeout=90)
+    assert r["settled"] and r["rc"] == 0 and len(r["loops"]) == 2, r["_logs"]
+    euroc = load_euroc()
+    for loop, (query, match) in zip(r["loops"], [("left_img_1", "left_img_0"), ("left_img_3", "left_img_2")]):
+        assert loop["relative_pose_valid"] and not loop["translation_scale_known"]
+        T = pose_matrix(loop["position"], loop["orientation"])
+        truth = camera_truth(euroc, query, match)
+        assert rotation_error_deg(T, truth) < 3.0
+        assert np.linalg.norm(T[:3, 3]) == pytest.approx(1.0, abs=1e-6)
+        assert direction_error_deg(T[:3, 3], truth[:3, 3]) < 15.0
+    d = r["diag"]
+    assert d["geometry.valid"] == "2" and d["right_image_received"] == "0" and d["camera_info_missing"] == "0"
+
+
+def test_markers_draw_keyframes_and_loop_edges_with_odometry(run_scenario):
+    r = run_scenario("markers", "--frames", "12", timeout=60)
+    logs = r["_logs"] + r["log"]
+    assert r["count"] >= 1, logs
+    assert r["keyframe_points"] == 24, logs  # every keyframe has an odometry pose, so every one is drawn
+    assert r["loops"] >= 1 and r["edge_points"] == 2 * r["loops"], logs  # one line (two points) per loop
+    assert r["frame_id"] == "map" and r["rc"] == 0, logs

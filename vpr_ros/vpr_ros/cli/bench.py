@@ -1,4 +1,4 @@
-"""``vpr-ros bench pipeline|models|node|geometry``: speed and memory benchmarks (never timed tests)."""
+"""``vpr-ros bench pipeline|models|node|geometry|posegraph``: speed and memory benchmarks (never timed tests)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ TARGETS = {
              "ROS node overhead and image-to-LoopClosure latency (needs the ROS 2 wheels)"),
     "geometry": ("vpr_ros.cli.bench_geometry", "add_arguments", "run_geometry_bench",
                  "relative pose per candidate: MNN alone vs MNN + refinement + pose; errors on EuRoC"),
+    "posegraph": ("vpr_ros.cli.bench_posegraph", "add_arguments", "run_posegraph_bench",
+                  "pose-graph optimisation time for 1k and 10k keyframes (GTSAM, robust methods)"),
 }
 
 

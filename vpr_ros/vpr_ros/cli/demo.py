@@ -3,7 +3,9 @@
 Builds real rosbag2 (mcap) bags from the two Corridor traversals, replays the reference traversal as
 mapping session 1 (map saved), then the query traversal as session 2 that loads session 1's map and
 closes loops against it, and evaluates against the VPR-Bench ground truth. ``--single-session``
-replays both traversals as one stream instead (appearance alone then reports aliased places).
+replays both traversals as one stream instead, with SIMULATED odometry (``cli/simulated.py``: the
+Corridor has no poses), so the odometry gate can reject aliased places; ``--optimize`` then builds
+the pose graph and reports the ATE against the simulated ground truth (``cli/optimize.py``).
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import numpy.typing as npt
 from vpr_ros.cli.replay import build_config, load_extractor, parse_overrides, summary
 from vpr_ros.cli.report import write_report
 from vpr_ros.cli.session import ReplayResult, load_frame_index, replay_bag, save_frame_index
+from vpr_ros.cli.simulated import SIMULATED_LABEL, SimulatedRun, simulated_trajectory
 from vpr_ros.core.config import Config, config_from_flat
 from vpr_ros.core.detector import Extractor, LoopClosureDetector
-from vpr_ros.core.errors import BagError, InputError
+from vpr_ros.core.errors import BagError, ConfigError, InputError
 from vpr_ros.core.eval.groundtruth import Exclusion, IndexGroundTruth, load_vprbench_gt
 from vpr_ros.core.types import Frame
 from vpr_ros.io.bag_writer import write_image_bag
@@ -35,6 +38,8 @@ __all__ = ["add_parser", "run", "run_demo", "corridor_frames", "build_demo_bags"
            "IMAGE_TOPIC", "T0_NS", "PERIOD_NS", "SESSION2_OFFSET_NS", "SINGLE_SESSION_GAP_SEC"]
 
 IMAGE_TOPIC = "/camera/image_raw"
+ODOM_TOPIC = "/odom"  # single stream only: the SIMULATED odometry
+SIMULATION_SEED = 0
 NS = 1_000_000_000
 T0_NS = 1_700_000_000 * NS      # an arbitrary wall-clock start
 PERIOD_NS = NS // 10            # 10 Hz camera
@@ -71,6 +76,7 @@ class DemoBags:
     session2: Path | None
     single: Path | None
     num_ref: int
+    simulated: SimulatedRun | None = None  # single stream: its simulated ground truth and odometry
 
 
 def build_demo_bags(bag_dir: str | Path, single_session: bool = False, count: int | None = None,
@@ -82,9 +88,10 @@ def build_demo_bags(bag_dir: str | Path, single_session: bool = False, count: in
     bag_dir = Path(bag_dir)
     ref, query = corridor_frames("ref", count), corridor_frames("query", count)
     if single_session:
-        frames = [Frame(T0_NS + i * PERIOD_NS, im) for i, im in enumerate(ref + query)]
+        sim = simulated_trajectory(len(ref), len(query), seed=SIMULATION_SEED)
+        frames = [Frame(T0_NS + i * PERIOD_NS, im, pose) for i, (im, pose) in enumerate(zip(ref + query, sim.odometry))]
         return DemoBags(None, None, write_image_bag(bag_dir / "single_stream", frames, IMAGE_TOPIC,
-                                                    storage=storage), len(ref))
+                                                    pose_topic=ODOM_TOPIC, storage=storage), len(ref), sim)
     s1 = [Frame(T0_NS + i * PERIOD_NS, im) for i, im in enumerate(ref)]
     s2 = [Frame(T0_NS + SESSION2_OFFSET_NS + i * PERIOD_NS, im) for i, im in enumerate(query)]
     return DemoBags(write_image_bag(bag_dir / "session1_ref", s1, IMAGE_TOPIC, storage=storage),
@@ -113,7 +120,7 @@ def replay_two_sessions(bags: DemoBags, config: Config, model: Extractor, map_di
 
 
 def run_demo(out: str | Path, config: Config, model: Extractor, *, single_session: bool = False,
-             count: int | None = None, progress: bool = True) -> dict[str, Any]:
+             count: int | None = None, progress: bool = True, optimize: bool = False) -> dict[str, Any]:
     """Run the demo into ``out``; returns the evaluation metrics (also in ``out/.../metrics.json``)."""
     out = Path(out)
     marker = out / DEMO_MARKER
@@ -129,7 +136,7 @@ def run_demo(out: str | Path, config: Config, model: Extractor, *, single_sessio
     bags = build_demo_bags(out / "bags", single_session, count)
     if single_session:
         detector = LoopClosureDetector(config, model)
-        result = replay_bag(detector, bags.single, IMAGE_TOPIC, progress=progress)
+        result = replay_bag(detector, bags.single, IMAGE_TOPIC, ODOM_TOPIC, progress=progress)
         det = config.detector
         gt = IndexGroundTruth(pairs, query_offset=bags.num_ref,
                               exclusion=Exclusion(det.min_loop_gap_sec, det.exclude_last_n))
@@ -138,9 +145,12 @@ def run_demo(out: str | Path, config: Config, model: Extractor, *, single_sessio
         _, result = replay_two_sessions(bags, config, model, out / "map_session1", progress=progress)
         gt = IndexGroundTruth(pairs, query_sessions={"session2"}, ref_sessions={"session1"})
         report_dir = out / "session2"
-    metrics = write_report(report_dir, result, gt, frame_id=config.detector.map_frame,
-                           extra={"mode": "single_session" if single_session else "multi_session",
-                                  "num_ref_frames": bags.num_ref})
+    extra = {"mode": "single_session" if single_session else "multi_session", "num_ref_frames": bags.num_ref}
+    if single_session:
+        extra["odometry"] = SIMULATED_LABEL
+    metrics = write_report(report_dir, result, gt, frame_id=config.detector.map_frame, extra=extra)
+    if optimize:
+        metrics.update(_optimize_simulated(report_dir, detector, result, bags))
     metrics["report_dir"] = str(report_dir)
     loops = []
     for lc in result.loop_closures:
@@ -149,6 +159,21 @@ def run_demo(out: str | Path, config: Config, model: Extractor, *, single_sessio
         loops.append((query, match, lc, gt.is_true(query, match)))
     metrics["_loops"] = loops  # for printing; not written to metrics.json
     return metrics
+
+
+def _optimize_simulated(report_dir: Path, detector: LoopClosureDetector, result: ReplayResult,
+                        bags: DemoBags) -> dict[str, Any]:
+    """Pose graph of the single stream, ATE against its SIMULATED ground truth."""
+    from vpr_ros.cli.optimize import optimize_stream  # gtsam/evo only when asked for
+
+    if bags.simulated is None:
+        raise ConfigError("--optimize needs --single-session: the multi-session Corridor bags have no poses")
+    det = detector.config.detector
+    gt = {r.keyframe_id: bags.simulated.ground_truth[r.frame_index] for r in result.records
+          if (r.robot_id, r.session_id) == (det.robot_id, det.session_id)}
+    return optimize_stream(report_dir, detector.keyframes, result.loop_closures, robot_id=det.robot_id,
+                           session_id=det.session_id, ground_truth=gt,
+                           ground_truth_label=f"{SIMULATED_LABEL} ground truth")
 
 
 def _name(frame_index: int, num_ref: int, single: bool, role: str) -> str:
@@ -171,19 +196,29 @@ def _print_loops(loops: Sequence[tuple[Any, Any, Any, bool]], num_ref: int, sing
 
 def run(args: argparse.Namespace) -> int:
     config = build_config(args.config, parse_overrides(args.set))
+    if args.optimize and not args.single_session:
+        raise ConfigError("--optimize needs --single-session: only the single stream has (simulated) poses")
     own_gap = any(s.startswith("detector.min_loop_gap_sec") for s in args.set or [])
     if args.single_session and not own_gap:
         config = config_from_flat({"detector.min_loop_gap_sec": SINGLE_SESSION_GAP_SEC}, base=config)
     if args.out:
         check_output_dir(args.out)  # before the model loads
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="vpr_ros_demo_"))
-    mode = "single session (both traversals in one stream)" if args.single_session else \
+    mode = f"single session (both traversals in one stream, {SIMULATED_LABEL} odometry)" if args.single_session else \
         "multi-session (session 2 closes loops against session 1's saved map)"
     print(f"vpr-ros demo: Corridor dataset, {mode}; model {config.model.preset}")
     metrics = run_demo(out, config, load_extractor(config), single_session=args.single_session,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, optimize=args.optimize)
     _print_loops(metrics.pop("_loops"), metrics["num_ref_frames"], args.single_session)
     print(summary(metrics, Path(metrics["report_dir"])))
+    if args.single_session:
+        print(f"odometry gate ({SIMULATED_LABEL} odometry): {metrics['odometry_rejected']} candidates "
+              "rejected before verification")
+    if args.optimize:
+        from vpr_ros.cli.optimize import format_optimize_summary
+
+        print(format_optimize_summary(metrics))
+        print(f"trajectory plot ({SIMULATED_LABEL}): {Path(metrics['report_dir']) / 'trajectory_optimized.png'}")
     if not args.single_session:
         print(f"session 1 map saved in {out / 'map_session1'}; bags in {out / 'bags'}")
     return 0
@@ -194,7 +229,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                               description=__doc__)
     p.add_argument("--out", help="output folder (default: a new temporary folder)")
     p.add_argument("--single-session", action="store_true",
-                   help="replay both traversals as one stream in one session")
+                   help="replay both traversals as one stream in one session, with SIMULATED odometry")
+    p.add_argument("--optimize", action="store_true",
+                   help="with --single-session: pose graph (GTSAM), ATE before/after vs the simulated "
+                        "ground truth, trajectory plot, g2o/TUM exports")
     p.add_argument("--config", help="ROS 2 parameter YAML (like config/loop_closure.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -117,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
         save_map(detector, args.map_save, result)
     metrics = write_report(args.out, result, gt, frame_id=config.detector.map_frame)
     print(summary(metrics, Path(args.out)))
+    if args.optimize:
+        from vpr_ros.cli.optimize import run_optimize_step  # gtsam/evo only when asked for
+
+        run_optimize_step(args.out, detector, result.loop_closures)
     return 0
 
 
@@ -191,6 +195,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="a frame older than the previous one: skip it and count it in metrics.json "
                         "(default), or abort the replay")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--optimize", action="store_true",
+                   help="optimise a pose graph of odometry + loops (GTSAM) and export g2o/TUM (needs --odom-topic)")
     add_geometry_arguments(p)
     p.set_defaults(func=run)
     return p

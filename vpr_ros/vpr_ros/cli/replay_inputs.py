@@ -38,9 +38,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="calibration of the right camera (projection_matrix, or T_BS of both cameras)")
     g.add_argument("--rectified", action="store_true",
                    help="the image topics are rectified (image_rect): cameras from P, no distortion")
-    g.add_argument("--sync-tolerance-ms", type=positive_float, default=10.0, metavar="MS",
+    g.add_argument("--sync-tolerance-ms", type=_non_negative_ms, default=5.0, metavar="MS",
                    help="a depth or right image pairs with the image whose header stamp is within MS "
-                        "milliseconds (default 10); images without one are replayed without it and counted")
+                        "milliseconds (default 5, as the node's sync.tolerance_sec; 0: equal stamps); "
+                        "images without one are replayed without it and counted")
+
+
+def _non_negative_ms(text: str) -> float:
+    value = 0.0 if text.strip() in ("0", "0.0") else positive_float(text)
+    if value > 1000:
+        raise argparse.ArgumentTypeError(f"{text} ms is more than a second; stamps that far apart are not a pair")
+    return value
 
 
 def _calibration(path: str, rectified: bool, option: str) -> Calibration:

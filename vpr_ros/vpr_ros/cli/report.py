@@ -75,6 +75,7 @@ def evaluate(result: ReplayResult, gt: GroundTruth | None) -> tuple[dict[str, An
         "num_keyframes": len(result.outcomes),
         "num_map_keyframes": result.num_map_keyframes,
         "num_loop_closures": len(result.loop_closures),
+        "odometry_rejected": result.odometry_rejected,
         "corrupt_messages": result.stats.corrupt,
         "corrupt_examples": result.stats.corrupt_examples,
         "stamps_backwards_skipped": result.stamps_backwards,

@@ -76,6 +76,7 @@ class ReplayResult:
     #: accepted loops whose relative pose was not valid, by reason (core/geometry.py REJECTION_REASONS),
     #: published without a pose or dropped (geometry.on_invalid)
     geometry_rejections: dict[str, int] = dataclasses.field(default_factory=dict)
+    odometry_rejected: int = 0  # own-stream candidates the odometry gate dropped before verification
     _lookup: dict[Key, KeyframeRecord] = dataclasses.field(default_factory=dict, init=False, repr=False)
 
     def record(self, key: Key) -> KeyframeRecord:
@@ -147,6 +148,7 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
     timings: dict[str, list[float]] = {}
     frames = 0
     backwards: list[str] = []
+    gated = 0
     rejections: dict[str, int] = {}
     with ImageBag(bag_path, image_topic, pose_topic, inputs=inputs) as bag:
         bar = tqdm(total=bag.num_images if max_frames is None else min(max_frames, bag.num_images),
@@ -172,6 +174,7 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
                     continue
                 frames += 1
                 bar.update(1)
+                gated += step.odometry_rejected
                 for stage, ms in step.timings_ms.items():
                     timings.setdefault(stage, []).append(ms)
                 if step.keyframe is None:
@@ -193,6 +196,6 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
             bar.close()
         stats = bag.stats
     return ReplayResult(records, num_map, outcomes, loops, timings, frames, stats,
-                        detector.model_id, int(detector.model.global_dim),
+                        detector.model_id, int(detector.model.global_dim), odometry_rejected=gated,
                         stamps_backwards=len(backwards), stamps_backwards_examples=backwards[:5],
                         geometry_rejections=rejections)

@@ -28,6 +28,7 @@ __all__ = [
     "DetectorConfig",
     "MapConfig",
     "GeometryConfig",
+    "OdometryGateConfig",
     "Config",
     "load_config",
     "config_from_flat",
@@ -281,6 +282,45 @@ class GeometryConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class OdometryGateConfig:
+    """Odometry consistency of loops inside one robot and session (needs poses; a no-op without).
+
+    The drift odometry can have accumulated between two keyframes grows with the distance travelled
+    and the angle turned between them; a candidate farther from the query than that drift allows is
+    dropped before verification (``core/odometry_gate.py``).
+    """
+
+    enabled: bool = dataclasses.field(default=True, metadata=_meta(
+        "Gate loops within the own robot and session by odometry (only where both keyframes have poses)."))
+    min_sigma_m: float = dataclasses.field(default=0.5, metadata=_meta(
+        "Position standard deviation at zero travel, metres (place size, keyframe spacing).", lo=0.0, hi=MAX_METRES))
+    translation_drift: float = dataclasses.field(default=0.05, metadata=_meta(
+        "Position standard deviation gained per metre travelled (0.05 = 5% of the distance).", lo=0.0, hi=MAX_METRES))
+    rotation_drift_m_per_rad: float = dataclasses.field(default=0.5, metadata=_meta(
+        "Position standard deviation gained per radian turned, metres (heading error after turns).",
+        lo=0.0, hi=MAX_METRES))
+    min_sigma_deg: float = dataclasses.field(default=2.0, metadata=_meta(
+        "Rotation standard deviation at zero travel, degrees (used with a measured relative pose).",
+        lo=0.0, hi=MAX_METRES))
+    rotation_drift: float = dataclasses.field(default=0.05, metadata=_meta(
+        "Rotation standard deviation gained per degree turned (0.05 = 5% of the angle).", lo=0.0, hi=MAX_METRES))
+    heading_drift_deg_per_m: float = dataclasses.field(default=0.1, metadata=_meta(
+        "Rotation standard deviation gained per metre travelled, degrees.", lo=0.0, hi=MAX_METRES))
+    confidence: float = dataclasses.field(default=0.999, metadata=_meta(
+        "Chi-square confidence of the Mahalanobis test; a loop is rejected above its quantile.",
+        lo=0.5, hi=0.999999))
+
+    def __post_init__(self) -> None:
+        for name in ("min_sigma_m", "translation_drift", "rotation_drift_m_per_rad", "min_sigma_deg",
+                     "rotation_drift", "heading_drift_deg_per_m"):
+            _check_range(f"odometry_gate.{name}", getattr(self, name), 0.0, MAX_METRES)
+        _check_range("odometry_gate.confidence", self.confidence, 0.5, 0.999999)
+        if self.min_sigma_m + self.translation_drift + self.rotation_drift_m_per_rad <= 0.0:
+            raise ConfigError("odometry_gate: every position sigma term is 0, so no loop could pass; "
+                              "give min_sigma_m > 0 or set odometry_gate.enabled false")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """The whole pipeline configuration."""
 
@@ -291,6 +331,7 @@ class Config:
     detector: DetectorConfig = dataclasses.field(default_factory=DetectorConfig)
     map: MapConfig = dataclasses.field(default_factory=MapConfig)
     geometry: GeometryConfig = dataclasses.field(default_factory=GeometryConfig)
+    odometry_gate: OdometryGateConfig = dataclasses.field(default_factory=OdometryGateConfig)
 
 
 @dataclasses.dataclass(frozen=True)

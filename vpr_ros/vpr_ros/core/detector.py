@@ -18,10 +18,12 @@ import numpy.typing as npt
 
 from vpr_ros.core.config import Config
 from vpr_ros.core.errors import ConfigError, InputError, MapStoreError, StampOrderError
+from vpr_ros.core.geometry import PoseEstimate
 from vpr_ros.core.index import KeyframeIndex, l2_normalise
 from vpr_ros.core.keyframe_geometry import frame_geometry
 from vpr_ros.core.keyframes import ConsistencyFilter, KeyframeSelector, is_excluded
 from vpr_ros.core.loop_geometry import LoopGeometry
+from vpr_ros.core.odometry_gate import OdometryGate
 from vpr_ros.core.store import load_keyframes, save_keyframes
 from vpr_ros.core.types import Candidate, Descriptors, Frame, Keyframe, KeyframeGeometry, LoopClosure, Verification
 from vpr_ros.core.verification import Verifier
@@ -53,6 +55,7 @@ class StepResult:
     timings_ms: dict[str, float]
     # Why the accepted loop got no valid pose (geometry.REJECTION_REASONS), None if it did or none ran.
     geometry_rejection: str | None = None
+    odometry_rejected: int = 0  # candidates of the own stream dropped by the odometry gate
 
 
 class LoopClosureDetector:
@@ -69,6 +72,7 @@ class LoopClosureDetector:
         self._verifier = Verifier(config.verify)
         self._consistency = ConsistencyFilter(config.verify)
         self._geometry = LoopGeometry(config.geometry, model)
+        self._gate = OdometryGate(config.odometry_gate)
         self.reset()
 
     # -- map -------------------------------------------------------------------------------
@@ -78,6 +82,7 @@ class LoopClosureDetector:
         self._index = KeyframeIndex(self.model.global_dim, self.config.index)
         self._selector.reset()
         self._consistency.reset()
+        self._gate.reset()
         self._next_id = 0
         self._last_stamp_ns: int | None = None
         self._own_keys: list[int] = []
@@ -89,6 +94,12 @@ class LoopClosureDetector:
     @property
     def keyframes(self) -> Sequence[Keyframe]:
         return tuple(self._keyframes)
+
+    @property
+    def odometry_gate(self) -> OdometryGate:
+        """The gate with the odometer of this stream's keyframes (keys = map keys), e.g. to test a
+        measured relative pose after verification with ``odometry_gate.check(q, m, T, cov)``."""
+        return self._gate
 
     def keyframe(self, key: int) -> Keyframe:
         """Keyframe by its map key (position in the map; equals ``id`` for a single stream)."""
@@ -203,6 +214,7 @@ class LoopClosureDetector:
         t1 = time.perf_counter()
         exclude = {k for k in self._own_keys[-self._exclusion_span(kf):] if is_excluded(kf, self._keyframes[k], det)}
         keys, sims = self._index.search(g, self.config.index.top_k, exclude)
+        keys, sims, gated = self._odometry_gate(len(self._keyframes), pose_arr, keys, sims)
         t2 = time.perf_counter()
         verifications = [
             self._verifier.verify(local_arr, Candidate(int(key), float(sim), rank), self._keyframes[key].local)
@@ -220,6 +232,8 @@ class LoopClosureDetector:
             estimate = self._geometry.estimate(kf, match)
             loop = self._geometry.apply(self._loop(kf, match, best, streak), estimate)
             rejection = estimate.reason if estimate is not None and not estimate.valid else None
+            if loop is not None and not self._pose_agrees_with_odometry(best.candidate.keyframe_id, match, estimate):
+                loop, gated = None, gated + 1
             if loop is not None:
                 loops.append(loop)
         timings["geometry"] = (time.perf_counter() - t4) * 1e3
@@ -233,7 +247,31 @@ class LoopClosureDetector:
         timings["search"] = (t2 - t1) * 1e3
         timings["verify"] = (t3 - t2) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        return StepResult(stamp_ns, kf, None, verifications, loops, timings, rejection)
+        return StepResult(stamp_ns, kf, None, verifications, loops, timings, geometry_rejection=rejection,
+                          odometry_rejected=gated)
+
+    def _pose_agrees_with_odometry(self, match_key: int, match: Keyframe, estimate: PoseEstimate | None) -> bool:
+        """The measured relative pose of an own-stream loop against odometry drift (the second gate test,
+        with the pose's covariance; the first, before verification, only had the positions)."""
+        if (not self.config.odometry_gate.enabled or estimate is None or not estimate.valid
+                or not self._is_own(match)):
+            return True
+        decision = self._gate.check(len(self._keyframes), match_key, estimate.T_match_query,
+                                    estimate.covariance, estimate.scale_known)
+        return decision is None or decision.accepted
+
+    def _odometry_gate(self, key: int, pose: npt.NDArray[np.float64] | None, keys: npt.NDArray[np.int64],
+                       sims: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], int]:
+        """Drop own-stream candidates farther from the new keyframe ``key`` than odometry drift allows."""
+        if not self.config.odometry_gate.enabled:
+            return keys, sims, 0
+        self._gate.add(key, pose)
+        keep = np.ones(len(keys), bool)
+        for i, k in enumerate(keys):
+            if self._is_own(self._keyframes[k]):  # other robots/sessions share no odometry with us
+                decision = self._gate.check(key, int(k))
+                keep[i] = decision is None or decision.accepted
+        return keys[keep], sims[keep], int((~keep).sum())
 
     def _check_stamp(self, stamp_ns: int) -> None:
         if self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:

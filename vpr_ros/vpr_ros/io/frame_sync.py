@@ -52,7 +52,7 @@ class GeometryInputs:
     right_camera_info_topic: str | None = None
     right_camera: Calibration | None = None
     rectified: bool = False
-    sync_tolerance_sec: float = 0.01
+    sync_tolerance_sec: float = 0.005
 
     def __post_init__(self) -> None:
         if (self.camera is None) == (self.camera_info_topic is None):
@@ -61,8 +61,8 @@ class GeometryInputs:
             raise ConfigError("give an aligned depth topic or a right image topic, not both")
         if self.right_image_topic and (self.right_camera is None) == (self.right_camera_info_topic is None):
             raise ConfigError("a right image topic needs exactly one right calibration: a camera_info topic or a file")
-        if not self.sync_tolerance_sec > 0:
-            raise ConfigError(f"sync tolerance {self.sync_tolerance_sec} s must be above 0")
+        if not 0 <= self.sync_tolerance_sec <= 1:
+            raise ConfigError(f"sync tolerance {self.sync_tolerance_sec} s must be within 0..1 s")
 
     def topics(self) -> dict[str, tuple[str, ...]]:
         """topic -> the message types it may have."""

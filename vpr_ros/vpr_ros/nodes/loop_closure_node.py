@@ -21,8 +21,9 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
+from visualization_msgs.msg import MarkerArray
 from vpr_ros_msgs.msg import LoopClosure as LoopClosureMsg
 from vpr_ros_msgs.srv import MapIO
 
@@ -34,7 +35,9 @@ from vpr_ros.core.types import Frame
 from vpr_ros.nodes import conversions as conv
 from vpr_ros.nodes.debug_view import DebugView
 from vpr_ros.nodes.extractors import ExtractorFactory, default_extractor, load_extractor_factory
+from vpr_ros.nodes.geometry_inputs import GEOMETRY_INPUT_COUNTERS, GeometryInputs
 from vpr_ros.nodes.map_services import MapKeeper, MapResult
+from vpr_ros.nodes.markers import MarkerTrail
 from vpr_ros.nodes.params import declare_and_read, image_qos
 from vpr_ros.nodes.stats import NodeStats
 
@@ -63,7 +66,7 @@ class LoopClosureNode(Node):
         # What diagnostics call the backend: the model's own word when it has one (injected models).
         self.backend = str(getattr(detector.model, "backend", None) or (
             self.config.model.backend if detector_is_default else "custom"))
-        self.stats = NodeStats()
+        self.stats = NodeStats(GEOMETRY_INPUT_COUNTERS)
         self._detector_lock = threading.Lock()
         self.maps = MapKeeper(self.detector, self._detector_lock, self.config.map, self.get_logger(),
                               self.stats.count)
@@ -79,7 +82,7 @@ class LoopClosureNode(Node):
         self._stopping = False
         self._odom: collections.deque[tuple[int, Any]] = collections.deque(maxlen=400)
         self._odom_lock = threading.Lock()
-        self._camera_size: tuple[int, int] | None = None
+        self._inputs = GeometryInputs(self.settings, self.stats.count, self._warn)
         self._debug = self.settings.debug_image
         self._last_warn: dict[str, float] = {}
 
@@ -88,10 +91,10 @@ class LoopClosureNode(Node):
         self.create_subscription(image_type, "image", self._on_image, sensor_qos)
         if self.settings.odom_enabled:
             self.create_subscription(Odometry, "odom", self._on_odom, sensor_qos)
-        if self.settings.camera_info_enabled:
-            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, sensor_qos)
+        self._inputs.subscribe(self, sensor_qos)  # camera_info, depth, right/image, right/camera_info
         self._loop_pub = self.create_publisher(LoopClosureMsg, "loop_closures", 100)
         self._diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
+        self._markers, self._marker_pub = MarkerTrail(), self.create_publisher(MarkerArray, "markers", 2)
         self._debug_view = DebugView(self.create_publisher(Image, "debug_image", 2).publish,
                                      self.config.detector.map_frame)
         self.create_service(MapIO, "~/save_map", self._on_save_map)
@@ -124,10 +127,6 @@ class LoopClosureNode(Node):
             return
         with self._odom_lock:
             self._odom.append((conv.stamp_to_ns(msg.header.stamp), pose))
-
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        self.stats.count("camera_info_received")
-        self._camera_size = (int(msg.height), int(msg.width))
 
     def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
         for p in params:
@@ -184,15 +183,17 @@ class LoopClosureNode(Node):
         except InputError as exc:
             self._bad(conv.classify_bad_image(msg), exc)
             return
-        if self._camera_size is not None and image.shape[:2] != self._camera_size:
+        size = self._inputs.camera_size
+        if size is not None and image.shape[:2] != size:
             self._bad("size_mismatch", InputError(f"image is {image.shape[1]}x{image.shape[0]}, "
-                                                  f"camera_info says {self._camera_size[1]}x{self._camera_size[0]}"))
+                                                  f"camera_info says {size[1]}x{size[0]}"))
             return
         pose = self._pose_at(stamp_ns)
+        inputs = self._inputs.frame_inputs(stamp_ns, image.shape[:2])
         t1 = time.perf_counter()
         with self._detector_lock:
             try:
-                result = self.detector.process(Frame(stamp_ns, image, pose))
+                result = self.detector.process(Frame(stamp_ns, image, pose, **inputs))
             except StampOrderError as exc:
                 self._bad("time_backwards", exc)
                 return
@@ -209,8 +210,10 @@ class LoopClosureNode(Node):
         if result.keyframe is None:
             return
         self.stats.count("keyframes")
+        self.stats.geometry(result)
         kf = result.keyframe
         self.maps.added(kf)
+        self._markers.add(kf, result.loop_closures)
         if self._debug:
             self._debug_view.remember(kf, image)
         for loop in result.loop_closures:
@@ -268,6 +271,8 @@ class LoopClosureNode(Node):
         result = self.maps.reset()
         with self._detector_lock:
             self._debug_view.clear()
+        if result.success:
+            self._markers.clear()
         return self._respond(response, result)
 
     def _publish_diagnostics(self) -> None:
@@ -278,9 +283,12 @@ class LoopClosureNode(Node):
                  "backend": self.backend, "robot_id": self.config.detector.robot_id}
         extra["map_memory_mb"] = f"{self.maps.map_bytes / 1e6:.2f}"
         extra["memory_budget_mb"] = f"{self.config.map.memory_budget_mb:g}"
-        if self._camera_size is not None:
-            extra["camera_size"] = f"{self._camera_size[1]}x{self._camera_size[0]}"
+        if self._inputs.camera_size is not None:
+            extra["camera_size"] = f"{self._inputs.camera_size[1]}x{self._inputs.camera_size[0]}"
         over = self.maps.over_budget()
+        markers = self._markers.message(self.config.detector.map_frame, self.get_clock().now().nanoseconds)
+        if markers is not None:  # keyframe positions need odometry; without it nothing is drawn
+            self._marker_pub.publish(markers)
         self._diag_pub.publish(self.stats.to_msg(
             self.get_clock().now().to_msg(), f"{self.get_name()}: loop closure",
             self.config.detector.robot_id, extra, warnings=[over] if over else []))

@@ -35,9 +35,9 @@ NODE_PARAMETERS: tuple[FieldSpec, ...] = (
           "before decoding (compressed: from the PNG/JPEG header) and counted as "
           "'bad_input.too_large'.", lo=1, hi=1 << 30),
     _spec("qos.reliability", str, "best_effort",
-          "Reliability of the image, camera_info and odom subscriptions (sensor-data QoS uses "
+          "Reliability of the image, camera_info, depth, right and odom subscriptions (sensor-data QoS uses "
           "best_effort; use reliable for bag replay without loss).", choices=RELIABILITIES),
-    _spec("qos.depth", int, 5, "History depth of the image, camera_info and odom subscriptions.",
+    _spec("qos.depth", int, 5, "History depth of the image, camera_info, depth, right and odom subscriptions.",
           lo=1, hi=1000),
     _spec("queue.size", int, 4,
           "Frames waiting for the processing thread; when full the oldest frame is dropped and "
@@ -48,7 +48,26 @@ NODE_PARAMETERS: tuple[FieldSpec, ...] = (
     _spec("diagnostics.period_sec", float, 1.0, "Period of the 'diagnostics' topic, seconds.",
           lo=0.05, hi=3600.0),
     _spec("camera_info.enabled", bool, False,
-          "Subscribe to 'camera_info' and check that images match its size (reported in diagnostics)."),
+          "Subscribe to 'camera_info': its calibration gives loops a measured relative pose "
+          "(geometry.*), and images must match its size (reported in diagnostics)."),
+    _spec("camera_info.rectified", bool, False,
+          "The images are rectified (image_rect): use the CameraInfo P matrices without distortion. "
+          "False (image_raw): K and D, and for stereo the rectification rotations R."),
+    _spec("depth.enabled", bool, False,
+          "Subscribe to 'depth' (sensor_msgs/Image 16UC1 mm or 32FC1 m, aligned to the image) for "
+          "metric relative poses (PnP); needs camera_info.enabled."),
+    _spec("stereo.enabled", bool, False,
+          "Subscribe to 'right/image' and 'right/camera_info' (baseline from its P) for metric "
+          "relative poses (PnP); needs camera_info.enabled."),
+    _spec("sync.tolerance_sec", float, 0.005,
+          "A depth or right image belongs to the left image whose stamp is nearest within this, "
+          "seconds (0 = exact stamps).", lo=0.0, hi=1.0),
+    _spec("sync.max_wait_sec", float, 0.1,
+          "How long the processing thread waits for a depth or right image that has not arrived "
+          "yet, seconds; the frame then goes on without it (diagnostics 'depth_missing', "
+          "'right_missing').", lo=0.0, hi=5.0),
+    _spec("sync.buffer_size", int, 10,
+          "Depth and right images kept per topic while waiting for their left image.", lo=1, hi=1000),
     _spec("odom.enabled", bool, True,
           "Subscribe to 'odom' (nav_msgs/Odometry) to tag keyframes with poses and drive the "
           "keyframes.min_translation_m / min_rotation_deg gates."),
@@ -78,6 +97,12 @@ class NodeSettings:
     debug_image: bool = False
     diagnostics_period_sec: float = 1.0
     camera_info_enabled: bool = False
+    camera_info_rectified: bool = False
+    depth_enabled: bool = False
+    stereo_enabled: bool = False
+    sync_tolerance_sec: float = 0.005
+    sync_max_wait_sec: float = 0.1
+    sync_buffer_size: int = 10
     odom_enabled: bool = True
     odom_max_age_sec: float = 0.2
     log_throttle_sec: float = 5.0
@@ -108,4 +133,9 @@ def settings_from_flat(values: Mapping[str, Any]) -> NodeSettings:
     if unknown:
         raise ConfigError(f"unknown node parameter(s) {', '.join(unknown)}")
     fields = {name.replace(".", "_"): _check(specs[name], value) for name, value in values.items()}
-    return NodeSettings(**fields)
+    settings = NodeSettings(**fields)
+    for needs in ("depth", "stereo"):
+        if getattr(settings, f"{needs}_enabled") and not settings.camera_info_enabled:
+            raise ConfigError(f"{needs}.enabled needs camera_info.enabled: true (the left camera's "
+                              "calibration); enable it and publish 'camera_info'")
+    return settings

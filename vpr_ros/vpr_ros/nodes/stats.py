@@ -14,13 +14,20 @@ from typing import Sequence
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-__all__ = ["NodeStats", "BAD_INPUT_KINDS", "STAGES"]
+from vpr_ros.core.detector import StepResult
+from vpr_ros.core.geometry import REJECTION_REASONS
+
+__all__ = ["NodeStats", "BAD_INPUT_KINDS", "STAGES", "GEOMETRY_COUNTERS"]
 
 #: Every kind of bad input the node counts (diagnostics key ``bad_input.<kind>``).
 BAD_INPUT_KINDS = ("unknown_encoding", "empty_image", "malformed_image", "corrupt_compressed",
                    "time_backwards", "nan_odometry", "size_mismatch", "too_large", "unusable_image")
 #: Latency stages in milliseconds: node-side (queue wait, convert, publish) and the core's timings.
-STAGES = ("queue_wait", "convert", "extract", "select", "search", "verify", "detector", "publish", "total")
+STAGES = ("queue_wait", "convert", "extract", "select", "search", "verify", "geometry", "detector", "publish",
+          "total")
+#: Geometry outcomes of accepted loops: a valid measured pose, or no pose and why.
+GEOMETRY_COUNTERS = ("geometry.valid", *(f"geometry.rejected.{r}" for r in REJECTION_REASONS),
+                     "odometry_gate.rejected")
 
 _RATE_WINDOW_SEC = 10.0
 _LATENCY_SAMPLES = 512
@@ -55,12 +62,12 @@ class _Rate:
 class NodeStats:
     """Everything the diagnostics topic reports."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_counters: Sequence[str] = ()) -> None:
         self._lock = threading.Lock()
         self.counters: dict[str, int] = {k: 0 for k in (
             "frames_received", "frames_processed", "frames_dropped", "frames_failed", "keyframes",
             "loop_closures", "odometry_received", "camera_info_received", "autosaves",
-            "autosave_failures")}
+            "autosave_failures", *GEOMETRY_COUNTERS, *extra_counters)}
         self.bad_inputs: dict[str, int] = {k: 0 for k in BAD_INPUT_KINDS}
         self._latency = {s: collections.deque(maxlen=_LATENCY_SAMPLES) for s in STAGES}
         self._input_rate = _Rate()
@@ -73,6 +80,21 @@ class NodeStats:
                 self._input_rate.tick(time.monotonic())
             elif key == "keyframes":
                 self._keyframe_rate.tick(time.monotonic())
+
+    def geometry(self, result: StepResult) -> None:
+        """Count the geometry outcome of one step: published loops with a valid pose, and the
+        reason a loop got no pose (published without it or dropped, per geometry.on_invalid)."""
+        valid = sum(1 for loop in result.loop_closures if loop.relative_pose_valid)
+        if valid:
+            self.count("geometry.valid", valid)
+        # The odometry gate (StepResult.odometry_rejected) lands in another branch; count it once there.
+        gated = int(getattr(result, "odometry_rejected", 0) or 0)
+        if gated:
+            self.count("odometry_gate.rejected", gated)
+        if result.geometry_rejection:
+            key = f"geometry.rejected.{result.geometry_rejection}"
+            with self._lock:  # a reason added to the core later still shows up, not a KeyError
+                self.counters[key] = self.counters.get(key, 0) + 1
 
     def bad_input(self, kind: str) -> None:
         with self._lock:
