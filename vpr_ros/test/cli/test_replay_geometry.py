@@ -23,7 +23,7 @@ from rosbags.typesys import Stores, get_typestore
 from vpr_ros.cli.bench_geometry import EUROC_DIR, direction_error_deg, load_euroc, rotation_error_deg
 from vpr_ros.cli.main import main
 from vpr_ros.core.camera import load_camera
-from vpr_ros.core.errors import BagError
+from vpr_ros.core.errors import BagError, ConfigError
 from vpr_ros.io.bags import ImageBag
 from vpr_ros.io.calibration import load_calibration, stereo_rig
 from vpr_ros.io.frame_sync import GeometryInputs
@@ -194,6 +194,19 @@ def test_monocular_calibration_file_gives_rotation_and_a_unit_direction(tmp_path
     assert msg.relative_pose_valid and not msg.translation_scale_known
 
 
+@pytest.mark.parametrize("on_invalid, published", [("reject", 0), ("publish", 1)])
+def test_loops_without_a_valid_pose_are_counted_by_reason(tmp_path, on_invalid, published):
+    bag = euroc_bag(tmp_path / "euroc", (0, 1))
+    assert main(["replay", str(bag), *TOPICS, *STEREO, "--set", "geometry.min_inlier_ratio=0.999",
+                 "--set", f"geometry.on_invalid={on_invalid}", "--out", str(tmp_path / "out")]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["geometry_rejected"] == {"low_inlier_ratio": 1} and metrics["geometry_valid"] == 0
+    assert metrics["num_loop_closures"] == published
+    rows = list(csv.DictReader(open(tmp_path / "out" / "loop_closures.csv")))
+    assert [(r["relative_pose_valid"], r["geometry_rejection"], r["t_x"]) for r in rows] == \
+        [("0", "low_inlier_ratio", "")] * published
+
+
 # -- the bag side alone: calibration from R/P, pairing by stamp, what is counted ---------------------
 
 def test_stereo_extrinsics_are_recovered_from_camera_info_R_and_P(tmp_path):
@@ -247,6 +260,18 @@ def test_zero_tolerance_pairs_equal_stamps_only_and_no_image_waits_forever(tmp_p
         frames = [(reader.message_index, f.depth is not None) for f in reader]
         assert reader.stats.frames_without_depth == 3
     assert frames == [(0, True), (1, False), (2, False), (3, False)]
+
+
+def test_a_calibration_of_another_image_size_is_refused(tmp_path):
+    (tmp_path / "vga.yaml").write_text(yaml.safe_dump({
+        "image_width": 640, "image_height": 480, "distortion_model": "plumb_bob",
+        "camera_matrix": {"rows": 3, "cols": 3, "data": [400.0, 0, 320, 0, 400, 240, 0, 0, 1]},
+        "distortion_coefficients": {"rows": 1, "cols": 5, "data": [0.0] * 5}}))
+    bag = _depth_bag(tmp_path / "b", [0])
+    inputs = GeometryInputs(camera=load_calibration(tmp_path / "vga.yaml"), depth_topic="/depth")
+    with ImageBag(bag, "/cam", inputs=inputs) as reader, \
+            pytest.raises(ConfigError, match="for 640x480 images but image 0 of /cam is 752x480"):
+        list(reader)
 
 
 def test_a_depth_topic_in_another_encoding_is_refused(tmp_path):

@@ -6,7 +6,8 @@
 are skipped and counted in :attr:`ImageBag.stats` instead of aborting a long replay. A damaged MCAP
 bag (truncated recording, no summary, no ``metadata.yaml``) is read as far as it goes
 (:mod:`vpr_ros.io.mcap_salvage`) and the loss is counted; any other storage failure is a
-:class:`BagError` that names the file and what to do.
+:class:`BagError` that names the file and what to do. With :class:`~vpr_ros.io.frame_sync.GeometryInputs`
+each frame also gets its calibration and, paired by stamp, its depth or right image (``frame_sync.py``).
 """
 
 from __future__ import annotations
@@ -160,7 +161,8 @@ class ImageBag:
 
     Iterating yields ``Frame(stamp_ns, image (H, W, 3) uint8 RGB, pose (4, 4) float64 world_T_body
     or None)`` in recording order; the stamp is the image header stamp (the recording time when the
-    header is empty). Raises :class:`BagError` when a topic is missing or has the wrong type.
+    header is empty). ``inputs``: also fill ``camera`` and ``depth`` or ``right`` + ``stereo``.
+    Raises :class:`BagError` when a topic is missing or has the wrong type.
     """
 
     def __init__(self, path: str | Path, image_topic: str, pose_topic: str | None = None, *,
