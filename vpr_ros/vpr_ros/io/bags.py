@@ -31,8 +31,8 @@ from rosbags.serde import SerdeError
 from vpr_ros.core.errors import BagError, InputError
 from vpr_ros.core.images import image_from_compressed, image_from_raw
 from vpr_ros.core.types import Frame
-from vpr_ros.io.mcap_salvage import SalvagedMcap
 from vpr_ros.io.frame_sync import CalibrationTrack, FrameAssembler, GeometryInputs
+from vpr_ros.io.mcap_salvage import SalvagedMcap
 from vpr_ros.io.msgdefs import typestore
 from vpr_ros.io.poses import PoseTrack, pose_matrix
 
