@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from vpr_ros.cli.arg_types import non_negative_int, positive_float
+from vpr_ros.cli.replay_inputs import add_arguments as add_geometry_arguments, geometry_inputs
 from vpr_ros.cli.report import write_report
 from vpr_ros.cli.session import (FRAME_INDEX_FILE, STAMP_POLICIES, ReplayResult, load_frame_index,
                                  replay_bag, save_frame_index)
@@ -97,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if args.gt_radius_m is not None and not args.odom_topic:
         raise ConfigError("--gt-radius-m needs poses; give --odom-topic (nav_msgs/Odometry or PoseStamped)")
     check_paths(args)
+    inputs = geometry_inputs(args)
     pairs = load_vprbench_gt(args.gt_npy) if args.gt_npy else None
     detector = LoopClosureDetector(config, load_extractor(config))
     frame_index = {}
@@ -110,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     gt = ground_truth(args, config, {kf.session_id for kf in detector.keyframes}, pairs)
     result = replay_bag(detector, args.bag, args.image_topic, args.odom_topic,
                         frame_index=frame_index, progress=not args.no_progress,
-                        on_stamp_backwards=args.on_stamp_backwards)
+                        on_stamp_backwards=args.on_stamp_backwards, inputs=inputs)
     if args.map_save:
         save_map(detector, args.map_save, result)
     metrics = write_report(args.out, result, gt, frame_id=config.detector.map_frame)
@@ -138,6 +140,10 @@ def summary(metrics: dict[str, Any], out: Path) -> str:
     lines = [f"{metrics['num_frames']} frames, {metrics['num_keyframes']} keyframes "
              f"(+{metrics['num_map_keyframes']} from the loaded map), "
              f"{metrics['num_loop_closures']} loop closures"]
+    if metrics.get("geometry_valid") or metrics.get("geometry_rejected"):
+        lines.append(f"{metrics['geometry_valid']} loops with a measured relative pose "
+                     f"({metrics['geometry_valid_metric']} metric); without a valid pose: "
+                     f"{metrics['geometry_rejected'] or 'none'}")
     if metrics.get("stamps_backwards_skipped"):
         lines.append(f"skipped {metrics['stamps_backwards_skipped']} frames whose stamp went backwards, "
                      f"e.g. {metrics['stamps_backwards_examples'][0]}")
@@ -191,5 +197,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--optimize", action="store_true",
                    help="optimise a pose graph of odometry + loops (GTSAM) and export g2o/TUM (needs --odom-topic)")
+    add_geometry_arguments(p)
     p.set_defaults(func=run)
     return p

@@ -21,9 +21,44 @@ from vpr_ros.core.eval.groundtruth import GroundTruth
 from vpr_ros.core.eval.metrics import (PRCurve, average_precision, latency_stats,
                                        max_recall_at_full_precision, pr_curve, precision_recall_f1,
                                        recall_at_n)
+from vpr_ros.core.types import LoopClosure
 from vpr_ros.io.bag_writer import write_loop_closures
+from vpr_ros.io.poses import matrix_to_pose
 
-__all__ = ["evaluate", "write_report"]
+__all__ = ["evaluate", "write_report", "geometry_metrics", "POSE_COLUMNS"]
+
+#: loop_closures.csv columns of the relative pose T_match_query (query body in the match body frame):
+#: translation (metres, or a unit direction when translation_scale_known is 0), quaternion, and the
+#: standard deviations of the covariance's diagonal (m, deg); empty when relative_pose_valid is 0.
+POSE_COLUMNS = ["relative_pose_valid", "translation_scale_known", "geometry_method", "geometry_rejection",
+                "geometric_inliers", "t_x", "t_y", "t_z", "q_x", "q_y", "q_z", "q_w",
+                "std_x_m", "std_y_m", "std_z_m", "std_rot_x_deg", "std_rot_y_deg", "std_rot_z_deg"]
+
+
+def geometry_metrics(result: ReplayResult) -> dict[str, Any]:
+    """Relative-pose counts: loops published with a valid pose (and metric scale), and accepted loops
+    whose pose was not valid, by reason (published without a pose or dropped, ``geometry.on_invalid``)."""
+    valid = [lc for lc in result.loop_closures if lc.relative_pose_valid]
+    return {
+        "geometry_valid": len(valid),
+        "geometry_valid_metric": sum(lc.translation_scale_known for lc in valid),
+        "geometry_rejected": dict(sorted(result.geometry_rejections.items())),
+        "geometry_methods": {m: sum(lc.geometry_method == m for lc in valid)
+                             for m in sorted({lc.geometry_method for lc in valid})},
+        "frames_without_depth": result.stats.frames_without_depth,
+        "frames_without_right": result.stats.frames_without_right,
+    }
+
+
+def _pose_cells(lc: LoopClosure) -> list[Any]:
+    head = [int(lc.relative_pose_valid), int(lc.translation_scale_known), lc.geometry_method,
+            lc.geometry_rejection, lc.geometric_inliers]
+    if lc.relative_pose is None:
+        return head + [""] * (len(POSE_COLUMNS) - len(head))
+    (x, y, z), quat = matrix_to_pose(lc.relative_pose)
+    std = np.sqrt(np.clip(np.diag(lc.covariance), 0, None)) if lc.covariance is not None else np.full(6, np.nan)
+    std[3:] = np.degrees(std[3:])
+    return head + [f"{v:.6f}" for v in (x, y, z, *quat)] + [f"{v:.6g}" for v in std]
 
 
 def evaluate(result: ReplayResult, gt: GroundTruth | None) -> tuple[dict[str, Any], PRCurve | None,
@@ -50,6 +85,7 @@ def evaluate(result: ReplayResult, gt: GroundTruth | None) -> tuple[dict[str, An
         "bag_unreadable_bytes": result.stats.lost_bytes,
         "bag_lost_messages": result.stats.lost_messages,
         "latency_ms": latency_stats(result.timings_ms),
+        **geometry_metrics(result),
     }
     if gt is None:
         metrics.update({k: None for k in ("precision", "recall", "f1", "max_recall_at_100_precision",
@@ -96,14 +132,15 @@ def _write_csvs(out: Path, result: ReplayResult, correct: list[bool | None], cur
         w = csv.writer(f)
         w.writerow(["query_session", "query_id", "query_stamp_ns", "query_frame", "match_session",
                     "match_id", "match_stamp_ns", "match_frame", "global_similarity", "retrieval_rank",
-                    "local_matches", "local_features", "score", "consistent_keyframes", "correct"])
+                    "local_matches", "local_features", "score", "consistent_keyframes", "correct",
+                    *POSE_COLUMNS])
         for lc, ok in zip(result.loop_closures, correct):
             q = result.record((lc.query_robot_id, lc.query_session_id, lc.query_id))
             m = result.record((lc.match_robot_id, lc.match_session_id, lc.match_id))
             w.writerow([q.session_id, q.keyframe_id, q.stamp_ns, q.frame_index, m.session_id,
                         m.keyframe_id, m.stamp_ns, m.frame_index, f"{lc.global_similarity:.4f}",
                         lc.retrieval_rank, lc.local_matches, lc.local_features, f"{lc.score:.3f}",
-                        lc.consistent_keyframes, "" if ok is None else int(ok)])
+                        lc.consistent_keyframes, "" if ok is None else int(ok), *_pose_cells(lc)])
     with open(out / "queries.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["query_id", "query_frame", "has_true_loop", "best_match_frame", "best_score",

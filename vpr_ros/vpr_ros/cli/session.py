@@ -21,6 +21,7 @@ from vpr_ros.core.errors import MapStoreError, StampOrderError
 from vpr_ros.core.eval.groundtruth import KeyframeRecord
 from vpr_ros.core.types import Keyframe, LoopClosure
 from vpr_ros.io.bags import ImageBag, ReadStats
+from vpr_ros.io.frame_sync import GeometryInputs
 
 __all__ = ["CandidateOutcome", "QueryOutcome", "ReplayResult", "replay_bag", "save_frame_index",
            "load_frame_index", "FRAME_INDEX_FILE", "STAMP_POLICIES"]
@@ -72,6 +73,9 @@ class ReplayResult:
     #: frames skipped because their stamp went backwards (not in num_frames); first few described
     stamps_backwards: int = 0
     stamps_backwards_examples: list[str] = dataclasses.field(default_factory=list)
+    #: accepted loops whose relative pose was not valid, by reason (core/geometry.py REJECTION_REASONS),
+    #: published without a pose or dropped (geometry.on_invalid)
+    geometry_rejections: dict[str, int] = dataclasses.field(default_factory=dict)
     odometry_rejected: int = 0  # own-stream candidates the odometry gate dropped before verification
     _lookup: dict[Key, KeyframeRecord] = dataclasses.field(default_factory=dict, init=False, repr=False)
 
@@ -124,13 +128,14 @@ def load_frame_index(map_dir: str | Path) -> dict[Key, int]:
 def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic: str,
                pose_topic: str | None = None, *, frame_index: Mapping[Key, int] | None = None,
                progress: bool = False, max_frames: int | None = None,
-               on_stamp_backwards: str = "skip") -> ReplayResult:
+               on_stamp_backwards: str = "skip", inputs: GeometryInputs | None = None) -> ReplayResult:
     """Feed every frame of ``image_topic`` to ``detector`` in order and record the outcome.
 
     ``frame_index`` gives the bag frame index of keyframes already in the detector's map (a loaded
     map; see :func:`load_frame_index`). ``max_frames`` stops early (benchmarks).
     ``on_stamp_backwards``: a frame older than the previous one (a bag with reordered messages, a
     clock jump) is skipped and counted ("skip"), or stops the replay with StampOrderError ("abort").
+    ``inputs``: calibration, depth or right images to read with the images (relative poses of loops).
     """
     if on_stamp_backwards not in STAMP_POLICIES:
         raise ValueError(f"on_stamp_backwards={on_stamp_backwards!r}; choose one of {STAMP_POLICIES}")
@@ -144,7 +149,8 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
     frames = 0
     backwards: list[str] = []
     gated = 0
-    with ImageBag(bag_path, image_topic, pose_topic) as bag:
+    rejections: dict[str, int] = {}
+    with ImageBag(bag_path, image_topic, pose_topic, inputs=inputs) as bag:
         bar = tqdm(total=bag.num_images if max_frames is None else min(max_frames, bag.num_images),
                    # None: tqdm draws only on a terminal, so CI logs stay readable.
                    disable=None if progress else True, unit="frame", desc=Path(bag_path).name,
@@ -184,9 +190,12 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
                 records.append(record)
                 by_key[record.key] = record
                 loops.extend(step.loop_closures)
+                if step.geometry_rejection:
+                    rejections[step.geometry_rejection] = rejections.get(step.geometry_rejection, 0) + 1
         finally:
             bar.close()
         stats = bag.stats
     return ReplayResult(records, num_map, outcomes, loops, timings, frames, stats,
                         detector.model_id, int(detector.model.global_dim), odometry_rejected=gated,
-                        stamps_backwards=len(backwards), stamps_backwards_examples=backwards[:5])
+                        stamps_backwards=len(backwards), stamps_backwards_examples=backwards[:5],
+                        geometry_rejections=rejections)

@@ -9,8 +9,12 @@ Layout (format version 1)::
                     by key order (zeros for keyframes without local features)
     manifest.json   size and SHA-256 of each file above (core/map_integrity.py); written last
 
+map.sqlite also holds the table ``geometry`` (core/map_geometry.py, since issue 9): per keyframe with a
+camera, its keypoints, descriptors and 3-D points for relative poses of loops against a loaded map.
+
 meta keys: format_version, model_id, global_dim, local_shape ([h, w, c] or null), num_keyframes,
-and since issue 8: global_dtype, local_dtype ("float32"), shard_size, manifest (true).
+and since issue 8: global_dtype, local_dtype ("float32"), shard_size, manifest (true); since issue 9:
+geometry (true: the geometry table exists; absent in older maps, which load with geometry None).
 
 Safety (issue 8): a save replaces only a missing path, an empty directory or a vpr_ros map, and swaps
 the new map in crash-safely (core/atomic_dir.py). A load verifies every file it reads against the
@@ -31,7 +35,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from vpr_ros.core import atomic_dir
+from vpr_ros.core import atomic_dir, map_geometry
 from vpr_ros.core.atomic_dir import fsync_dir, fsync_file
 from vpr_ros.core.errors import MapStoreError
 from vpr_ros.core.index import KeyframeIndex
@@ -102,6 +106,7 @@ def _validate(keyframes: Sequence[Keyframe], global_dim: int) -> list[int] | Non
                                 f"{tuple(local_shape)}; a map holds one model's features — nothing was saved")
         if kf.pose is not None and np.shape(kf.pose) != (4, 4):
             raise MapStoreError(f"keyframe {kf.id} has a pose of shape {np.shape(kf.pose)}; nothing was saved")
+        map_geometry.check_geometry(kf)
     return local_shape
 
 
@@ -119,7 +124,7 @@ def _write(root: Path, keyframes: Sequence[Keyframe], model_id: str, global_dim:
                        "pose BLOB, global BLOB NOT NULL, has_local INTEGER NOT NULL)")
             meta = {"format_version": FORMAT_VERSION, "model_id": model_id, "global_dim": global_dim,
                     "local_shape": local_shape, "num_keyframes": len(keyframes), "global_dtype": "float32",
-                    "local_dtype": "float32", "shard_size": SHARD, "manifest": True}
+                    "local_dtype": "float32", "shard_size": SHARD, "manifest": True, "geometry": True}
             db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
             db.executemany(
                 "INSERT INTO keyframes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -127,6 +132,9 @@ def _write(root: Path, keyframes: Sequence[Keyframe], model_id: str, global_dim:
                   None if kf.pose is None else np.asarray(kf.pose, np.float64).tobytes(),
                   np.asarray(kf.global_, np.float32).tobytes(), int(kf.local is not None))
                  for key, kf in enumerate(keyframes)])
+            map_geometry.create_table(db)
+            db.executemany(f"INSERT INTO {map_geometry.TABLE} VALUES ({', '.join('?' * 13)})",
+                           map_geometry.geometry_rows(keyframes))
     finally:
         db.close()
     fsync_file(root / DB)
@@ -230,17 +238,19 @@ def _check_meta(path: Path, meta: MapMeta) -> None:
         ("shard_size", _is_int(meta.get("shard_size", SHARD), 1)),
         ("global_dtype", meta.get("global_dtype", "float32") == "float32"),
         ("local_dtype", meta.get("local_dtype", "float32") == "float32"),
-        ("manifest", isinstance(meta.get("manifest", False), bool))) if not ok]
+        ("manifest", isinstance(meta.get("manifest", False), bool)),
+        ("geometry", isinstance(meta.get("geometry", False), bool))) if not ok]
     if problems:
         raise MapStoreError(f"map {path}: {DB} meta has missing or invalid {', '.join(problems)}; the map is "
                             "damaged — re-create it or load another")
 
 
-def load_keyframes(path: str | Path, model_id: str | None = None,
-                   load_local: bool = True) -> tuple[MapMeta, list[Keyframe]]:
+def load_keyframes(path: str | Path, model_id: str | None = None, load_local: bool = True,
+                   load_geometry: bool = True) -> tuple[MapMeta, list[Keyframe]]:
     """Read a map directory. Raises MapStoreError when it is missing, damaged or was built with
     another model than ``model_id``; the error names the damaged file. Reading changes nothing on
-    disk, except that the leftovers of an interrupted save are recovered first. ``~`` is expanded."""
+    disk, except that the leftovers of an interrupted save are recovered first. ``~`` is expanded.
+    ``load_geometry``: also read each keyframe's KeyframeGeometry (None where it has none)."""
     path = Path(path).expanduser()
     try:
         atomic_dir.recover(Path(os.path.abspath(path)), classify_dir)
@@ -267,6 +277,9 @@ def load_keyframes(path: str | Path, model_id: str | None = None,
         try:
             rows = db.execute("SELECT key, id, robot_id, session_id, stamp_ns, pose, global, has_local "
                               "FROM keyframes ORDER BY key").fetchall()
+            # Maps without the table (saved before issue 9) load with geometry None.
+            geometry = (map_geometry.read_geometry(db, path, len(rows))
+                        if meta.get("geometry") and load_geometry else {})
         finally:
             db.close()
     except (sqlite3.Error, ValueError) as exc:  # ValueError: text that is not UTF-8 (UnicodeDecodeError)
@@ -277,6 +290,7 @@ def load_keyframes(path: str | Path, model_id: str | None = None,
     dim, size = int(meta["global_dim"]), int(meta.get("shard_size", SHARD))
     has_local = meta["local_shape"] is not None
     keyframes = [_keyframe(path, i, row, dim, has_local) for i, row in enumerate(rows)]
+    map_geometry.attach(keyframes, geometry)
     shards = _read_shards(path, meta, manifest, len(rows)) if load_local else None
     if shards is not None:
         for i, (kf, row) in enumerate(zip(keyframes, rows)):

@@ -6,11 +6,13 @@
 are skipped and counted in :attr:`ImageBag.stats` instead of aborting a long replay. A damaged MCAP
 bag (truncated recording, no summary, no ``metadata.yaml``) is read as far as it goes
 (:mod:`vpr_ros.io.mcap_salvage`) and the loss is counted; any other storage failure is a
-:class:`BagError` that names the file and what to do.
+:class:`BagError` that names the file and what to do. With :class:`~vpr_ros.io.frame_sync.GeometryInputs`
+each frame also gets its calibration and, paired by stamp, its depth or right image (``frame_sync.py``).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import struct
@@ -29,6 +31,7 @@ from rosbags.serde import SerdeError
 from vpr_ros.core.errors import BagError, InputError
 from vpr_ros.core.images import image_from_compressed, image_from_raw
 from vpr_ros.core.types import Frame
+from vpr_ros.io.frame_sync import CalibrationTrack, FrameAssembler, GeometryInputs
 from vpr_ros.io.mcap_salvage import SalvagedMcap
 from vpr_ros.io.msgdefs import typestore
 from vpr_ros.io.poses import PoseTrack, pose_matrix
@@ -61,6 +64,9 @@ class ReadStats:
     lost_bytes: int = 0
     lost_messages: int = 0
     salvage_problems: list[str] = dataclasses.field(default_factory=list)
+    #: images replayed without their depth / right image (none within the sync tolerance, or damaged)
+    frames_without_depth: int = 0
+    frames_without_right: int = 0
 
     def note_corrupt(self, what: str) -> None:
         self.corrupt += 1
@@ -155,14 +161,18 @@ class ImageBag:
 
     Iterating yields ``Frame(stamp_ns, image (H, W, 3) uint8 RGB, pose (4, 4) float64 world_T_body
     or None)`` in recording order; the stamp is the image header stamp (the recording time when the
-    header is empty). Raises :class:`BagError` when a topic is missing or has the wrong type.
+    header is empty). ``inputs``: also fill ``camera`` and ``depth`` or ``right`` + ``stereo``.
+    Raises :class:`BagError` when a topic is missing or has the wrong type.
     """
 
     def __init__(self, path: str | Path, image_topic: str, pose_topic: str | None = None, *,
-                 max_pose_gap_sec: float = 0.5) -> None:
+                 max_pose_gap_sec: float = 0.5, inputs: GeometryInputs | None = None) -> None:
         self.path = Path(path)
         self.image_topic = image_topic
         self.pose_topic = pose_topic
+        self.inputs = inputs
+        if inputs is not None and image_topic in inputs.topics():
+            raise BagError(f"{image_topic} is given as the image topic and as a geometry input topic; give each once")
         self.stats = ReadStats()
         self._max_pose_gap_sec = max_pose_gap_sec
         self._reader = _open(self.path)
@@ -175,6 +185,8 @@ class ImageBag:
             self.topics = {name: info.msgtype or "?" for name, info in self._reader.topics.items()}
             self._image_conns = self._connections(image_topic, IMAGE_TYPES)
             self._pose_conns = self._connections(pose_topic, POSE_TYPES) if pose_topic else []
+            side = inputs.topics() if inputs else {}
+            self._side_conns = {t: self._connections(t, types) for t, types in side.items()}
         except BagError:
             self._reader.close()
             raise
@@ -229,29 +241,82 @@ class ImageBag:
             self._track = PoseTrack(stamps, poses, self._max_pose_gap_sec)
         return self._track
 
+    def _calibration_track(self, topic: str | None) -> CalibrationTrack | None:
+        """Every CameraInfo of ``topic`` (a few hundred bytes each: read before the images)."""
+        if topic is None:
+            return None
+        track = CalibrationTrack(topic, self.inputs.rectified)
+        for conn, bag_ns, raw in _messages(self._reader, self.path, self._side_conns[topic]):
+            try:
+                msg = self._reader.deserialize(raw, conn.msgtype)
+            except _CORRUPT as exc:
+                self.stats.note_corrupt(f"{conn.topic} @ {bag_ns}: {exc}")
+                continue
+            track.add(_stamp_ns(msg.header, bag_ns), msg)
+        if not len(track):
+            raise BagError(f"topic {topic} in bag {self.path} has no readable CameraInfo message; give the camera "
+                           "info topic of the image topic, or a calibration file")
+        return track
+
+    def _assembler(self) -> FrameAssembler | None:
+        if self.inputs is None:
+            return None
+        return FrameAssembler(self.inputs, self._calibration_track(self.inputs.camera_info_topic),
+                              self._calibration_track(self.inputs.right_camera_info_topic),
+                              self._image, self.stats)
+
+    @staticmethod
+    def _image(msgtype: str, msg: Any) -> npt.NDArray[np.uint8]:
+        if msgtype == IMAGE_TYPES[0]:
+            return image_from_raw(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
+        return image_from_compressed(msg.format, msg.data)
+
     def _decode(self, msgtype: str, raw: bytes) -> tuple[Any, npt.NDArray[np.uint8]]:
         msg = self._reader.deserialize(raw, msgtype)
-        if msgtype == IMAGE_TYPES[0]:
-            image = image_from_raw(msg.encoding, msg.height, msg.width, msg.step, msg.data,
-                                   bool(msg.is_bigendian))
-        else:
-            image = image_from_compressed(msg.format, msg.data)
-        return msg, image
+        return msg, self._image(msgtype, msg)
 
     def __iter__(self) -> Iterator[Frame]:
         track = self.pose_track()
-        messages = _messages(self._reader, self.path, self._image_conns)
-        for index, (conn, bag_ns, raw) in enumerate(messages):
-            try:
-                msg, image = self._decode(conn.msgtype, raw)
-            except _CORRUPT as exc:
-                self.stats.note_corrupt(f"{conn.topic} @ {bag_ns}: {exc}")
-                logger.warning("skipping corrupt message on %s at %d ns: %s", conn.topic, bag_ns, exc)
-                continue
-            stamp = _stamp_ns(msg.header, bag_ns)
-            pose = track.at(stamp) if track is not None else None
-            if track is not None and pose is None:
-                self.stats.frames_without_pose += 1
-            self.stats.images += 1
-            self.message_index = index
-            yield Frame(stamp_ns=stamp, image=image, pose=pose)
+        assembler = self._assembler()
+        streams = {} if assembler is None else assembler.streams
+        conns = list(self._image_conns) + [c for t in streams for c in self._side_conns[t]]
+        # Images wait here for their depth / right image (frame_sync.py); without inputs none waits.
+        pending: collections.deque[tuple[int, int, Frame]] = collections.deque()
+        index = -1
+        for conn, bag_ns, raw in _messages(self._reader, self.path, conns):
+            if conn.topic in streams:
+                try:
+                    msg = self._reader.deserialize(raw, conn.msgtype)
+                except _CORRUPT as exc:
+                    self.stats.note_corrupt(f"{conn.topic} @ {bag_ns}: {exc}")
+                    continue
+                streams[conn.topic].add(_stamp_ns(msg.header, bag_ns), conn.msgtype, msg)
+            else:
+                index += 1
+                frame = self._frame(conn, bag_ns, raw, track)
+                if frame is not None:
+                    pending.append((index, bag_ns, frame))
+            while pending and (assembler is None or assembler.ready(pending[0][2].stamp_ns, pending[0][1], bag_ns)):
+                yield self._emit(*pending.popleft(), assembler)
+        while pending:
+            yield self._emit(*pending.popleft(), assembler)
+
+    def _frame(self, conn: Any, bag_ns: int, raw: bytes, track: PoseTrack | None) -> Frame | None:
+        try:
+            msg, image = self._decode(conn.msgtype, raw)
+        except _CORRUPT as exc:
+            self.stats.note_corrupt(f"{conn.topic} @ {bag_ns}: {exc}")
+            logger.warning("skipping corrupt message on %s at %d ns: %s", conn.topic, bag_ns, exc)
+            return None
+        stamp = _stamp_ns(msg.header, bag_ns)
+        pose = track.at(stamp) if track is not None else None
+        if track is not None and pose is None:
+            self.stats.frames_without_pose += 1
+        self.stats.images += 1
+        return Frame(stamp_ns=stamp, image=image, pose=pose)
+
+    def _emit(self, index: int, bag_ns: int, frame: Frame, assembler: FrameAssembler | None) -> Frame:
+        self.message_index = index
+        if assembler is None:
+            return frame
+        return assembler.complete(frame, f"image {index} of {self.image_topic}")

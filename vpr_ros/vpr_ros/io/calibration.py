@@ -1,0 +1,104 @@
+"""Camera calibrations for bag replay: ``sensor_msgs/CameraInfo`` messages and calibration files -> cameras.
+
+A :class:`Calibration` is a camera plus, when its source has them, the rectification rotation R and
+the projection P of a stereo pair (CameraInfo ``r`` / ``p``, ``camera_calibration`` YAML
+``rectification_matrix`` / ``projection_matrix``). :func:`stereo_rig` turns two of them into the
+``StereoRig`` the core triangulates with: from R and P (raw or rectified images, the ROS way) or from
+both cameras' body extrinsics (EuRoC / Kimera ``T_BS``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import yaml
+
+from vpr_ros.core.camera import PinholeCamera, StereoRig, camera_from_camera_info, load_camera, stereo_from_extrinsics
+from vpr_ros.core.errors import ConfigError
+
+__all__ = ["Calibration", "calibration_from_camera_info", "load_calibration", "stereo_rig"]
+
+F64 = npt.NDArray[np.float64]
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """camera: the calibration of the images as they are in the bag; R: (3, 3) rectification rotation
+    (x_rect = R x_cam) or None; P: (3, 4) projection of the rectified camera or None."""
+
+    camera: PinholeCamera
+    R: F64 | None = None
+    P: F64 | None = None
+
+
+def _rp(r: Any, p: Any) -> tuple[F64 | None, F64 | None]:
+    R = np.asarray(r, np.float64).reshape(3, 3) if r is not None and np.size(r) == 9 else None
+    P = np.asarray(p, np.float64).reshape(3, 4) if p is not None and np.size(p) == 12 else None
+    # An all-zero matrix is CameraInfo's "not set".
+    return (None if R is None or not R.any() else R), (None if P is None or not P.any() else P)
+
+
+def calibration_from_camera_info(msg: Any, rectified: bool, source: str) -> Calibration:
+    """A Calibration from a CameraInfo message (rosbags or rclpy object); ``source`` names it in errors.
+
+    rectified: the images are rectified (``image_rect``): the camera is P's left 3x3 without distortion.
+    """
+    R, P = _rp(msg.r, msg.p)
+    try:
+        camera = camera_from_camera_info(np.asarray(msg.k, np.float64), np.asarray(msg.d, np.float64),
+                                         int(msg.width), int(msg.height), str(msg.distortion_model),
+                                         None if P is None else P.reshape(-1), rectified)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return Calibration(camera, R, P)
+
+
+def load_calibration(path: str | Path, rectified: bool = False) -> Calibration:
+    """A Calibration from a ROS ``camera_calibration`` YAML or a EuRoC/Kimera sensor YAML (core ``load_camera``)."""
+    path = Path(path)
+    camera = load_camera(path, rectified)
+    text = path.read_text()
+    if "camera_matrix" not in text:  # EuRoC/Kimera: extrinsics T_BS (in the camera), no R/P
+        return Calibration(camera)
+    doc = yaml.safe_load(text)  # load_camera has read it: plain YAML
+
+    def data(key: str) -> Any:
+        node = doc.get(key)
+        return node.get("data") if isinstance(node, dict) else node
+    R, P = _rp(data("rectification_matrix"), data("projection_matrix"))
+    return Calibration(camera, R, P)
+
+
+def _centre(P: F64) -> F64:
+    """Camera centre of a rectified projection P = K [I | t] in the rectified frame: -K^-1 P[:, 3]."""
+    return -np.linalg.solve(P[:, :3], P[:, 3])
+
+
+def stereo_rig(left: Calibration, right: Calibration, rectified: bool) -> StereoRig:
+    """The stereo pair of two calibrations.
+
+    From P (and R): the right camera's centre in the rectified frame is -K_r^-1 P_r[:, 3] (baseline
+    -P[0, 3] / P[0, 0] for a horizontal pair), and a raw camera maps to its rectified frame by R, so
+    T_left_right = [R_l^T R_r | R_l^T (c_r - c_l)]. Without P, from both cameras' body extrinsics.
+    """
+    if right.P is not None:
+        c_left = np.zeros(3) if left.P is None else _centre(left.P)
+        offset = _centre(right.P) - c_left
+        if not np.all(np.isfinite(offset)) or np.linalg.norm(offset) < 1e-6:
+            raise ConfigError("the right camera's projection matrix P gives no baseline (P[0, 3] must be "
+                              "-fx * baseline); give the stereo calibration of both cameras")
+        R_l = np.eye(3) if rectified or left.R is None else left.R
+        R_r = np.eye(3) if rectified or right.R is None else right.R
+        T = np.eye(4)
+        T[:3, :3] = R_l.T @ R_r
+        T[:3, 3] = R_l.T @ offset
+        return StereoRig(left.camera, right.camera, T)
+    if not np.allclose(left.camera.T_body_cam, right.camera.T_body_cam):
+        return stereo_from_extrinsics(left.camera, right.camera)
+    raise ConfigError("the right camera calibration has neither a projection matrix P (CameraInfo p, "
+                      "camera_calibration projection_matrix) nor body extrinsics (T_BS): the stereo baseline "
+                      "is unknown; give the right camera's stereo calibration")
