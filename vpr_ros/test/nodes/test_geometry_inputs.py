@@ -62,11 +62,11 @@ def test_stamp_buffer_takes_the_nearest_within_tolerance_and_drops_older():
     assert len(buf) == 1 and buf.take(20 * MS, 100 * MS) == "m40"  # 20 went with 30
 
 
-def _info(stamp_ns: int = 0, k: float = 50.0) -> CameraInfo:
+def _info(stamp_ns: int = 0, k: float = 50.0, baseline_m: float = 0.0) -> CameraInfo:
     msg = CameraInfo(width=W, height=H, distortion_model="plumb_bob")
     msg.header.stamp = ns_to_stamp(stamp_ns)
     msg.k = [k, 0.0, W / 2, 0.0, k, H / 2, 0.0, 0.0, 1.0]
-    msg.p = [k, 0.0, W / 2, -k * 0.1, 0.0, k, H / 2, 0.0, 0.0, 0.0, 1.0, 0.0]
+    msg.p = [k, 0.0, W / 2, -k * baseline_m, 0.0, k, H / 2, 0.0, 0.0, 0.0, 1.0, 0.0]  # left: 0, right: -fx b
     msg.r = [0.0] * 9  # a monocular driver's "no rectification"
     return msg
 
@@ -115,7 +115,7 @@ def test_right_image_needs_its_camera_info_and_then_gives_a_stereo_frame():
     inputs.on_right_image(rgb_to_image_msg(image, 5 * MS))
     out = inputs.frame_inputs(5 * MS, (H, W))
     assert out["right"] is None and out["stereo"] is None and counts["right_unusable"] == 1
-    inputs.on_right_camera_info(_info())
+    inputs.on_right_camera_info(_info(baseline_m=0.1))
     inputs.on_right_image(rgb_to_image_msg(image, 6 * MS))
     out = inputs.frame_inputs(6 * MS, (H, W))
     assert out["right"].shape == (H, W, 3) and out["stereo"].baseline_m == pytest.approx(0.1)

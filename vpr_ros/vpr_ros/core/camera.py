@@ -141,6 +141,38 @@ def stereo_from_camera_infos(left: PinholeCamera, right_P: Sequence[float],
     return StereoRig(left, right_cam, T)
 
 
+def stereo_from_projections(left: PinholeCamera, right: PinholeCamera, right_P: Sequence[float],
+                            left_P: Sequence[float] | None = None, left_R: Sequence[float] | None = None,
+                            right_R: Sequence[float] | None = None) -> StereoRig:
+    """A stereo pair from the cameras' projection matrices P (and, for raw images, rectification R).
+
+    Each camera's centre in the rectified frame is -K^-1 P[:, 3] (baseline -P[0, 3] / P[0, 0] for a
+    horizontal pair) and a raw camera maps into that frame by its R, so T_left_right =
+    [R_l^T R_r | R_l^T (c_r - c_l)]. R None or all zeros (monocular drivers) means no rotation:
+    rectified images, or a pair that needs none.
+    """
+    def centre(P: Sequence[float]) -> F64:
+        m = np.asarray(P, np.float64).reshape(3, 4)
+        return -np.linalg.solve(m[:, :3], m[:, 3])
+
+    def rotation(R: Sequence[float] | None) -> F64:
+        r = np.zeros((3, 3)) if R is None else np.asarray(R, np.float64).reshape(3, 3)
+        return np.eye(3) if not np.any(r) else r
+
+    try:
+        offset = centre(right_P) - (np.zeros(3) if left_P is None or not np.any(left_P) else centre(left_P))
+    except np.linalg.LinAlgError:
+        offset = np.full(3, np.nan)
+    if not np.all(np.isfinite(offset)) or np.linalg.norm(offset) < 1e-6:
+        raise ConfigError("the right camera's projection matrix P gives no baseline (P[0, 3] must be "
+                          "-fx * baseline); give the stereo calibration of both cameras")
+    R_l, R_r = rotation(left_R), rotation(right_R)
+    T = np.eye(4)
+    T[:3, :3] = R_l.T @ R_r
+    T[:3, 3] = R_l.T @ offset
+    return StereoRig(left, right, T)
+
+
 def stereo_from_extrinsics(left: PinholeCamera, right: PinholeCamera) -> StereoRig:
     """A stereo pair from both cameras' body extrinsics (EuRoC/Kimera ``T_BS``)."""
     return StereoRig(left, right, np.linalg.inv(left.T_body_cam) @ right.T_body_cam)

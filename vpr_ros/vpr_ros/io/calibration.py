@@ -17,7 +17,8 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
-from vpr_ros.core.camera import PinholeCamera, StereoRig, camera_from_camera_info, load_camera, stereo_from_extrinsics
+from vpr_ros.core.camera import (PinholeCamera, StereoRig, camera_from_camera_info, load_camera, stereo_from_extrinsics,
+                                 stereo_from_projections)
 from vpr_ros.core.errors import ConfigError
 
 __all__ = ["Calibration", "calibration_from_camera_info", "load_calibration", "stereo_rig"]
@@ -73,11 +74,6 @@ def load_calibration(path: str | Path, rectified: bool = False) -> Calibration:
     return Calibration(camera, R, P)
 
 
-def _centre(P: F64) -> F64:
-    """Camera centre of a rectified projection P = K [I | t] in the rectified frame: -K^-1 P[:, 3]."""
-    return -np.linalg.solve(P[:, :3], P[:, 3])
-
-
 def stereo_rig(left: Calibration, right: Calibration, rectified: bool) -> StereoRig:
     """The stereo pair of two calibrations.
 
@@ -86,17 +82,8 @@ def stereo_rig(left: Calibration, right: Calibration, rectified: bool) -> Stereo
     T_left_right = [R_l^T R_r | R_l^T (c_r - c_l)]. Without P, from both cameras' body extrinsics.
     """
     if right.P is not None:
-        c_left = np.zeros(3) if left.P is None else _centre(left.P)
-        offset = _centre(right.P) - c_left
-        if not np.all(np.isfinite(offset)) or np.linalg.norm(offset) < 1e-6:
-            raise ConfigError("the right camera's projection matrix P gives no baseline (P[0, 3] must be "
-                              "-fx * baseline); give the stereo calibration of both cameras")
-        R_l = np.eye(3) if rectified or left.R is None else left.R
-        R_r = np.eye(3) if rectified or right.R is None else right.R
-        T = np.eye(4)
-        T[:3, :3] = R_l.T @ R_r
-        T[:3, 3] = R_l.T @ offset
-        return StereoRig(left.camera, right.camera, T)
+        return stereo_from_projections(left.camera, right.camera, right.P, left.P,
+                                       None if rectified else left.R, None if rectified else right.R)
     if not np.allclose(left.camera.T_body_cam, right.camera.T_body_cam):
         return stereo_from_extrinsics(left.camera, right.camera)
     raise ConfigError("the right camera calibration has neither a projection matrix P (CameraInfo p, "

@@ -27,7 +27,8 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CameraInfo, Image
 
-from vpr_ros.core.camera import PinholeCamera, StereoRig, camera_from_camera_info, stereo_from_camera_infos
+from vpr_ros.core.camera import (PinholeCamera, StereoRig, camera_from_camera_info, stereo_from_camera_infos,
+                                 stereo_from_projections)
 from vpr_ros.core.errors import VprError
 from vpr_ros.core.keyframe_geometry import depth_from_raw
 from vpr_ros.nodes.conversions import image_msg_to_rgb, stamp_to_ns
@@ -75,12 +76,6 @@ def camera_from_msg(msg: CameraInfo, rectified: bool) -> PinholeCamera:
                                    msg.distortion_model, list(msg.p), rectified=rectified)
 
 
-def _rectification(R: Any) -> npt.NDArray[np.float64]:
-    r = np.asarray(R, np.float64).reshape(3, 3)
-    # Monocular drivers leave R all zeros; it then means "no rectification".
-    return np.eye(3) if not np.any(r) else r
-
-
 def stereo_rig_from_msgs(left: PinholeCamera, left_msg: CameraInfo, right: PinholeCamera, right_msg: CameraInfo,
                          rectified: bool) -> StereoRig:
     """The stereo rig of a left/right CameraInfo pair (see the module docstring for ``rectified``).
@@ -88,16 +83,10 @@ def stereo_rig_from_msgs(left: PinholeCamera, left_msg: CameraInfo, right: Pinho
     Raw images: both cameras rotate by their R into a common rectified frame in which the right
     camera sits at (-P[0,3]/P[0,0], -P[1,3]/P[1,1], 0), so T_left_right = [R1^T R2 | R1^T b].
     """
-    if rectified:
-        return stereo_from_camera_infos(left, list(right_msg.p), right)
-    rig = stereo_from_camera_infos(left, list(right_msg.p))  # validates the baseline's sign
-    p = np.asarray(right_msg.p, np.float64).reshape(3, 4)
-    b = np.array([-p[0, 3] / p[0, 0], -p[1, 3] / p[1, 1], 0.0])
-    R1, R2 = _rectification(left_msg.r), _rectification(right_msg.r)
-    T = np.eye(4)
-    T[:3, :3] = R1.T @ R2
-    T[:3, 3] = R1.T @ b
-    return StereoRig(rig.left, right, T)
+    stereo_from_camera_infos(left, list(right_msg.p))  # validates the baseline's sign
+    return stereo_from_projections(left, right, list(right_msg.p), list(left_msg.p),
+                                   None if rectified else list(left_msg.r),
+                                   None if rectified else list(right_msg.r))
 
 
 class GeometryInputs:
