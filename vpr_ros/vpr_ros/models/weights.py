@@ -200,9 +200,7 @@ def _fetch(url: str, dest: Path, progress: bool, timeout_s: float) -> str:
     with urllib.request.urlopen(request, timeout=timeout_s) as resp:
         total = int(resp.headers.get("Content-Length") or 0) or None
         first = resp.read(_CHUNK)
-        # A safetensors file starts with its header length, whose low byte may happen to be "<".
-        looks_html = first[:1] == b"<" and first[8:9] != b"{"
-        if resp.headers.get_content_type() == "text/html" or looks_html:
+        if resp.headers.get_content_type() == "text/html" or first[:1] == b"<":
             raise ValueError("the server sent a web page instead of the file (Drive quota or sign-in page)")
         bar = None
         if progress:
