@@ -94,8 +94,9 @@ class BoQBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.encoder(x)
-        # The queries do not depend on the image; they are recomputed to keep one code path.
-        q = self.queries.expand(x.shape[0], -1, -1)
+        # The queries do not depend on the image; they are recomputed to keep one code path. A copy, not
+        # an expand view: a view of a parameter made under inference_mode breaks torch's FLOP counter.
+        q = self.queries.repeat(x.shape[0], 1, 1)
         q = self.norm_q(q + self.self_attn(q, q))
         return x, self.norm_out(self.cross_attn(q, x))
 
