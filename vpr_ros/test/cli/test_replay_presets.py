@@ -1,6 +1,6 @@
-"""SelaVPR, CricaVPR, DINOv2-S+GeM, SALAD, MegaLoc and BoQ (small random-init configs) through the default's replay pipeline.
+"""SelaVPR, CricaVPR, DINOv2-S+GeM, SALAD, MegaLoc and BoQ (small random-init configs) through replay.
 
-Random weights say nothing about accuracy; this checks that both presets' outputs fit the detector
+Random weights say nothing about accuracy; this checks that the presets' outputs fit the detector
 (global retrieval, MNN on their local maps, map save/load, the LoopClosure bag) end to end.
 """
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-
 CONFIG_YAML = Path(__file__).resolve().parents[2] / "config" / "loop_closure.yaml"
 FRAMES = 4  # per traversal
 DIMS = {"salad": 32 + 16 * 8, "megaloc": 48, "boq": 32 * 4}
