@@ -179,3 +179,12 @@ def test_download_from_hugging_face_layout_then_load(served_file, model, tmp_pat
     x = torch.randn(1, 3, 98, 98)
     with torch.no_grad():
         torch.testing.assert_close(loaded.module(x)[0], model(x)[0], atol=0, rtol=0)
+
+
+def test_megaloc_files_of_either_layout_given_to_salad_name_megaloc(model, tmp_path) -> None:
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp_path / "model.safetensors"))
+    torch.save(_v1_layout(state, 64), tmp_path / "megaloc.torch")
+    for name in ("model.safetensors", "megaloc.torch"):
+        with pytest.raises(ModelLoadError, match="looks like preset: megaloc"):
+            load_model("salad", str(tmp_path / name), **SALAD_SMALL)
