@@ -106,19 +106,19 @@ def test_aggregation_is_a_plain_weighted_sum_flattened_channel_major(model: torc
         feats = agg.cluster_features(fmap).flatten(2).double().numpy()  # (B, l, n)
         scores = agg.score(fmap).flatten(2)
         tau = F.normalize(agg.token_features(cls), dim=-1).double().numpy()
-    m, l = 8, 16
+    m, c_dim = 8, 16
     for b in range(2):
         plan = np.exp(_reference_log_plan(scores[b].double().numpy(), 0.7))[:m]
-        block = np.zeros(l * m)
+        block = np.zeros(c_dim * m)
         for k in range(m):
             col = feats[b] @ plan[k]
-            block[np.arange(l) * m + k] = col / np.linalg.norm(col)  # position c*m + k
+            block[np.arange(c_dim) * m + k] = col / np.linalg.norm(col)  # position c*m + k
         ref = np.concatenate([tau[b], block])
         np.testing.assert_allclose(g[b].numpy(), ref / np.linalg.norm(ref), atol=1e-5)
     # Consequence of the layout: token part and every cluster column have norm 1/sqrt(m + 1).
     expected = 1 / math.sqrt(m + 1)
     np.testing.assert_allclose(np.linalg.norm(g[:, :32].numpy(), axis=1), expected, atol=1e-6)
-    cols = g[:, 32:].reshape(2, l, m).numpy()
+    cols = g[:, 32:].reshape(2, c_dim, m).numpy()
     np.testing.assert_allclose(np.linalg.norm(cols, axis=1), expected, atol=1e-6)
     torch.testing.assert_close(loc, F.normalize(patches.reshape(2, h, w, 64), dim=-1))
 

@@ -3,7 +3,9 @@
 Recipes are named by ``PresetSpec.preprocess``. "imagenet-bilinear" normalises with the ImageNet
 mean/std first and then resizes the float image with non-antialiased bilinear interpolation
 (``align_corners=False``), the order SelaVPR's and CricaVPR's evaluation code uses; doing the same
-here in torch keeps our descriptors equal to theirs.
+here in torch keeps our descriptors equal to theirs. SALAD, MegaLoc and BoQ were evaluated with other
+transforms (Pillow on uint8, antialiased bilinear, antialiased bicubic before normalising); each has
+its own recipe below.
 """
 
 from __future__ import annotations
