@@ -1,6 +1,6 @@
-"""SALAD (small random-init config) inside the real node: frames in, LoopClosure out.
+"""SALAD, MegaLoc and BoQ (small random-init configs) inside the real node: frames in, LoopClosure out.
 
-Random weights say nothing about accuracy; this checks that the preset's descriptors and 23x23 local
+Random weights say nothing about accuracy; this checks that the presets' descriptors and 23x23 local
 maps go through the node's queue, detector, MNN and publisher, and that it shuts down cleanly.
 """
 
@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from small_presets import SMALL
+
 CONFIG_YAML = Path(__file__).resolve().parents[2] / "config" / "loop_closure.yaml"
 FRAMES = 4  # per traversal
 DIMS = {"salad": 32 + 16 * 8, "megaloc": 48, "boq": 32 * 4}
 
 
-# One node start costs ~30 s on the CI machine; MegaLoc and BoQ reach the node through the same
-# VprModel interface and run through replay (test_replay_presets.py), so only SALAD starts a node here.
-@pytest.mark.parametrize("preset", ["salad"])
+@pytest.mark.parametrize("preset", sorted(SMALL))
 def test_preset_runs_in_the_node(preset, run_scenario, tmp_path):
     doc = yaml.safe_load(CONFIG_YAML.read_text())
     params = doc["/**"]["ros__parameters"]
