@@ -1,6 +1,6 @@
-"""SelaVPR, CricaVPR and DINOv2-S+GeM (small random-init configs) through the default's replay pipeline.
+"""SelaVPR, CricaVPR, DINOv2-S+GeM, SALAD, MegaLoc and BoQ (small random-init configs) through replay.
 
-Random weights say nothing about accuracy; this checks that both presets' outputs fit the detector
+Random weights say nothing about accuracy; this checks that the presets' outputs fit the detector
 (global retrieval, MNN on their local maps, map save/load, the LoopClosure bag) end to end.
 """
 
@@ -22,6 +22,13 @@ PRESETS = {
     "cricavpr": (dict(depth=2, embed_dim=64, num_heads=2, adapter_hidden=32, encoder_heads=4,
                       encoder_ff=32), (16, 16, 64)),
     "dinov2s-gem": (dict(depth=2, embed_dim=64, num_heads=2), (16, 16, 64)),
+    # 322x322 input (the presets' size) on a 2-block ViT: 23x23 patches, enough for 8 clusters.
+    "salad": (dict(depth=2, embed_dim=64, num_heads=2, num_clusters=8, cluster_dim=16, token_dim=32,
+                   mlp_dim=32), (23, 23, 64)),
+    "megaloc": (dict(depth=2, embed_dim=64, num_heads=2, num_clusters=8, cluster_dim=16, token_dim=32,
+                     mlp_dim=32, output_dim=48), (23, 23, 64)),
+    "boq": (dict(depth=2, embed_dim=64, num_heads=2, proj_channels=32, num_queries=8, row_dim=4,
+                 boq_heads=2), (23, 23, 64)),
 }
 
 
@@ -53,11 +60,12 @@ def test_preset_runs_through_replay(preset, backend, revisit_bag, tmp_path, monk
         assert sum(1 for _ in reader.messages()) == 5
 
 
-def test_preset_map_roundtrip(revisit_bag, tmp_path, monkeypatch):
+@pytest.mark.parametrize("preset", ["selavpr", "salad", "megaloc", "boq"])
+def test_preset_map_roundtrip(preset, revisit_bag, tmp_path, monkeypatch):
     monkeypatch.setenv("VPR_ROS_CACHE", str(tmp_path / "cache"))
-    overrides, local_shape = PRESETS["selavpr"]
+    overrides, local_shape = PRESETS[preset]
     torch.manual_seed(0)
-    model = load_model("selavpr", pretrained=False, **overrides)
+    model = load_model(preset, pretrained=False, **overrides)
     det = LoopClosureDetector(config_from_flat({"verify.min_matches": 0}), model)
     replay_bag(det, revisit_bag, "/cam", max_frames=5)
     det.save_map(tmp_path / "map")

@@ -11,15 +11,18 @@ import torch
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference"
 
 
-def manifest(name: str) -> list[tuple[str, str, str]]:
-    """(key without ``module.``, shape like '1x1370x1024' or 'scalar', dtype) of an official checkpoint."""
+def manifest(name: str, prefix: str = "module.") -> list[tuple[str, str, str]]:
+    """(key without ``prefix``, shape like '1x1370x1024' or 'scalar', dtype) of an official checkpoint.
+
+    SelaVPR/CricaVPR files carry DataParallel's ``module.``; SALAD, MegaLoc and BoQ files have none.
+    """
     rows = []
     for line in (REFERENCE / f"{name}_checkpoint_keys.tsv").read_text().splitlines():
         if line.startswith("#") or not line.strip():
             continue
         key, shape, dtype = line.split("\t")
-        assert key.startswith("module.")
-        rows.append((key[len("module."):], shape, dtype))
+        assert key.startswith(prefix)
+        rows.append((key[len(prefix):], shape, dtype))
     return rows
 
 

@@ -25,3 +25,12 @@ def test_bench_models_compares_backends_on_identical_weights(capsys):
 def test_bench_models_rejects_unknown_variants(capsys):
     assert main(["bench", "models", "--preset", "lite0-gem", "--variants", "fp8"]) == 2
     assert "unknown variants" in capsys.readouterr().out
+
+
+def test_bench_models_runs_the_transport_and_query_presets(capsys):
+    # --small picks each preset's tiny config (8 clusters / 8 queries), so 322x322 runs in seconds.
+    for preset in ("salad", "boq"):
+        assert main(["bench", "models", "--preset", preset, "--small", "--variants", "ort", "--rounds", "1"]) == 0
+        out = capsys.readouterr().out
+        row = re.search(r"^\| ort \| \d+ \| \d+ \| [\d.]+ \| ([\d.]+) \| ([\d.]+) \|$", out, re.M)
+        assert row and float(row.group(1)) > 0.99999 and float(row.group(2)) > 0.99999

@@ -114,6 +114,28 @@ def test_official_sources_cover_the_registry_presets() -> None:
     assert "1vy05l0JTEgr6n8iSoz_P_yjWfEzFPAkV" in W.SOURCES["selavpr-msls"].urls[0]
 
 
+def test_transport_and_query_presets_are_listed_with_their_sources(cache: Path, capsys) -> None:
+    assert W.SOURCES["salad"].urls[0].endswith("serizba/salad/releases/download/v1.0.0/dino_salad.ckpt")
+    assert W.SOURCES["megaloc"].urls[0] == "https://huggingface.co/gberton/MegaLoc/resolve/main/model.safetensors"
+    assert W.SOURCES["megaloc-v1"].preset == "megaloc"
+    assert W.SOURCES["boq-dinov2"].urls[0].endswith("Bag-of-Queries/releases/download/v1.0/dinov2_12288.pth")
+    args = _cli(weights_cli, ["weights", "list"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    for name, preset in (("salad", "salad"), ("megaloc", "megaloc"), ("megaloc-v1", "megaloc"),
+                         ("boq-dinov2", "boq")):
+        assert f"{name:18s} preset={preset:13s} not downloaded" in out
+    cache.mkdir(parents=True)
+    (cache / "dinov2_12288.pth").write_bytes(PAYLOAD)
+    args = _cli(models_cli, ["models"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "global 8448-d, local 23x23x768, input 322x322" in out
+    assert "global 12288-d, local 23x23x768, input 322x322" in out
+    assert "missing: vpr-ros weights download salad" in out and "missing: vpr-ros weights download megaloc" in out
+    assert f"weights download:boq-dinov2: available ({cache / 'dinov2_12288.pth'})" in out
+
+
 def _cli(module: object, argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     module.add_parser(parser.add_subparsers(dest="command"))  # type: ignore[attr-defined]

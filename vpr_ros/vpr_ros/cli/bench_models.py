@@ -43,6 +43,11 @@ def _small_overrides(preset: str) -> dict:
         return dict(small, adapter_hidden=32, encoder_heads=4)
     if preset.startswith("selavpr"):
         return dict(small, local_hidden=16)
+    if preset in ("salad", "megaloc"):
+        salad = dict(small, num_clusters=8, cluster_dim=16, token_dim=32, mlp_dim=32)
+        return dict(salad, output_dim=48) if preset == "megaloc" else salad
+    if preset == "boq":
+        return dict(small, proj_channels=32, num_queries=8, row_dim=4, boq_heads=2)
     return {}
 
 

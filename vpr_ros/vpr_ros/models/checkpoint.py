@@ -123,6 +123,8 @@ def read_state_dict(path: str | Path, what: str = "an official SelaVPR/CricaVPR 
     if not path.is_file():
         raise ModelLoadError(f"checkpoint {path} does not exist; download it with `vpr-ros weights download`"
                              " or point model.weights at the file")
+    if is_safetensors(path):
+        return normalise_keys(read_safetensors(path))
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -164,11 +166,60 @@ def normalise_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
             if key.startswith(old):
                 key = new + key[len(old):]
         out[key] = value
-    return out
+    return _megaloc_v1_keys(out)
+
+
+def _megaloc_v1_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # MegaLoc's first release (megaloc.torch) wrapped the torch.hub ViT: ``backbone.model.*`` plus the
+    # unused ``mask_token``. The current file (and our module) has ``backbone.*`` and no mask token.
+    # Only a file with MegaLoc's linear layer is renamed, so a SALAD file still reads as SALAD.
+    if "aggregator.linear.weight" not in state or "backbone.model.cls_token" not in state:
+        return state
+    prefix = "backbone.model."
+    return {("backbone." + k[len(prefix):] if k.startswith(prefix) else k): v
+            for k, v in state.items() if k != prefix + "mask_token"}
+
+
+_SAFETENSORS_MAX_HEADER = 100 << 20
+
+
+def is_safetensors(path: Path) -> bool:
+    """True when ``path`` starts like a safetensors file (u64 little-endian header length, then ``{``)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < _SAFETENSORS_MAX_HEADER
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file (MegaLoc's ``model.safetensors``), read without unpickling anything.
+
+    Raises:
+        ModelLoadError: the ``safetensors`` package is missing or the file is damaged.
+    """
+    try:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+    except ImportError as exc:
+        raise ModelLoadError(f"{path} is a safetensors file but the safetensors package is missing ({exc}); "
+                             "run `pip install safetensors` (pinned in requirements/base.txt)") from exc
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read safetensors file {path}: {_first_line(exc)}; download it again "
+                             "(`vpr-ros weights download megaloc`)") from exc
+    if not state:
+        raise ModelLoadError(f"safetensors file {path} holds no tensors; download it again")
+    return state
 
 
 def guess_preset(state: Mapping[str, torch.Tensor]) -> str | None:
     """Which preset a (normalised) state dict looks like, from its distinctive keys and widths."""
+    transport = _guess_transport_preset(state)
+    if transport is not None:
+        return transport
     if "encoder.layers.0.self_attn.in_proj_weight" in state:
         return "cricavpr"
     if "LocalAdapt.upconv1.weight" in state:
@@ -177,6 +228,17 @@ def guess_preset(state: Mapping[str, torch.Tensor]) -> str | None:
         return "lite0-gem"
     if "blocks.0.attn.qkv.weight" in state or "backbone.blocks.0.attn.qkv.weight" in state:
         return "none (a plain DINOv2 backbone, not a SelaVPR/CricaVPR model)"
+    return None
+
+
+def _guess_transport_preset(state: Mapping[str, torch.Tensor]) -> str | None:
+    """SALAD, MegaLoc (either layout) and BoQ, told apart by their aggregator keys."""
+    if "aggregator.linear.weight" in state and "aggregator.agg.dust_bin" in state:
+        return "megaloc"
+    if "aggregator.dust_bin" in state:
+        return "salad"
+    if "aggregator.boqs.0.queries" in state:
+        return "boq"
     return None
 
 

@@ -3,7 +3,9 @@
 Recipes are named by ``PresetSpec.preprocess``. "imagenet-bilinear" normalises with the ImageNet
 mean/std first and then resizes the float image with non-antialiased bilinear interpolation
 (``align_corners=False``), the order SelaVPR's and CricaVPR's evaluation code uses; doing the same
-here in torch keeps our descriptors equal to theirs.
+here in torch keeps our descriptors equal to theirs. SALAD, MegaLoc and BoQ were evaluated with other
+transforms (Pillow on uint8, antialiased bilinear, antialiased bicubic before normalising); each has
+its own recipe below.
 """
 
 from __future__ import annotations
@@ -31,10 +33,22 @@ class Recipe:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bilinear"
+    #: torch's antialiased resampling (support widened by the downscale factor), as torchvision does.
+    antialias: bool = False
+    #: Resize the [0, 1] image and normalise afterwards (BoQ's README transform order).
+    resize_first: bool = False
+    #: Resize the uint8 image with Pillow before anything else (SALAD's eval transform on PIL images).
+    pil: bool = False
 
 
 RECIPES: dict[str, Recipe] = {
     "imagenet-bilinear": Recipe(IMAGENET_MEAN, IMAGENET_STD, "bilinear"),
+    # SALAD: PIL Resize(BILINEAR) on the uint8 image (antialiased, 8-bit output) -> ToTensor -> Normalize.
+    "pil-bilinear": Recipe(IMAGENET_MEAN, IMAGENET_STD, "bilinear", pil=True),
+    # MegaLoc (VPR-methods-evaluation): ToTensor -> Normalize -> Resize(antialias=True), bilinear.
+    "imagenet-bilinear-antialias": Recipe(IMAGENET_MEAN, IMAGENET_STD, "bilinear", antialias=True),
+    # BoQ README: ToTensor -> Resize(bicubic, antialias=True) on the float image, unclamped -> Normalize.
+    "bicubic-antialias": Recipe(IMAGENET_MEAN, IMAGENET_STD, "bicubic", antialias=True, resize_first=True),
 }
 
 
@@ -93,6 +107,18 @@ def target_size(height: int, width: int, input_size: tuple[int, int], patch_mult
     return resized, (out[0], out[1])
 
 
+def _pil_resize(rgb: npt.NDArray[np.uint8], size: tuple[int, int], interpolation: str) -> npt.NDArray[np.uint8]:
+    """Pillow's resize of a uint8 (H, W, 3) frame to ``size`` (H, W): antialiased, rounded to uint8."""
+    try:
+        from PIL import Image
+    except ImportError as exc:
+        raise ConfigError(f"this preset's preprocessing resizes with Pillow, which is missing ({exc}); "
+                          "run `pip install pillow` (pinned in requirements/base.txt)") from exc
+    filters = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+    resized = Image.fromarray(np.ascontiguousarray(rgb)).resize((size[1], size[0]), filters[interpolation])
+    return np.asarray(resized)
+
+
 def _center_fit(x: torch.Tensor, out: tuple[int, int]) -> torch.Tensor:
     """Centre-crop or zero-pad (zero = the mean colour after normalisation) (C, h, w) to ``out``."""
     for axis, size in ((1, out[0]), (2, out[1])):
@@ -136,14 +162,19 @@ def preprocess_images(images: Sequence[np.ndarray], recipe: str, input_size: tup
     out: list[torch.Tensor] = []
     for i, image in enumerate(images):
         rgb = as_rgb_uint8(image, i)
-        # Converting to float32 in numpy copies, so read-only views (zero-copy bag images) are fine.
-        x = torch.from_numpy(rgb.astype(np.float32)).permute(2, 0, 1).div(255.0)
-        x = (x - mean) / std
         resized, final = target_size(rgb.shape[0], rgb.shape[1], tuple(input_size), patch_multiple,
                                      keep_aspect)
+        if rec.pil and rgb.shape[:2] != resized:
+            rgb = _pil_resize(rgb, resized, rec.interpolation)
+        # Converting to float32 in numpy copies, so read-only views (zero-copy bag images) are fine.
+        x = torch.from_numpy(rgb.astype(np.float32)).permute(2, 0, 1).div(255.0)
+        if not rec.resize_first:
+            x = (x - mean) / std
         if tuple(x.shape[1:]) != resized:
             x = F.interpolate(x[None], size=resized, mode=rec.interpolation, align_corners=False,
-                              antialias=False)[0]
+                              antialias=rec.antialias)[0]
+        if rec.resize_first:
+            x = (x - mean) / std
         out.append(_center_fit(x, final))
     shapes = {tuple(t.shape) for t in out}
     if len(shapes) > 1:

@@ -67,6 +67,23 @@ SOURCES: dict[str, WeightSource] = {
                       _drive("171lCcxZFFnvEvo88ntIwELeBegcMTEJs")),
                      "https://github.com/Lu-Feng/CricaVPR/releases/tag/v1.0",
                      "CricaVPR trained on GSV-Cities (one model for all benchmarks)"),
+        WeightSource("salad", "salad", "dino_salad.ckpt",
+                     ("https://github.com/serizba/salad/releases/download/v1.0.0/dino_salad.ckpt",
+                      _drive("1u83Dmqmm1-uikOPr58IIhfIzDYwFxCy1")),
+                     "https://github.com/serizba/salad/releases/tag/v1.0.0",
+                     "DINOv2 SALAD trained on GSV-Cities (a plain state dict despite .ckpt; code GPL-3.0)"),
+        WeightSource("megaloc", "megaloc", "MegaLoc_model.safetensors",
+                     ("https://huggingface.co/gberton/MegaLoc/resolve/main/model.safetensors",),
+                     "https://huggingface.co/gberton/MegaLoc",
+                     "MegaLoc (MIT), current Hugging Face safetensors file, read without pickle"),
+        WeightSource("megaloc-v1", "megaloc", "megaloc.torch",
+                     ("https://github.com/gmberton/MegaLoc/releases/download/v1.0/megaloc.torch",),
+                     "https://github.com/gmberton/MegaLoc/releases/tag/v1.0",
+                     "MegaLoc's older GitHub release (backbone.model.* keys; mapped on load)"),
+        WeightSource("boq-dinov2", "boq", "dinov2_12288.pth",
+                     ("https://github.com/amaralibey/Bag-of-Queries/releases/download/v1.0/dinov2_12288.pth",),
+                     "https://github.com/amaralibey/Bag-of-Queries/releases/tag/v1.0",
+                     "BoQ DINOv2 12288-d trained on GSV-Cities (MIT)"),
     )
 }
 
