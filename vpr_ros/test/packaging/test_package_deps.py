@@ -27,10 +27,12 @@ ROSDEP = {
     "ament_index_python": "ament_index_python",
     "numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml",
     "matplotlib": "python3-matplotlib", "tqdm": "python3-tqdm",
+    "visualization_msgs": "visualization_msgs", "scipy": "python3-scipy", "PIL": "python3-pil",
 }
 #: import name -> pip distribution, for modules without a usable rosdep key (the reason is in package.xml).
 PIP_ONLY = {"faiss": "faiss-cpu", "torch": "torch", "onnx": "onnx", "onnxruntime": "onnxruntime",
-            "rosbags": "rosbags", "apsw": "apsw", "backports": "backports.zstd"}
+            "rosbags": "rosbags", "apsw": "apsw", "backports": "backports.zstd",
+            "evo": "evo", "gtsam": "gtsam", "safetensors": "safetensors"}
 #: Standard-library modules newer than the Python we run on (tried first, with a fallback import).
 NEWER_STDLIB = {"compression"}  # Python 3.14's zstd; io/mcap_salvage.py falls back to backports.zstd
 #: Optional GPU backend: never a hard dependency, so it must only be imported inside functions.
@@ -110,12 +112,12 @@ def test_every_rosdep_module_is_declared_in_package_xml() -> None:
 
 def test_pip_only_modules_are_pinned_and_documented() -> None:
     used = {m for m in _third_party() if m in PIP_ONLY}
-    base = (REPO / "requirements" / "base.txt").read_text()
+    base = "\n".join(p.read_text() for p in sorted((REPO / "requirements").glob("*.txt")))
     setup_py = (PKG / "setup.py").read_text()
     comments = _xml_comments(PKG / "package.xml")
     for module in sorted(used):
         dist = PIP_ONLY[module]
-        assert re.search(rf"^{re.escape(dist)}==", base, flags=re.M), f"{dist} not pinned in requirements/base.txt"
+        assert re.search(rf"^{re.escape(dist)}==", base, flags=re.M), f"{dist} not pinned in requirements/*.txt"
         assert f'"{dist}' in setup_py, f"{dist} missing from setup.py install_requires"
         assert re.search(rf"\b{re.escape(dist)}\b", comments), f"package.xml does not say {dist} comes from pip"
 
