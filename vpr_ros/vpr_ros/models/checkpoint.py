@@ -124,7 +124,9 @@ def read_state_dict(path: str | Path, what: str = "an official SelaVPR/CricaVPR 
         raise ModelLoadError(f"checkpoint {path} does not exist; download it with `vpr-ros weights download`"
                              " or point model.weights at the file")
     if is_safetensors(path):
-        return normalise_keys(read_safetensors(path))
+        state = normalise_keys(read_safetensors(path))
+        require_finite(state, path)  # refused at load, like the PyTorch files below
+        return state
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
