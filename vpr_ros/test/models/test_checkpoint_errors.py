@@ -237,3 +237,17 @@ def test_damaged_checksum_record_is_a_model_load_error(tmp_path: Path, monkeypat
     W.record_path(path).write_bytes(record)
     with pytest.raises(ModelLoadError, match="checksum record .* delete it"):
         W.verify("cricavpr")
+
+
+def test_safetensors_checkpoint_with_nan_is_refused_at_load(tmp_path: Path) -> None:
+    # MegaLoc's Hugging Face file is safetensors, read on its own path: it gets the same NaN check.
+    from safetensors.torch import save_file
+
+    from vpr_ros.models.checkpoint import read_state_dict
+
+    bad = torch.zeros(4, 3)
+    bad[1, 2] = float("nan")
+    path = tmp_path / "model.safetensors"
+    save_file({"aggregator.fc.weight": torch.ones(2, 2), "backbone.blocks.0.attn.qkv.weight": bad}, str(path))
+    with pytest.raises(ModelLoadError, match=r"backbone\.blocks\.0\.attn\.qkv\.weight"):
+        read_state_dict(path)
