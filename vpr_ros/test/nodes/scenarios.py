@@ -481,6 +481,16 @@ def stereo_pose(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     wait_ready(h, pubs["image_topic"], "", node, 40.0)
     h.spin_until(lambda: all(p.get_subscription_count() >= 1 for p in pubs.values()), 10.0)
     images = euroc["images"]
+    # A driver streams CameraInfo before the first image; wait until the node holds both, so the
+    # first keyframe (the first loop's match) gets its stereo depth even when DDS delivers late.
+    infos = stereo_camera_infos(euroc["rig"], 99 * 10**9)
+    for _ in range(50):
+        pubs["camera_info_topic"].publish(infos[0])
+        if not a.mono:
+            pubs["right_camera_info_topic"].publish(infos[1])
+        h.spin_for(0.2)
+        if a.mono or h.diag("", "right_camera_info_received", 0) >= 1:
+            break
     sent = 0
     for i, name in enumerate(("left_img_0", "left_img_1", "left_img_2", "left_img_3")):
         if i == 2:
