@@ -1,0 +1,281 @@
+"""Exact mutual nearest neighbours of one query map against K candidate maps, blocked and batched.
+
+Same answer as ``verification.mnn_pairs`` (the plain full-matrix fp32 reference: S = f0 f1^T, argmax
+both ways, first index on ties) without ever holding a whole similarity matrix: the K candidate maps
+are stacked into one (K*N1, c) matrix and S is produced one block of query rows at a time (a few MB).
+
+**Screen, then settle.** A block of S is computed by a fast GEMM (the *screen*, fp32 or bf16). Its
+values differ from the reference's fp32 values by at most ``e`` (below), so an entry more than 2e
+below its row's screen maximum can be neither the reference's argmax nor tied with it. Rows whose
+second-best screen value lies within 2e of the best are *ambiguous*: their competitors (entries
+within 2e) are settled exactly. Columns are settled only where it matters: for each row's argmax j,
+the query rows of S[:, j] within 2e of the column's screen maximum are recomputed in fp32 and, where
+more than one lies within the fp32 bound, settled exactly. So the screen precision changes speed,
+never the counts.
+
+**Settling** computes the competitors' dot products in float64 with a fixed sequential order (the
+products of fp32 numbers are exact in float64; the sum errs by < c 2^-53) and rounds them to fp32;
+the winner is the largest, the first index on ties, as ``np.argmax``/``torch.argmax`` do. Equal
+vectors therefore tie exactly, as in the reference. Where two candidates differ by less than the
+reference GEMM's own rounding (~1e-7, e.g. vectors one ulp apart), no other implementation can
+know which way the reference's BLAS rounds; we take the correctly rounded fp32 values (ties to the
+first index). Every such case lies below the bound, so it is always settled, never guessed.
+
+**Bounds** (x, y: fp32 vectors; u_b = 2^-8 the bf16 unit roundoff (8 significant bits);
+g_c = c 2^-24 / (1 - c 2^-24) for an fp32 sum of c terms in any order):
+
+- fp32 reference R and fp32 screen: |fl32(x.y) - x.y| <= g_c |x||y| each, so e = 2 g_c |x||y|.
+- bf16 screen (inputs rounded to bf16, products exact in fp32, fp32 accumulation, output rounded to
+  bf16): with dx = bf16(x) - x (computed exactly per vector, |dx| <= u_b |x|),
+  |bf16(x).bf16(y) - x.y| <= |dx||y| + |x||dy| + |dx||dy|  (Cauchy-Schwarz),
+  plus g_c |x~||y~| for the accumulation and u_b |x~||y~| (1 + g_c) for the output rounding, plus
+  g_c |x||y| for the reference itself. For L2-normalised vectors this is at most
+  3 u_b + u_b^2 + 2 g_c ~= 0.0118 (c = 128); with the measured |dx| (~0.6 u_b) it is ~0.009.
+  The screen margin is 2e. The bound uses the largest norms of each side, so it also holds for
+  maps that are not exactly normalised.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from vpr_ros.core.errors import InputError
+
+__all__ = ["PRECISIONS", "mnn_pairs_many", "mnn_counts_many", "error_bound"]
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+#: screen GEMMs: "fp32" numpy (the BLAS numpy links), "fp32-torch" torch fp32, "bf16" torch bf16.
+PRECISIONS = ("fp32", "fp32-torch", "bf16")
+_U_BF16 = 2.0 ** -8
+_BLOCK_BYTES = 2 << 20  # one screen block stays in a 2 MB L2: the row and column passes reread it
+
+
+def _gamma(c: int) -> float:
+    return c * 2.0 ** -24 / (1.0 - c * 2.0 ** -24)
+
+
+def _bf16(x: F32) -> F32:
+    """Round-to-nearest-even to bf16, returned as fp32 (what torch's ``.bfloat16()`` does)."""
+    import torch
+
+    return torch.from_numpy(x).bfloat16().float().numpy()
+
+
+def error_bound(f0: F32, f1: F32, precision: str) -> float:
+    """Largest |screen - reference| over all pairs of rows of f0 (N0, c) and f1 (N1, c); see module doc."""
+    c = f0.shape[1]
+    g = _gamma(c)
+    n0 = float(np.sqrt(np.max(np.einsum("ij,ij->i", f0, f0, dtype=np.float64), initial=0.0)))
+    n1 = float(np.sqrt(np.max(np.einsum("ij,ij->i", f1, f1, dtype=np.float64), initial=0.0)))
+    if precision != "bf16":
+        return 2.0 * g * n0 * n1 * (1.0 + 1e-6)
+    d0 = float(np.max(np.linalg.norm(_bf16(f0).astype(np.float64) - f0, axis=1), initial=0.0))
+    d1 = float(np.max(np.linalg.norm(_bf16(f1).astype(np.float64) - f1, axis=1), initial=0.0))
+    tilde = (n0 + d0) * (n1 + d1)
+    e = d0 * n1 + n0 * d1 + d0 * d1 + g * tilde + _U_BF16 * tilde * (1.0 + g) + g * n0 * n1
+    return e * (1.0 + 1e-6)  # the bound itself is evaluated in float64
+
+
+def _exact(f0: F32, f1: F32, rows: I64, cols: I64) -> F32:
+    """f0[rows] . f1[cols] per pair: float64, one fixed sequential order, rounded to fp32.
+
+    The order is the same for every pair (an outer-axis reduction), so equal vectors give equal values.
+    """
+    out = np.empty(len(rows), np.float32)
+    for s in range(0, len(rows), 4096):
+        x = np.ascontiguousarray(f0[rows[s:s + 4096]].T, dtype=np.float64)  # (c, p)
+        y = np.ascontiguousarray(f1[cols[s:s + 4096]].T, dtype=np.float64)
+        out[s:s + 4096] = np.add.reduce(x * y, axis=0)
+    return out
+
+
+class _Screen:
+    """Blocks of S = f0 F^T in the screen precision, as arrays numpy reduces fast.
+
+    bf16 blocks come back as their raw bit patterns (int16): for values >= 0 the integer order is the
+    float order and every negative value sorts below every positive one, so maxima are right whenever
+    the true maximum is >= 0; thresholds <= 0 therefore mean "take everything" (see ``key``).
+    """
+
+    def __init__(self, f0: F32, f: F32, precision: str) -> None:
+        self.precision = precision
+        if precision == "fp32":
+            self.a, self.b = f0, f
+        else:
+            import torch
+
+            dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+            self.a = torch.from_numpy(f0).to(dtype)
+            self.b = torch.from_numpy(f).to(dtype).T
+        self.floor = np.int16(-32768) if precision == "bf16" else np.float32(-np.inf)
+
+    def block(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        if self.precision == "fp32":
+            return self.a[r0:r1] @ self.b[c0:c1].T
+        import torch
+
+        out = torch.mm(self.a[r0:r1], self.b[:, c0:c1])
+        return out.view(torch.int16).numpy() if self.precision == "bf16" else out.numpy()
+
+    def values(self, keys: np.ndarray) -> F32:
+        if self.precision != "bf16":
+            return keys.astype(np.float32, copy=False)
+        return (keys.astype(np.int32) << 16).view(np.float32)
+
+    def key(self, thr: F32) -> np.ndarray:
+        """Smallest key whose value is >= thr (per element); the floor key where thr <= 0 (bf16)."""
+        if self.precision != "bf16":
+            return thr.astype(np.float32)
+        bits = np.maximum(thr, 0).astype(np.float32).view(np.int32).astype(np.int64)
+        k = (bits + 0xFFFF) >> 16
+        return np.where(thr > 0, k, -32768).astype(np.int16)
+
+
+def _first_max(groups: I64, idx: I64, vals: F32) -> I64:
+    """Positions of the winners: per group the largest value, the smallest idx on ties."""
+    order = np.lexsort((idx, -vals, groups))
+    g = groups[order]
+    first = np.ones(len(g), bool)
+    first[1:] = g[1:] != g[:-1]
+    return order[first]
+
+
+def _tiles(n0: int, k: int, n1: int, itemsize: int, block_bytes: int) -> tuple[int, int]:
+    """(query rows, candidates) per screen block so that one block is about ``block_bytes``."""
+    rows = min(n0, 256, max(32, block_bytes // (itemsize * n1)))
+    return rows, int(max(1, min(k, block_bytes // (itemsize * n1 * rows))))
+
+
+def _rows_pass(scr: _Screen, n0: int, k: int, n1: int, e: float, block_bytes: int):
+    """One pass over S in blocks: every row's screen argmax and its value, the column maxima per row
+    block, and the competitors of ambiguous rows as (k, i, j, screen value) arrays."""
+    itemsize = 2 if scr.precision == "bf16" else 4
+    rows, kc = _tiles(n0, k, n1, itemsize, block_bytes)
+    nb = -(-n0 // rows)
+    rarg = np.empty((k, n0), np.int64)
+    rval = np.empty((k, n0), np.float32)
+    cmax = np.empty((nb, k, n1), np.int16 if itemsize == 2 else np.float32)
+    amb: list[tuple[I64, I64, I64, F32]] = []
+    # Candidate-major tile order: one candidate map stays in cache while the query rows stream by.
+    for k0 in range(0, k, kc):
+        k1 = min(k, k0 + kc)
+        for b in range(nb):
+            r0, r1 = b * rows, min(n0, (b + 1) * rows)
+            s3 = scr.block(r0, r1, k0 * n1, k1 * n1).reshape(r1 - r0, k1 - k0, n1)
+            np.max(s3, axis=0, out=cmax[b, k0:k1])
+            s = s3.reshape(-1, n1)  # row (i - r0) * (k1 - k0) + (kk - k0)
+            at = np.arange(len(s))
+            arg = s.argmax(axis=1)
+            top = s[at, arg]
+            thr = scr.key(scr.values(top) - 2.0 * e)
+            s[at, arg] = scr.floor  # second best = max with the best blanked
+            second = s.max(axis=1)
+            s[at, arg] = top
+            rarg[k0:k1, r0:r1] = arg.reshape(r1 - r0, k1 - k0).T
+            rval[k0:k1, r0:r1] = scr.values(top).reshape(r1 - r0, k1 - k0).T
+            amb_rows = np.nonzero(second >= thr)[0]
+            if len(amb_rows):
+                sub = s[amb_rows]
+                p, j = np.nonzero(sub >= thr[amb_rows][:, None])
+                flat_row = amb_rows[p]
+                amb.append((flat_row % (k1 - k0) + k0, flat_row // (k1 - k0) + r0, j.astype(np.int64),
+                            scr.values(sub[p, j])))
+    return rarg, rval, cmax, rows, amb
+
+
+def _mnn_group(f0: F32, f: F32, precision: str, block_bytes: int) -> list[tuple[I64, I64]]:
+    """MNN pairs of f0 (N0, c) against each of f (K, N1, c)."""
+    k, n1, _ = f.shape
+    n0 = f0.shape[0]
+    flat = f.reshape(k * n1, -1)
+    e = error_bound(f0, flat, precision)
+    e32 = error_bound(f0, flat, "fp32")
+    scr = _Screen(f0, flat, precision)
+    rarg, rval, cmax, rows, amb = _rows_pass(scr, n0, k, n1, e, block_bytes)
+    if amb:  # settle ambiguous rows among their competitors
+        ks, is_, js, vs = (np.concatenate(a) for a in zip(*amb))
+        win = _first_max(ks * n0 + is_, js, _exact(f0, flat, is_, ks * n1 + js))
+        rarg[ks[win], is_[win]] = js[win]
+        rval[ks[win], is_[win]] = vs[win]
+
+    # A row's best j can only be mutual when S[i, j] is within 2e of column j's screen maximum.
+    mkey = cmax.max(axis=0)
+    mval = scr.values(mkey)
+    kidx = np.arange(k)[:, None]
+    ck, ci = np.nonzero(rval >= mval[kidx, rarg] - 2.0 * e)
+    cj = rarg[ck, ci]
+    col = ck * n1 + cj
+    ucol, inv = np.unique(col, return_inverse=True)
+    if not len(ucol):
+        return [(ci, cj)] * k
+    uk, uj = ucol // n1, ucol % n1
+    near = cmax[:, uk, uj] >= scr.key(mval[uk, uj] - 2.0 * e)[None]  # (blocks, U)
+    # Recompute the near blocks of those columns in fp32, then settle the rows within the fp32 bound.
+    best = np.full(len(ucol), -np.inf, np.float32)
+    parts = []
+    for b in np.nonzero(near.any(axis=1))[0]:
+        us = np.nonzero(near[b])[0]
+        r0 = b * rows
+        v = f0[r0:r0 + rows] @ flat[ucol[us]].T  # (R, n)
+        best[us] = np.maximum(best[us], v.max(axis=0))
+        parts.append((r0, us, v))
+    cr, cu = [], []
+    for r0, us, v in parts:
+        p, q = np.nonzero(v >= best[us] - 2.0 * e32)
+        cr.append(p + r0)
+        cu.append(us[q])
+    crows, cuid = np.concatenate(cr).astype(np.int64), np.concatenate(cu).astype(np.int64)
+    colarg = np.full(len(ucol), -1, np.int64)
+    win = _first_max(cuid, crows, _exact(f0, flat, crows, ucol[cuid]))
+    colarg[cuid[win]] = crows[win]
+    mutual = colarg[inv] == ci
+    return [(ci[mutual & (ck == kk)], cj[mutual & (ck == kk)]) for kk in range(k)]
+
+
+def _flat(local: npt.ArrayLike, name: str) -> F32:
+    arr = np.asarray(local)
+    if arr.ndim != 3:
+        raise InputError(f"{name} local features must be (h, w, c), got shape {arr.shape}")
+    flat = np.ascontiguousarray(arr.reshape(-1, arr.shape[2]), dtype=np.float32)
+    if not np.all(np.isfinite(flat)):
+        raise InputError(f"{name} local features contain NaN or inf; check the model output")
+    return flat
+
+
+def mnn_pairs_many(local0: npt.ArrayLike, locals1: list[npt.ArrayLike], precision: str = "fp32",
+                   block_bytes: int = _BLOCK_BYTES) -> list[tuple[I64, I64]]:
+    """MNN pairs of one (h, w, c) query map against each (h', w', c) candidate map.
+
+    Returns, per candidate, flat location indices (M,) into the query and (M,) into the candidate,
+    ordered by query index: exactly ``verification.mnn_pairs(local0, local1)``. ``precision`` picks
+    the screen GEMM (one of PRECISIONS); it changes speed, not results. Memory is O(block_bytes)
+    besides the inputs and a (blocks, K, N1) table of column maxima.
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"MNN precision {precision!r} is unknown; use one of {', '.join(PRECISIONS)}")
+    f0 = _flat(local0, "query")
+    flats = [_flat(x, "candidate") for x in locals1]
+    out: list[tuple[I64, I64] | None] = [None] * len(flats)
+    shapes: dict[tuple[int, int], list[int]] = {}
+    for pos, f in enumerate(flats):
+        if f.shape[1] != f0.shape[1]:
+            raise InputError(f"local feature channels differ: {f0.shape[1]} vs {f.shape[1]}")
+        shapes.setdefault(f.shape, []).append(pos)
+    for group in shapes.values():  # candidates of one shape share one stacked matrix
+        if f0.shape[0] == 0 or flats[group[0]].shape[0] == 0:
+            res = [(np.zeros(0, np.int64), np.zeros(0, np.int64))] * len(group)
+        else:
+            res = _mnn_group(f0, np.stack([flats[p] for p in group]), precision, block_bytes)
+        for pos, r in zip(group, res):
+            out[pos] = r
+    return out  # type: ignore[return-value]
+
+
+def mnn_counts_many(local0: npt.ArrayLike, locals1: list[npt.ArrayLike], precision: str = "fp32",
+                    block_bytes: int = _BLOCK_BYTES) -> list[int]:
+    """SelaVPR's score per candidate: the MNN count, with its quirk that a single pair scores 0."""
+    counts = [len(i0) for i0, _ in mnn_pairs_many(local0, locals1, precision, block_bytes)]
+    return [0 if n == 1 else n for n in counts]
