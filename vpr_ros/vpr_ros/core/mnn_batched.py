@@ -64,19 +64,25 @@ def _bf16(x: F32) -> F32:
     return torch.from_numpy(x).bfloat16().float().numpy()
 
 
-def error_bound(f0: F32, f1: F32, precision: str) -> float:
-    """Largest |screen - reference| over all pairs of rows of f0 (N0, c) and f1 (N1, c); see module doc."""
+def _bounds(f0: F32, f1: F32, precision: str) -> tuple[float, float]:
+    """(e without the output rounding, output rounding bound for |S| >= 1); see the module doc."""
     c = f0.shape[1]
     g = _gamma(c)
     n0 = float(np.sqrt(np.max(np.einsum("ij,ij->i", f0, f0, dtype=np.float64), initial=0.0)))
     n1 = float(np.sqrt(np.max(np.einsum("ij,ij->i", f1, f1, dtype=np.float64), initial=0.0)))
     if precision != "bf16":
-        return 2.0 * g * n0 * n1 * (1.0 + 1e-6)
+        return 2.0 * g * n0 * n1 * (1.0 + 1e-6), 0.0
     d0 = float(np.max(np.linalg.norm(_bf16(f0).astype(np.float64) - f0, axis=1), initial=0.0))
     d1 = float(np.max(np.linalg.norm(_bf16(f1).astype(np.float64) - f1, axis=1), initial=0.0))
     tilde = (n0 + d0) * (n1 + d1)
-    e = d0 * n1 + n0 * d1 + d0 * d1 + g * tilde + _U_BF16 * tilde * (1.0 + g) + g * n0 * n1
-    return e * (1.0 + 1e-6)  # the bound itself is evaluated in float64
+    base = d0 * n1 + n0 * d1 + d0 * d1 + g * tilde + g * n0 * n1
+    return base * (1.0 + 1e-6), _U_BF16 * tilde * (1.0 + g) * (1.0 + 1e-6)
+
+
+def error_bound(f0: F32, f1: F32, precision: str) -> float:
+    """Largest |screen - reference| over all pairs of rows of f0 (N0, c) and f1 (N1, c); see module doc."""
+    base, out = _bounds(f0, f1, precision)
+    return base + out
 
 
 def _exact(f0: F32, f1: F32, rows: I64, cols: I64) -> F32:
@@ -102,6 +108,7 @@ class _Screen:
 
     def __init__(self, f0: F32, f: F32, precision: str) -> None:
         self.precision = precision
+        self.base, self.out = _bounds(f0, f, precision)
         if precision == "fp32":
             self.a, self.b = f0, f
         else:
@@ -119,6 +126,14 @@ class _Screen:
 
         out = torch.mm(self.a[r0:r1], self.b[:, c0:c1])
         return out.view(torch.int16).numpy() if self.precision == "bf16" else out.numpy()
+
+    def margin(self, v: F32) -> F32:
+        """2e for entries compared with a screen maximum v >= 0. A bf16 output below 1 in magnitude
+        rounds by at most 2^-9 (half its ulp), so rows whose maximum is clear of 1 get that."""
+        if self.precision != "bf16":
+            return np.float32(2.0 * self.base)
+        out = np.where(v + self.base + 2.0 ** -8 < 1.0, 2.0 ** -9, self.out)
+        return (2.0 * (self.base + out)).astype(np.float32)
 
     def values(self, keys: np.ndarray) -> F32:
         if self.precision != "bf16":
@@ -149,7 +164,7 @@ def _tiles(n0: int, k: int, n1: int, itemsize: int, block_bytes: int) -> tuple[i
     return rows, int(max(1, min(k, block_bytes // (itemsize * n1 * rows))))
 
 
-def _rows_pass(scr: _Screen, n0: int, k: int, n1: int, e: float, block_bytes: int):
+def _rows_pass(scr: _Screen, n0: int, k: int, n1: int, block_bytes: int):
     """One pass over S in blocks: every row's screen argmax and its value, the column maxima per row
     block, and the competitors of ambiguous rows as (k, i, j, screen value) arrays."""
     itemsize = 2 if scr.precision == "bf16" else 4
@@ -170,12 +185,13 @@ def _rows_pass(scr: _Screen, n0: int, k: int, n1: int, e: float, block_bytes: in
             at = np.arange(len(s))
             arg = s.argmax(axis=1)
             top = s[at, arg]
-            thr = scr.key(scr.values(top) - 2.0 * e)
+            topv = scr.values(top)
+            thr = scr.key(topv - scr.margin(topv))
             s[at, arg] = scr.floor  # second best = max with the best blanked
             second = s.max(axis=1)
             s[at, arg] = top
             rarg[k0:k1, r0:r1] = arg.reshape(r1 - r0, k1 - k0).T
-            rval[k0:k1, r0:r1] = scr.values(top).reshape(r1 - r0, k1 - k0).T
+            rval[k0:k1, r0:r1] = topv.reshape(r1 - r0, k1 - k0).T
             amb_rows = np.nonzero(second >= thr)[0]
             if len(amb_rows):
                 sub = s[amb_rows]
@@ -191,10 +207,9 @@ def _mnn_group(f0: F32, f: F32, precision: str, block_bytes: int) -> list[tuple[
     k, n1, _ = f.shape
     n0 = f0.shape[0]
     flat = f.reshape(k * n1, -1)
-    e = error_bound(f0, flat, precision)
-    e32 = error_bound(f0, flat, "fp32")
     scr = _Screen(f0, flat, precision)
-    rarg, rval, cmax, rows, amb = _rows_pass(scr, n0, k, n1, e, block_bytes)
+    e32 = scr.base if precision != "bf16" else _bounds(f0, flat, "fp32")[0]
+    rarg, rval, cmax, rows, amb = _rows_pass(scr, n0, k, n1, block_bytes)
     if amb:  # settle ambiguous rows among their competitors
         ks, is_, js, vs = (np.concatenate(a) for a in zip(*amb))
         win = _first_max(ks * n0 + is_, js, _exact(f0, flat, is_, ks * n1 + js))
@@ -205,14 +220,16 @@ def _mnn_group(f0: F32, f: F32, precision: str, block_bytes: int) -> list[tuple[
     mkey = cmax.max(axis=0)
     mval = scr.values(mkey)
     kidx = np.arange(k)[:, None]
-    ck, ci = np.nonzero(rval >= mval[kidx, rarg] - 2.0 * e)
+    mj = mval[kidx, rarg]
+    ck, ci = np.nonzero(rval >= mj - scr.margin(mj))
     cj = rarg[ck, ci]
     col = ck * n1 + cj
     ucol, inv = np.unique(col, return_inverse=True)
     if not len(ucol):
         return [(ci, cj)] * k
     uk, uj = ucol // n1, ucol % n1
-    near = cmax[:, uk, uj] >= scr.key(mval[uk, uj] - 2.0 * e)[None]  # (blocks, U)
+    mu = mval[uk, uj]
+    near = cmax[:, uk, uj] >= scr.key(mu - scr.margin(mu))[None]  # (blocks, U)
     # Recompute the near blocks of those columns in fp32, then settle the rows within the fp32 bound.
     best = np.full(len(ucol), -np.inf, np.float32)
     parts = []
