@@ -96,9 +96,12 @@ def _variants(args: argparse.Namespace, q: np.ndarray, cands: list[np.ndarray]) 
         runs["numpy mnn_pairs"] = lambda: [len(mnn_pairs(q, x)[0]) for x in cands]
     for p in args.precisions.split(","):
         runs[f"mnn_batched {p}"] = lambda p=p: [len(i0) for i0, _ in mnn_pairs_many(q, cands, p)]
-    runs["floor: numpy fp32 GEMM"] = lambda: [f0 @ f.T for f in fs]
-    runs["floor: torch fp32 GEMM"] = lambda: [torch.mm(t0, t.T) for t in ts]
-    runs["floor: torch bf16 GEMM"] = lambda: [torch.mm(b0, b.T) for b in bs]
+    # Floors: the plain GEMM of each candidate into one preallocated output (no page faults).
+    out32, out_t, out_b = (np.empty((len(f0), len(fs[0])), np.float32), torch.empty(len(f0), len(fs[0])),
+                           torch.empty(len(f0), len(fs[0]), dtype=torch.bfloat16))
+    runs["floor: numpy fp32 GEMM"] = lambda: [np.matmul(f0, f.T, out=out32) for f in fs]
+    runs["floor: torch fp32 GEMM"] = lambda: [torch.mm(t0, t.T, out=out_t) for t in ts]
+    runs["floor: torch bf16 GEMM"] = lambda: [torch.mm(b0, b.T, out=out_b) for b in bs]
     return runs
 
 

@@ -51,6 +51,7 @@ I64 = npt.NDArray[np.int64]
 PRECISIONS = ("fp32", "fp32-torch", "bf16")
 _U_BF16 = 2.0 ** -8
 _BLOCK_BYTES = 2 << 20  # one screen block stays in a 2 MB L2: the row and column passes reread it
+_GROUP = 32  # query rows per column maximum kept: a column check recomputes only groups this small
 
 
 def _gamma(c: int) -> float:
@@ -64,24 +65,29 @@ def _bf16(x: F32) -> F32:
     return torch.from_numpy(x).bfloat16().float().numpy()
 
 
-def _bounds(f0: F32, f1: F32, precision: str) -> tuple[float, float]:
-    """(e without the output rounding, output rounding bound for |S| >= 1); see the module doc."""
-    c = f0.shape[1]
-    g = _gamma(c)
-    n0 = float(np.sqrt(np.max(np.einsum("ij,ij->i", f0, f0, dtype=np.float64), initial=0.0)))
-    n1 = float(np.sqrt(np.max(np.einsum("ij,ij->i", f1, f1, dtype=np.float64), initial=0.0)))
+def _max_norm(x: F32) -> float:
+    """Largest row norm, rounded up: the fp32 sum of squares errs by < c 2^-24 relative."""
+    sq = np.einsum("ij,ij->i", x, x)
+    return float(np.sqrt(np.max(sq, initial=0.0))) * (1.0 + 1e-4)
+
+
+def _bounds(f0: F32, f1: F32, precision: str) -> tuple[float, float, float]:
+    """(screen e without its output rounding, output rounding bound for |S| >= 1, fp32 e); see the
+    module doc. bf16(x) - x is exact in fp32 (Sterbenz: the two are within a factor 2)."""
+    g = _gamma(f0.shape[1])
+    n0, n1 = _max_norm(f0), _max_norm(f1)
+    e32 = 2.0 * g * n0 * n1 * (1.0 + 1e-6)
     if precision != "bf16":
-        return 2.0 * g * n0 * n1 * (1.0 + 1e-6), 0.0
-    d0 = float(np.max(np.linalg.norm(_bf16(f0).astype(np.float64) - f0, axis=1), initial=0.0))
-    d1 = float(np.max(np.linalg.norm(_bf16(f1).astype(np.float64) - f1, axis=1), initial=0.0))
+        return e32, 0.0, e32
+    d0, d1 = _max_norm(_bf16(f0) - f0), _max_norm(_bf16(f1) - f1)
     tilde = (n0 + d0) * (n1 + d1)
     base = d0 * n1 + n0 * d1 + d0 * d1 + g * tilde + g * n0 * n1
-    return base * (1.0 + 1e-6), _U_BF16 * tilde * (1.0 + g) * (1.0 + 1e-6)
+    return base * (1.0 + 1e-6), _U_BF16 * tilde * (1.0 + g) * (1.0 + 1e-6), e32
 
 
 def error_bound(f0: F32, f1: F32, precision: str) -> float:
     """Largest |screen - reference| over all pairs of rows of f0 (N0, c) and f1 (N1, c); see module doc."""
-    base, out = _bounds(f0, f1, precision)
+    base, out, _ = _bounds(f0, f1, precision)
     return base + out
 
 
@@ -108,7 +114,7 @@ class _Screen:
 
     def __init__(self, f0: F32, f: F32, precision: str) -> None:
         self.precision = precision
-        self.base, self.out = _bounds(f0, f, precision)
+        self.base, self.out, self.e32 = _bounds(f0, f, precision)
         if precision == "fp32":
             self.a, self.b = f0, f
         else:
@@ -158,21 +164,35 @@ def _first_max(groups: I64, idx: I64, vals: F32) -> I64:
     return order[first]
 
 
+def _settle(f0: F32, f1: F32, groups: I64, rows: I64, cols: I64, idx: I64, e32: float) -> I64:
+    """Positions of the winners per group among pairs (rows, cols): an fp32 dot first (|v - R| <=
+    e32), the exact values only for those within 2 e32 of their group's best."""
+    v = np.einsum("pc,pc->p", f0[rows], f1[cols])
+    order = np.argsort(groups, kind="stable")
+    g = groups[order]
+    new = np.ones(len(g), bool)
+    new[1:] = g[1:] != g[:-1]
+    vmax = np.maximum.reduceat(v[order], np.flatnonzero(new))
+    sel = order[v[order] >= vmax[np.cumsum(new) - 1] - 2.0 * e32]
+    return sel[_first_max(groups[sel], idx[sel], _exact(f0, f1, rows[sel], cols[sel]))]
+
+
 def _tiles(n0: int, k: int, n1: int, itemsize: int, block_bytes: int) -> tuple[int, int]:
     """(query rows, candidates) per screen block so that one block is about ``block_bytes``."""
-    rows = min(n0, 256, max(32, block_bytes // (itemsize * n1)))
+    rows = min(n0, 512, max(_GROUP, block_bytes // (itemsize * n1)))
+    rows = max(_GROUP, rows // _GROUP * _GROUP)
     return rows, int(max(1, min(k, block_bytes // (itemsize * n1 * rows))))
 
 
 def _rows_pass(scr: _Screen, n0: int, k: int, n1: int, block_bytes: int):
-    """One pass over S in blocks: every row's screen argmax and its value, the column maxima per row
-    block, and the competitors of ambiguous rows as (k, i, j, screen value) arrays."""
+    """One pass over S in blocks: every row's screen argmax and its value, the column maxima per group
+    of _GROUP query rows, and the competitors of ambiguous rows as (k, i, j, screen value) arrays."""
     itemsize = 2 if scr.precision == "bf16" else 4
     rows, kc = _tiles(n0, k, n1, itemsize, block_bytes)
     nb = -(-n0 // rows)
     rarg = np.empty((k, n0), np.int64)
     rval = np.empty((k, n0), np.float32)
-    cmax = np.empty((nb, k, n1), np.int16 if itemsize == 2 else np.float32)
+    cmax = np.empty((-(-n0 // _GROUP), k, n1), np.int16 if itemsize == 2 else np.float32)
     amb: list[tuple[I64, I64, I64, F32]] = []
     # Candidate-major tile order: one candidate map stays in cache while the query rows stream by.
     for k0 in range(0, k, kc):
@@ -180,26 +200,21 @@ def _rows_pass(scr: _Screen, n0: int, k: int, n1: int, block_bytes: int):
         for b in range(nb):
             r0, r1 = b * rows, min(n0, (b + 1) * rows)
             s3 = scr.block(r0, r1, k0 * n1, k1 * n1).reshape(r1 - r0, k1 - k0, n1)
-            np.max(s3, axis=0, out=cmax[b, k0:k1])
+            for g0 in range(0, r1 - r0, _GROUP):
+                np.max(s3[g0:g0 + _GROUP], axis=0, out=cmax[(r0 + g0) // _GROUP, k0:k1])
             s = s3.reshape(-1, n1)  # row (i - r0) * (k1 - k0) + (kk - k0)
-            at = np.arange(len(s))
-            arg = s.argmax(axis=1)
-            top = s[at, arg]
-            topv = scr.values(top)
-            thr = scr.key(topv - scr.margin(topv))
-            s[at, arg] = scr.floor  # second best = max with the best blanked
-            second = s.max(axis=1)
-            s[at, arg] = top
-            rarg[k0:k1, r0:r1] = arg.reshape(r1 - r0, k1 - k0).T
-            rval[k0:k1, r0:r1] = topv.reshape(r1 - r0, k1 - k0).T
-            amb_rows = np.nonzero(second >= thr)[0]
-            if len(amb_rows):
-                sub = s[amb_rows]
-                p, j = np.nonzero(sub >= thr[amb_rows][:, None])
-                flat_row = amb_rows[p]
-                amb.append((flat_row % (k1 - k0) + k0, flat_row // (k1 - k0) + r0, j.astype(np.int64),
-                            scr.values(sub[p, j])))
-    return rarg, rval, cmax, rows, amb
+            topv = scr.values(s.max(axis=1))
+            # Entries within 2e of their row's maximum: one per row, more where the row is ambiguous.
+            hit = np.flatnonzero(s >= scr.key(topv - scr.margin(topv))[:, None])
+            row, j = np.divmod(hit, n1)
+            kk, ii = row % (k1 - k0) + k0, row // (k1 - k0) + r0
+            many = np.bincount(row, minlength=len(s))[row] > 1
+            vals = scr.values(s.ravel()[hit])
+            rarg[kk, ii] = j  # rows with several competitors are overwritten by the settle
+            rval[kk, ii] = vals
+            if many.any():
+                amb.append((kk[many], ii[many], j[many], vals[many]))
+    return rarg, rval, cmax, amb
 
 
 def _mnn_group(f0: F32, f: F32, precision: str, block_bytes: int) -> list[tuple[I64, I64]]:
@@ -208,11 +223,11 @@ def _mnn_group(f0: F32, f: F32, precision: str, block_bytes: int) -> list[tuple[
     n0 = f0.shape[0]
     flat = f.reshape(k * n1, -1)
     scr = _Screen(f0, flat, precision)
-    e32 = scr.base if precision != "bf16" else _bounds(f0, flat, "fp32")[0]
-    rarg, rval, cmax, rows, amb = _rows_pass(scr, n0, k, n1, block_bytes)
+    e32 = scr.e32
+    rarg, rval, cmax, amb = _rows_pass(scr, n0, k, n1, block_bytes)
     if amb:  # settle ambiguous rows among their competitors
         ks, is_, js, vs = (np.concatenate(a) for a in zip(*amb))
-        win = _first_max(ks * n0 + is_, js, _exact(f0, flat, is_, ks * n1 + js))
+        win = _settle(f0, flat, ks * n0 + is_, is_, ks * n1 + js, js, e32)
         rarg[ks[win], is_[win]] = js[win]
         rval[ks[win], is_[win]] = vs[win]
 
@@ -229,14 +244,14 @@ def _mnn_group(f0: F32, f: F32, precision: str, block_bytes: int) -> list[tuple[
         return [(ci, cj)] * k
     uk, uj = ucol // n1, ucol % n1
     mu = mval[uk, uj]
-    near = cmax[:, uk, uj] >= scr.key(mu - scr.margin(mu))[None]  # (blocks, U)
-    # Recompute the near blocks of those columns in fp32, then settle the rows within the fp32 bound.
+    near = cmax[:, uk, uj] >= scr.key(mu - scr.margin(mu))[None]  # (row groups, U)
+    # Recompute the near row groups of those columns in fp32, then settle rows within the fp32 bound.
     best = np.full(len(ucol), -np.inf, np.float32)
     parts = []
     for b in np.nonzero(near.any(axis=1))[0]:
         us = np.nonzero(near[b])[0]
-        r0 = b * rows
-        v = f0[r0:r0 + rows] @ flat[ucol[us]].T  # (R, n)
+        r0 = b * _GROUP
+        v = f0[r0:r0 + _GROUP] @ flat[ucol[us]].T  # (G, n)
         best[us] = np.maximum(best[us], v.max(axis=0))
         parts.append((r0, us, v))
     cr, cu = [], []
