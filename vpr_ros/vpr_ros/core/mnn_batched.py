@@ -174,7 +174,19 @@ def _settle(f0: F32, f1: F32, groups: I64, rows: I64, cols: I64, idx: I64, e32: 
     new[1:] = g[1:] != g[:-1]
     vmax = np.maximum.reduceat(v[order], np.flatnonzero(new))
     sel = order[v[order] >= vmax[np.cumsum(new) - 1] - 2.0 * e32]
-    return sel[_first_max(groups[sel], idx[sel], _exact(f0, f1, rows[sel], cols[sel]))]
+    return _exact_winners(f0, f1, groups, rows, cols, idx, sel)
+
+
+def _exact_winners(f0: F32, f1: F32, groups: I64, rows: I64, cols: I64, idx: I64, sel: I64) -> I64:
+    """Winners among the positions ``sel``: a lone survivor of its group wins as it is; groups with
+    several are decided by the exact values."""
+    inv = np.unique(groups[sel], return_inverse=True)[1]
+    lone = np.bincount(inv)[inv] == 1
+    tied = sel[~lone]
+    if not len(tied):
+        return sel
+    won = tied[_first_max(groups[tied], idx[tied], _exact(f0, f1, rows[tied], cols[tied]))]
+    return np.concatenate([sel[lone], won])
 
 
 def _tiles(n0: int, k: int, n1: int, itemsize: int, block_bytes: int) -> tuple[int, int]:
@@ -261,10 +273,12 @@ def _mnn_group(f0: F32, f: F32, precision: str, block_bytes: int) -> list[tuple[
         cu.append(us[q])
     crows, cuid = np.concatenate(cr).astype(np.int64), np.concatenate(cu).astype(np.int64)
     colarg = np.full(len(ucol), -1, np.int64)
-    win = _first_max(cuid, crows, _exact(f0, flat, crows, ucol[cuid]))
+    win = _exact_winners(f0, flat, cuid, crows, ucol[cuid], crows, np.arange(len(cuid)))
     colarg[cuid[win]] = crows[win]
     mutual = colarg[inv] == ci
-    return [(ci[mutual & (ck == kk)], cj[mutual & (ck == kk)]) for kk in range(k)]
+    mk, mi, mj = ck[mutual], ci[mutual], cj[mutual]  # sorted by candidate, then query index
+    cut = np.searchsorted(mk, np.arange(k + 1))
+    return [(mi[cut[kk]:cut[kk + 1]], mj[cut[kk]:cut[kk + 1]]) for kk in range(k)]
 
 
 def _flat(local: npt.ArrayLike, name: str) -> F32:
