@@ -212,8 +212,11 @@ def _rows_pass(scr: _Screen, n0: int, k: int, n1: int, block_bytes: int):
         for b in range(nb):
             r0, r1 = b * rows, min(n0, (b + 1) * rows)
             s3 = scr.block(r0, r1, k0 * n1, k1 * n1).reshape(r1 - r0, k1 - k0, n1)
-            for g0 in range(0, r1 - r0, _GROUP):
-                np.max(s3[g0:g0 + _GROUP], axis=0, out=cmax[(r0 + g0) // _GROUP, k0:k1])
+            full = (r1 - r0) // _GROUP * _GROUP  # whole groups in one reduction, then the rest
+            g0 = r0 // _GROUP
+            np.max(s3[:full].reshape(-1, _GROUP, k1 - k0, n1), axis=1, out=cmax[g0:g0 + full // _GROUP, k0:k1])
+            if full < r1 - r0:
+                np.max(s3[full:], axis=0, out=cmax[g0 + full // _GROUP, k0:k1])
             s = s3.reshape(-1, n1)  # row (i - r0) * (k1 - k0) + (kk - k0)
             topv = scr.values(s.max(axis=1))
             # Entries within 2e of their row's maximum: one per row, more where the row is ambiguous.
