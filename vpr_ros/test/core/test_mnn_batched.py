@@ -180,10 +180,3 @@ def test_verify_many_equals_verify_one_by_one():
         assert np.array_equal(v.matches0, one.matches0) and v.accepted == one.accepted
     with pytest.raises(InputError, match="dense local features"):
         verifier.verify_many(q, cands, locs)
-
-
-def test_config_picks_the_screen():
-    assert Verifier(VerifyConfig(mnn_precision="bf16")).mnn_precision == "bf16"
-    assert Verifier().mnn_precision == "fp32"
-    with pytest.raises(ValueError, match="mnn_precision"):
-        VerifyConfig(mnn_precision="fp8")

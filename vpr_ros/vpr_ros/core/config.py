@@ -42,7 +42,6 @@ DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 METRICS = ("inner_product",)
 VERIFY_METHODS = ("mnn", "mnn+fundamental", "global")
-MNN_PRECISIONS = ("fp32", "fp32-torch", "bf16")
 
 
 def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
@@ -155,10 +154,6 @@ class VerifyConfig:
         "(1 disables the check).", lo=1, hi=100))
     consistency_window: int = dataclasses.field(default=2, metadata=_meta(
         "Two consecutive matches agree when their match keyframe ids differ by at most this.", lo=0))
-    mnn_precision: str = dataclasses.field(default="fp32", metadata=_meta(
-        "GEMM that screens the MNN similarity blocks: fp32 (numpy's BLAS), fp32-torch, or bf16 (torch; "
-        "the fastest where the CPU has AVX512-BF16 or AMX). Near-ties are settled exactly, so the counts "
-        "are the same for all three; only the speed differs.", choices=MNN_PRECISIONS))
 
     def __post_init__(self) -> None:
         _check_choice("verify.method", self.method, VERIFY_METHODS)
@@ -168,7 +163,6 @@ class VerifyConfig:
         _check_range("verify.ransac_threshold_px", self.ransac_threshold_px, 0.0)
         _check_range("verify.temporal_consistency", self.temporal_consistency, 1, 100)
         _check_range("verify.consistency_window", self.consistency_window, 0)
-        _check_choice("verify.mnn_precision", self.mnn_precision, MNN_PRECISIONS)
 
 
 @dataclasses.dataclass(frozen=True)

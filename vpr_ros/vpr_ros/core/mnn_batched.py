@@ -46,7 +46,6 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from vpr_ros.core.config import MNN_PRECISIONS
 from vpr_ros.core.errors import InputError
 
 __all__ = ["PRECISIONS", "mnn_pairs_many", "mnn_counts_many", "error_bound"]
@@ -55,7 +54,7 @@ F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
 #: screen GEMMs: "fp32" numpy (the BLAS numpy links), "fp32-torch" torch fp32, "bf16" torch bf16.
-PRECISIONS = MNN_PRECISIONS
+PRECISIONS = ("fp32", "fp32-torch", "bf16")
 _U_BF16 = 2.0 ** -8
 _BLOCK_BYTES = 2 << 20  # one screen block stays in a 2 MB L2: the row and column passes reread it
 _GROUP = 32  # query rows per column maximum kept: a column check recomputes only groups this small

@@ -68,10 +68,9 @@ def fundamental_inliers(pts0: npt.NDArray[np.float64], pts1: npt.NDArray[np.floa
 class Verifier:
     """Scores candidates of one query with the configured method and applies the accept rule."""
 
-    def __init__(self, config: VerifyConfig | None = None, mnn_precision: str | None = None) -> None:
+    def __init__(self, config: VerifyConfig | None = None, mnn_precision: str = "fp32") -> None:
         self.config = config or VerifyConfig()
-        # The screen GEMM of mnn_batched: it changes the speed, never the counts.
-        self.mnn_precision = mnn_precision or self.config.mnn_precision
+        self.mnn_precision = mnn_precision  # screen GEMM of mnn_batched: speed only, same counts
 
     def verify(self, local0: F32 | None, candidate: Candidate, local1: F32 | None,
                keep_matches: bool = False) -> Verification:
