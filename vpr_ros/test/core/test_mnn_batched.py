@@ -10,9 +10,11 @@ import torch
 
 from vpr_ros.core.config import VerifyConfig
 from vpr_ros.core.errors import InputError
-from vpr_ros.core.mnn_batched import PRECISIONS, error_bound, mnn_counts_many, mnn_pairs_many
+from vpr_ros.core.mnn_batched import _bf16, error_bound, mnn_counts_many, mnn_pairs_many
 from vpr_ros.core.types import Candidate
 from vpr_ros.core.verification import Verifier, mnn_count, mnn_pairs
+from vpr_ros.models.backends.mnn_screen import SCREENS as PRECISIONS
+from vpr_ros.models.backends.mnn_screen import screen
 
 
 def _unit(x):
@@ -27,7 +29,7 @@ def _smooth(rng, h, c, base):
 
 
 def _assert_same(local0, locals1, precision, **kw):
-    got = mnn_pairs_many(local0, locals1, precision, **kw)
+    got = mnn_pairs_many(local0, locals1, screen(precision), **kw)
     for k, local1 in enumerate(locals1):
         ref0, ref1 = mnn_pairs(local0, local1)
         assert np.array_equal(got[k][0], ref0) and np.array_equal(got[k][1], ref1), (precision, k)
@@ -114,7 +116,7 @@ def test_sub_ulp_ties_follow_correctly_rounded_values(precision):
     base = _unit(q + 0.3 * rng.standard_normal(q.shape).astype(np.float32))
     twin = _unit(base + 1e-7 * rng.standard_normal(base.shape))
     cand = np.concatenate([base, twin], axis=0)
-    got = mnn_pairs_many(q, [cand], precision)[0]
+    got = mnn_pairs_many(q, [cand], screen(precision))[0]
     want = _rounded_reference(q, cand)
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
 
@@ -130,9 +132,9 @@ def test_negative_similarities_and_quirk(precision):
     _assert_same(q, [cand, q], precision)
     a = np.array([[[1.0, 0.0], [1.0, 0.0]]], np.float32)
     b = np.array([[[1.0, 0.0]]], np.float32)
-    assert mnn_counts_many(a, [b, a], precision) == [mnn_count(a, b), mnn_count(a, a)] == [0, 0]
+    assert mnn_counts_many(a, [b, a], screen(precision)) == [mnn_count(a, b), mnn_count(a, a)] == [0, 0]
     eye = np.eye(2, dtype=np.float32)[None]
-    assert mnn_counts_many(eye, [eye], precision) == [mnn_count(eye, eye)] == [2]
+    assert mnn_counts_many(eye, [eye], screen(precision)) == [mnn_count(eye, eye)] == [2]
 
 
 def test_bf16_bound_holds():
@@ -157,8 +159,8 @@ def test_inputs_checked():
     bad[0, 0, 0] = np.nan
     with pytest.raises(InputError, match="NaN"):
         mnn_pairs_many(q, [bad])
-    with pytest.raises(InputError, match="precision"):
-        mnn_pairs_many(q, [q], "fp8")
+    with pytest.raises(InputError, match="screen"):
+        screen("fp8")
     assert mnn_pairs_many(q, []) == []
     mixed = [q[:2], q, q[:3, :1]]  # candidates of different sizes in one call
     _assert_same(q, mixed, "fp32")
@@ -171,7 +173,7 @@ def test_verify_many_equals_verify_one_by_one():
     cands = [Candidate(i, 0.5, i) for i in range(3)]
     verifier = Verifier(VerifyConfig(method="global"))
     assert [v.score for v in verifier.verify_many(q, cands, locs)] == [0.5, 0.5, 0.5]
-    verifier = Verifier(VerifyConfig(min_matches=5), mnn_precision="bf16")
+    verifier = Verifier(VerifyConfig(min_matches=5), mnn_gemm=screen("bf16"))
     dense = [0, 2]
     many = verifier.verify_many(q, [cands[i] for i in dense], [locs[i] for i in dense], keep_matches=True)
     for i, v in zip(dense, many):
@@ -180,3 +182,12 @@ def test_verify_many_equals_verify_one_by_one():
         assert np.array_equal(v.matches0, one.matches0) and v.accepted == one.accepted
     with pytest.raises(InputError, match="dense local features"):
         verifier.verify_many(q, cands, locs)
+
+
+def test_numpy_bf16_rounding_is_torchs():
+    """The bound is computed with numpy's round-to-nearest-even; torch's GEMM rounds the same way."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(100_000).astype(np.float32)
+    ties = (np.arange(1, 2001, dtype=np.uint32) << 16 | 0x8000).view(np.float32)  # exact halfway cases
+    x = np.concatenate([x, ties, -ties, np.float32([0.0, -0.0, 1e-40, 3.0e38])])
+    assert np.array_equal(_bf16(x), torch.from_numpy(x).bfloat16().float().numpy())

@@ -85,6 +85,7 @@ def _variants(args: argparse.Namespace, q: np.ndarray, cands: list[np.ndarray]) 
 
     from vpr_ros.core.mnn_batched import mnn_pairs_many
     from vpr_ros.core.verification import mnn_pairs
+    from vpr_ros.models.backends.mnn_screen import screen
 
     f0 = q.reshape(-1, q.shape[2])
     fs = [x.reshape(-1, x.shape[2]) for x in cands]
@@ -95,7 +96,7 @@ def _variants(args: argparse.Namespace, q: np.ndarray, cands: list[np.ndarray]) 
         runs["official torch fp32"] = lambda: _official(q, cands)
         runs["numpy mnn_pairs"] = lambda: [len(mnn_pairs(q, x)[0]) for x in cands]
     for p in args.precisions.split(","):
-        runs[f"mnn_batched {p}"] = lambda p=p: [len(i0) for i0, _ in mnn_pairs_many(q, cands, p)]
+        runs[f"mnn_batched {p}"] = lambda g=screen(p): [len(i0) for i0, _ in mnn_pairs_many(q, cands, g)]
     # Floors: the plain GEMM of each candidate into one preallocated output (no page faults).
     out32, out_t, out_b = (np.empty((len(f0), len(fs[0])), np.float32), torch.empty(len(f0), len(fs[0])),
                            torch.empty(len(f0), len(fs[0]), dtype=torch.bfloat16))

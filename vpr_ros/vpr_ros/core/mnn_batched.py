@@ -43,18 +43,50 @@ g_c = c 2^-24 / (1 - c 2^-24) for an fp32 sum of c terms in any order):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Protocol
+
 import numpy as np
 import numpy.typing as npt
 
 from vpr_ros.core.errors import InputError
 
-__all__ = ["PRECISIONS", "mnn_pairs_many", "mnn_counts_many", "error_bound"]
+__all__ = ["BlockGemm", "GemmFactory", "NumpyFp32Gemm", "mnn_pairs_many", "mnn_counts_many", "error_bound"]
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
-#: screen GEMMs: "fp32" numpy (the BLAS numpy links), "fp32-torch" torch fp32, "bf16" torch bf16.
-PRECISIONS = ("fp32", "fp32-torch", "bf16")
+
+
+class BlockGemm(Protocol):
+    """The screen GEMM of one query against stacked candidates: blocks of S = f0 F^T.
+
+    ``precision`` is "fp32" (blocks are float32) or "bf16" (bf16 inputs, fp32 accumulation, bf16
+    output, returned as the raw bit patterns in an int16 array). The core ships numpy's fp32; torch
+    screens live in ``vpr_ros.models.backends.mnn_screen`` (the core does not import torch).
+    """
+
+    precision: str
+
+    def block(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """S[r0:r1, c0:c1], C-contiguous."""
+        ...
+
+
+#: Builds the screen for (f0 (N0, c), F (K*N1, c)) float32 arrays.
+GemmFactory = Callable[[np.ndarray, np.ndarray], BlockGemm]
+
+
+class NumpyFp32Gemm:
+    """fp32 screen through numpy's BLAS (OpenBLAS in the numpy wheels)."""
+
+    precision = "fp32"
+
+    def __init__(self, f0: F32, f: F32) -> None:
+        self.a, self.b = f0, f
+
+    def block(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        return self.a[r0:r1] @ self.b[c0:c1].T
 _U_BF16 = 2.0 ** -8
 _BLOCK_BYTES = 2 << 20  # one screen block stays in a 2 MB L2: the row and column passes reread it
 _GROUP = 32  # query rows per column maximum kept: a column check recomputes only groups this small
@@ -65,10 +97,10 @@ def _gamma(c: int) -> float:
 
 
 def _bf16(x: F32) -> F32:
-    """Round-to-nearest-even to bf16, returned as fp32 (what torch's ``.bfloat16()`` does)."""
-    import torch
-
-    return torch.from_numpy(x).bfloat16().float().numpy()
+    """Round-to-nearest-even to bf16, returned as fp32 (what torch's ``.bfloat16()`` does; finite x)."""
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
+    return rounded.view(np.float32)
 
 
 _CHUNK = 8192  # rows per step of the O(N) passes, so their temporaries stay in cache
@@ -120,33 +152,23 @@ def _exact(f0: F32, f1: F32, rows: I64, cols: I64) -> F32:
 
 
 class _Screen:
-    """Blocks of S = f0 F^T in the screen precision, as arrays numpy reduces fast.
+    """A screen GEMM plus what its precision implies: bounds, thresholds and how to read blocks.
 
-    bf16 blocks come back as their raw bit patterns (int16): for values >= 0 the integer order is the
-    float order and every negative value sorts below every positive one, so maxima are right whenever
-    the true maximum is >= 0; thresholds <= 0 therefore mean "take everything" (see ``key``).
+    bf16 blocks are raw bit patterns (int16): for values >= 0 the integer order is the float order
+    and every negative value sorts below every positive one, so maxima are right whenever the true
+    maximum is >= 0; thresholds <= 0 therefore mean "take everything" (see ``key``).
     """
 
-    def __init__(self, f0: F32, f: F32, precision: str) -> None:
-        self.precision = precision
-        self.base, self.out, self.e32 = _bounds(f0, f, precision)
-        if precision == "fp32":
-            self.a, self.b = f0, f
-        else:
-            import torch
-
-            dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-            self.a = torch.from_numpy(f0).to(dtype)
-            self.b = torch.from_numpy(f).to(dtype).T
-        self.floor = np.int16(-32768) if precision == "bf16" else np.float32(-np.inf)
+    def __init__(self, f0: F32, f: F32, gemm: GemmFactory) -> None:
+        self.gemm = gemm(f0, f)
+        self.precision = self.gemm.precision
+        if self.precision not in ("fp32", "bf16"):
+            raise InputError(f"screen precision {self.precision!r} is unknown; a BlockGemm is fp32 or bf16")
+        self.base, self.out, self.e32 = _bounds(f0, f, self.precision)
+        self.floor = np.int16(-32768) if self.precision == "bf16" else np.float32(-np.inf)
 
     def block(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-        if self.precision == "fp32":
-            return self.a[r0:r1] @ self.b[c0:c1].T
-        import torch
-
-        out = torch.mm(self.a[r0:r1], self.b[:, c0:c1])
-        return out.view(torch.int16).numpy() if self.precision == "bf16" else out.numpy()
+        return self.gemm.block(r0, r1, c0, c1)
 
     def margin(self, v: F32) -> F32:
         """2e for entries compared with a screen maximum v >= 0. A bf16 output below 1 in magnitude
@@ -249,12 +271,12 @@ def _rows_pass(scr: _Screen, n0: int, k: int, n1: int, block_bytes: int):
     return rarg, rval, cmax, amb
 
 
-def _mnn_group(f0: F32, f: F32, precision: str, block_bytes: int) -> list[tuple[I64, I64]]:
+def _mnn_group(f0: F32, f: F32, gemm: GemmFactory, block_bytes: int) -> list[tuple[I64, I64]]:
     """MNN pairs of f0 (N0, c) against each of f (K, N1, c)."""
     k, n1, _ = f.shape
     n0 = f0.shape[0]
     flat = f.reshape(k * n1, -1)
-    scr = _Screen(f0, flat, precision)
+    scr = _Screen(f0, flat, gemm)
     e32 = scr.e32
     rarg, rval, cmax, amb = _rows_pass(scr, n0, k, n1, block_bytes)
     if amb:  # settle ambiguous rows among their competitors
@@ -311,17 +333,15 @@ def _flat(local: npt.ArrayLike, name: str) -> F32:
     return flat
 
 
-def mnn_pairs_many(local0: npt.ArrayLike, locals1: list[npt.ArrayLike], precision: str = "fp32",
+def mnn_pairs_many(local0: npt.ArrayLike, locals1: list[npt.ArrayLike], gemm: GemmFactory | None = None,
                    block_bytes: int = _BLOCK_BYTES) -> list[tuple[I64, I64]]:
     """MNN pairs of one (h, w, c) query map against each (h', w', c) candidate map.
 
     Returns, per candidate, flat location indices (M,) into the query and (M,) into the candidate,
-    ordered by query index: exactly ``verification.mnn_pairs(local0, local1)``. ``precision`` picks
-    the screen GEMM (one of PRECISIONS); it changes speed, not results. Memory is O(block_bytes)
+    ordered by query index: exactly ``verification.mnn_pairs(local0, local1)``. ``gemm`` builds
+    the screen (numpy fp32 by default); it changes speed, not results. Memory is O(block_bytes)
     besides the inputs and a (blocks, K, N1) table of column maxima.
     """
-    if precision not in PRECISIONS:
-        raise InputError(f"MNN precision {precision!r} is unknown; use one of {', '.join(PRECISIONS)}")
     f0 = _flat(local0, "query")
     flats = [_flat(x, "candidate") for x in locals1]
     out: list[tuple[I64, I64] | None] = [None] * len(flats)
@@ -334,14 +354,15 @@ def mnn_pairs_many(local0: npt.ArrayLike, locals1: list[npt.ArrayLike], precisio
         if f0.shape[0] == 0 or flats[group[0]].shape[0] == 0:
             res = [(np.zeros(0, np.int64), np.zeros(0, np.int64))] * len(group)
         else:
-            res = _mnn_group(f0, np.stack([flats[p] for p in group]), precision, block_bytes)
+            res = _mnn_group(f0, np.stack([flats[p] for p in group]), gemm or NumpyFp32Gemm,
+                             block_bytes)
         for pos, r in zip(group, res):
             out[pos] = r
     return out  # type: ignore[return-value]
 
 
-def mnn_counts_many(local0: npt.ArrayLike, locals1: list[npt.ArrayLike], precision: str = "fp32",
+def mnn_counts_many(local0: npt.ArrayLike, locals1: list[npt.ArrayLike], gemm: GemmFactory | None = None,
                     block_bytes: int = _BLOCK_BYTES) -> list[int]:
     """SelaVPR's score per candidate: the MNN count, with its quirk that a single pair scores 0."""
-    counts = [len(i0) for i0, _ in mnn_pairs_many(local0, locals1, precision, block_bytes)]
+    counts = [len(i0) for i0, _ in mnn_pairs_many(local0, locals1, gemm, block_bytes)]
     return [0 if n == 1 else n for n in counts]

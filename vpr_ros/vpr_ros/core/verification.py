@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from vpr_ros.core.config import VerifyConfig
 from vpr_ros.core.errors import InputError
-from vpr_ros.core.mnn_batched import mnn_pairs_many
+from vpr_ros.core.mnn_batched import GemmFactory, NumpyFp32Gemm, mnn_pairs_many
 from vpr_ros.core.types import Candidate, Verification
 
 __all__ = ["mnn_pairs", "mnn_count", "fundamental_inliers", "Verifier"]
@@ -68,9 +68,11 @@ def fundamental_inliers(pts0: npt.NDArray[np.float64], pts1: npt.NDArray[np.floa
 class Verifier:
     """Scores candidates of one query with the configured method and applies the accept rule."""
 
-    def __init__(self, config: VerifyConfig | None = None, mnn_precision: str = "fp32") -> None:
+    def __init__(self, config: VerifyConfig | None = None, mnn_gemm: GemmFactory | None = None) -> None:
         self.config = config or VerifyConfig()
-        self.mnn_precision = mnn_precision  # screen GEMM of mnn_batched: speed only, same counts
+        # The screen GEMM of mnn_batched (e.g. models.backends.mnn_screen.torch_gemm("bf16")): it
+        # changes the speed, never the counts. Default: numpy's fp32.
+        self.mnn_gemm = mnn_gemm or NumpyFp32Gemm
 
     def verify(self, local0: F32 | None, candidate: Candidate, local1: F32 | None,
                keep_matches: bool = False) -> Verification:
@@ -83,7 +85,7 @@ class Verifier:
             raise InputError(f"{len(candidates)} candidates but {len(locals1)} local feature maps")
         dense = [] if self.config.method == "global" or local0 is None else \
             [x for x in locals1 if x is not None]
-        pairs = iter(mnn_pairs_many(local0, dense, self.mnn_precision) if dense else [])
+        pairs = iter(mnn_pairs_many(local0, dense, self.mnn_gemm) if dense else [])
         return [self._verdict(local0, c, x, None if x is None or not dense else next(pairs), keep_matches)
                 for c, x in zip(candidates, locals1)]
 
