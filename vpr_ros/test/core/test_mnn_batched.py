@@ -10,11 +10,16 @@ import torch
 
 from vpr_ros.core.config import VerifyConfig
 from vpr_ros.core.errors import InputError
-from vpr_ros.core.mnn_batched import _bf16, error_bound, mnn_counts_many, mnn_pairs_many
+from vpr_ros.core.mnn_batched import NumpyFp32Gemm, _bf16, error_bound, mnn_counts_many, mnn_pairs_many
 from vpr_ros.core.types import Candidate
 from vpr_ros.core.verification import Verifier, mnn_count, mnn_pairs
 from vpr_ros.models.backends.mnn_screen import SCREENS as PRECISIONS
-from vpr_ros.models.backends.mnn_screen import screen
+from vpr_ros.models.backends import mnn_screen
+
+
+def screen(name):
+    """Every screen explicitly (numpy's fp32 too), so small maps do not take the plain path."""
+    return NumpyFp32Gemm if name == "fp32" else mnn_screen.screen(name)
 
 
 def _unit(x):
@@ -160,10 +165,12 @@ def test_inputs_checked():
     with pytest.raises(InputError, match="NaN"):
         mnn_pairs_many(q, [bad])
     with pytest.raises(InputError, match="screen"):
-        screen("fp8")
+        mnn_screen.screen("fp8")
     assert mnn_pairs_many(q, []) == []
     mixed = [q[:2], q, q[:3, :1]]  # candidates of different sizes in one call
     _assert_same(q, mixed, "fp32")
+    got = mnn_pairs_many(q, mixed)  # default: small maps take the plain full product
+    assert all(np.array_equal(g[1], mnn_pairs(q, x)[1]) for g, x in zip(got, mixed))
 
 
 def test_verify_many_equals_verify_one_by_one():

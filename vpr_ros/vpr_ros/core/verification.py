@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from vpr_ros.core.config import VerifyConfig
 from vpr_ros.core.errors import InputError
-from vpr_ros.core.mnn_batched import GemmFactory, NumpyFp32Gemm, mnn_pairs_many
+from vpr_ros.core.mnn_batched import GemmFactory, mnn_pairs_many
 from vpr_ros.core.types import Candidate, Verification
 
 __all__ = ["mnn_pairs", "mnn_count", "fundamental_inliers", "Verifier"]
@@ -71,8 +71,8 @@ class Verifier:
     def __init__(self, config: VerifyConfig | None = None, mnn_gemm: GemmFactory | None = None) -> None:
         self.config = config or VerifyConfig()
         # The screen GEMM of mnn_batched (e.g. models.backends.mnn_screen.torch_gemm("bf16")): it
-        # changes the speed, never the counts. Default: numpy's fp32.
-        self.mnn_gemm = mnn_gemm or NumpyFp32Gemm
+        # changes the speed, never the counts. None: mnn_batched picks (numpy fp32).
+        self.mnn_gemm = mnn_gemm
 
     def verify(self, local0: F32 | None, candidate: Candidate, local1: F32 | None,
                keep_matches: bool = False) -> Verification:
