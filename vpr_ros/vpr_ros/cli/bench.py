@@ -1,4 +1,4 @@
-"""``vpr-ros bench pipeline|models|node|geometry|posegraph``: speed and memory benchmarks (never timed tests)."""
+"""``vpr-ros bench pipeline|models|verify|node|geometry|posegraph``: speed and memory benchmarks (never timed tests)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ TARGETS = {
                  "per-stage latency of the detector on the demo bag"),
     "models": ("vpr_ros.cli.bench_models", "add_arguments", "run_models_bench",
                "SelaVPR/CricaVPR backends side by side against the eager fp32 forward"),
+    "verify": ("vpr_ros.cli.bench_verify", "add_arguments", "run_verify_bench",
+               "exact MNN re-ranking: official style, numpy and mnn_batched against the GEMM floor"),
     "node": ("vpr_ros.cli.bench_node", "add_arguments", "run_node_bench",
              "ROS node overhead and image-to-LoopClosure latency (needs the ROS 2 wheels)"),
     "geometry": ("vpr_ros.cli.bench_geometry", "add_arguments", "run_geometry_bench",

@@ -216,9 +216,9 @@ class LoopClosureDetector:
         keys, sims = self._index.search(g, self.config.index.top_k, exclude)
         keys, sims, gated = self._odometry_gate(len(self._keyframes), pose_arr, keys, sims)
         t2 = time.perf_counter()
-        verifications = [
-            self._verifier.verify(local_arr, Candidate(int(key), float(sim), rank), self._keyframes[key].local)
-            for rank, (key, sim) in enumerate(zip(keys, sims))]
+        candidates = [Candidate(int(key), float(sim), rank) for rank, (key, sim) in enumerate(zip(keys, sims))]
+        verifications = self._verifier.verify_many(  # one blocked MNN pass over all K candidates
+            local_arr, candidates, [self._keyframes[c.keyframe_id].local for c in candidates])
         verifications.sort(key=lambda v: (-v.score, v.candidate.rank))
         t3 = time.perf_counter()
 

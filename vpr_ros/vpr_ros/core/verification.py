@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from vpr_ros.core.config import VerifyConfig
 from vpr_ros.core.errors import InputError
+from vpr_ros.core.mnn_batched import GemmFactory, mnn_pairs_many
 from vpr_ros.core.types import Candidate, Verification
 
 __all__ = ["mnn_pairs", "mnn_count", "fundamental_inliers", "Verifier"]
@@ -67,11 +68,30 @@ def fundamental_inliers(pts0: npt.NDArray[np.float64], pts1: npt.NDArray[np.floa
 class Verifier:
     """Scores candidates of one query with the configured method and applies the accept rule."""
 
-    def __init__(self, config: VerifyConfig | None = None) -> None:
+    def __init__(self, config: VerifyConfig | None = None, mnn_gemm: GemmFactory | None = None) -> None:
         self.config = config or VerifyConfig()
+        # The screen GEMM of mnn_batched (e.g. models.backends.mnn_screen.torch_gemm("bf16")): it
+        # changes the speed, never the counts. None: mnn_batched picks (numpy fp32).
+        self.mnn_gemm = mnn_gemm
 
     def verify(self, local0: F32 | None, candidate: Candidate, local1: F32 | None,
                keep_matches: bool = False) -> Verification:
+        return self.verify_many(local0, [candidate], [local1], keep_matches)[0]
+
+    def verify_many(self, local0: F32 | None, candidates: list[Candidate], locals1: list[F32 | None],
+                    keep_matches: bool = False) -> list[Verification]:
+        """Verify K candidates of one query; their MNN matching runs as one blocked batch."""
+        if len(candidates) != len(locals1):
+            raise InputError(f"{len(candidates)} candidates but {len(locals1)} local feature maps")
+        dense = [] if self.config.method == "global" or local0 is None else \
+            [x for x in locals1 if x is not None]
+        pairs = iter(mnn_pairs_many(local0, dense, self.mnn_gemm) if dense else [])
+        return [self._verdict(local0, c, x, None if x is None or not dense else next(pairs), keep_matches)
+                for c, x in zip(candidates, locals1)]
+
+    def _verdict(self, local0: F32 | None, candidate: Candidate, local1: F32 | None,
+                 pairs: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None,
+                 keep_matches: bool) -> Verification:
         cfg = self.config
         method = cfg.method
         if method == "global" or local0 is None or local1 is None:
@@ -82,7 +102,7 @@ class Verifier:
                     "map.store_local to true")
             ok = candidate.similarity >= cfg.min_global_similarity
             return Verification(candidate, 0, 0, 0, float(candidate.similarity), ok, method)
-        i0, i1 = mnn_pairs(local0, local1)
+        i0, i1 = pairs
         count = 0 if len(i0) == 1 else len(i0)
         h, w = local0.shape[:2]
         inliers = 0
