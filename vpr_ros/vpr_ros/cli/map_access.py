@@ -24,7 +24,8 @@ from vpr_ros.core.map_integrity import read_manifest
 from vpr_ros.core.store import DB, INDEX, MapMeta, check_save_target, load_keyframes, save_keyframes
 from vpr_ros.core.types import Keyframe, LoopClosure
 
-__all__ = ["MapData", "Ident", "open_map", "write_map", "disk_usage", "check_out_path", "INDEX_FILE"]
+__all__ = ["MapData", "Ident", "open_map", "write_map", "disk_usage", "check_out_path", "check_outside",
+           "index_mismatches", "INDEX_FILE"]
 
 INDEX_FILE = INDEX
 #: (robot_id, session_id, keyframe id): what names a keyframe across maps (map keys are positions).
@@ -94,14 +95,20 @@ def disk_usage(path: Path) -> dict[str, int]:
     return parts
 
 
-def check_out_path(out: str | Path, inputs: Sequence[Path], what: str) -> Path:
-    """``out`` must be a new path, an empty directory or a map, and not one of (or inside) ``inputs``."""
+def check_outside(out: str | Path, inputs: Sequence[Path], what: str) -> Path:
+    """``out`` (absolute) unless it is one of ``inputs`` or inside one: a map directory holds only map files."""
     target = Path(out).expanduser().absolute()
     for src in inputs:
         src = src.absolute()
         if target.resolve() == src.resolve() or src.resolve() in target.resolve().parents:
-            raise InputError(f"--out {out} is the input map {src} (or inside it); {what} writes a new "
-                             "map, so give a new directory")
+            raise InputError(f"--out {out} is the input map {src} (or inside it); {what} must not write into "
+                             "a map, so give a path outside it")
+    return target
+
+
+def check_out_path(out: str | Path, inputs: Sequence[Path], what: str) -> Path:
+    """``out`` must be a new path, an empty directory or a map, and not one of (or inside) ``inputs``."""
+    target = check_outside(out, inputs, what)
     try:
         return check_save_target(target)
     except MapStoreError as exc:

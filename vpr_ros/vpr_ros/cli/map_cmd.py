@@ -16,8 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from vpr_ros.cli.map_access import (DB, INDEX_FILE, Ident, MapData, check_out_path, disk_usage, index_mismatches,
-                                    open_map, write_map)
+from vpr_ros.cli.map_access import (DB, INDEX_FILE, Ident, MapData, check_out_path, check_outside, disk_usage,
+                                    index_mismatches, open_map, write_map)
 from vpr_ros.core.errors import InputError, MapStoreError
 from vpr_ros.core.types import Keyframe, LoopClosure
 from vpr_ros.io.output_checks import check_output_dir
@@ -184,7 +184,7 @@ def _renumber_loop(lp: LoopClosure, remap: dict[tuple[str, str], int]) -> LoopCl
 def run_export(args: argparse.Namespace) -> int:
     data = open_map(args.map, load_local=False)
     out = Path(args.out)
-    check_out_path(out, [data.path], "export")  # not into the map directory
+    check_outside(out, [data.path], "export")
     check_output_dir(out, must_not_exist=EXPORT_FILES)
     out.mkdir(parents=True, exist_ok=True)
     vertex: dict[Ident, int] = {}
@@ -267,9 +267,7 @@ def run_report(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     if out.is_dir():
         raise InputError(f"--out {args.out} is a directory; give an HTML file name such as report.html")
-    if data.path.resolve() in out.absolute().resolve().parents:
-        raise InputError(f"--out {args.out} is inside the map directory {data.path}; a map holds only map "
-                         "files, so write the report elsewhere")
+    check_outside(out, [data.path], "report")
     html = render_report(data, map_summary(data), args.max_loops)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html, encoding="utf-8")
