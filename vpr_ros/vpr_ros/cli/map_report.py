@@ -186,11 +186,11 @@ def render_report(data: MapData, summary: dict, max_loops: int = 200) -> str:
     shown = data.loops[:max_loops]
     by = data.by_ident()
     disk = summary["disk_bytes"]
+    per_kf = (f"{summary['disk_per_keyframe_bytes'] / 1e3:.1f} kB "
+              f"(thumbnail {summary['thumbnail_bytes_per_keyframe'] / 1e3:.1f} kB)")
     overview = _table(["model", "descriptor", "keyframes", "loops", "robots", "disk", "per keyframe"], [[
         summary["model_id"], f"{summary['global_dim']}-d, local {summary['local_shape']}", summary["keyframes"],
-        summary["loops"], ", ".join(summary["robots"]), f"{disk['total'] / 1e6:.2f} MB",
-        f"{summary['disk_per_keyframe_bytes'] / 1e3:.1f} kB (thumbnail {summary['thumbnail_bytes_per_keyframe'] / 1e3:.1f} kB)"]],
-        "overview")
+        summary["loops"], ", ".join(summary["robots"]), f"{disk['total'] / 1e6:.2f} MB", per_kf]], "overview")
     sessions = _table(["robot", "session", "keyframes", "first", "last", "duration s"],
                       [[s["robot_id"], s["session_id"], s["keyframes"], s["first"], s["last"], s["duration_s"]]
                        for s in summary["sessions"]], "sessions")
