@@ -23,6 +23,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# Headless Chromium for the map report's browser test (vpr_ros/test/cli/test_map_report_browser.py,
+# skipped without it). Debian's package, installed only where we may (root with apt-get).
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup: chromium not found; install it (apt-get install chromium) to run the map report's browser test" >&2
+  fi
+fi
+
 stamp="$VENV/.vpr_ros_setup"
 want=$(cat requirements/*.txt vpr_ros/setup.py | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then

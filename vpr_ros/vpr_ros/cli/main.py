@@ -10,7 +10,7 @@ import sys
 from vpr_ros.core.errors import VprError
 
 # module name -> subcommand; each module exposes add_parser(subparsers) that sets func=run(args)->int
-SUBCOMMANDS = ("demo", "replay", "eval", "bench", "weights", "models")
+SUBCOMMANDS = ("demo", "replay", "eval", "bench", "weights", "models", "map_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
 def save_map(detector: LoopClosureDetector, path: str, result: ReplayResult) -> None:
     """Save the map and its frame index; a full disk or a failing file is a MapStoreError."""
     try:
-        detector.save_map(path)
+        detector.save_map(path, result.loop_closures)
         save_frame_index(path, result.records)
     except (OSError, sqlite3.Error) as exc:
         # the store maps its own failures to MapStoreError; this covers what reaches us unmapped

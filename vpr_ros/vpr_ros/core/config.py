@@ -220,6 +220,11 @@ class MapConfig:
     memory_budget_mb: float = dataclasses.field(default=0.0, metadata=_meta(
         "Node: diagnostics warn when the keyframes' descriptors outgrow this many MB (0 disables); "
         "per keyframe lite0-gem keeps 0.18 MB, SelaVPR 1.91 MB (docs/ros2.md).", lo=0.0, hi=MAX_METRES))
+    thumbnails: bool = dataclasses.field(default=True, metadata=_meta(
+        "Store a small JPEG thumbnail of each keyframe in the map (about 5 kB at 160 px) for "
+        "vpr-ros map report's loop gallery."))
+    thumbnail_px: int = dataclasses.field(default=160, metadata=_meta(
+        "Longest side of the keyframe thumbnails, pixels.", lo=16, hi=1024))
 
     def __post_init__(self) -> None:
         if self.save_path and Path(self.save_path).name in ("", ".", ".."):
@@ -227,6 +232,7 @@ class MapConfig:
                               "would replace the current directory or a parent); give e.g. 'maps/office'")
         _check_range("map.autosave_sec", self.autosave_sec, 0.0, MAX_SEC)
         _check_range("map.memory_budget_mb", self.memory_budget_mb, 0.0, MAX_METRES)
+        _check_range("map.thumbnail_px", self.thumbnail_px, 16, 1024)
 
 
 @dataclasses.dataclass(frozen=True)

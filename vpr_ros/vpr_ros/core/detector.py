@@ -23,6 +23,7 @@ from vpr_ros.core.index import KeyframeIndex, l2_normalise
 from vpr_ros.core.keyframe_geometry import frame_geometry
 from vpr_ros.core.keyframes import ConsistencyFilter, KeyframeSelector, is_excluded
 from vpr_ros.core.loop_geometry import LoopGeometry
+from vpr_ros.core.map_thumbnails import encode_thumbnail
 from vpr_ros.core.odometry_gate import OdometryGate
 from vpr_ros.core.store import load_keyframes, save_keyframes
 from vpr_ros.core.types import Candidate, Descriptors, Frame, Keyframe, KeyframeGeometry, LoopClosure, Verification
@@ -105,14 +106,15 @@ class LoopClosureDetector:
         """Keyframe by its map key (position in the map; equals ``id`` for a single stream)."""
         return self._keyframes[key]
 
-    def save_map(self, path: str | Path) -> int:
-        """Save every keyframe of the map to ``path``; returns the keyframe count.
+    def save_map(self, path: str | Path, loops: Sequence[LoopClosure] = ()) -> int:
+        """Save every keyframe of the map (and ``loops``, accepted loops to keep) to ``path``; returns
+        the keyframe count.
 
         ``path`` must be missing, an empty directory or a vpr_ros map (replaced crash-safely);
         anything else raises MapStoreError and is left untouched, as is the map in memory.
         """
         written = save_keyframes(path, self._keyframes, self.model_id, self.model.global_dim,
-                                 index_writer=self._index.save)
+                                 index_writer=self._index.save, loops=loops)
         logger.info("saved %d keyframes to %s", len(self._keyframes), written)
         return len(self._keyframes)
 
@@ -171,6 +173,8 @@ class LoopClosureDetector:
         geometry = None if frame.camera is None else functools.partial(frame_geometry, frame, self.config.geometry)
         result = self.process_descriptors(frame.stamp_ns, desc.global_[0], local, frame.pose, geometry)
         result.timings_ms["extract"] = extract_ms
+        if result.keyframe is not None and self.config.map.thumbnails:
+            result.keyframe.thumbnail = encode_thumbnail(frame.image, self.config.map.thumbnail_px)
         result.timings_ms["total"] += extract_ms
         return result
 

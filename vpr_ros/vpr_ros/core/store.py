@@ -10,7 +10,8 @@ Layout (format version 1)::
     manifest.json   size and SHA-256 of each file above (core/map_integrity.py); written last
 
 map.sqlite also holds the table ``geometry`` (core/map_geometry.py, since issue 9): per keyframe with a
-camera, its keypoints, descriptors and 3-D points for relative poses of loops against a loaded map.
+camera, its keypoints, descriptors and 3-D points for relative poses of loops against a loaded map;
+since issue 10 the tables ``thumbnails`` (core/map_thumbnails.py) and ``loops`` (core/map_loops.py).
 
 meta keys: format_version, model_id, global_dim, local_shape ([h, w, c] or null), num_keyframes,
 and since issue 8: global_dtype, local_dtype ("float32"), shard_size, manifest (true); since issue 9:
@@ -35,12 +36,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from vpr_ros.core import atomic_dir, map_geometry
+from vpr_ros.core import atomic_dir, map_geometry, map_loops, map_thumbnails
 from vpr_ros.core.atomic_dir import fsync_dir, fsync_file
 from vpr_ros.core.errors import MapStoreError
 from vpr_ros.core.index import KeyframeIndex
 from vpr_ros.core.map_integrity import MANIFEST, read_manifest, read_npy, verify_file, write_manifest, write_npy
-from vpr_ros.core.types import Keyframe
+from vpr_ros.core.types import Keyframe, LoopClosure
 
 __all__ = ["save_keyframes", "load_keyframes", "read_meta", "check_save_target", "classify_dir", "MapMeta",
            "FORMAT_VERSION"]
@@ -111,7 +112,8 @@ def _validate(keyframes: Sequence[Keyframe], global_dim: int) -> list[int] | Non
 
 
 def _write(root: Path, keyframes: Sequence[Keyframe], model_id: str, global_dim: int,
-           local_shape: list[int] | None, index_writer: Callable[[Path], None] | None) -> None:
+           local_shape: list[int] | None, index_writer: Callable[[Path], None] | None,
+           loops: Sequence[LoopClosure] = ()) -> None:
     (root / "local").mkdir()
     files = [DB]
     db = sqlite3.connect(root / DB)
@@ -135,6 +137,8 @@ def _write(root: Path, keyframes: Sequence[Keyframe], model_id: str, global_dim:
             map_geometry.create_table(db)
             db.executemany(f"INSERT INTO {map_geometry.TABLE} VALUES ({', '.join('?' * 13)})",
                            map_geometry.geometry_rows(keyframes))
+            map_thumbnails.write_table(db, keyframes)
+            map_loops.write_table(db, loops)
     finally:
         db.close()
     fsync_file(root / DB)
@@ -161,17 +165,19 @@ def _check_index(path: Path, count: int) -> None:
 
 
 def save_keyframes(path: str | Path, keyframes: Sequence[Keyframe], model_id: str,
-                   global_dim: int, index_writer: Callable[[Path], None] | None = None) -> Path:
+                   global_dim: int, index_writer: Callable[[Path], None] | None = None,
+                   loops: Sequence[LoopClosure] = ()) -> Path:
     """Write ``keyframes`` (their list position is the key) as a map directory at ``path``.
 
     ``path`` may be missing, an empty directory or a vpr_ros map (replaced crash-safely); anything
     else is refused with MapStoreError and left untouched. ``index_writer(path)`` writes the FAISS
-    index file when given. Returns the absolute directory written (a link to a map is followed).
+    index file when given. ``loops``: accepted loop closures stored with the map (core/map_loops.py).
+    Returns the absolute directory written (a link to a map is followed).
     """
     local_shape = _validate(keyframes, global_dim)
     try:
         return atomic_dir.replace_dir(
-            path, lambda root: _write(root, keyframes, model_id, global_dim, local_shape, index_writer),
+            path, lambda root: _write(root, keyframes, model_id, global_dim, local_shape, index_writer, loops),
             classify_dir)
     except MapStoreError:
         raise
@@ -280,6 +286,7 @@ def load_keyframes(path: str | Path, model_id: str | None = None, load_local: bo
             # Maps without the table (saved before issue 9) load with geometry None.
             geometry = (map_geometry.read_geometry(db, path, len(rows))
                         if meta.get("geometry") and load_geometry else {})
+            thumbnails = map_thumbnails.read_table(db, len(rows))
         finally:
             db.close()
     except (sqlite3.Error, ValueError) as exc:  # ValueError: text that is not UTF-8 (UnicodeDecodeError)
@@ -291,6 +298,8 @@ def load_keyframes(path: str | Path, model_id: str | None = None, load_local: bo
     has_local = meta["local_shape"] is not None
     keyframes = [_keyframe(path, i, row, dim, has_local) for i, row in enumerate(rows)]
     map_geometry.attach(keyframes, geometry)
+    for key, jpeg in thumbnails.items():
+        keyframes[key].thumbnail = jpeg
     shards = _read_shards(path, meta, manifest, len(rows)) if load_local else None
     if shards is not None:
         for i, (kf, row) in enumerate(zip(keyframes, rows)):

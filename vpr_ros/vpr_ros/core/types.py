@@ -81,7 +81,8 @@ class Keyframe:
 
     global_: (D,) float32, L2-normalised. local: (h, w, c) float32 or None.
     pose: (4, 4) float64 world_T_body or None. id is unique within (robot_id, session_id) and
-    globally unique inside one index (the index assigns it).
+    globally unique inside one index (the index assigns it). thumbnail: a small JPEG of the image
+    for map tools (``map.thumbnails``), or None.
     """
 
     id: int
@@ -92,6 +93,7 @@ class Keyframe:
     local: F32 | None = None
     pose: npt.NDArray[np.float64] | None = None
     geometry: KeyframeGeometry | None = None
+    thumbnail: bytes | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,147 @@
+"""The map tools' one door to the store: read a map without changing anything, write one crash-safely.
+
+``vpr-ros map`` reads and writes maps only through this module, so when the store's format or API
+changes (an append-only store), the tools change in one place. Reading never writes: a map with
+leftovers of an interrupted save next to it is refused here, because the store's load would
+recover (rename) them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sqlite3
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from vpr_ros.core import map_loops
+from vpr_ros.core.atomic_dir import siblings
+from vpr_ros.core.errors import InputError, MapStoreError
+from vpr_ros.core.index import KeyframeIndex
+from vpr_ros.core.map_integrity import read_manifest
+from vpr_ros.core.store import DB, INDEX, MapMeta, check_save_target, load_keyframes, save_keyframes
+from vpr_ros.core.types import Keyframe, LoopClosure
+
+__all__ = ["MapData", "Ident", "open_map", "write_map", "disk_usage", "check_out_path", "check_outside",
+           "index_mismatches", "INDEX_FILE"]
+
+INDEX_FILE = INDEX
+#: (robot_id, session_id, keyframe id): what names a keyframe across maps (map keys are positions).
+Ident = tuple[str, str, int]
+
+
+@dataclasses.dataclass
+class MapData:
+    """A map read into memory. keyframes in key order; loops as stored (core/map_loops.py)."""
+
+    path: Path
+    meta: MapMeta
+    keyframes: list[Keyframe]
+    loops: list[LoopClosure]
+    has_manifest: bool
+
+    def by_ident(self) -> dict[Ident, int]:
+        """(robot, session, id) -> map key."""
+        return {(k.robot_id, k.session_id, int(k.id)): key for key, k in enumerate(self.keyframes)}
+
+
+def _check_map_dir(path: Path, flag: str) -> None:
+    if not path.exists():
+        raise InputError(f"{flag} {path} does not exist; give a map directory written by --map-save or "
+                         "~/save_map")
+    if not path.is_dir():
+        raise InputError(f"{flag} {path} is a file; give a map directory (it holds {DB})")
+    if not (path / DB).is_file():
+        raise InputError(f"{flag} {path} is not a vpr_ros map (no {DB} in it); give a map directory "
+                         "written by --map-save or ~/save_map")
+    left = [p.name for p in siblings(path) if os.path.lexists(p)]
+    if left:
+        raise InputError(f"{flag} {path}: an interrupted save left {', '.join(left)} next to it; these "
+                         "read-only tools change nothing, so load the map once (vpr-ros replay --map-load, "
+                         "or vpr-ros map compact) to let the store recover it")
+
+
+def open_map(path: str | Path, *, load_local: bool = True, flag: str = "map") -> MapData:
+    """Read the map at ``path`` (every file it reads checked against the manifest). Changes nothing.
+
+    InputError when ``path`` is not a map (exit 2); MapStoreError naming the file when it is damaged.
+    """
+    path = Path(path).expanduser()
+    _check_map_dir(path, flag)
+    meta, keyframes = load_keyframes(path, load_local=load_local)
+    try:
+        db = sqlite3.connect((path / DB).absolute().as_uri() + "?mode=ro", uri=True)
+        try:
+            loops = map_loops.read_table(db, path)
+        finally:
+            db.close()
+    except (sqlite3.Error, ValueError) as exc:
+        raise MapStoreError(f"map {path}: {DB} is damaged ({exc}); re-create it or load another map") from None
+    return MapData(path, meta, keyframes, loops, read_manifest(path) is not None)
+
+
+def disk_usage(path: Path) -> dict[str, int]:
+    """Bytes on disk by part: map.sqlite, index.faiss, local/ shards, other files; and total."""
+    parts = {"map.sqlite": 0, "index.faiss": 0, "local": 0, "other": 0}
+    for d, _, files in os.walk(path):
+        for name in files:
+            p = Path(d) / name
+            rel = p.relative_to(path)
+            part = (rel.parts[0] if rel.parts[0] in ("map.sqlite", "index.faiss", "local") else "other")
+            parts[part] += p.lstat().st_size
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def check_outside(out: str | Path, inputs: Sequence[Path], what: str) -> Path:
+    """``out`` (absolute) unless it is one of ``inputs`` or inside one: a map directory holds only map files."""
+    target = Path(out).expanduser().absolute()
+    for src in inputs:
+        src = src.absolute()
+        if target.resolve() == src.resolve() or src.resolve() in target.resolve().parents:
+            raise InputError(f"--out {out} is the input map {src} (or inside it); {what} must not write into "
+                             "a map, so give a path outside it")
+    return target
+
+
+def check_out_path(out: str | Path, inputs: Sequence[Path], what: str) -> Path:
+    """``out`` must be a new path, an empty directory or a map, and not one of (or inside) ``inputs``."""
+    target = check_outside(out, inputs, what)
+    try:
+        return check_save_target(target)
+    except MapStoreError as exc:
+        raise InputError(f"--out {out}: {exc}") from None
+
+
+def write_map(out: str | Path, keyframes: Sequence[Keyframe], loops: Sequence[LoopClosure],
+              model_id: str, global_dim: int) -> Path:
+    """Save a map through the store (crash-safe replace); the FAISS file is an exact index of the
+    descriptors (any loader rebuilds its own index from them, so its type does not matter)."""
+    index = KeyframeIndex(global_dim)
+    if keyframes:
+        index.add(np.arange(len(keyframes)), np.stack([k.global_ for k in keyframes]))
+    return save_keyframes(out, keyframes, model_id, global_dim, index_writer=index.save, loops=loops)
+
+
+def index_mismatches(data: MapData) -> tuple[int, str]:
+    """(number of keys whose index vector differs from the stored descriptor, why) for ``index.faiss``;
+    (0, "") when it matches or the map has no index file."""
+    path = data.path / INDEX
+    if not path.exists():
+        return 0, ""
+    index = KeyframeIndex.load(path)
+    n = len(data.keyframes)
+    if len(index) != n:
+        return abs(len(index) - n) or 1, f"it holds {len(index)} vectors for {n} keyframes"
+    bad = 0
+    for key, kf in enumerate(data.keyframes):
+        try:
+            vec = index.reconstruct(key)
+        except RuntimeError:  # key absent from the index
+            bad += 1
+            continue
+        want = kf.global_ / max(float(np.linalg.norm(kf.global_)), 1e-12)
+        bad += int(not np.allclose(vec, want, atol=1e-5))
+    return bad, (f"{bad} of {n} vectors differ from the descriptors in {DB}" if bad else "")

@@ -1,0 +1,276 @@
+"""``vpr-ros map info|merge|export|verify|compact|report``: look at, check, combine and rewrite maps.
+
+Read-only commands (info, export, verify, report) change nothing in the map directory; writing
+commands (merge, compact) write a new map through the store's crash-safe replace. Bad input (a path
+that is not a map, a model mismatch, an --out that would overwrite an input) exits 2 with a message
+naming it; ``verify`` exits 1 when the map is damaged and names the damaged file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import datetime
+import json
+import sys
+from pathlib import Path
+
+from vpr_ros.cli.map_access import (DB, INDEX_FILE, Ident, MapData, check_out_path, check_outside, disk_usage,
+                                    index_mismatches, open_map, write_map)
+from vpr_ros.core.errors import InputError, MapStoreError
+from vpr_ros.core.types import Keyframe, LoopClosure
+from vpr_ros.io.output_checks import check_output_dir
+from vpr_ros.io.poses import matrix_to_pose
+from vpr_ros.io.trajectory_export import write_g2o
+
+__all__ = ["add_parser", "run_info", "run_merge", "run_export", "run_verify", "run_compact", "run_report",
+           "map_summary"]
+
+EXPORT_FILES = ("keyframes.csv", "loops.csv", "loops.g2o")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("map", help="inspect, verify, merge, export, compact and report on saved maps",
+                       description=__doc__.split("\n\n")[0])
+    cmds = p.add_subparsers(dest="map_command", required=True, metavar="ACTION")
+    info = cmds.add_parser("info", help="sessions, robots, keyframes, model, disk use, time span")
+    info.add_argument("map", help="map directory")
+    info.add_argument("--json", action="store_true", help="print the summary as JSON")
+    info.set_defaults(func=run_info)
+    merge = cmds.add_parser("merge", help="merge maps of the same model into a new map")
+    merge.add_argument("maps", nargs="+", help="map directories (two or more)")
+    merge.add_argument("--out", required=True, help="new map directory")
+    merge.add_argument("--on-collision", choices=("refuse", "renumber"), default="refuse",
+                       help="a keyframe id present in two maps for the same robot and session with different "
+                            "content: refuse (default) or renumber the later map's session after the earlier")
+    merge.set_defaults(func=run_merge)
+    export = cmds.add_parser("export", help="keyframe poses and loops as CSV and g2o")
+    export.add_argument("map", help="map directory")
+    export.add_argument("--out", required=True, help=f"folder for {', '.join(EXPORT_FILES)} (never overwritten)")
+    export.set_defaults(func=run_export)
+    verify = cmds.add_parser("verify", help="checksums, structure, index vs descriptors; exit 1 if damaged")
+    verify.add_argument("map", help="map directory")
+    verify.set_defaults(func=run_verify)
+    compact = cmds.add_parser("compact", help="rewrite a map into a fresh directory")
+    compact.add_argument("map", help="map directory")
+    compact.add_argument("--out", required=True, help="new map directory (crash-safe replace)")
+    compact.set_defaults(func=run_compact)
+    report = cmds.add_parser("report", help="a static, self-contained HTML page about the map and its loops")
+    report.add_argument("map", help="map directory")
+    report.add_argument("--out", required=True, help="HTML file to write (outside the map directory)")
+    report.add_argument("--max-loops", type=int, default=200, help="loops shown in the gallery (default 200)")
+    report.set_defaults(func=run_report)
+
+
+def _stamp(ns: int) -> str:
+    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def map_summary(data: MapData) -> dict:
+    """What ``info`` prints: model, counts, sessions (robot, session, keyframes, time span), disk use."""
+    sessions: dict[tuple[str, str], list[int]] = {}
+    for kf in data.keyframes:
+        sessions.setdefault((kf.robot_id, kf.session_id), []).append(int(kf.stamp_ns))
+    disk = disk_usage(data.path)
+    n = len(data.keyframes)
+    thumbs = sum(len(k.thumbnail or b"") for k in data.keyframes)
+    return {
+        "path": str(data.path), "model_id": data.meta["model_id"], "global_dim": data.meta["global_dim"],
+        "local_shape": data.meta["local_shape"], "keyframes": n, "loops": len(data.loops),
+        "robots": sorted({r for r, _ in sessions}),
+        "sessions": [{"robot_id": r, "session_id": s, "keyframes": len(t), "first": _stamp(min(t)),
+                      "last": _stamp(max(t)), "duration_s": round((max(t) - min(t)) / 1e9, 3)}
+                     for (r, s), t in sorted(sessions.items())],
+        "time_span": [_stamp(min(k.stamp_ns for k in data.keyframes)),
+                      _stamp(max(k.stamp_ns for k in data.keyframes))] if n else None,
+        "with_pose": sum(k.pose is not None for k in data.keyframes),
+        "with_thumbnail": sum(bool(k.thumbnail) for k in data.keyframes),
+        "disk_bytes": disk, "disk_per_keyframe_bytes": round(disk["total"] / n) if n else 0,
+        "thumbnail_bytes_per_keyframe": round(thumbs / n) if n else 0, "checksums": data.has_manifest,
+    }
+
+
+def run_info(args: argparse.Namespace) -> int:
+    s = map_summary(open_map(args.map, load_local=False))
+    if args.json:
+        print(json.dumps(s, indent=1))
+        return 0
+    print(f"map {s['path']}: model {s['model_id']} ({s['global_dim']}-d, local {s['local_shape']}), "
+          f"{s['keyframes']} keyframes ({s['with_pose']} with pose, {s['with_thumbnail']} with thumbnail), "
+          f"{s['loops']} loops, robots {', '.join(s['robots']) or '-'}")
+    if s["time_span"]:
+        print(f"time span {s['time_span'][0]} .. {s['time_span'][1]}")
+    for x in s["sessions"]:
+        print(f"  robot {x['robot_id']} session {x['session_id']}: {x['keyframes']} keyframes, "
+              f"{x['first']} .. {x['last']} ({x['duration_s']} s)")
+    d = s["disk_bytes"]
+    print(f"disk {d['total'] / 1e6:.2f} MB ({s['disk_per_keyframe_bytes'] / 1e3:.1f} kB per keyframe; "
+          f"thumbnails {s['thumbnail_bytes_per_keyframe'] / 1e3:.1f} kB of it): {DB} {d['map.sqlite'] / 1e6:.2f} MB, "
+          f"local {d['local'] / 1e6:.2f} MB, {INDEX_FILE} {d['index.faiss'] / 1e6:.2f} MB")
+    if not s["checksums"]:
+        print("no manifest.json: damage cannot be detected; vpr-ros map compact adds one")
+    return 0
+
+
+def _same(a: Keyframe, b: Keyframe) -> bool:
+    return a.stamp_ns == b.stamp_ns and a.global_.tobytes() == b.global_.tobytes()
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    if len(args.maps) < 2:
+        raise InputError("map merge needs two or more maps; give e.g. vpr-ros map merge A B --out C")
+    maps = [open_map(p, flag="map") for p in args.maps]
+    check_out_path(args.out, [m.path for m in maps], "merge")
+    first = maps[0]
+    for m in maps[1:]:
+        for key in ("model_id", "global_dim", "local_shape"):
+            if m.meta[key] != first.meta[key]:
+                raise InputError(f"map {m.path} has {key} {m.meta[key]!r} but {first.path} has "
+                                 f"{first.meta[key]!r}; only maps of the same model can be merged — rebuild one "
+                                 "with the other's model.preset and weights")
+    keyframes: list[Keyframe] = []
+    loops: list[LoopClosure] = []
+    where: dict[Ident, Keyframe] = {}
+    dropped = 0
+    for m in maps:
+        remap = _collisions(m, where, args.on_collision)
+        for kf in m.keyframes:
+            ident = (kf.robot_id, kf.session_id, int(kf.id))
+            if ident in where and (kf.robot_id, kf.session_id) not in remap:
+                dropped += 1  # the very same keyframe (a map merged with a copy of itself)
+                continue
+            if (kf.robot_id, kf.session_id) in remap:
+                kf.id = int(kf.id) + remap[(kf.robot_id, kf.session_id)]
+            where[(kf.robot_id, kf.session_id, int(kf.id))] = kf
+            keyframes.append(kf)
+        for lp in m.loops:
+            loops.append(_renumber_loop(lp, remap))
+    loops = list({(lp.query_robot_id, lp.query_session_id, lp.query_id, lp.match_robot_id, lp.match_session_id,
+                   lp.match_id): lp for lp in loops}.values())
+    out = write_map(args.out, keyframes, loops, first.meta["model_id"], int(first.meta["global_dim"]))
+    print(f"merged {len(maps)} maps into {out}: {len(keyframes)} keyframes, {len(loops)} loops"
+          + (f"; {dropped} keyframes present in two maps were kept once" if dropped else ""))
+    return 0
+
+
+def _collisions(m: MapData, where: dict[Ident, Keyframe], policy: str) -> dict[tuple[str, str], int]:
+    """Id offsets for the sessions of ``m`` whose ids collide with different keyframes merged before."""
+    clashing = sorted({(kf.robot_id, kf.session_id) for kf in m.keyframes
+                       if (kf.robot_id, kf.session_id, int(kf.id)) in where
+                       and not _same(where[(kf.robot_id, kf.session_id, int(kf.id))], kf)})
+    if not clashing:
+        return {}
+    if policy == "refuse":
+        r, s = clashing[0]
+        raise InputError(f"map {m.path}: robot {r!r} session {s!r} reuses keyframe ids of an earlier map for "
+                         "different keyframes; nothing was written — merge with --on-collision renumber to give "
+                         "the later map's keyframes new ids")
+    remap = {}
+    for r, s in clashing:
+        top = max(i for rr, ss, i in where if (rr, ss) == (r, s))
+        low = min(int(k.id) for k in m.keyframes if (k.robot_id, k.session_id) == (r, s))
+        remap[(r, s)] = top + 1 - low
+        print(f"map {m.path}: renumbered robot {r} session {s} keyframe ids by +{remap[(r, s)]}", file=sys.stderr)
+    return remap
+
+
+def _renumber_loop(lp: LoopClosure, remap: dict[tuple[str, str], int]) -> LoopClosure:
+    q = remap.get((lp.query_robot_id, lp.query_session_id), 0)
+    m = remap.get((lp.match_robot_id, lp.match_session_id), 0)
+    return dataclasses.replace(lp, query_id=lp.query_id + q, match_id=lp.match_id + m) if q or m else lp
+
+
+def run_export(args: argparse.Namespace) -> int:
+    data = open_map(args.map, load_local=False)
+    out = Path(args.out)
+    check_outside(out, [data.path], "export")
+    check_output_dir(out, must_not_exist=EXPORT_FILES)
+    out.mkdir(parents=True, exist_ok=True)
+    vertex: dict[Ident, int] = {}
+    poses = []
+    with open(out / "keyframes.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["key", "robot_id", "session_id", "keyframe_id", "stamp_ns", "g2o_vertex",
+                    "x", "y", "z", "qx", "qy", "qz", "qw"])
+        for key, kf in enumerate(data.keyframes):
+            fields: list = [""] * 7
+            v = -1
+            if kf.pose is not None:
+                v = vertex[(kf.robot_id, kf.session_id, int(kf.id))] = len(poses)
+                poses.append(kf.pose)
+                (x, y, z), q = matrix_to_pose(kf.pose)
+                fields = [f"{c:.9g}" for c in (x, y, z, *q)]
+            w.writerow([key, kf.robot_id, kf.session_id, kf.id, kf.stamp_ns, v, *fields])
+    edges, no_pose = [], 0
+    with open(out / "loops.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        scalar = [n for n in LoopClosure.__dataclass_fields__ if n not in ("relative_pose", "covariance")]
+        w.writerow(scalar + ["x", "y", "z", "qx", "qy", "qz", "qw"])
+        for lp in data.loops:
+            rel: list = [""] * 7
+            if lp.relative_pose is not None:
+                (x, y, z), q = matrix_to_pose(lp.relative_pose)
+                rel = [f"{c:.9g}" for c in (x, y, z, *q)]
+            w.writerow([getattr(lp, n) for n in scalar] + rel)
+            i = vertex.get((lp.match_robot_id, lp.match_session_id, lp.match_id))
+            j = vertex.get((lp.query_robot_id, lp.query_session_id, lp.query_id))
+            if lp.relative_pose is None or lp.covariance is None or i is None or j is None:
+                no_pose += 1
+            else:  # relative_pose is T_match_query: the edge from the match vertex to the query vertex
+                edges.append((i, j, lp.relative_pose, lp.covariance))
+    write_g2o(out / "loops.g2o", poses, edges)
+    print(f"exported {len(data.keyframes)} keyframes ({len(poses)} g2o vertices) and {len(data.loops)} loops "
+          f"({len(edges)} g2o edges; {no_pose} without a relative pose and covariance) to {out}")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    try:
+        data = open_map(args.map, load_local=True)
+        bad, why = index_mismatches(data)
+    except MapStoreError as exc:
+        print(f"DAMAGED: {exc}")
+        return 1
+    if bad:
+        print(f"DAMAGED: map {data.path}: {INDEX_FILE} does not match the descriptors: {why}; loading rebuilds "
+              "the index from the descriptors, and vpr-ros map compact rewrites the file")
+        return 1
+    idents = data.by_ident()
+    dangling = sum((lp.query_robot_id, lp.query_session_id, lp.query_id) not in idents
+                   or (lp.match_robot_id, lp.match_session_id, lp.match_id) not in idents for lp in data.loops)
+    if dangling:
+        print(f"DAMAGED: map {data.path}: {DB} table loops names {dangling} keyframes the map does not hold")
+        return 1
+    how = "checksums and structure" if data.has_manifest else "structure only (no manifest.json, no checksums)"
+    print(f"OK: map {data.path}: {len(data.keyframes)} keyframes, {len(data.loops)} loops; {how}; "
+          f"{INDEX_FILE} matches the descriptors")
+    return 0
+
+
+def run_compact(args: argparse.Namespace) -> int:
+    data = open_map(args.map, load_local=True)
+    check_out_path(args.out, [data.path], "compact")
+    before = disk_usage(data.path)["total"]
+    out = write_map(args.out, data.keyframes, data.loops, data.meta["model_id"], int(data.meta["global_dim"]))
+    print(f"compacted {data.path} ({before / 1e6:.2f} MB) into {out} ({disk_usage(out)['total'] / 1e6:.2f} MB): "
+          f"{len(data.keyframes)} keyframes, {len(data.loops)} loops")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from vpr_ros.cli.map_report import render_report  # OpenCV decoding only when asked for
+
+    if args.max_loops < 0:
+        raise InputError(f"--max-loops {args.max_loops} is negative; give 0 or more")
+    data = open_map(args.map, load_local=True)
+    out = Path(args.out).expanduser()
+    if out.is_dir():
+        raise InputError(f"--out {args.out} is a directory; give an HTML file name such as report.html")
+    check_outside(out, [data.path], "report")
+    html = render_report(data, map_summary(data), args.max_loops)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(html, encoding="utf-8")
+    print(f"wrote {out} ({len(html) / 1e3:.0f} kB): {len(data.keyframes)} keyframes, "
+          f"{min(len(data.loops), args.max_loops)} of {len(data.loops)} loops in the gallery")
+    return 0
