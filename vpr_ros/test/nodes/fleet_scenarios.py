@@ -21,6 +21,7 @@ import rclpy
 from sensor_msgs.msg import Image
 from vpr_ros_msgs.msg import LoopClosure
 
+from vpr_ros.launch_args import central_launch_config
 from vpr_ros.nodes.conversions import rgb_to_image_msg
 
 from revisit_data import corridor_revisit
@@ -30,13 +31,13 @@ FLEET_PARAMS = [*TEST_PARAMS, "-p", "verify.min_matches:=60", "-p", "queue.size:
 
 
 class CentralProcess(NodeProcess):
-    """A real ``central_node`` process serving several robot namespaces."""
+    """A real ``central_node`` process with the command line central.launch.py would give it."""
 
-    def __init__(self, robots: str, ros_args: list[str], log: Path) -> None:
+    def __init__(self, argv: list[str], log: Path) -> None:
         self.log = log
         self._file = log.open("w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "vpr_ros.nodes.central_node", "--robots", robots,
-                                      "--ros-args", *ros_args], stdout=self._file, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([sys.executable, "-m", "vpr_ros.nodes.central_node", *argv],
+                                     stdout=self._file, stderr=subprocess.STDOUT)
 
 
 def robot(name: str, tmp: str, tag: str = "", factory: str = "tiny_extractor:build") -> NodeProcess:
@@ -110,8 +111,8 @@ def central(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     """One central_node process for namespaces ra and rb: A's traversal, then B's."""
     ref, query = corridor_revisit(a.frames)[:a.frames], corridor_revisit(a.frames)[a.frames:]
     loops = watch_loops(h, ["ra", "rb"])
-    node = CentralProcess("ra,rb", [*FLEET_PARAMS, "-p", f"map.save_path:={Path(a.tmp) / 'shared_map'}"],
-                          Path(a.tmp) / "central.log")
+    launch = central_launch_config({"robots": "ra,/rb", "odom_topic": "", "map_save": str(Path(a.tmp) / "shared_map")})
+    node = CentralProcess([*launch.command_line(), *FLEET_PARAMS], Path(a.tmp) / "central.log")
     out: dict[str, Any] = {}
     try:
         out["settled_a"] = play(h, "ra", node, ref, a.rate)
