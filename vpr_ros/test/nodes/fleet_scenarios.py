@@ -40,9 +40,11 @@ class CentralProcess(NodeProcess):
                                      stdout=self._file, stderr=subprocess.STDOUT)
 
 
-def robot(name: str, tmp: str, tag: str = "", factory: str = "tiny_extractor:build") -> NodeProcess:
+def robot(name: str, tmp: str, tag: str = "", factory: str = "tiny_extractor:build",
+          budget: int = 1_000_000) -> NodeProcess:
     return NodeProcess(["--ros-args", "-r", f"__ns:=/{name}", *FLEET_PARAMS, "-p", f"extractor_factory:={factory}",
-                        "-p", "fleet.enabled:=true", "-p", f"detector.robot_id:={name}"],
+                        "-p", "fleet.enabled:=true", "-p", f"detector.robot_id:={name}",
+                        "-p", f"fleet.bandwidth_bytes_per_sec:={budget}"],
                        Path(tmp) / f"node_{name}{tag}.log")
 
 
@@ -73,13 +75,16 @@ def decentral(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     """A, B (fleet) and C (another model): A plays, B plays, B leaves and rejoins and plays again."""
     ref, query = corridor_revisit(a.frames)[:a.frames], corridor_revisit(a.frames)[a.frames:]
     loops = watch_loops(h, ["ra", "rb", "rc"])
-    ra, rb = robot("ra", a.tmp), robot("rb", a.tmp)
+    ra, rb = robot("ra", a.tmp, budget=a.budget), robot("rb", a.tmp)
     rc = robot("rc", a.tmp, factory="tiny_extractor:build_other")
     out: dict[str, Any] = {}
     try:
-        out["settled_a"] = play(h, "ra", ra, ref, a.rate)
+        start = time.monotonic()
+        out["settled_a"] = play(h, "ra", ra, ref, a.rate)  # 0.5 s of frames; A's budget spreads its broadcast
+        out["outbox_a_at_settle"] = h.diag("ra", "fleet.outbox", 0)
         # B indexes A's keyframes before its own traversal starts: the offline order (A then B).
-        out["b_has_a"] = h.spin_until(lambda: h.diag("rb", "fleet.remote_keyframes", 0) >= a.frames, 10.0)
+        out["b_has_a"] = h.spin_until(lambda: h.diag("rb", "fleet.remote_keyframes", 0) >= a.frames, 15.0)
+        out["b_has_a_after_sec"] = time.monotonic() - start
         out["settled_b"] = play(h, "rb", rb, query, a.rate)
         h.spin_until(lambda: len(loops["ra"]) >= len(loops["rb"]) > 0, 10.0)
         h.spin_for(0.5)
@@ -140,6 +145,7 @@ def main() -> int:
     parser.add_argument("--deadline", type=float, default=60.0)
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--rate", type=float, default=40.0)
+    parser.add_argument("--budget", type=int, default=1_000_000, help="robot A's fleet budget, bytes/s")
     a = parser.parse_args()
     signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("scenario deadline")))
     signal.alarm(max(1, int(a.deadline)))

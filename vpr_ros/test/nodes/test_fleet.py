@@ -42,10 +42,10 @@ def offline_loops() -> list[Any]:
 
 @pytest.fixture
 def run_fleet(netns_ok: None, tmp_path: Path):
-    def run(name: str, timeout: float) -> dict[str, Any]:
+    def run(name: str, timeout: float, *args: str) -> dict[str, Any]:
         out = tmp_path / f"{name}.json"
         argv = [sys.executable, str(HERE / "fleet_scenarios.py"), name, "--out", str(out), "--tmp", str(tmp_path),
-                "--deadline", str(timeout - 5.0), "--frames", str(FRAMES)]
+                "--deadline", str(timeout - 5.0), "--frames", str(FRAMES), *args]
         proc = subprocess.run(netns_argv(argv), env=ros_env(tmp_path), capture_output=True, text=True,
                               timeout=timeout)
         logs = f"--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-5000:]}"
@@ -72,9 +72,12 @@ def assert_same_loops(got: list[dict[str, Any]], expected: list[Any], logs: str,
 
 def test_decentralised_fleet_matches_central_answer_survives_rejoin_and_refuses_other_models(
         run_fleet, offline_loops):
-    r = run_fleet("decentral", timeout=85)
+    budget = 8000  # bytes/s for robot A: its 20 keyframes (~32 kB) need >= 3 s beyond the 8 kB burst
+    r = run_fleet("decentral", 85, "--budget", str(budget))
     logs = r["_logs"]
     assert r["settled_a"] and r["b_has_a"] and r["settled_b"], logs
+    # The budget held A's broadcast back (keyframes waited in its outbox) and B still got all of it.
+    assert r["outbox_a_at_settle"] > 0 and r["b_has_a_after_sec"] >= 2.5, logs
     first = r["first"]
     assert_same_loops(first["rb"], offline_loops, logs, float16=True)
     assert first["ra"] == first["rb"], logs  # the matched robot republishes every inter-robot loop

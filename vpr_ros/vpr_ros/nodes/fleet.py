@@ -285,5 +285,6 @@ class FleetLink:
             outbox = len(self._outbox)
             per_kf = self._bytes_sent / self._keyframes_sent if self._keyframes_sent else 0.0
         # Everything sent (descriptors, feature answers, loops) over the keyframes broadcast.
-        return {"fleet.bytes_per_keyframe": f"{per_kf:.1f}", "fleet.outbox": str(outbox), "fleet.peers": str(len({r for r, _ in self._servers})),
+        return {"fleet.bytes_per_keyframe": f"{per_kf:.1f}", "fleet.outbox": str(outbox),
+                "fleet.peers": str(len({r for r, _ in self._servers})),
                 "fleet.budget_bytes_per_sec": str(self._settings.fleet_bandwidth_bytes_per_sec)}

@@ -69,7 +69,8 @@ class LoopClosureNode(Node):
         self.backend = str(getattr(detector.model, "backend", None) or (
             self.config.model.backend if detector_is_default else "custom"))
         fleet_on = self.settings.fleet_enabled or fleet_factory is not None
-        self.stats = NodeStats(GEOMETRY_INPUT_COUNTERS + (tuple(f"fleet.{c}" for c in FLEET_COUNTERS) if fleet_on else ()))
+        fleet_counters = tuple(f"fleet.{c}" for c in FLEET_COUNTERS) if fleet_on else ()
+        self.stats = NodeStats(GEOMETRY_INPUT_COUNTERS + fleet_counters)
         self._detector_lock = threading.Lock()
         self.maps = MapKeeper(self.detector, self._detector_lock, self.config.map, self.get_logger(),
                               self.stats.count)
