@@ -135,3 +135,26 @@ def test_in_memory_fleet_finds_the_offline_loops_with_features_fetched_on_demand
 def test_a_candidate_whose_features_never_arrive_is_skipped_not_fatal():
     loops, asked, _ = _fleet_pair(fetch_ok=False)  # before the fix: InputError on every query frame
     assert asked and loops == []
+
+
+def test_keypoint_geometry_round_trips_and_damage_is_named():
+    from vpr_ros.core.remote_keyframes import decode_geometry, encode_geometry
+    from vpr_ros.core.types import KeyframeGeometry
+
+    rng = np.random.default_rng(3)
+    pts = rng.standard_normal((5, 3)).astype(np.float32)
+    pts[1] = np.nan  # no depth for that keypoint
+    g = KeyframeGeometry(keypoints=rng.random((5, 2), np.float32) * 100,
+                         descriptors=rng.integers(0, 255, (5, 32), np.uint8), points3d=pts, image_hw=(480, 640),
+                         K=np.arange(9.0).reshape(3, 3), D=np.array([0.1, -0.2, 0, 0, 0]),
+                         distortion_model="plumb_bob", T_body_cam=np.eye(4) * 2)
+    back = decode_geometry(encode_geometry(g))
+    assert back.image_hw == (480, 640) and back.distortion_model == "plumb_bob"
+    for name in ("keypoints", "descriptors", "K", "D", "T_body_cam"):
+        assert np.array_equal(getattr(back, name), getattr(g, name)), name
+    assert np.array_equal(back.points3d, g.points3d, equal_nan=True) and back.descriptors.dtype == np.uint8
+    assert decode_geometry(encode_geometry(None)) is None
+    fields = encode_geometry(g)
+    fields["descriptors"] = fields["descriptors"][:-1]
+    with pytest.raises(FleetError, match="malformed"):
+        decode_geometry(fields)

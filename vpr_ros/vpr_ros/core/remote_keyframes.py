@@ -13,17 +13,17 @@ its rounding changes cosine similarities by ~1e-3, and rows are re-normalised on
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from vpr_ros.core.errors import FleetError, InputError
 from vpr_ros.core.index import l2_normalise
-from vpr_ros.core.types import Keyframe
+from vpr_ros.core.types import Keyframe, KeyframeGeometry
 
 __all__ = ["WIRE_ENCODING", "DescriptorBatch", "encode_batch", "decode_batch", "encode_locals", "decode_locals",
-           "check_model"]
+           "encode_geometry", "decode_geometry", "check_model"]
 
 WIRE_ENCODING = "float16"
 _WIRE = np.dtype("<f2")
@@ -136,3 +136,44 @@ def decode_locals(ids: Sequence[int], shapes: Sequence[int], data: bytes) -> dic
     if offset != len(buf):
         raise FleetError(f"feature answer has {len(buf) - offset} bytes more than its shapes describe")
     return out
+
+
+_KEYPOINT_DESCRIPTORS = {"uint8": np.dtype("u1"), "float32": np.dtype("<f4")}
+
+
+def encode_geometry(geometry: KeyframeGeometry | None) -> dict[str, Any]:
+    """A keyframe's keypoints -> the fields of vpr_ros_msgs/KeyframeGeometry ({"valid": False} for None)."""
+    if geometry is None:
+        return {"valid": False}
+    desc = np.asarray(geometry.descriptors)
+    if desc.dtype.name not in _KEYPOINT_DESCRIPTORS or desc.ndim != 2:
+        raise InputError(f"keypoint descriptors must be (N, B) uint8 or float32, got {desc.dtype} {desc.shape}")
+    return {"valid": True, "image_height": int(geometry.image_hw[0]), "image_width": int(geometry.image_hw[1]),
+            "keypoints": np.asarray(geometry.keypoints, np.float32).reshape(-1),
+            "descriptor_type": desc.dtype.name, "descriptor_size": int(desc.shape[1]),
+            "descriptors": np.ascontiguousarray(desc, _KEYPOINT_DESCRIPTORS[desc.dtype.name]).tobytes(),
+            "points3d": np.asarray(geometry.points3d, np.float32).reshape(-1),
+            "k": np.asarray(geometry.K, np.float64).reshape(-1), "d": np.asarray(geometry.D, np.float64).reshape(-1),
+            "distortion_model": geometry.distortion_model,
+            "t_body_cam": np.asarray(geometry.T_body_cam, np.float64).reshape(-1)}
+
+
+def decode_geometry(fields: Mapping[str, Any]) -> KeyframeGeometry | None:
+    """The inverse of :func:`encode_geometry`; None when not valid; raises FleetError if malformed."""
+    if not fields.get("valid"):
+        return None
+    kp = np.asarray(fields["keypoints"], np.float32)
+    n, size = len(kp) // 2, int(fields["descriptor_size"])
+    dtype = _KEYPOINT_DESCRIPTORS.get(str(fields["descriptor_type"]))
+    pts = np.asarray(fields["points3d"], np.float32)
+    k, t = np.asarray(fields["k"], np.float64), np.asarray(fields["t_body_cam"], np.float64)
+    data = bytes(fields["descriptors"])
+    if (dtype is None or len(kp) % 2 or len(pts) != 3 * n or len(data) != n * size * dtype.itemsize
+            or k.size != 9 or t.size != 16):
+        raise FleetError(f"malformed keyframe geometry: {len(kp)} keypoint values, {len(pts)} point values, "
+                         f"{len(data)} descriptor bytes of {fields['descriptor_type']!r} x {size}")
+    return KeyframeGeometry(keypoints=kp.reshape(n, 2), descriptors=np.frombuffer(data, dtype).reshape(n, size).copy(),
+                            points3d=pts.reshape(n, 3),
+                            image_hw=(int(fields["image_height"]), int(fields["image_width"])),
+                            K=k.reshape(3, 3), D=np.asarray(fields["d"], np.float64).copy(),
+                            distortion_model=str(fields["distortion_model"]), T_body_cam=t.reshape(4, 4))

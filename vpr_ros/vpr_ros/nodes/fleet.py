@@ -29,7 +29,7 @@ import numpy as np
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import serialize_message
-from vpr_ros_msgs.msg import KeyframeDescriptors
+from vpr_ros_msgs.msg import KeyframeDescriptors, KeyframeGeometry
 from vpr_ros_msgs.msg import LoopClosure as LoopClosureMsg
 from vpr_ros_msgs.srv import GetKeyframeFeatures
 
@@ -37,7 +37,8 @@ from vpr_ros.core.bandwidth import TokenBucket
 from vpr_ros.core.detector import LoopClosureDetector
 from vpr_ros.core.errors import FleetError
 from vpr_ros.core.remote_keyframes import (WIRE_ENCODING, DescriptorBatch, check_model, decode_batch,
-                                           decode_locals, encode_batch, encode_locals)
+                                           decode_geometry, decode_locals, encode_batch, encode_geometry,
+                                           encode_locals)
 from vpr_ros.core.types import Candidate, Keyframe, LoopClosure
 from vpr_ros.nodes import conversions as conv
 from vpr_ros.nodes.settings import NodeSettings
@@ -91,6 +92,21 @@ def msg_to_batch(msg: KeyframeDescriptors) -> DescriptorBatch:
                            np.asarray(msg.keyframe_ids, np.uint64),
                            np.array([conv.stamp_to_ns(s) for s in msg.stamps], np.int64), bytes(msg.descriptors),
                            poses.reshape(-1, 4, 4) if poses.size else None, msg.features_service, msg.encoding)
+
+
+_GEOMETRY_FIELDS = ("valid", "image_height", "image_width", "keypoints", "descriptor_type", "descriptor_size",
+                    "descriptors", "points3d", "k", "d", "distortion_model", "t_body_cam")
+
+
+def geometry_to_msg(fields: dict[str, Any]) -> KeyframeGeometry:
+    msg = KeyframeGeometry()
+    for name, value in fields.items():
+        setattr(msg, name, value)
+    return msg
+
+
+def msg_to_geometry_fields(msg: KeyframeGeometry) -> dict[str, Any]:
+    return {name: getattr(msg, name) for name in _GEOMETRY_FIELDS}
 
 
 class FleetLink:
@@ -232,12 +248,14 @@ class FleetLink:
                 self._warn("fleet_fetch", f"fleet: no local features from robot {robot!r}: {exc}")
                 continue
             for kf in kfs:
-                if kf.id in got:
-                    kf.local = got[kf.id]  # kept: later queries verify against it without asking again
+                if kf.id in got:  # kept: later queries verify against it without asking again
+                    kf.local, geometry = got[kf.id]
+                    kf.geometry = kf.geometry or geometry  # keypoints give the loop a relative pose
             self._count("fleet.features_received", sum(kf.id in got for kf in kfs))
             self._count("fleet.fetch_failures", sum(kf.id not in got for kf in kfs))
 
-    def _request(self, robot: str, session: str, ids: list[int]) -> dict[int, Any]:
+    def _request(self, robot: str, session: str, ids: list[int]) -> dict[int, tuple[Any, Any]]:
+        """id -> (local (h, w, c) float32, KeyframeGeometry or None) of the keyframes the owner holds."""
         with self._mutex:
             service = self._servers.get((robot, session), "")
         client = self._clients.get(service)
@@ -257,7 +275,12 @@ class FleetLink:
         self._count("fleet.bytes_received.features", len(response.local_features))
         if response.encoding != WIRE_ENCODING:
             raise FleetError(f"features encoded as {response.encoding!r}; only {WIRE_ENCODING!r} is known")
-        return decode_locals(list(response.keyframe_ids), list(response.local_shapes), bytes(response.local_features))
+        ids = [int(i) for i in response.keyframe_ids]
+        locals_ = decode_locals(ids, list(response.local_shapes), bytes(response.local_features))
+        if response.geometries and len(response.geometries) != len(ids):
+            raise FleetError(f"{len(response.geometries)} keyframe geometries for {len(ids)} keyframes")
+        geometries = [decode_geometry(msg_to_geometry_fields(g)) for g in response.geometries] or [None] * len(ids)
+        return {i: (locals_[i], g) for i, g in zip(ids, geometries)}
 
     def _on_get_features(self, request: GetKeyframeFeatures.Request,
                          response: GetKeyframeFeatures.Response) -> GetKeyframeFeatures.Response:
@@ -270,12 +293,14 @@ class FleetLink:
             return response
         with self._mutex:
             kfs = [self._own.get((request.session_id, int(i))) for i in request.keyframe_ids]
-        ids, shapes, data = encode_locals(kf for kf in kfs if kf is not None and request.robot_id == self.robot_id)
+        kept = [kf for kf in kfs if kf is not None and kf.local is not None and request.robot_id == self.robot_id]
+        ids, shapes, data = encode_locals(kept)
         response.keyframe_ids, response.local_shapes, response.local_features = ids, shapes, data
+        response.geometries = [geometry_to_msg(encode_geometry(kf.geometry)) for kf in kept]
         response.success = True
         response.message = f"{len(ids)} of {len(request.keyframe_ids)} keyframes"
         # Answered at once (a peer's verification waits); the debt delays our next broadcasts.
-        size = len(data) + 12 * len(ids)
+        size = len(serialize_message(response))
         self._bucket.spend(size, time.monotonic())
         self._sent("features", size)
         return response
