@@ -35,7 +35,7 @@ from vpr_ros_msgs.srv import GetKeyframeFeatures
 
 from vpr_ros.core.bandwidth import TokenBucket
 from vpr_ros.core.detector import LoopClosureDetector
-from vpr_ros.core.errors import FleetError
+from vpr_ros.core.errors import FleetError, VprError
 from vpr_ros.core.remote_keyframes import (WIRE_ENCODING, DescriptorBatch, check_model, decode_batch,
                                            decode_geometry, decode_locals, encode_batch, encode_geometry,
                                            encode_locals)
@@ -221,8 +221,12 @@ class FleetLink:
             except FleetError as exc:
                 self._refuse(batch.robot_id, batch.session_id, "malformed", str(exc))
                 continue
-            with self._lock:
-                added = self._detector.add_remote_keyframes(keyframes)
+            try:
+                with self._lock:
+                    added = self._detector.add_remote_keyframes(keyframes)
+            except VprError as exc:  # runs on the processing thread: a bad batch must not end it
+                self._refuse(batch.robot_id, batch.session_id, "malformed", str(exc))
+                continue
             self._count("fleet.remote_keyframes", added)
 
     def _on_fleet_loop(self, msg: LoopClosureMsg) -> None:
