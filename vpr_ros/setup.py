@@ -50,6 +50,7 @@ setup(
         "console_scripts": [
             "vpr-ros = vpr_ros.cli.main:main",
             "loop_closure_node = vpr_ros.nodes.loop_closure_node:main",
+            "central_node = vpr_ros.nodes.central_node:main",
         ],
     },
 )

@@ -3,8 +3,10 @@
     ros2 launch vpr_ros multi_robot.launch.py robots:=robot1,robot2 image_topic:=camera/image_raw
 
 Each node runs in its robot's namespace with detector.robot_id = the namespace, so relative topics
-resolve to /robot1/camera/image_raw, /robot1/loop_closures, ... Every node keeps its own map here;
-the shared-map variant comes with the map-sharing work.
+resolve to /robot1/camera/image_raw, /robot1/loop_closures, ... With fleet:=true (the default) the
+nodes merge their maps decentrally (docs/fleet.md): each indexes the others' keyframes and both robots
+publish every inter-robot loop; fleet:=false keeps each map to itself. One process over one shared
+map is central.launch.py.
 """
 
 import os
@@ -28,7 +30,7 @@ def _declare(name, default_value=None):
 
 
 def _nodes(context):
-    values = {name: LaunchConfiguration(name).perform(context) for name in ["robots", *_SHARED]}
+    values = {name: LaunchConfiguration(name).perform(context) for name in ["robots", "fleet", *_SHARED]}
     return [Node(package=PACKAGE, executable=EXECUTABLE, name=config.name, namespace=config.namespace,
                  parameters=config.parameters, remappings=list(config.remappings), output="screen",
                  emulate_tty=True)
@@ -39,6 +41,7 @@ def generate_launch_description():
     default_config = os.path.join(get_package_share_directory(PACKAGE), "config", "loop_closure.yaml")
     return LaunchDescription([
         _declare("robots"),
+        _declare("fleet"),
         _declare("model"),
         _declare("weights"),
         _declare("backend"),

@@ -14,11 +14,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-__all__ = ["LAUNCH_ARGUMENTS", "MULTI_ROBOT_ARGUMENTS", "NodeLaunchConfig", "node_launch_config",
-           "multi_robot_launch_configs", "to_ros_args"]
+__all__ = ["LAUNCH_ARGUMENTS", "MULTI_ROBOT_ARGUMENTS", "CENTRAL_ARGUMENTS", "NodeLaunchConfig",
+           "CentralLaunchConfig", "node_launch_config", "multi_robot_launch_configs", "central_launch_config",
+           "to_ros_args"]
 
 PACKAGE = "vpr_ros"
 EXECUTABLE = "loop_closure_node"
+CENTRAL_EXECUTABLE = "central_node"
 NODE_NAME = "loop_closure_node"
 
 #: name -> (default value, description); the launch files declare exactly these.
@@ -52,6 +54,16 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
 MULTI_ROBOT_ARGUMENTS: dict[str, tuple[str, str]] = {
     "robots": ("robot1,robot2", "Comma-separated robot namespaces; one loop_closure_node runs in each "
                                 "and subscribes to <robot>/<image_topic> (relative topics)."),
+    "fleet": ("true", "Decentralised map merging between the robots' nodes (fleet.enabled, docs/fleet.md): "
+                      "each shares its keyframe descriptors, verifies inter-robot loops and both robots "
+                      "publish them; false keeps every robot's map to itself."),
+}
+
+#: Extra argument of central.launch.py (the per-robot arguments above are shared).
+CENTRAL_ARGUMENTS: dict[str, tuple[str, str]] = {
+    "robots": ("robot1,robot2", "Comma-separated robot namespaces served by the one central_node process: "
+                                "it subscribes to <robot>/<image_topic> and publishes <robot>/loop_closures "
+                                "for each, over one shared map."),
 }
 
 
@@ -142,9 +154,54 @@ def multi_robot_launch_configs(args: Mapping[str, str]) -> list[NodeLaunchConfig
     if not robots or len(set(robots)) != len(robots):
         raise ValueError(f"multi_robot: robots:={robots_text!r} must list distinct namespaces, e.g. robot1,robot2")
     save = str(shared.pop("map_save", "")).strip().rstrip("/")
+    fleet = _bool("fleet", str(shared.pop("fleet", MULTI_ROBOT_ARGUMENTS["fleet"][0])))
+    configs = []
     # One map directory per robot: two nodes writing the same directory would corrupt it.
-    return [node_launch_config({**shared, "namespace": robot, "map_save": f"{save}/{robot}" if save else ""})
-            for robot in robots]
+    for robot in robots:
+        config = node_launch_config({**shared, "namespace": robot, "map_save": f"{save}/{robot}" if save else ""})
+        config.overrides["fleet.enabled"] = fleet
+        configs.append(config)
+    return configs
+
+
+@dataclasses.dataclass(frozen=True)
+class CentralLaunchConfig:
+    """One ``central_node`` process: its ``arguments`` (the robots) and the shared node configuration
+    (no namespace and no node name: each robot's node gets its namespace inside the process)."""
+
+    robots: tuple[str, ...]
+    node: NodeLaunchConfig
+
+    @property
+    def arguments(self) -> list[str]:
+        """The ``arguments=`` list for ``launch_ros.actions.Node``."""
+        return ["--robots", ",".join(self.robots)]
+
+    def command_line(self) -> list[str]:
+        """Arguments of ``central_node`` equivalent to launching this config with launch_ros."""
+        argv = to_ros_args(self.node)
+        at = argv.index(f"__node:={self.node.name}")
+        del argv[at - 1:at + 1]  # no __node: it would give every robot's node in the process one name
+        return [*self.arguments, *argv]
+
+
+def central_launch_config(args: Mapping[str, str]) -> CentralLaunchConfig:
+    """``robots`` plus the per-robot arguments (shared by every robot) -> CentralLaunchConfig.
+
+    ``namespace`` and ``robot_id`` come from each robot's name; giving them is an error. ``map_save``
+    names the one shared map (written by the first robot's node, which holds every keyframe).
+    """
+    shared = dict(args)
+    robots_text = shared.pop("robots", CENTRAL_ARGUMENTS["robots"][0])
+    for fixed in ("namespace", "robot_id"):
+        if shared.get(fixed):
+            raise ValueError(f"central: {fixed} comes from 'robots'; do not set it")
+        shared.pop(fixed, None)
+    robots = [r.strip().strip("/") for r in robots_text.split(",") if r.strip().strip("/")]
+    if not robots or len(set(robots)) != len(robots):
+        raise ValueError(f"central: robots:={robots_text!r} must list distinct namespaces, e.g. robot1,robot2")
+    node = node_launch_config(shared)
+    return CentralLaunchConfig(tuple(robots), dataclasses.replace(node, name=CENTRAL_EXECUTABLE))
 
 
 def _yaml_scalar(value: Any) -> str:

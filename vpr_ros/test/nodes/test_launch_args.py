@@ -110,3 +110,32 @@ def test_launch_file_parses_and_declares_exactly_the_accepted_arguments(filename
     assert call in source
     for name, (default, description) in {**LAUNCH_ARGUMENTS, **MULTI_ROBOT_ARGUMENTS}.items():
         assert len(description) > 30, f"launch argument {name} needs a real description"
+
+
+def test_multi_robot_merges_maps_decentrally_by_default():
+    assert all(c.overrides["fleet.enabled"] for c in multi_robot_launch_configs({"robots": "r1,r2"}))
+    assert not any(c.overrides["fleet.enabled"] for c in multi_robot_launch_configs({"robots": "r1", "fleet": "false"}))
+    with pytest.raises(ValueError, match="fleet"):
+        multi_robot_launch_configs({"fleet": "maybe"})
+
+
+def test_central_launch_gives_one_process_for_all_robots_and_one_map():
+    from vpr_ros.launch_args import CENTRAL_ARGUMENTS, central_launch_config
+
+    cfg = central_launch_config({"robots": "r1, /r2", "map_save": "/maps/shared", "image_topic": "cam",
+                                 "config": "/c.yaml"})
+    assert cfg.robots == ("r1", "r2") and cfg.arguments == ["--robots", "r1,r2"]
+    assert cfg.node.namespace == "" and cfg.node.overrides["map.save_path"] == "/maps/shared"
+    assert "detector.robot_id" not in cfg.node.overrides  # each robot's node gets its namespace as id
+    argv = cfg.command_line()
+    assert argv[:3] == ["--robots", "r1,r2", "--ros-args"] and not any(a.startswith("__node:=") for a in argv)
+    assert "image:=cam" in argv and argv[argv.index("--params-file") + 1] == "/c.yaml"
+    for bad in ({"robots": "a,a"}, {"robots": " , "}, {"robots": "a", "robot_id": "x"}):
+        with pytest.raises(ValueError):
+            central_launch_config(bad)
+    declared = _declared(LAUNCH_DIR / "central.launch.py")
+    assert set(declared) == (set(LAUNCH_ARGUMENTS) - {"namespace", "robot_id"}) | set(CENTRAL_ARGUMENTS)
+    source = (LAUNCH_DIR / "central.launch.py").read_text()
+    assert "central_launch_config(values)" in source and "executable=CENTRAL_EXECUTABLE" in source
+    calls = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "Node"]
+    assert len(calls) == 1 and not {k.arg for k in calls[0].keywords} & {"name", "namespace"}

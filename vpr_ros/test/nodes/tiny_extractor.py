@@ -62,3 +62,10 @@ def build(config: Config) -> TinyExtractor:
 def build_slow(config: Config) -> TinyExtractor:
     """A model slower than a 30 Hz camera (0.2 s per image), for the back-pressure test."""
     return TinyExtractor(0.2)
+
+
+def build_other(config: Config) -> TinyExtractor:
+    """The same pixels under another model id: a robot running a different model (fleet tests)."""
+    extractor = TinyExtractor()
+    extractor.model_id = "tiny-pixels@other"
+    return extractor

@@ -74,6 +74,8 @@ class LoopClosureDetector:
         self._consistency = ConsistencyFilter(config.verify)
         self._geometry = LoopGeometry(config.geometry, model)
         self._gate = OdometryGate(config.odometry_gate)
+        # Fleet mode: fills the local features of remote candidates on demand (nodes/fleet.py).
+        self.fetch_local: Callable[[Sequence[Candidate], Sequence[Keyframe]], None] | None = None
         self.reset()
 
     # -- map -------------------------------------------------------------------------------
@@ -155,6 +157,22 @@ class LoopClosureDetector:
         logger.info("loaded %d keyframes from %s", len(fresh), path)
         return len(fresh)
 
+    def add_remote_keyframes(self, keyframes: Sequence[Keyframe]) -> int:
+        """Index other robots' keyframes (``local`` may be None: fetched on demand through
+        :attr:`fetch_local`); keyframes already in the map are skipped. Returns how many were added."""
+        present = {(kf.robot_id, kf.session_id, kf.id) for kf in self._keyframes}
+        fresh = []
+        for kf in keyframes:
+            ident = (kf.robot_id, kf.session_id, kf.id)
+            if ident not in present and not self._is_own(kf):  # our own stream echoed back is not remote
+                present.add(ident)
+                fresh.append(kf)
+        if fresh:
+            start = len(self._keyframes)
+            self._index.add(np.arange(start, start + len(fresh)), np.stack([kf.global_ for kf in fresh]))
+            self._keyframes.extend(fresh)
+        return len(fresh)
+
     def _is_own(self, kf: Keyframe) -> bool:
         det = self.config.detector
         return kf.robot_id == det.robot_id and kf.session_id == det.session_id
@@ -221,6 +239,11 @@ class LoopClosureDetector:
         keys, sims, gated = self._odometry_gate(len(self._keyframes), pose_arr, keys, sims)
         t2 = time.perf_counter()
         candidates = [Candidate(int(key), float(sim), rank) for rank, (key, sim) in enumerate(zip(keys, sims))]
+        remote = [c for c in candidates if self._keyframes[c.keyframe_id].local is None]
+        if remote and self.fetch_local is not None and self.config.verify.method != "global":
+            self.fetch_local(remote, [self._keyframes[c.keyframe_id] for c in remote])
+            # A candidate whose features could not be fetched (peer gone, over time) is not verifiable.
+            candidates = [c for c in candidates if self._keyframes[c.keyframe_id].local is not None]
         verifications = self._verifier.verify_many(  # one blocked MNN pass over all K candidates
             local_arr, candidates, [self._keyframes[c.keyframe_id].local for c in candidates])
         verifications.sort(key=lambda v: (-v.score, v.candidate.rank))

@@ -1,7 +1,7 @@
 """Exceptions raised by vpr_ros. Each message says what was wrong and what to do."""
 
 __all__ = ["VprError", "ConfigError", "ModelLoadError", "InputError", "StampOrderError", "MapStoreError",
-           "BagError"]
+           "BagError", "FleetError"]
 
 
 class VprError(Exception):
@@ -30,3 +30,7 @@ class MapStoreError(VprError):
 
 class BagError(VprError):
     """A rosbag2 file cannot be replayed (missing topic, unreadable storage)."""
+
+
+class FleetError(VprError):
+    """Another robot's keyframes or features cannot be used (other model, malformed batch)."""

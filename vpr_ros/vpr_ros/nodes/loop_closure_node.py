@@ -12,7 +12,7 @@ import collections
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -34,6 +34,7 @@ from vpr_ros.core.store import check_save_target
 from vpr_ros.core.types import Frame
 from vpr_ros.nodes import conversions as conv
 from vpr_ros.nodes.debug_view import DebugView
+from vpr_ros.nodes.fleet import FLEET_COUNTERS, Fleet, FleetLink
 from vpr_ros.nodes.extractors import ExtractorFactory, default_extractor, load_extractor_factory
 from vpr_ros.nodes.geometry_inputs import GEOMETRY_INPUT_COUNTERS, GeometryInputs
 from vpr_ros.nodes.map_services import MapKeeper, MapResult
@@ -54,7 +55,8 @@ class LoopClosureNode(Node):
 
     def __init__(self, *, detector: LoopClosureDetector | None = None,
                  extractor_factory: ExtractorFactory | None = None, qos: QoSProfile | None = None,
-                 node_name: str = "loop_closure_node", **node_kwargs: Any) -> None:
+                 node_name: str = "loop_closure_node",
+                 fleet_factory: Callable[[LoopClosureNode], Fleet] | None = None, **node_kwargs: Any) -> None:
         super().__init__(node_name, **node_kwargs)
         self.config, self.settings = declare_and_read(self)
         detector_is_default = detector is None and extractor_factory is None and not self.settings.extractor_factory
@@ -66,7 +68,9 @@ class LoopClosureNode(Node):
         # What diagnostics call the backend: the model's own word when it has one (injected models).
         self.backend = str(getattr(detector.model, "backend", None) or (
             self.config.model.backend if detector_is_default else "custom"))
-        self.stats = NodeStats(GEOMETRY_INPUT_COUNTERS)
+        fleet_on = self.settings.fleet_enabled or fleet_factory is not None
+        fleet_counters = tuple(f"fleet.{c}" for c in FLEET_COUNTERS) if fleet_on else ()
+        self.stats = NodeStats(GEOMETRY_INPUT_COUNTERS + fleet_counters)
         self._detector_lock = threading.Lock()
         self.maps = MapKeeper(self.detector, self._detector_lock, self.config.map, self.get_logger(),
                               self.stats.count)
@@ -101,6 +105,13 @@ class LoopClosureNode(Node):
         self.create_service(MapIO, "~/load_map", self._on_load_map)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_timer(self.settings.diagnostics_period_sec, self._publish_diagnostics)
+        # Multi-robot: decentralised over DDS (fleet.enabled), or a factory (the central node's shared map).
+        self.fleet: Fleet | None = None
+        if fleet_factory is not None:
+            self.fleet = fleet_factory(self)
+        elif self.settings.fleet_enabled:
+            self.fleet = FleetLink(self, self.detector, self._detector_lock, self.settings, self.stats.count,
+                                   self._warn, self._loop_pub, self.config.detector.map_frame)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._worker = threading.Thread(target=self._run, name="vpr_ros_processing", daemon=True)
         self._worker.start()
@@ -138,6 +149,8 @@ class LoopClosureNode(Node):
     def _run(self) -> None:
         while True:
             self._autosave()  # between frames, so image callbacks never wait for a save
+            if self.fleet is not None:  # other robots' keyframes join the index before the next frame
+                self.fleet.drain()
             with self._wake:
                 while not self._queue and not self._stopping:
                     if not self._wake.wait(0.5):
@@ -147,6 +160,8 @@ class LoopClosureNode(Node):
                 if not self._queue:
                     continue
                 msg, received = self._queue.popleft()
+            if self.fleet is not None:
+                self.fleet.drain()
             # Every frame taken from the queue ends in exactly one counter: frames_processed, a
             # bad_input.<kind> or frames_failed (processed + dropped + bad + failed == received).
             try:
@@ -221,6 +236,9 @@ class LoopClosureNode(Node):
             self.stats.count("loop_closures")
             if self._debug:
                 self._debug_view.show(loop, kf, image, self.detector.keyframes)
+        if self.fleet is not None:
+            self.fleet.keyframe(kf)
+            self.fleet.loops(result.loop_closures)
 
     def _pose_at(self, stamp_ns: int) -> Any:
         with self._odom_lock:
@@ -283,6 +301,8 @@ class LoopClosureNode(Node):
                  "backend": self.backend, "robot_id": self.config.detector.robot_id}
         extra["map_memory_mb"] = f"{self.maps.map_bytes / 1e6:.2f}"
         extra["memory_budget_mb"] = f"{self.config.map.memory_budget_mb:g}"
+        if self.fleet is not None:
+            extra.update(self.fleet.diagnostics())
         if self._inputs.camera_size is not None:
             extra["camera_size"] = f"{self._inputs.camera_size[1]}x{self._inputs.camera_size[0]}"
         over = self.maps.over_budget()

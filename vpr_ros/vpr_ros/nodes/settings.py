@@ -79,6 +79,24 @@ NODE_PARAMETERS: tuple[FieldSpec, ...] = (
     _spec("extractor_factory", str, "",
           "For tests and benchmarks only: 'module:function' returning a descriptor extractor for a "
           "Config, used instead of model.preset. Leave empty."),
+    _spec("fleet.enabled", bool, False,
+          "Decentralised multi-robot mode (docs/fleet.md): broadcast this robot's keyframe descriptors on "
+          "<fleet.topic_prefix>/keyframes, index the other robots', fetch their local features on demand "
+          "to verify inter-robot loops, and publish those loops on both robots."),
+    _spec("fleet.topic_prefix", str, "/fleet",
+          "Namespace shared by every robot of the fleet for the keyframes and loops topics (absolute, "
+          "so robots in their own namespaces meet there)."),
+    _spec("fleet.bandwidth_bytes_per_sec", int, 1_000_000,
+          "Budget of what this robot sends to the fleet, bytes/s (token bucket, 1 s burst): descriptor "
+          "batches wait for it; feature answers a peer waits for are sent and delay later batches; "
+          "0 = unlimited.", lo=0, hi=1 << 30),
+    _spec("fleet.batch_size", int, 10, "Keyframes per KeyframeDescriptors message, at most.", lo=1, hi=10000),
+    _spec("fleet.history_depth", int, 1000,
+          "Descriptor batches kept for late joiners (transient_local durability): a robot joining "
+          "or rejoining receives up to this many of every peer's batches.", lo=1, hi=100000),
+    _spec("fleet.request_timeout_sec", float, 2.0,
+          "How long verification waits for a peer's local features; a candidate whose features do "
+          "not arrive in time is skipped (diagnostics 'fleet.fetch_failures').", lo=0.01, hi=60.0),
 )
 
 #: Parameters that may change while the node runs.
@@ -107,6 +125,12 @@ class NodeSettings:
     odom_max_age_sec: float = 0.2
     log_throttle_sec: float = 5.0
     extractor_factory: str = ""
+    fleet_enabled: bool = False
+    fleet_topic_prefix: str = "/fleet"
+    fleet_bandwidth_bytes_per_sec: int = 1_000_000
+    fleet_batch_size: int = 10
+    fleet_history_depth: int = 1000
+    fleet_request_timeout_sec: float = 2.0
 
 
 def all_parameter_specs() -> list[FieldSpec]:

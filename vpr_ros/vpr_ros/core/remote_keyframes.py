@@ -1,0 +1,179 @@
+"""Other robots' keyframes on the wire and in the map, ROS-free (fleet mode, docs/fleet.md).
+
+A robot broadcasts its keyframes as batches of float16 global descriptors (:class:`DescriptorBatch`,
+the content of vpr_ros_msgs/KeyframeDescriptors); a receiver turns them into "remote" keyframes
+(``local`` None) that its detector indexes like any other. When one becomes a promising candidate,
+its dense local features are fetched on demand (:func:`encode_locals` / :func:`decode_locals`, the
+content of vpr_ros_msgs/GetKeyframeFeatures) and attached to the keyframe before verification.
+
+float16 halves float32's bytes (a quarter of Swarm-SLAM's float64); on L2-normalised descriptors
+its rounding changes cosine similarities by ~1e-3, and rows are re-normalised on arrival.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from vpr_ros.core.errors import FleetError, InputError
+from vpr_ros.core.index import l2_normalise
+from vpr_ros.core.types import Keyframe, KeyframeGeometry
+
+__all__ = ["WIRE_ENCODING", "DescriptorBatch", "encode_batch", "decode_batch", "encode_locals", "decode_locals",
+           "encode_geometry", "decode_geometry", "check_model"]
+
+WIRE_ENCODING = "float16"
+_WIRE = np.dtype("<f2")
+
+
+@dataclasses.dataclass(frozen=True)
+class DescriptorBatch:
+    """N keyframes of one robot and session: ids (N,) uint64, stamps_ns (N,) int64,
+    descriptors N * dim little-endian float16 bytes, poses (N, 4, 4) float64 (NaN: no pose) or None."""
+
+    robot_id: str
+    session_id: str
+    model_id: str
+    dim: int
+    ids: npt.NDArray[np.uint64]
+    stamps_ns: npt.NDArray[np.int64]
+    descriptors: bytes
+    poses: npt.NDArray[np.float64] | None = None
+    features_service: str = ""
+    encoding: str = WIRE_ENCODING
+
+    @property
+    def wire_bytes(self) -> int:
+        """Payload bytes (ids, stamps, descriptors, poses), without the message header."""
+        poses = 0 if self.poses is None else self.poses.size * 8
+        return len(self.ids) * 16 + len(self.descriptors) + poses
+
+
+def check_model(model_id: str, dim: int, own_model_id: str, own_dim: int, what: str) -> None:
+    """Raise FleetError when another robot's model or descriptor dimension differs from ours."""
+    if model_id != own_model_id or dim != own_dim:
+        raise FleetError(f"{what} uses model {model_id!r} ({dim}-d), this robot uses {own_model_id!r} "
+                         f"({own_dim}-d); descriptors of different models are not comparable, so they are "
+                         "refused: run the same model.preset and weights on every robot of the fleet")
+
+
+def encode_batch(keyframes: Sequence[Keyframe], model_id: str, dim: int, features_service: str = "") -> DescriptorBatch:
+    """Own keyframes (one robot and session) -> a batch; raises InputError on a mixed batch."""
+    if not keyframes:
+        raise InputError("a descriptor batch needs at least one keyframe")
+    robot, session = keyframes[0].robot_id, keyframes[0].session_id
+    if any(kf.robot_id != robot or kf.session_id != session for kf in keyframes):
+        raise InputError("a descriptor batch holds keyframes of one robot and session only")
+    globals_ = np.stack([kf.global_ for kf in keyframes]).astype(_WIRE)
+    poses = None
+    if any(kf.pose is not None for kf in keyframes):
+        poses = np.stack([np.full((4, 4), np.nan) if kf.pose is None else np.asarray(kf.pose, np.float64)
+                          for kf in keyframes])
+    return DescriptorBatch(robot, session, model_id, dim, np.array([kf.id for kf in keyframes], np.uint64),
+                           np.array([kf.stamp_ns for kf in keyframes], np.int64), globals_.tobytes(), poses,
+                           features_service)
+
+
+def decode_batch(batch: DescriptorBatch, own_model_id: str, own_dim: int) -> list[Keyframe]:
+    """A received batch -> remote keyframes (``local`` None, globals re-normalised float32).
+
+    Raises FleetError when the model differs or the batch is malformed (sizes disagree, NaN).
+    """
+    what = f"robot {batch.robot_id!r} (session {batch.session_id!r})"
+    check_model(batch.model_id, batch.dim, own_model_id, own_dim, what)
+    n = len(batch.ids)
+    if batch.encoding != WIRE_ENCODING:
+        raise FleetError(f"{what} sent descriptors encoded as {batch.encoding!r}; only {WIRE_ENCODING!r} is known")
+    if len(batch.stamps_ns) != n or len(batch.descriptors) != n * batch.dim * _WIRE.itemsize:
+        raise FleetError(f"{what} sent a malformed batch: {n} ids, {len(batch.stamps_ns)} stamps, "
+                         f"{len(batch.descriptors)} descriptor bytes for {batch.dim}-d float16")
+    poses = batch.poses
+    if poses is not None and poses.shape != (n, 4, 4):
+        raise FleetError(f"{what} sent {poses.size} pose values for {n} keyframes (16 each)")
+    try:
+        globals_ = l2_normalise(np.frombuffer(batch.descriptors, _WIRE).reshape(n, batch.dim))
+    except InputError as exc:
+        raise FleetError(f"{what} sent unusable descriptors: {exc}") from None
+    return [Keyframe(id=int(i), stamp_ns=int(t), robot_id=batch.robot_id, session_id=batch.session_id,
+                     global_=g, pose=None if poses is None or not np.all(np.isfinite(poses[k])) else poses[k].copy())
+            for k, (i, t, g) in enumerate(zip(batch.ids, batch.stamps_ns, globals_))]
+
+
+def encode_locals(keyframes: Iterable[Keyframe]) -> tuple[list[int], list[int], bytes]:
+    """Keyframes with local features -> (ids, flat (h, w, c) shapes, float16 bytes); others skipped."""
+    ids: list[int] = []
+    shapes: list[int] = []
+    chunks: list[bytes] = []
+    for kf in keyframes:
+        if kf.local is None:
+            continue
+        ids.append(int(kf.id))
+        shapes.extend(int(s) for s in kf.local.shape)
+        chunks.append(np.ascontiguousarray(kf.local, np.float32).astype(_WIRE).tobytes())
+    return ids, shapes, b"".join(chunks)
+
+
+def decode_locals(ids: Sequence[int], shapes: Sequence[int], data: bytes) -> dict[int, npt.NDArray[np.float32]]:
+    """The inverse of :func:`encode_locals`: id -> (h, w, c) float32; raises FleetError if malformed."""
+    if len(shapes) != 3 * len(ids):
+        raise FleetError(f"feature answer has {len(shapes)} shape values for {len(ids)} keyframes (3 each)")
+    out: dict[int, npt.NDArray[np.float32]] = {}
+    offset = 0
+    buf = memoryview(data)
+    for k, kid in enumerate(ids):
+        shape = tuple(int(s) for s in shapes[3 * k:3 * k + 3])
+        size = int(np.prod(shape)) * _WIRE.itemsize
+        if offset + size > len(buf):
+            raise FleetError(f"feature answer is truncated at keyframe {kid}: {len(buf)} bytes")
+        local = np.frombuffer(buf[offset:offset + size], _WIRE).reshape(shape).astype(np.float32)
+        if not np.all(np.isfinite(local)):
+            raise FleetError(f"feature answer for keyframe {kid} contains NaN or inf")
+        out[int(kid)] = local
+        offset += size
+    if offset != len(buf):
+        raise FleetError(f"feature answer has {len(buf) - offset} bytes more than its shapes describe")
+    return out
+
+
+_KEYPOINT_DESCRIPTORS = {"uint8": np.dtype("u1"), "float32": np.dtype("<f4")}
+
+
+def encode_geometry(geometry: KeyframeGeometry | None) -> dict[str, Any]:
+    """A keyframe's keypoints -> the fields of vpr_ros_msgs/KeyframeGeometry ({"valid": False} for None)."""
+    if geometry is None:
+        return {"valid": False}
+    desc = np.asarray(geometry.descriptors)
+    if desc.dtype.name not in _KEYPOINT_DESCRIPTORS or desc.ndim != 2:
+        raise InputError(f"keypoint descriptors must be (N, B) uint8 or float32, got {desc.dtype} {desc.shape}")
+    return {"valid": True, "image_height": int(geometry.image_hw[0]), "image_width": int(geometry.image_hw[1]),
+            "keypoints": np.asarray(geometry.keypoints, np.float32).reshape(-1),
+            "descriptor_type": desc.dtype.name, "descriptor_size": int(desc.shape[1]),
+            "descriptors": np.ascontiguousarray(desc, _KEYPOINT_DESCRIPTORS[desc.dtype.name]).tobytes(),
+            "points3d": np.asarray(geometry.points3d, np.float32).reshape(-1),
+            "k": np.asarray(geometry.K, np.float64).reshape(-1), "d": np.asarray(geometry.D, np.float64).reshape(-1),
+            "distortion_model": geometry.distortion_model,
+            "t_body_cam": np.asarray(geometry.T_body_cam, np.float64).reshape(-1)}
+
+
+def decode_geometry(fields: Mapping[str, Any]) -> KeyframeGeometry | None:
+    """The inverse of :func:`encode_geometry`; None when not valid; raises FleetError if malformed."""
+    if not fields.get("valid"):
+        return None
+    kp = np.asarray(fields["keypoints"], np.float32)
+    n, size = len(kp) // 2, int(fields["descriptor_size"])
+    dtype = _KEYPOINT_DESCRIPTORS.get(str(fields["descriptor_type"]))
+    pts = np.asarray(fields["points3d"], np.float32)
+    k, t = np.asarray(fields["k"], np.float64), np.asarray(fields["t_body_cam"], np.float64)
+    data = bytes(fields["descriptors"])
+    if (dtype is None or len(kp) % 2 or len(pts) != 3 * n or len(data) != n * size * dtype.itemsize
+            or k.size != 9 or t.size != 16):
+        raise FleetError(f"malformed keyframe geometry: {len(kp)} keypoint values, {len(pts)} point values, "
+                         f"{len(data)} descriptor bytes of {fields['descriptor_type']!r} x {size}")
+    return KeyframeGeometry(keypoints=kp.reshape(n, 2), descriptors=np.frombuffer(data, dtype).reshape(n, size).copy(),
+                            points3d=pts.reshape(n, 3),
+                            image_hw=(int(fields["image_height"]), int(fields["image_width"])),
+                            K=k.reshape(3, 3), D=np.asarray(fields["d"], np.float64).copy(),
+                            distortion_model=str(fields["distortion_model"]), T_body_cam=t.reshape(4, 4))
