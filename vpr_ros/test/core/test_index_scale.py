@@ -114,3 +114,15 @@ def test_trained_factories_are_refused_with_advice(factory):
 def test_index_config_ranges(field):
     with pytest.raises(ConfigError, match=f"index.{field}"):
         IndexConfig(**{field: 0})
+
+
+def test_bench_map_runs_and_reports_every_index(capsys):
+    # a smoke run of `vpr-ros bench map` so the benchmark cannot rot between measurements
+    from vpr_ros.cli.main import main
+
+    assert main(["bench", "map", "--sizes", "500", "--dims", "64", "--indexes", "Flat", "HNSW32", "IVF",
+                 "--ef-search", "64", "--nprobe", "8", "--queries", "20", "--appends", "10"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("    500")]
+    assert [r[2] for r in rows] == ["Flat", "HNSW32", "IVF44,Flat"]
+    assert float(rows[0][-3]) == 1.0  # Flat is the exact reference
+    assert all(0.0 <= float(r[-3]) <= 1.0 for r in rows)
