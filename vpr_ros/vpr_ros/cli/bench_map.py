@@ -63,11 +63,11 @@ def simulated_descriptors(n: int, dim: int, n_queries: int, seed: int = 0
     for i in range(1, n):  # the walk is sequential by nature; 100k x 64 takes well under a second
         z[i] = rho * z[i - 1] + eps[i]
     noise = np.float32(0.5)
-    xb = z @ lift + noise * rng.standard_normal((n, dim), dtype=np.float32)
+    database = z @ lift + noise * rng.standard_normal((n, dim), dtype=np.float32)
     src = rng.integers(0, n, n_queries)
-    zq = z[src] + 0.2 * rng.standard_normal((n_queries, LATENT_DIM), dtype=np.float32)
-    xq = zq @ lift + noise * rng.standard_normal((n_queries, dim), dtype=np.float32)
-    return l2_normalise(xb), l2_normalise(xq)
+    z_queries = z[src] + 0.2 * rng.standard_normal((n_queries, LATENT_DIM), dtype=np.float32)
+    queries = z_queries @ lift + noise * rng.standard_normal((n_queries, dim), dtype=np.float32)
+    return l2_normalise(database), l2_normalise(queries)
 
 
 def _rss_mb() -> float:
@@ -92,8 +92,8 @@ class _Raw:
         self._index.add_with_ids(l2_normalise(vectors), np.asarray(keys, np.int64))
 
     def search(self, query: npt.ArrayLike, k: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        D, I = self._index.search(l2_normalise(query), k)
-        return I[0], D[0]
+        sims, keys = self._index.search(l2_normalise(query), k)
+        return keys[0], sims[0]
 
     def save(self, path: str) -> None:
         faiss.write_index(self._index, path)
@@ -117,9 +117,9 @@ def _set(index: object, name: str, value: int) -> None:
     faiss.ParameterSpace().set_index_parameter(inner, name, value)
 
 
-def _bench_one(name: str, xb: npt.NDArray[np.float32], xq: npt.NDArray[np.float32], gt: npt.NDArray[np.int64],
-               args: argparse.Namespace, tmp: Path) -> list[str]:
-    n, dim = xb.shape
+def _bench_one(name: str, database: npt.NDArray[np.float32], queries: npt.NDArray[np.float32],
+               truth: npt.NDArray[np.int64], args: argparse.Namespace, tmp: Path) -> list[str]:
+    n, dim = database.shape
     appends = min(args.appends, n // 10)
     keys = np.arange(n)
     factory = _factory(name, n)
@@ -128,17 +128,17 @@ def _bench_one(name: str, xb: npt.NDArray[np.float32], xq: npt.NDArray[np.float3
     t0 = time.perf_counter()
     if name.startswith("IVF"):
         rng = np.random.default_rng(1)
-        train = xb[rng.choice(n, min(n, 40 * _nlist(n)), replace=False)]
+        train = database[rng.choice(n, min(n, 40 * _nlist(n)), replace=False)]
         index: object = _Raw(dim, factory, train)
     else:
         index = KeyframeIndex(dim, IndexConfig(factory=factory))
-    index.add(keys[:n - appends], xb[:n - appends])  # type: ignore[attr-defined]
+    index.add(keys[:n - appends], database[:n - appends])  # type: ignore[attr-defined]
     build_s = time.perf_counter() - t0
     faiss.omp_set_num_threads(1)  # the node appends and searches one keyframe at a time
     times = []
     for i in range(n - appends, n):
         t = time.perf_counter()
-        index.add(keys[i:i + 1], xb[i:i + 1])  # type: ignore[attr-defined]
+        index.add(keys[i:i + 1], database[i:i + 1])  # type: ignore[attr-defined]
         times.append(time.perf_counter() - t)
     app50, app99 = _percentiles_ms(times)
     rss = _rss_mb() - rss0
@@ -157,14 +157,14 @@ def _bench_one(name: str, xb: npt.NDArray[np.float32], xq: npt.NDArray[np.float3
     for knob, value in knobs:
         if value is not None:
             _set(index, knob, value)
-        found, times = np.empty((len(xq), TOP), np.int64), []
-        for qi, q in enumerate(xq):
+        found, times = np.empty((len(queries), TOP), np.int64), []
+        for qi, q in enumerate(queries):
             t = time.perf_counter()
             ids, _ = index.search(q, TOP)  # type: ignore[attr-defined]
             times.append(time.perf_counter() - t)
             found[qi, :len(ids)] = ids
             found[qi, len(ids):] = -1
-        recall = np.mean([len(set(f) & set(g)) / TOP for f, g in zip(found, gt)])
+        recall = np.mean([len(set(f) & set(g)) / TOP for f, g in zip(found, truth)])
         p50, p99 = _percentiles_ms(times)
         label = f"{factory}" + (f" {knob}={value}" if value is not None else "")
         rows.append(f"{n:>7} {dim:>5} {label:<28} {build_s:>8.2f} {read_s:>7.3f} {app50:>7.3f} {app99:>7.3f} "
@@ -191,14 +191,14 @@ def run_map_bench(args: argparse.Namespace, emit: Callable[[str], None] = print)
     try:
         for dim in args.dims:
             for n in args.sizes:
-                xb, xq = simulated_descriptors(n, dim, args.queries, args.seed)
+                database, queries = simulated_descriptors(n, dim, args.queries, args.seed)
                 exact = faiss.IndexFlatIP(dim)
-                exact.add(xb)
-                _, gt = exact.search(xq, TOP)
+                exact.add(database)
+                _, truth = exact.search(queries, TOP)
                 del exact
                 for name in args.indexes:
                     with tempfile.TemporaryDirectory() as tmp:
-                        for row in _bench_one(name, xb, xq, gt, args, Path(tmp)):
+                        for row in _bench_one(name, database, queries, truth, args, Path(tmp)):
                             emit(row)
     finally:
         faiss.omp_set_num_threads(threads)  # the timing loops pin FAISS to one thread
