@@ -46,7 +46,7 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
                                     "images); needed with right_image_topic."),
     "odom_topic": ("odom", "nav_msgs/Odometry topic that tags keyframes with poses; empty disables it."),
     "use_sim_time": ("false", "Use /clock (bag replay) instead of the wall clock: true or false."),
-    "map_load": ("", "Map directory loaded at startup (map.load_path); empty starts with an empty map."),
+    "map_load": ("", "Map directory loaded at startup (map.load_path; several separated by commas); empty starts with an empty map."),
     "map_save": ("", "Map directory written by ~/save_map and at shutdown (map.save_path); empty: no save."),
 }
 

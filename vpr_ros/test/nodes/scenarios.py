@@ -339,7 +339,8 @@ def yaml_params(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
                 "top_k_read_only": top_k.read_only, "top_k_description": top_k.description,
                 "sim_range": [sim.floating_point_range[0].from_value, sim.floating_point_range[0].to_value],
                 "set_read_only": read_only.successful, "set_debug": debug.successful,
-                "debug_now": node._debug}
+                "debug_now": node._debug, "num_keyframes": node.detector.num_keyframes,
+                "sessions": sorted({kf.session_id for kf in node.detector.keyframes})}
     finally:
         node.close()
         node.destroy_node()

@@ -1,4 +1,4 @@
-"""``vpr-ros bench pipeline|models|verify|node|geometry|posegraph``: speed and memory benchmarks (never timed tests)."""
+"""``vpr-ros bench pipeline|models|verify|node|geometry|posegraph|map``: speed and memory benchmarks (never timed tests)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ TARGETS = {
                  "relative pose per candidate: MNN alone vs MNN + refinement + pose; errors on EuRoC"),
     "posegraph": ("vpr_ros.cli.bench_posegraph", "add_arguments", "run_posegraph_bench",
                   "pose-graph optimisation time for 1k and 10k keyframes (GTSAM, robust methods)"),
+    "map": ("vpr_ros.cli.bench_map", "add_arguments", "run_map_bench",
+            "keyframe index at 1k-100k keyframes: flat vs HNSW vs IVF, latency, recall, RSS, disk"),
 }
 
 

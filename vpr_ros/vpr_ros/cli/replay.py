@@ -86,8 +86,8 @@ def check_paths(args: argparse.Namespace) -> None:
     """Fail before the first frame (and before the model loads) on any output that cannot be
     written and any input that is missing, so an hour-long replay never dies at its end."""
     check_output_dir(args.out, must_not_exist=("loop_closures",))
-    if args.map_load:
-        check_map_load_source(args.map_load)
+    for path in args.map_load or ():
+        check_map_load_source(path)
     if args.map_save:
         # core/store.py refuses foreign targets too; checking here fails before any work is done
         check_map_save_target(args.map_save, protected=(args.bag, args.out))
@@ -102,13 +102,14 @@ def run(args: argparse.Namespace) -> int:
     pairs = load_vprbench_gt(args.gt_npy) if args.gt_npy else None
     detector = LoopClosureDetector(config, load_extractor(config))
     frame_index = {}
-    if args.map_load:
-        detector.load_map(args.map_load)
-        frame_index = load_frame_index(args.map_load)
-        if args.gt_npy and not frame_index:
+    for path in args.map_load or ():  # several maps: sessions/robots side by side, keys never collide
+        detector.load_map(path)
+        map_frames = load_frame_index(path)
+        frame_index.update(map_frames)
+        if args.gt_npy and not map_frames:
             logger.warning("map %s has no %s (it was not saved by vpr-ros replay); its keyframes have "
                            "no frame index, so --gt-npy counts none of their loops as true",
-                           args.map_load, FRAME_INDEX_FILE)
+                           path, FRAME_INDEX_FILE)
     gt = ground_truth(args, config, {kf.session_id for kf in detector.keyframes}, pairs)
     result = replay_bag(detector, args.bag, args.image_topic, args.odom_topic,
                         frame_index=frame_index, progress=not args.no_progress,
@@ -177,7 +178,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--config", help="ROS 2 parameter YAML (like config/loop_closure.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a parameter, e.g. --set verify.min_matches=60 (repeatable)")
-    p.add_argument("--map-load", metavar="DIR", help="load a saved keyframe map before replaying")
+    p.add_argument("--map-load", metavar="DIR", action="append",
+                   help="load a saved keyframe map before replaying; repeat it to load several (e.g. two "
+                        "sessions); a map of this robot and session is continued (new ids follow its own)")
     p.add_argument("--map-save", metavar="DIR",
                    help="save the keyframe map after replaying (a new or empty directory, or a "
                         "vpr_ros map, which is replaced; anything else is refused before replaying)")

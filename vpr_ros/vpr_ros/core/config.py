@@ -132,18 +132,27 @@ class KeyframeConfig:
 class IndexConfig:
     """The FAISS keyframe index."""
 
-    factory: str = dataclasses.field(default="Flat", metadata=_meta(
-        "FAISS index factory string, wrapped in IndexIDMap2 (e.g. Flat, HNSW32)."))
+    factory: str = dataclasses.field(default="auto", metadata=_meta(
+        "FAISS index factory string, wrapped in IndexIDMap2 (e.g. Flat, HNSW32), or auto: exact Flat "
+        "up to index.auto_switch_keyframes, HNSW32 above."))
     metric: str = dataclasses.field(default="inner_product", metadata=_meta(
         "Similarity metric; inner product on L2-normalised descriptors is cosine.", choices=METRICS))
     top_k: int = dataclasses.field(default=5, metadata=_meta(
         "Global candidates retrieved per query and re-ranked by verification.", lo=1, hi=1000))
+    auto_switch_keyframes: int = dataclasses.field(default=4000, metadata=_meta(
+        "With index.factory=auto: exact Flat up to this many keyframes, HNSW32 above (the crossover "
+        "measured by vpr-ros bench map, docs/benchmarks.md).", lo=1, hi=MAX_COUNT))
+    ef_search: int = dataclasses.field(default=128, metadata=_meta(
+        "HNSW search depth (efSearch) for HNSW factories and factory=auto; higher is slower and "
+        "closer to exact.", lo=1, hi=100000))
 
     def __post_init__(self) -> None:
         _check_choice("index.metric", self.metric, METRICS)
         _check_range("index.top_k", self.top_k, 1, 1000)
         if not self.factory.strip():
             raise ConfigError("index.factory is empty; use a FAISS factory string such as 'Flat'")
+        _check_range("index.auto_switch_keyframes", self.auto_switch_keyframes, 1, MAX_COUNT)
+        _check_range("index.ef_search", self.ef_search, 1, 100000)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,7 +217,8 @@ class MapConfig:
     """Persistence of the keyframe map."""
 
     load_path: str = dataclasses.field(default="", metadata=_meta(
-        "Map directory loaded at startup (empty: start with an empty map)."))
+        "Map directory loaded at startup (empty: start with an empty map); several maps separated by "
+        "commas, e.g. 'maps/mon,maps/tue'."))
     save_path: str = dataclasses.field(default="", metadata=_meta(
         "Map directory written on save_map and at shutdown (empty: do not save)."))
     store_local: bool = dataclasses.field(default=True, metadata=_meta(
@@ -233,6 +243,12 @@ class MapConfig:
         _check_range("map.autosave_sec", self.autosave_sec, 0.0, MAX_SEC)
         _check_range("map.memory_budget_mb", self.memory_budget_mb, 0.0, MAX_METRES)
         _check_range("map.thumbnail_px", self.thumbnail_px, 16, 1024)
+
+    @property
+    def load_paths(self) -> tuple[str, ...]:
+        """``load_path`` split at commas: the maps loaded at startup, in order (a string, not a
+        list, so launch arguments and ``-p map.load_path:=...`` stay one plain value)."""
+        return tuple(p.strip() for p in self.load_path.split(",") if p.strip())
 
 
 @dataclasses.dataclass(frozen=True)

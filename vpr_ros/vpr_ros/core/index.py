@@ -3,10 +3,20 @@
 The metric is inner product on unit vectors, i.e. cosine similarity; ranking by it equals ranking
 by L2 distance. Vectors are stored under caller-chosen int64 keys (``IndexIDMap2``), so keys stay
 stable when maps are merged.
+
+``index.factory=auto`` (the default) is exact ``Flat`` up to ``index.auto_switch_keyframes`` and
+``HNSW32`` above: ``vpr-ros bench map`` (docs/benchmarks.md) measured flat search growing linearly
+past 1 ms while HNSW32 at efSearch=128 stays well under it with recall@10 >= 0.99 up to 100k
+keyframes. The switch rebuilds the index once from the stored vectors. Keyframes are never removed
+from the index (only ``reset``), and exclusion filters the results instead of using an
+IDSelector, so any factory that can ``add_with_ids`` through IndexIDMap2 works, HNSW included
+(which cannot ``remove_ids``). IVF needs training, which an incremental index cannot do; it belongs
+to offline city-scale maps (docs/map_store.md).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Collection
 
@@ -17,7 +27,12 @@ import numpy.typing as npt
 from vpr_ros.core.config import IndexConfig
 from vpr_ros.core.errors import ConfigError, InputError, MapStoreError
 
-__all__ = ["KeyframeIndex", "l2_normalise"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["KeyframeIndex", "l2_normalise", "AUTO_FACTORY", "AUTO_LARGE_FACTORY"]
+
+AUTO_FACTORY = "auto"
+AUTO_LARGE_FACTORY = "HNSW32"  # what factory=auto switches to above index.auto_switch_keyframes
 
 
 def l2_normalise(x: npt.ArrayLike, name: str = "descriptor") -> npt.NDArray[np.float32]:
@@ -45,18 +60,40 @@ class KeyframeIndex:
     def __init__(self, dim: int, config: IndexConfig | None = None) -> None:
         self.config = config or IndexConfig()
         self.dim = int(dim)
+        self._auto = self.config.factory.strip() == AUTO_FACTORY
+        self._index = self._build("Flat" if self._auto else self.config.factory)
+
+    def _build(self, factory: str) -> faiss.IndexIDMap2:
         try:
-            base = faiss.index_factory(self.dim, self.config.factory, faiss.METRIC_INNER_PRODUCT)
+            base = faiss.index_factory(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
             raise ConfigError(
-                f"index.factory={self.config.factory!r} is not a valid FAISS factory string for "
-                f"dimension {self.dim} ({str(exc).splitlines()[-1] if str(exc) else exc}); try 'Flat' or 'HNSW32'"
+                f"index.factory={factory!r} is not a valid FAISS factory string for "
+                f"dimension {self.dim} ({str(exc).splitlines()[-1] if str(exc) else exc}); try 'auto', "
+                "'Flat' or 'HNSW32'"
             ) from None
         if not base.is_trained:
             raise ConfigError(
-                f"index.factory={self.config.factory!r} needs training, which an incremental keyframe "
-                "index cannot do; use 'Flat' or 'HNSW32'")
-        self._index = faiss.IndexIDMap2(base)
+                f"index.factory={factory!r} needs training, which an incremental keyframe "
+                "index cannot do; use 'auto', 'Flat' or 'HNSW32'")
+        index = faiss.IndexIDMap2(base)
+        self._set_search_parameters(index)
+        return index
+
+    def _set_search_parameters(self, index: faiss.Index) -> None:
+        # FAISS's HNSW default efSearch=16 gives recall@10 well below 0.99 on large maps.
+        if isinstance(faiss.downcast_index(index.index), faiss.IndexHNSW):
+            faiss.ParameterSpace().set_index_parameter(index, "efSearch", self.config.ef_search)
+
+    @property
+    def factory(self) -> str:
+        """The kind of index held now: ``auto`` resolves to Flat or HNSW32, a loaded file to its own."""
+        base = faiss.downcast_index(self._index.index)
+        if isinstance(base, faiss.IndexFlat):
+            return "Flat"
+        if isinstance(base, faiss.IndexHNSW):
+            return f"HNSW{base.hnsw.nb_neighbors(1)}"
+        return self.config.factory
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -69,7 +106,22 @@ class KeyframeIndex:
             raise InputError(
                 f"descriptors have shape {vecs.shape}, expected ({len(keys_arr)}, {self.dim}); "
                 "the model and the index disagree on the descriptor dimension")
+        if self._auto and self.factory == "Flat" and len(self) + len(keys_arr) > self.config.auto_switch_keyframes:
+            self._switch_to_large(keys_arr, vecs)
+            return
         self._index.add_with_ids(vecs, keys_arr)
+
+    def _switch_to_large(self, keys: npt.NDArray[np.int64], vecs: npt.NDArray[np.float32]) -> None:
+        """Rebuild as HNSW32 from the stored vectors plus the new ones (once per map)."""
+        n = len(self)
+        old_keys = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        old_vecs = self._index.index.reconstruct_n(0, n) if n else np.empty((0, self.dim), np.float32)
+        large = self._build(AUTO_LARGE_FACTORY)
+        large.add_with_ids(np.concatenate([old_vecs, vecs]), np.concatenate([old_keys, keys]))
+        self._index = large
+        logger.info("keyframe index: %d keyframes > index.auto_switch_keyframes=%d, switched from exact Flat "
+                    "to %s (efSearch=%d)", len(self), self.config.auto_switch_keyframes, AUTO_LARGE_FACTORY,
+                    self.config.ef_search)
 
     def search(self, query: npt.ArrayLike, k: int,
                exclude: Collection[int] = ()) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
@@ -116,5 +168,8 @@ class KeyframeIndex:
         self = cls.__new__(cls)
         self.config = config or IndexConfig()
         self.dim = int(raw.d)
+        self._auto = self.config.factory.strip() == AUTO_FACTORY
         self._index = raw
+        if hasattr(raw, "id_map"):
+            self._set_search_parameters(raw)
         return self

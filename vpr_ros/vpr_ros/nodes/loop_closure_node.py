@@ -74,8 +74,8 @@ class LoopClosureNode(Node):
         self._detector_lock = threading.Lock()
         self.maps = MapKeeper(self.detector, self._detector_lock, self.config.map, self.get_logger(),
                               self.stats.count)
-        if self.config.map.load_path:
-            loaded = self.maps.load(self.config.map.load_path)
+        for path in self.config.map.load_paths:
+            loaded = self.maps.load(path)
             if not loaded.success:  # a map the user asked for must not be silently replaced by nothing
                 raise VprError(f"map.load_path: {loaded.message}")
             self.get_logger().info(loaded.message)
@@ -283,7 +283,11 @@ class LoopClosureNode(Node):
         return self._map_io(response, request.path or self.config.map.save_path, save=True)
 
     def _on_load_map(self, request: MapIO.Request, response: MapIO.Response) -> MapIO.Response:
-        return self._map_io(response, request.path or self.config.map.load_path, save=False)
+        for path in [request.path] if request.path else (self.config.map.load_paths or ("",)):
+            response = self._map_io(response, path, save=False)
+            if not response.success:
+                break
+        return response
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         result = self.maps.reset()
