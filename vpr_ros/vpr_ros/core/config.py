@@ -53,6 +53,7 @@ MAX_COUNT = 1_000_000
 GEOMETRY_METHODS = ("auto", "off", "essential", "pnp")
 KEYPOINT_TYPES = ("sift", "orb")
 ON_INVALID = ("publish", "reject")
+LOCAL_ENCODINGS = ("float32", "float16", "int8")  # core/local_records.py
 
 
 def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
@@ -220,6 +221,13 @@ class MapConfig:
     memory_budget_mb: float = dataclasses.field(default=0.0, metadata=_meta(
         "Node: diagnostics warn when the keyframes' descriptors outgrow this many MB (0 disables); "
         "per keyframe lite0-gem keeps 0.18 MB, SelaVPR 1.91 MB (docs/ros2.md).", lo=0.0, hi=MAX_METRES))
+    append: bool = dataclasses.field(default=True, metadata=_meta(
+        "Node: append every keyframe to map.save_path as it is made (a live map, docs/map_store.md: kill -9 "
+        "loses at most the keyframe being written; save_map copies it); false: write whole snapshots on "
+        "autosave and at shutdown."))
+    local_encoding: str = dataclasses.field(default="float16", metadata=_meta(
+        "Disk encoding of dense local features in a live map: float32, float16 or int8 (per-location scale; "
+        "SelaVPR 0.48 MB per keyframe instead of 0.95 MB); read back as float32.", choices=LOCAL_ENCODINGS))
 
     def __post_init__(self) -> None:
         if self.save_path and Path(self.save_path).name in ("", ".", ".."):
@@ -227,6 +235,7 @@ class MapConfig:
                               "would replace the current directory or a parent); give e.g. 'maps/office'")
         _check_range("map.autosave_sec", self.autosave_sec, 0.0, MAX_SEC)
         _check_range("map.memory_budget_mb", self.memory_budget_mb, 0.0, MAX_METRES)
+        _check_choice("map.local_encoding", self.local_encoding, LOCAL_ENCODINGS)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,6 +36,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from vpr_ros.core import atomic_dir, map_geometry
+from vpr_ros.core.map_log import is_live_name_set, classify_live
 from vpr_ros.core.atomic_dir import fsync_dir, fsync_file
 from vpr_ros.core.errors import MapStoreError
 from vpr_ros.core.index import KeyframeIndex
@@ -74,6 +75,8 @@ def classify_dir(path: Path) -> str:
         return "foreign"
     try:
         names = set(os.listdir(path))
+        if is_live_name_set(names):  # an incremental map (core/map_log.py): saves may replace it too
+            return classify_live(path)
         local = path / "local"
         if "local" in names and (local.is_symlink() or not local.is_dir()
                                  or not all(_SHARD_NAME.fullmatch(n) for n in os.listdir(local))):

@@ -77,6 +77,9 @@ class LoopClosureNode(Node):
             self.get_logger().info(loaded.message)
         if self.config.map.save_path:  # refuse a foreign target at startup, not at the first autosave
             check_save_target(self.config.map.save_path)
+        started = self.maps.start()  # map.append: every keyframe goes to the live map at save_path
+        if not started.success:
+            raise VprError(f"map.save_path: {started.message}")
         self._queue: collections.deque[tuple[Any, float]] = collections.deque()
         self._wake = threading.Condition()
         self._stopping = False
@@ -305,6 +308,7 @@ class LoopClosureNode(Node):
                 self.get_logger().info(f"{result.message} at shutdown")
             else:
                 self.get_logger().error(f"at shutdown: {result.message}")
+        self.maps.close()
 
 
 def main(args: list[str] | None = None) -> int:
