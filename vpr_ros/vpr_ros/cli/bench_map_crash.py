@@ -1,0 +1,166 @@
+"""``vpr-ros bench crash``: SIGKILL a live-map writer at random moments and reopen the map after each kill.
+
+Each trial forks a writer that continues the live map (core/map_log.py), appends deterministic
+simulated keyframes (key k is rebuilt from seed k, so every byte read back can be checked) and, now and
+then, writes a snapshot of it to a second path; after each append or snapshot returns it tells the
+parent over a pipe. The parent kills it with SIGKILL after a random delay, then checks:
+
+* the map opens (a failure to open is counted, never expected);
+* it holds every acknowledged keyframe and at most one more (the one being written);
+* every keyframe reads back exactly as written (no half-written record returned);
+* once a snapshot was acknowledged, the snapshot path always opens (old or new copy, never neither).
+
+The CI test (test/core/test_map_crash_harness.py) runs ~20 small trials; this benchmark >= 100.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import select
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["add_arguments", "run_crash_bench", "run_trials", "simulated_keyframe"]
+
+DIM = 64
+FP = {"model_id": "simulated@crash", "weights_digest": "crash", "preprocessing": None}
+
+
+def simulated_keyframe(key: int, shape: tuple[int, int, int]) -> Any:
+    """The simulated keyframe with map key ``key`` (same bytes every time it is rebuilt)."""
+    from vpr_ros.core.types import Keyframe
+    rng = np.random.default_rng(key)
+    g = rng.standard_normal(DIM).astype(np.float32)
+    local = rng.standard_normal(shape).astype(np.float32)
+    return Keyframe(id=key, stamp_ns=key * 10**9, robot_id="simulated", session_id="crash",
+                    global_=g / np.linalg.norm(g), local=local, pose=np.eye(4))
+
+
+def _writer(root: Path, copy: Path, shape: tuple[int, int, int], encoding: str, snapshot_every: int,
+            w: int) -> None:
+    from vpr_ros.core import map_log
+    log = map_log.open_for_append(root, FP, DIM, encoding)
+    while True:
+        key = len(log)
+        log.append(simulated_keyframe(key, shape))
+        os.write(w, f"A{key + 1}\n".encode())
+        if snapshot_every and (key + 1) % snapshot_every == 0:
+            map_log.snapshot(log, copy)
+            os.write(w, f"S{key + 1}\n".encode())
+
+
+def _check(path: Path, acked: int | None, shape: tuple[int, int, int], encoding: str,
+           checked: dict[str, int]) -> tuple[int, str | None]:
+    """Open ``path``; (count, problem or None). Keys below ``checked[path]`` were verified before."""
+    from vpr_ros.core import atomic_dir, map_log
+    from vpr_ros.core.local_records import decode, encode
+    from vpr_ros.core.store import classify_dir
+    try:
+        atomic_dir.recover(path.absolute(), classify_dir)
+        log = map_log.MapLog(path, FP)
+    except Exception as exc:  # noqa: BLE001 - any failure to open is what this harness counts
+        return -1, f"{path.name} does not open: {type(exc).__name__}: {exc}"
+    try:
+        n = len(log)
+        if acked is not None and not acked <= n <= acked + 1:
+            return n, f"{path.name} holds {n} keyframes, {acked} were acknowledged"
+        for key in range(max(0, checked.get(str(path), 0) - 1), n):
+            want = simulated_keyframe(key, shape)
+            got = log.keyframes[key]
+            local = log.read_local(key)
+            if (got.id != key or not np.array_equal(got.global_, want.global_)
+                    or not np.array_equal(local, decode(encode(want.local, encoding), shape, encoding))):
+                return n, f"{path.name} keyframe {key} reads back different from what was written"
+        checked[str(path)] = n
+        return n, None
+    except Exception as exc:  # noqa: BLE001
+        return -1, f"{path.name} keyframe read failed: {type(exc).__name__}: {exc}"
+    finally:
+        log.close()
+
+
+def run_trials(workdir: Path, trials: int, seed: int = 0, shape: tuple[int, int, int] = (16, 16, 64),
+               encoding: str = "float16", max_delay_s: float = 0.05, snapshot_every: int = 7,
+               time_budget_s: float = 600.0) -> dict[str, Any]:
+    """Run the kill/reopen trials under ``workdir``; returns counts (``problems`` must be empty)."""
+    # Imported once here (FAISS and OpenCV take ~1 s), so each forked writer starts at once.
+    from vpr_ros.core import map_log, store  # noqa: F401
+    root, copy = workdir / "live", workdir / "snapshot"
+    rng = random.Random(seed)
+    acked, snap_acked, problems, in_flight_kept, checked = 0, 0, [], 0, {}
+    t0 = time.monotonic()
+    done = 0
+    for trial in range(trials):
+        if time.monotonic() - t0 > time_budget_s:
+            break
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: never returns into the caller (pytest, the CLI)
+            try:
+                os.close(r)
+                _writer(root, copy, shape, encoding, snapshot_every, w)
+            finally:
+                os._exit(1)
+        os.close(w)
+        deadline = time.monotonic() + rng.uniform(0.0, max_delay_s) + (0.3 if trial == 0 else 0.0)
+        buf = b""
+        trial_acked = None
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([r], [], [], left)
+            if ready:
+                chunk = os.read(r, 4096)
+                if not chunk:
+                    break
+                buf += chunk
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        buf += b"".join(iter(lambda: os.read(r, 4096), b""))
+        os.close(r)
+        for line in buf.decode().split():
+            if line[0] == "A":
+                trial_acked = int(line[1:])
+            else:
+                snap_acked = max(snap_acked, int(line[1:]))
+        acked = trial_acked if trial_acked is not None else acked
+        if not acked and not map_log.is_live_map(root):
+            n, problem = 0, None  # killed while creating the map: nothing was acknowledged, nothing to open
+        else:
+            n, problem = _check(root, acked, shape, encoding, checked)
+        in_flight_kept += problem is None and n == acked + 1  # killed after the commit, before the ack
+        if problem:
+            problems.append(f"trial {trial}: {problem}")
+        if snap_acked:
+            n_copy, problem = _check(copy, None, shape, encoding, checked)
+            if problem is None and n_copy < snap_acked:
+                problem = f"snapshot holds {n_copy} keyframes, one of {snap_acked} was acknowledged"
+            if problem:
+                problems.append(f"trial {trial}: {problem}")
+        acked = max(acked, n)  # the next writer continues from what is on disk
+        done += 1
+    return {"trials": done, "keyframes": acked, "in_flight_keyframe_kept": in_flight_kept, "snapshots_acknowledged": snap_acked, "problems": problems,
+            "seconds": round(time.monotonic() - t0, 1)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trials", type=int, default=100, help="kill/reopen trials (default 100)")
+    parser.add_argument("--shape", default="61,61,128", help="local feature grid h,w,c (default SelaVPR's)")
+    parser.add_argument("--encoding", default="float16", choices=("float32", "float16", "int8"))
+    parser.add_argument("--max-delay", type=float, default=0.2, help="longest time before a kill, seconds")
+    parser.add_argument("--workdir", default="", help="directory for the maps (default: a new temporary one)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run_crash_bench(args: argparse.Namespace) -> int:
+    import tempfile
+    shape = tuple(int(s) for s in args.shape.split(","))
+    with tempfile.TemporaryDirectory(dir=args.workdir or None) as tmp:
+        out = run_trials(Path(tmp), args.trials, args.seed, shape, args.encoding, args.max_delay)
+    print(json.dumps(out, indent=1))
+    return 0 if not out["problems"] else 1
