@@ -148,6 +148,71 @@ def run_trials(workdir: Path, trials: int, seed: int = 0, shape: tuple[int, int,
             "seconds": round(time.monotonic() - t0, 1)}
 
 
+def _rss_mb() -> tuple[float, float]:
+    """(current, peak) resident set size of this process, MB."""
+    import resource
+    with open("/proc/self/statm") as f:
+        current = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    return current, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+
+
+class _SimulatedModel:
+    model_id = "simulated@memory"
+    global_dim = 1024
+
+
+def run_memory(workdir: Path, n: int, shape: tuple[int, int, int], encoding: str, queries: int = 5) -> dict[str, Any]:
+    """Build an n-keyframe live map of simulated SelaVPR-sized descriptors, then open it in a detector
+    and run ``queries`` keyframes through search + MNN verification; RSS, times and disk per keyframe."""
+    from vpr_ros.core import map_log
+    from vpr_ros.core.config import config_from_flat
+    from vpr_ros.core.detector import LoopClosureDetector
+    rng = np.random.default_rng(0)
+    pool = [rng.standard_normal(shape).astype(np.float32) for _ in range(8)]
+    fp = map_log.fingerprint(_SimulatedModel())
+    root = workdir / "memory_map"
+    log = map_log.open_for_append(root, fp, _SimulatedModel.global_dim, encoding)
+    from vpr_ros.core.types import Keyframe
+    t0 = time.perf_counter()
+    for k in range(n):
+        g = rng.standard_normal(_SimulatedModel.global_dim).astype(np.float32)
+        log.append(Keyframe(k, k * 10**9, "simulated", "memory", g / np.linalg.norm(g), pool[k % 8], np.eye(4)))
+    append_ms = (time.perf_counter() - t0) / max(n, 1) * 1e3
+    log.close()
+    disk = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a fresh detector in a child, so the peak RSS is the detector's, not the builder's
+        try:
+            os.close(r)
+            before = _rss_mb()[0]
+            det = LoopClosureDetector(config_from_flat({"detector.robot_id": "query", "map.local_encoding": encoding}),
+                                      _SimulatedModel())
+            t1 = time.perf_counter()
+            det.load_map(root)
+            open_s = time.perf_counter() - t1
+            t2 = time.perf_counter()
+            for q in range(queries):
+                g = rng.standard_normal(_SimulatedModel.global_dim).astype(np.float32)
+                det.process_descriptors((q + 1) * 10**10, g, pool[q % 8])
+            query_ms = (time.perf_counter() - t2) / queries * 1e3
+            keys = rng.integers(0, n, 200)
+            t3 = time.perf_counter()
+            for k in keys:
+                det.local_features(int(k))
+            read_ms = (time.perf_counter() - t3) / len(keys) * 1e3
+            os.write(w, json.dumps({"rss_before_mb": round(before), "rss_after_mb": round(_rss_mb()[0]),
+                                    "rss_peak_mb": round(_rss_mb()[1]), "open_s": round(open_s, 2),
+                                    "query_ms": round(query_ms, 1), "read_local_ms": round(read_ms, 2)}).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    child = json.loads(b"".join(iter(lambda: os.read(r, 65536), b"")) or b"{}")
+    os.waitpid(pid, 0)
+    return {"simulated_keyframes": n, "local_shape": list(shape), "encoding": encoding,
+            "append_ms": round(append_ms, 2), "disk_mb_per_keyframe": round(disk / n / 1e6, 3), **child}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=int, default=100, help="kill/reopen trials (default 100)")
     parser.add_argument("--shape", default="61,61,128", help="local feature grid h,w,c (default SelaVPR's)")
@@ -155,12 +220,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-delay", type=float, default=0.2, help="longest time before a kill, seconds")
     parser.add_argument("--workdir", default="", help="directory for the maps (default: a new temporary one)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--memory-keyframes", type=int, default=0,
+                        help="instead: build a live map of this many simulated keyframes and report RSS of a "
+                             "detector searching it (e.g. 10000; needs ~5 GB of disk at int8)")
 
 
 def run_crash_bench(args: argparse.Namespace) -> int:
     import tempfile
     shape = tuple(int(s) for s in args.shape.split(","))
     with tempfile.TemporaryDirectory(dir=args.workdir or None) as tmp:
+        if args.memory_keyframes:
+            print(json.dumps(run_memory(Path(tmp), args.memory_keyframes, shape, args.encoding), indent=1))
+            return 0
         out = run_trials(Path(tmp), args.trials, args.seed, shape, args.encoding, args.max_delay)
     print(json.dumps(out, indent=1))
     return 0 if not out["problems"] else 1

@@ -17,7 +17,6 @@ checks the header and the crc32, so a half-written or damaged record is never re
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
 import zlib
@@ -81,26 +80,9 @@ class SegmentReader:
         self.shape = shape
         self.encoding = encoding
         self.payload = payload_size(shape, encoding)
-        self._maps: dict[int, np.memmap] = {}
 
     def path(self, segment: int) -> Path:
         return self.root / "local" / f"{segment:05d}.seg"
-
-    def _view(self, segment: int, end: int) -> np.memmap:
-        m = self._maps.get(segment)
-        if m is None or m.shape[0] < end:  # the writer appended since we mapped it: map again
-            try:
-                m = np.memmap(self.path(segment), np.uint8, "r")
-            except (OSError, ValueError) as exc:  # ValueError: an empty file cannot be mapped
-                raise MapStoreError(f"map {self.root}: cannot read local feature segment local/{segment:05d}.seg "
-                                    f"({exc}); the map is damaged — re-create it or load another") from None
-            if m.shape[0] >= end:
-                try:
-                    m._mmap.madvise(mmap.MADV_RANDOM)  # a record per candidate: no read-ahead of neighbours
-                except (AttributeError, OSError):
-                    pass
-            self._maps[segment] = m
-        return m
 
     def header_ok(self, segment: int, offset: int, key: int) -> bool:
         """Cheap check (no crc) that a whole record for ``key`` lies at ``offset``: used on open."""
@@ -116,20 +98,29 @@ class SegmentReader:
         return magic == MAGIC and got_key == key and length == self.payload
 
     def read(self, segment: int, offset: int, key: int) -> npt.NDArray[np.float32]:
-        """Local features of ``key`` (a new float32 array); MapStoreError names the segment if damaged."""
-        end = offset + HEADER + self.payload
-        m = self._view(segment, end)
+        """Local features of ``key`` (a new float32 array); MapStoreError names the segment if damaged.
+
+        Each read maps just its record and unmaps it after decoding, so the pages of records read
+        once do not stay in this process's RSS (the page cache still keeps them for the next read).
+        """
         name = f"local/{segment:05d}.seg"
-        if m.shape[0] < end:
-            raise MapStoreError(f"map {self.root}: local feature segment {name} ends before keyframe key {key}'s "
-                                "record; the map is damaged — re-create it or load another")
-        magic, got_key, length, crc = _HEADER.unpack(bytes(m[offset:offset + HEADER]))
-        payload = memoryview(m[offset + HEADER:end])
-        if magic != MAGIC or got_key != key or length != self.payload or zlib.crc32(payload) != crc:
-            raise MapStoreError(f"map {self.root}: local feature segment {name} is damaged at byte {offset} "
-                                f"(record of keyframe key {key} fails its header or crc32 check); re-create the "
-                                "map or load another")
-        return decode(payload, self.shape, self.encoding)
+        try:
+            m = np.memmap(self.path(segment), np.uint8, "r", offset=offset, shape=(HEADER + self.payload,))
+        except (OSError, ValueError) as exc:  # ValueError: the file ends before the record does
+            raise MapStoreError(f"map {self.root}: cannot read keyframe key {key}'s record in local feature "
+                                f"segment {name} ({exc}); the map is damaged — re-create it or load another") from None
+        payload = None
+        try:
+            magic, got_key, length, crc = _HEADER.unpack(bytes(m[:HEADER]))
+            payload = memoryview(m[HEADER:])
+            if magic != MAGIC or got_key != key or length != self.payload or zlib.crc32(payload) != crc:
+                raise MapStoreError(f"map {self.root}: local feature segment {name} is damaged at byte {offset} "
+                                    f"(record of keyframe key {key} fails its header or crc32 check); re-create "
+                                    "the map or load another")
+            return decode(payload, self.shape, self.encoding)
+        finally:
+            del payload  # the mapping can only close once no view of it is left
+            m._mmap.close()
 
     def close(self) -> None:
-        self._maps.clear()
+        """Nothing stays mapped between reads; kept for symmetry with the writer."""
