@@ -213,6 +213,65 @@ def run_memory(workdir: Path, n: int, shape: tuple[int, int, int], encoding: str
             "append_ms": round(append_ms, 2), "disk_mb_per_keyframe": round(disk / n / 1e6, 3), **child}
 
 
+def run_corridor_decisions(workdir: Path, preset: str) -> dict[str, Any]:
+    """Two-session Corridor (ref = map, query = loops against it) with the real model ``preset``: every
+    verification decision with the map in RAM (float32) against a live map in each encoding."""
+    from vpr_ros.cli.demo import corridor_frames
+    from vpr_ros.cli.replay import load_extractor
+    from vpr_ros.core.config import config_from_flat
+    from vpr_ros.core.detector import LoopClosureDetector
+    base = config_from_flat({"model.preset": preset})
+    model = load_extractor(base)
+    sessions = []
+    for split, offset in (("ref", 0), ("query", 10**12)):
+        frames = corridor_frames(split)
+        desc = [model.extract([im]) for im in frames]
+        sessions.append([(offset + i * 5 * 10**8, d.global_[0], None if d.local is None else d.local[0])
+                         for i, d in enumerate(desc)])
+
+    def decisions(encoding: str | None) -> tuple[list[tuple[int, int, int, bool]], int, float]:
+        def cfg(session: str) -> Any:
+            return config_from_flat({"detector.session_id": session, "map.local_encoding": encoding or "float32"},
+                                    base=base)
+        first = LoopClosureDetector(cfg("s1"), model)
+        if encoding:
+            first.attach_store(workdir / f"corridor_{encoding}")
+        for stamp, g, local in sessions[0]:
+            first.process_descriptors(stamp, g, local)
+        disk = 0.0
+        second = LoopClosureDetector(cfg("s2"), model)
+        if encoding:
+            first.detach_store()
+            root = workdir / f"corridor_{encoding}"
+            disk = sum(f.stat().st_size for f in (root / "local").iterdir()) / max(first.num_keyframes, 1) / 1e6
+            second.load_map(root)
+        else:
+            second.load_map(_save_plain(first, workdir / "corridor_plain"))
+        out, loops = [], 0
+        for q, (stamp, g, local) in enumerate(sessions[1]):
+            step = second.process_descriptors(stamp, g, local)
+            out += [(q, v.candidate.keyframe_id, v.local_matches, v.accepted) for v in step.verifications]
+            loops += len(step.loop_closures)
+        return sorted(out), loops, disk
+
+    ref, ref_loops, _ = decisions(None)
+    result: dict[str, Any] = {"preset": preset, "model_id": model.model_id, "verifications": len(ref),
+                              "loops_in_ram": ref_loops}
+    for encoding in ("float32", "float16", "int8"):
+        got, loops, disk = decisions(encoding)
+        result[encoding] = {
+            "accept_decisions_changed": sum(a[3] != b[3] for a, b in zip(ref, got)) + abs(len(ref) - len(got)),
+            "mnn_counts_changed": sum(a[2] != b[2] for a, b in zip(ref, got)),
+            "max_mnn_count_change": max((abs(a[2] - b[2]) for a, b in zip(ref, got)), default=0),
+            "loops": loops, "local_mb_per_keyframe": round(disk, 4)}
+    return result
+
+
+def _save_plain(detector: Any, path: Path) -> Path:
+    detector.save_map(path)
+    return path
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=int, default=100, help="kill/reopen trials (default 100)")
     parser.add_argument("--shape", default="61,61,128", help="local feature grid h,w,c (default SelaVPR's)")
@@ -220,6 +279,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-delay", type=float, default=0.2, help="longest time before a kill, seconds")
     parser.add_argument("--workdir", default="", help="directory for the maps (default: a new temporary one)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--corridor", default="", metavar="PRESET",
+                        help="instead: loop decisions on the Corridor with the real model PRESET, map in RAM vs "
+                             "a live map in each encoding (e.g. lite0-gem)")
     parser.add_argument("--memory-keyframes", type=int, default=0,
                         help="instead: build a live map of this many simulated keyframes and report RSS of a "
                              "detector searching it (e.g. 10000; needs ~5 GB of disk at int8)")
@@ -229,6 +291,9 @@ def run_crash_bench(args: argparse.Namespace) -> int:
     import tempfile
     shape = tuple(int(s) for s in args.shape.split(","))
     with tempfile.TemporaryDirectory(dir=args.workdir or None) as tmp:
+        if args.corridor:
+            print(json.dumps(run_corridor_decisions(Path(tmp), args.corridor), indent=1))
+            return 0
         if args.memory_keyframes:
             print(json.dumps(run_memory(Path(tmp), args.memory_keyframes, shape, args.encoding), indent=1))
             return 0
