@@ -165,7 +165,8 @@ def test_detector_appends_each_keyframe_and_keeps_no_local_in_ram(tmp_path):
     kfs = synthetic_keyframes(5)
     for kf in kfs:
         det.process_descriptors(kf.stamp_ns, kf.global_, kf.local, kf.pose)
-        assert len(map_log.MapLog(tmp_path / "live", FP)) == det.num_keyframes  # on disk before process_descriptors returns
+        # On disk before process_descriptors returns.
+        assert len(map_log.MapLog(tmp_path / "live", FP)) == det.num_keyframes
     assert all(kf.local is None for kf in det.keyframes)
     assert np.array_equal(det.local_features(2), kfs[2].local)
     det.detach_store()

@@ -421,7 +421,8 @@ def autosave(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(a.tmp)
     (tmp / "a_file").write_text("x")
     # map.append false: this scenario is about snapshot autosaves (live maps: append_kill).
-    common = [*TEST_PARAMS, "-p", "map.autosave_sec:=0.5", "-p", "map.memory_budget_mb:=0.05", "-p", "map.append:=false"]
+    common = [*TEST_PARAMS, "-p", "map.autosave_sec:=0.5", "-p", "map.memory_budget_mb:=0.05",
+              "-p", "map.append:=false"]
     ok = NodeProcess(["--ros-args", "-r", "__ns:=/ok", *common, "-p", f"map.save_path:={tmp / 'auto'}"],
                      tmp / "node_auto_ok.log")
     bad = NodeProcess(["--ros-args", "-r", "__ns:=/bad", *common, "-p", f"map.save_path:={tmp / 'blocked'}"],

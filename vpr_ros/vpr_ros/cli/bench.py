@@ -19,7 +19,7 @@ TARGETS = {
                  "relative pose per candidate: MNN alone vs MNN + refinement + pose; errors on EuRoC"),
     "posegraph": ("vpr_ros.cli.bench_posegraph", "add_arguments", "run_posegraph_bench",
                   "pose-graph optimisation time for 1k and 10k keyframes (GTSAM, robust methods)"),
-    "crash": ("vpr_ros.cli.bench_map_crash", "add_arguments", "run_crash_bench", "SIGKILL a live-map writer >= 100 times; reopen each time"),
+    "crash": ("vpr_ros.cli.bench_map_crash", "add_arguments", "run_crash_bench", "SIGKILL a live-map writer >= 100x"),
 }
 
 

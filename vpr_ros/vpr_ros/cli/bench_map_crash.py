@@ -144,7 +144,8 @@ def run_trials(workdir: Path, trials: int, seed: int = 0, shape: tuple[int, int,
                 problems.append(f"trial {trial}: {problem}")
         acked = max(acked, n)  # the next writer continues from what is on disk
         done += 1
-    return {"trials": done, "keyframes": acked, "in_flight_keyframe_kept": in_flight_kept, "snapshots_acknowledged": snap_acked, "problems": problems,
+    return {"trials": done, "keyframes": acked, "in_flight_keyframe_kept": in_flight_kept,
+            "snapshots_acknowledged": snap_acked, "problems": problems,
             "seconds": round(time.monotonic() - t0, 1)}
 
 

@@ -108,7 +108,8 @@ class SegmentReader:
             m = np.memmap(self.path(segment), np.uint8, "r", offset=offset, shape=(HEADER + self.payload,))
         except (OSError, ValueError) as exc:  # ValueError: the file ends before the record does
             raise MapStoreError(f"map {self.root}: cannot read keyframe key {key}'s record in local feature "
-                                f"segment {name} ({exc}); the map is damaged — re-create it or load another") from None
+                                f"segment {name} ({exc}); the map is damaged — re-create it or load "
+                                "another") from None
         payload = None
         try:
             magic, got_key, length, crc = _HEADER.unpack(bytes(m[:HEADER]))

@@ -61,7 +61,8 @@ def fingerprint(model: Any) -> dict[str, Any]:
     spec = getattr(model, "spec", None)
     prep = None if spec is None else {
         "recipe": getattr(spec, "preprocess", None), "input_size": list(getattr(spec, "input_size", ()) or ()),
-        "patch_multiple": getattr(spec, "patch_multiple", None), "keep_aspect": bool(getattr(model, "keep_aspect", False))}
+        "patch_multiple": getattr(spec, "patch_multiple", None),
+        "keep_aspect": bool(getattr(model, "keep_aspect", False))}
     return {"model_id": model_id, "weights_digest": model_id.partition("@")[2], "preprocessing": prep}
 
 
@@ -177,7 +178,8 @@ class MapLog:
                 db.close()
                 raise
         except (sqlite3.Error, ValueError) as exc:
-            raise MapStoreError(f"map {self.root}: {LOG} is damaged ({exc}); re-create it or load another map") from None
+            raise MapStoreError(f"map {self.root}: {LOG} is damaged ({exc}); re-create it or load another "
+                                "map") from None
         shape = meta.get("local_shape")
         self.local_shape = None if shape is None else tuple(int(s) for s in shape)
         self._reader = None if self.local_shape is None else SegmentReader(self.root, self.local_shape, self.encoding)
