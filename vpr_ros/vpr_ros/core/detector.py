@@ -119,7 +119,8 @@ class LoopClosureDetector:
         log, log_key = self._local_refs[key]
         return log.read_local(log_key)
 
-    def _with_local(self, key: int) -> Keyframe:
+    def keyframe_with_local(self, key: int) -> Keyframe:
+        """Keyframe ``key`` with its local features (a copy with them read from disk where they live there)."""
         kf = self._keyframes[key]
         return kf if kf.local is not None else dataclasses.replace(kf, local=self.local_features(key))
 
@@ -149,7 +150,7 @@ class LoopClosureDetector:
         for key in range(len(self._keyframes)):
             kf = self._keyframes[key]
             if (kf.robot_id, kf.session_id, kf.id) not in present:
-                self._append_to_store(key, self._with_local(key))
+                self._append_to_store(key, self.keyframe_with_local(key))
         return added
 
     def detach_store(self) -> None:
@@ -157,7 +158,7 @@ class LoopClosureDetector:
         if getattr(self, "_store", None) is not None:
             for key, (log, _) in list(self._local_refs.items()):
                 if log is self._store:  # keep what is still needed in memory before the map closes
-                    self._keyframes[key] = self._with_local(key)
+                    self._keyframes[key] = self.keyframe_with_local(key)
                     del self._local_refs[key]
             self._store.close()
         self._store = None
@@ -188,7 +189,8 @@ class LoopClosureDetector:
             written = map_log.snapshot(self._store, target)
             logger.info("snapshot of %d keyframes written to %s", len(self._store), written)
             return len(self._store)
-        keyframes = [self._with_local(k) for k in range(len(self._keyframes))] if self._local_refs else self._keyframes
+        keyframes = ([self.keyframe_with_local(k) for k in range(len(self._keyframes))] if self._local_refs
+                     else self._keyframes)
         written = save_keyframes(path, keyframes, self.model_id, self.model.global_dim,
                                  index_writer=self._index.save)
         logger.info("saved %d keyframes to %s", len(self._keyframes), written)
@@ -232,7 +234,7 @@ class LoopClosureDetector:
                                      if log.locations[lk] is not None})
         if self._store is not None and log is not self._store:
             for k in keys:
-                self._append_to_store(int(k), self._with_local(int(k)))
+                self._append_to_store(int(k), self.keyframe_with_local(int(k)))
         own = [k for k, kf in zip(keys, fresh) if self._is_own(kf)]
         if own:
             # Continuing a saved session: new keyframe ids follow the saved ones.
@@ -320,7 +322,7 @@ class LoopClosureDetector:
         rejection = None
         t4 = time.perf_counter()
         if best is not None and streak >= self.config.verify.temporal_consistency:
-            estimate = self._geometry.estimate(kf, self._with_local(best.candidate.keyframe_id))
+            estimate = self._geometry.estimate(kf, self.keyframe_with_local(best.candidate.keyframe_id))
             loop = self._geometry.apply(self._loop(kf, match, best, streak), estimate)
             rejection = estimate.reason if estimate is not None and not estimate.valid else None
             if loop is not None and not self._pose_agrees_with_odometry(best.candidate.keyframe_id, match, estimate):

@@ -223,7 +223,11 @@ class LoopClosureNode(Node):
             self._loop_pub.publish(conv.loop_closure_to_msg(loop, self.config.detector.map_frame))
             self.stats.count("loop_closures")
             if self._debug:
-                self._debug_view.show(loop, kf, image, self.detector.keyframes)
+                ident = (loop.match_robot_id, loop.match_session_id, loop.match_id)
+                # A live map keeps local features on disk: hand the view the match with them read back.
+                self._debug_view.show(loop, kf, image, [self.detector.keyframe_with_local(k) for k, m in
+                                                        enumerate(self.detector.keyframes)
+                                                        if (m.robot_id, m.session_id, m.id) == ident])
 
     def _pose_at(self, stamp_ns: int) -> Any:
         with self._odom_lock:
