@@ -280,6 +280,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-delay", type=float, default=0.2, help="longest time before a kill, seconds")
     parser.add_argument("--workdir", default="", help="directory for the maps (default: a new temporary one)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--snapshot-every", type=int, default=25,
+                        help="the writer snapshots the map after every N appends (a whole copy; 0: never)")
     parser.add_argument("--corridor", default="", metavar="PRESET",
                         help="instead: loop decisions on the Corridor with the real model PRESET, map in RAM vs "
                              "a live map in each encoding (e.g. lite0-gem)")
@@ -298,6 +300,7 @@ def run_crash_bench(args: argparse.Namespace) -> int:
         if args.memory_keyframes:
             print(json.dumps(run_memory(Path(tmp), args.memory_keyframes, shape, args.encoding), indent=1))
             return 0
-        out = run_trials(Path(tmp), args.trials, args.seed, shape, args.encoding, args.max_delay)
+        out = run_trials(Path(tmp), args.trials, args.seed, shape, args.encoding, args.max_delay,
+                         args.snapshot_every, time_budget_s=1800.0)
     print(json.dumps(out, indent=1))
     return 0 if not out["problems"] else 1
