@@ -94,7 +94,7 @@ def run_trials(workdir: Path, trials: int, seed: int = 0, shape: tuple[int, int,
     from vpr_ros.core import map_log, store  # noqa: F401
     root, copy = workdir / "live", workdir / "snapshot"
     rng = random.Random(seed)
-    acked, snap_acked, problems, in_flight_kept, checked = 0, 0, [], 0, {}
+    acked, snap_acked, problems, in_flight_kept, checked, snapshots = 0, 0, [], 0, {}, 0
     t0 = time.monotonic()
     done = 0
     for trial in range(trials):
@@ -127,7 +127,7 @@ def run_trials(workdir: Path, trials: int, seed: int = 0, shape: tuple[int, int,
             if line[0] == "A":
                 trial_acked = int(line[1:])
             else:
-                snap_acked = max(snap_acked, int(line[1:]))
+                snap_acked, snapshots = max(snap_acked, int(line[1:])), snapshots + 1
         acked = trial_acked if trial_acked is not None else acked
         if not acked and not map_log.is_live_map(root):
             n, problem = 0, None  # killed while creating the map: nothing was acknowledged, nothing to open
@@ -145,7 +145,7 @@ def run_trials(workdir: Path, trials: int, seed: int = 0, shape: tuple[int, int,
         acked = max(acked, n)  # the next writer continues from what is on disk
         done += 1
     return {"trials": done, "keyframes": acked, "in_flight_keyframe_kept": in_flight_kept,
-            "snapshots_acknowledged": snap_acked, "problems": problems,
+            "snapshots_acknowledged": snapshots, "last_snapshot_keyframes": snap_acked, "problems": problems,
             "seconds": round(time.monotonic() - t0, 1)}
 
 
