@@ -258,3 +258,14 @@ def test_snapshot_save_and_v1_save_over_a_live_map(tmp_path):
     plain.load_map(tmp_path / "snap")
     plain.save_map(tmp_path / "snap")  # a v1 snapshot may replace a live map (both are ours)
     assert len(load_keyframes(tmp_path / "snap", MODEL)[1]) == 3
+
+
+def test_second_writer_is_refused_until_the_first_closes(tmp_path):
+    first, _ = _log(tmp_path / "m", n=1)
+    with pytest.raises(MapStoreError, match="being appended to by another"):
+        map_log.MapLog(tmp_path / "m", FP, writable=True)
+    assert len(map_log.MapLog(tmp_path / "m", FP)) == 1  # readers are never blocked
+    first.close()
+    second = map_log.MapLog(tmp_path / "m", FP, writable=True)
+    assert second.append(synthetic_keyframes(2)[1]) == 1
+    second.close()

@@ -43,6 +43,11 @@ from vpr_ros.core.errors import MapStoreError
 from vpr_ros.core.local_records import ENCODINGS, HEADER, SegmentReader, encode, payload_size, record_bytes
 from vpr_ros.core.types import Keyframe
 
+try:
+    import fcntl
+except ImportError:  # Windows: writers are not locked against each other there
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = ["LIVE", "LOG", "LIVE_FORMAT", "MapLog", "fingerprint", "classify_live", "is_live_map", "is_live_name_set",
            "init_dir", "open_for_append", "snapshot", "keyframes_with_local"]
 
@@ -167,36 +172,63 @@ class MapLog:
         self.global_dim: int = self.doc["global_dim"]
         self._db: sqlite3.Connection | None = None
         self._file: Any = None
+        self._lock_fd: int | None = None
+        self._reader: SegmentReader | None = None
+        if writable and fcntl is not None:
+            self._lock_writer()
+        try:
+            self._load(writable)
+        except BaseException:
+            self.close()  # a failed open leaves no connection, file or lock behind
+            raise
+
+    def _load(self, writable: bool) -> None:
         try:
             db = _connect(self.root / LOG) if writable else sqlite3.connect(
                 (self.root / LOG).as_uri() + "?mode=ro", uri=True, check_same_thread=False)
+        except (sqlite3.Error, ValueError) as exc:
+            raise MapStoreError(f"map {self.root}: cannot open {LOG} ({exc}); re-create it or load another "
+                                "map") from None
+        if writable:
+            self._db = db
+        try:
             try:
                 meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
                 rows = db.execute(f"SELECT {_COLS} FROM keyframes ORDER BY key").fetchall()
                 geometry = map_geometry.read_geometry(db, self.root, len(rows))
-            except BaseException:
+            except (sqlite3.Error, ValueError) as exc:
+                raise MapStoreError(f"map {self.root}: {LOG} is damaged ({exc}); re-create it or load another "
+                                    "map") from None
+            shape = meta.get("local_shape")
+            self.local_shape = None if shape is None else tuple(int(s) for s in shape)
+            if self.local_shape is not None:
+                self._reader = SegmentReader(self.root, self.local_shape, self.encoding)
+            self.keyframes: list[Keyframe] = []
+            self.locations: list[tuple[int, int] | None] = []
+            rows = self._drop_torn_tail(rows, db)
+            for i, row in enumerate(rows):
+                self.keyframes.append(self._keyframe(i, row))
+                self.locations.append(None if row[7] is None else (int(row[7]), int(row[8])))
+            map_geometry.attach(self.keyframes, {k: g for k, g in geometry.items() if k < len(rows)})
+            if writable:
+                self._open_tail()
+        finally:
+            if not writable:
                 db.close()
-                raise
-        except (sqlite3.Error, ValueError) as exc:
-            raise MapStoreError(f"map {self.root}: {LOG} is damaged ({exc}); re-create it or load another "
-                                "map") from None
-        shape = meta.get("local_shape")
-        self.local_shape = None if shape is None else tuple(int(s) for s in shape)
-        self._reader = None if self.local_shape is None else SegmentReader(self.root, self.local_shape, self.encoding)
-        self.keyframes: list[Keyframe] = []
-        self.locations: list[tuple[int, int] | None] = []
-        rows = self._drop_torn_tail(rows, db)
-        for i, row in enumerate(rows):
-            self.keyframes.append(self._keyframe(i, row))
-            self.locations.append(None if row[7] is None else (int(row[7]), int(row[8])))
-        map_geometry.attach(self.keyframes, {k: g for k, g in geometry.items() if k < len(rows)})
-        if writable:
-            self._db = db
-            self._open_tail()
-        else:
-            db.close()
 
     # -- open ----------------------------------------------------------------------------
+    def _lock_writer(self) -> None:
+        # Two appenders would both write at their own idea of the segment's end; the kernel drops the
+        # lock with the process, so a killed writer never blocks the next one.
+        fd = os.open(self.root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise MapStoreError(f"map {self.root} is being appended to by another process (or another detector "
+                                "in this one); give each writer its own map.save_path") from None
+        self._lock_fd = fd
+
     def _drop_torn_tail(self, rows: list[tuple], db: sqlite3.Connection) -> list[tuple]:
         good = [row[7] is None or (self._reader is not None and self._reader.header_ok(row[7], row[8], row[0]))
                 for row in rows]
@@ -371,6 +403,9 @@ class MapLog:
             self._db = None
         if self._reader is not None:
             self._reader.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the writer lock
+            self._lock_fd = None
 
 
 def keyframes_with_local(log: MapLog, keys: Sequence[int]) -> list[Keyframe]:
