@@ -10,7 +10,7 @@ import pytest
 
 from conftest import corridor_image
 from store_maps import DIM, LOCAL, MODEL, synthetic_keyframes
-from vpr_ros.core import map_log
+from vpr_ros.core import live_map_dirs, map_log
 from vpr_ros.core.config import config_from_flat
 from vpr_ros.core.detector import LoopClosureDetector
 from vpr_ros.core.errors import ConfigError, MapStoreError
@@ -24,7 +24,7 @@ FP = {"model_id": MODEL, "weights_digest": "test", "preprocessing": None}
 
 
 def _log(path, encoding="float16", n=0, seed=0):
-    log = map_log.open_for_append(path, FP, DIM, encoding)
+    log = live_map_dirs.open_for_append(path, FP, DIM, encoding)
     kfs = synthetic_keyframes(n, seed=seed)
     for kf in kfs:
         log.append(kf)
@@ -120,7 +120,7 @@ def test_other_model_weights_or_preprocessing_is_refused(tmp_path, field, value)
     with pytest.raises(MapStoreError, match="cannot be compared"):
         map_log.MapLog(tmp_path / "m", {**FP, field: value})
     with pytest.raises(MapStoreError, match="cannot be compared"):
-        map_log.open_for_append(tmp_path / "m", {**FP, field: value}, DIM, "float16")
+        live_map_dirs.open_for_append(tmp_path / "m", {**FP, field: value}, DIM, "float16")
     assert len(map_log.MapLog(tmp_path / "m", FP)) == 2  # untouched
 
 
@@ -128,18 +128,18 @@ def test_foreign_directory_is_refused_and_untouched(tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "notes.txt").write_text("mine")
     with pytest.raises(MapStoreError):
-        map_log.open_for_append(tmp_path / "d", FP, DIM, "float16")
+        live_map_dirs.open_for_append(tmp_path / "d", FP, DIM, "float16")
     assert os.listdir(tmp_path / "d") == ["notes.txt"]
 
 
 def test_segments_roll_over_and_snapshot_copies_committed_records(tmp_path):
     rec = HEADER + payload_size(LOCAL, "float32")
-    log = map_log.open_for_append(tmp_path / "m", FP, DIM, "float32", segment_bytes=2 * rec)
+    log = live_map_dirs.open_for_append(tmp_path / "m", FP, DIM, "float32", segment_bytes=2 * rec)
     kfs = synthetic_keyframes(5)
     for kf in kfs:
         log.append(kf)
     assert sorted(os.listdir(tmp_path / "m" / "local")) == ["00000.seg", "00001.seg", "00002.seg"]
-    map_log.snapshot(log, tmp_path / "copy")
+    live_map_dirs.snapshot(log, tmp_path / "copy")
     log.close()
     back = map_log.MapLog(tmp_path / "copy", FP)
     assert [np.array_equal(back.read_local(i), kf.local) for i, kf in enumerate(kfs)] == [True] * 5
@@ -190,7 +190,7 @@ def test_attach_continues_a_live_map_and_appends_loaded_snapshot_keyframes(tmp_p
 
 
 def test_failed_load_of_a_live_map_changes_nothing(tmp_path):
-    log = map_log.open_for_append(tmp_path / "m", {**FP, "weights_digest": "0ther"}, DIM, "float16")
+    log = live_map_dirs.open_for_append(tmp_path / "m", {**FP, "weights_digest": "0ther"}, DIM, "float16")
     for kf in synthetic_keyframes(3):
         log.append(kf)
     log.close()

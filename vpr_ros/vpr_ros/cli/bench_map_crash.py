@@ -45,14 +45,14 @@ def simulated_keyframe(key: int, shape: tuple[int, int, int]) -> Any:
 
 def _writer(root: Path, copy: Path, shape: tuple[int, int, int], encoding: str, snapshot_every: int,
             w: int) -> None:
-    from vpr_ros.core import map_log
-    log = map_log.open_for_append(root, FP, DIM, encoding)
+    from vpr_ros.core import live_map_dirs
+    log = live_map_dirs.open_for_append(root, FP, DIM, encoding)
     while True:
         key = len(log)
         log.append(simulated_keyframe(key, shape))
         os.write(w, f"A{key + 1}\n".encode())
         if snapshot_every and (key + 1) % snapshot_every == 0:
-            map_log.snapshot(log, copy)
+            live_map_dirs.snapshot(log, copy)
             os.write(w, f"S{key + 1}\n".encode())
 
 
@@ -91,7 +91,7 @@ def run_trials(workdir: Path, trials: int, seed: int = 0, shape: tuple[int, int,
                time_budget_s: float = 600.0) -> dict[str, Any]:
     """Run the kill/reopen trials under ``workdir``; returns counts (``problems`` must be empty)."""
     # Imported once here (FAISS and OpenCV take ~1 s), so each forked writer starts at once.
-    from vpr_ros.core import map_log, store  # noqa: F401
+    from vpr_ros.core import live_map_dirs, map_log, store  # noqa: F401
     root, copy = workdir / "live", workdir / "snapshot"
     rng = random.Random(seed)
     acked, snap_acked, problems, in_flight_kept, checked, snapshots = 0, 0, [], 0, {}, 0
@@ -165,14 +165,14 @@ class _SimulatedModel:
 def run_memory(workdir: Path, n: int, shape: tuple[int, int, int], encoding: str, queries: int = 5) -> dict[str, Any]:
     """Build an n-keyframe live map of simulated SelaVPR-sized descriptors, then open it in a detector
     and run ``queries`` keyframes through search + MNN verification; RSS, times and disk per keyframe."""
-    from vpr_ros.core import map_log
+    from vpr_ros.core import live_map_dirs, map_log
     from vpr_ros.core.config import config_from_flat
     from vpr_ros.core.detector import LoopClosureDetector
     rng = np.random.default_rng(0)
     pool = [rng.standard_normal(shape).astype(np.float32) for _ in range(8)]
     fp = map_log.fingerprint(_SimulatedModel())
     root = workdir / "memory_map"
-    log = map_log.open_for_append(root, fp, _SimulatedModel.global_dim, encoding)
+    log = live_map_dirs.open_for_append(root, fp, _SimulatedModel.global_dim, encoding)
     from vpr_ros.core.types import Keyframe
     t0 = time.perf_counter()
     for k in range(n):

@@ -22,7 +22,7 @@ from vpr_ros.core.geometry import PoseEstimate
 from vpr_ros.core.index import KeyframeIndex, l2_normalise
 from vpr_ros.core.keyframe_geometry import frame_geometry
 from vpr_ros.core.keyframes import ConsistencyFilter, KeyframeSelector, is_excluded
-from vpr_ros.core import map_log
+from vpr_ros.core import live_map_dirs, map_log
 from vpr_ros.core.loop_geometry import LoopGeometry
 from vpr_ros.core.odometry_gate import OdometryGate
 from vpr_ros.core.store import load_keyframes, save_keyframes
@@ -138,7 +138,7 @@ class LoopClosureDetector:
         ``fresh``: start a new live map even where one exists (after a reset).
         """
         self.detach_store()
-        log = map_log.open_for_append(path, map_log.fingerprint(self.model), self.model.global_dim,
+        log = live_map_dirs.open_for_append(path, map_log.fingerprint(self.model), self.model.global_dim,
                                       self.config.map.local_encoding, fresh=fresh)
         try:
             added = self._add_loaded(path, log.keyframes, log) if len(log) else 0
@@ -186,7 +186,7 @@ class LoopClosureDetector:
             target = Path(path).expanduser()
             if target.exists() and target.resolve() == self._store.root.resolve():
                 return len(self._keyframes)  # every keyframe is already on disk
-            written = map_log.snapshot(self._store, target)
+            written = live_map_dirs.snapshot(self._store, target)
             logger.info("snapshot of %d keyframes written to %s", len(self._store), written)
             return len(self._store)
         keyframes = ([self.keyframe_with_local(k) for k in range(len(self._keyframes))] if self._local_refs

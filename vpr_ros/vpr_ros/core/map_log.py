@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any, Sequence
@@ -38,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vpr_ros.core import map_geometry
-from vpr_ros.core.atomic_dir import fsync_dir, fsync_file
+from vpr_ros.core.atomic_dir import fsync_dir
 from vpr_ros.core.errors import MapStoreError
 from vpr_ros.core.local_records import ENCODINGS, HEADER, SegmentReader, encode, payload_size, record_bytes
 from vpr_ros.core.types import Keyframe
@@ -49,7 +48,7 @@ except ImportError:  # Windows: writers are not locked against each other there
     fcntl = None  # type: ignore[assignment]
 
 __all__ = ["LIVE", "LOG", "LIVE_FORMAT", "MapLog", "fingerprint", "classify_live", "is_live_map", "is_live_name_set",
-           "init_dir", "open_for_append", "snapshot", "keyframes_with_local"]
+           "keyframes_with_local", "record_end"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,33 +127,6 @@ def _connect(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     return db
-
-
-def init_dir(root: Path, fp: dict[str, Any], global_dim: int, encoding: str,
-             segment_bytes: int = SEGMENT_BYTES) -> None:
-    """Write an empty live map into the (empty) directory ``root``, fsynced; live.json last."""
-    if encoding not in ENCODINGS:
-        raise MapStoreError(f"local feature encoding {encoding!r} is unknown; choose one of {', '.join(ENCODINGS)}")
-    (root / "local").mkdir()
-    db = _connect(root / LOG)
-    try:
-        db.execute("BEGIN")
-        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        db.execute("CREATE TABLE keyframes (key INTEGER PRIMARY KEY, id INTEGER NOT NULL, robot_id TEXT NOT NULL, "
-                   "session_id TEXT NOT NULL, stamp_ns INTEGER NOT NULL, pose BLOB, global BLOB NOT NULL, "
-                   "segment INTEGER, offset INTEGER)")
-        map_geometry.create_table(db)
-        db.execute("COMMIT")
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        db.close()
-    fsync_file(root / LOG)
-    doc = {"kind": _KIND, "format_version": LIVE_FORMAT, **fp, "global_dim": int(global_dim),
-           "local_encoding": encoding, "segment_bytes": int(segment_bytes)}
-    (root / LIVE).write_text(json.dumps(doc, indent=1, sort_keys=True))
-    fsync_file(root / LIVE)
-    fsync_dir(root / "local")
-    fsync_dir(root)
 
 
 class MapLog:
@@ -360,40 +332,6 @@ class MapLog:
         os.fdatasync(self._file.fileno())
         return self._segment, self._end
 
-    def snapshot_into(self, root: Path) -> None:
-        """Write a consistent copy of this map into the empty directory ``root`` (for atomic_dir)."""
-        (root / "local").mkdir()
-        src = sqlite3.connect(self.root / LOG)
-        try:
-            dst = sqlite3.connect(root / LOG)
-            try:
-                src.backup(dst)
-                dst.execute("PRAGMA journal_mode=WAL")
-            finally:
-                dst.close()
-        finally:
-            src.close()
-        fsync_file(root / LOG)
-        ends: dict[int, int] = {}
-        for loc in self.locations:
-            if loc is not None:
-                ends[loc[0]] = loc[1] + HEADER + self._record_payload()
-        for segment, end in ends.items():  # committed records only: an appending writer's tail stays behind
-            name = f"{segment:05d}.seg"
-            with open(self.root / "local" / name, "rb") as fin, open(root / "local" / name, "wb") as fout:
-                remaining = end
-                while remaining:
-                    chunk = fin.read(min(remaining, 1 << 22))
-                    if not chunk:
-                        raise MapStoreError(f"map {self.root}: local/{name} is shorter than its records")
-                    fout.write(chunk)
-                    remaining -= len(chunk)
-                fout.flush()
-                os.fsync(fout.fileno())
-        fsync_dir(root / "local")
-        shutil.copyfile(self.root / LIVE, root / LIVE)  # last: marks the copy complete
-        fsync_file(root / LIVE)
-
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
@@ -408,6 +346,11 @@ class MapLog:
             self._lock_fd = None
 
 
+def record_end(log: MapLog, segment_offset: tuple[int, int]) -> int:
+    """Byte just after the record at ``(segment, offset)`` of ``log``."""
+    return segment_offset[1] + HEADER + log._record_payload()
+
+
 def keyframes_with_local(log: MapLog, keys: Sequence[int]) -> list[Keyframe]:
     """Copies of ``log``'s keyframes ``keys`` with their local features read (for tools and tests)."""
     out = []
@@ -416,36 +359,3 @@ def keyframes_with_local(log: MapLog, keys: Sequence[int]) -> list[Keyframe]:
         out.append(Keyframe(kf.id, kf.stamp_ns, kf.robot_id, kf.session_id, kf.global_, log.read_local(k),
                             kf.pose, kf.geometry))
     return out
-
-
-def open_for_append(path: str | Path, fp: dict[str, Any], global_dim: int, encoding: str,
-                    segment_bytes: int = SEGMENT_BYTES, fresh: bool = False) -> MapLog:
-    """Open the live map at ``path`` for appending, creating it first when ``path`` is missing, empty or a
-    snapshot map (replaced crash-safely, core/atomic_dir.py). A live map of another model is refused;
-    anything that is not a map is refused and left untouched. ``fresh``: replace a live map there too."""
-    from vpr_ros.core import atomic_dir
-    from vpr_ros.core.store import classify_dir  # store imports this module
-    target = Path(path).expanduser()
-    atomic_dir.recover(Path(os.path.abspath(target)), classify_dir)
-    if is_live_map(target) and not fresh:
-        return MapLog(target, fp, writable=True)
-    try:
-        root = atomic_dir.replace_dir(target, lambda tmp: init_dir(tmp, fp, global_dim, encoding, segment_bytes),
-                                      classify_dir)
-    except (OSError, sqlite3.Error) as exc:
-        raise MapStoreError(f"cannot create map {path}: {exc}; check the directory is writable and the disk has "
-                            "space") from exc
-    return MapLog(root, fp, writable=True)
-
-
-def snapshot(log: MapLog, path: str | Path) -> Path:
-    """Copy ``log`` to ``path`` ("save as"): a crash leaves the old content of ``path`` or the copy."""
-    from vpr_ros.core import atomic_dir
-    from vpr_ros.core.store import classify_dir
-    try:
-        return atomic_dir.replace_dir(Path(path).expanduser(), log.snapshot_into, classify_dir)
-    except MapStoreError:
-        raise
-    except (OSError, sqlite3.Error) as exc:
-        raise MapStoreError(f"cannot save map to {path}: {exc}; check the directory is writable and the disk has "
-                            "space (the map that was at that path, if any, is unchanged)") from exc
