@@ -21,6 +21,9 @@ the new map in crash-safely (core/atomic_dir.py). A load verifies every file it 
 manifest, then checks counts, shapes, dtypes and values against the meta, and raises MapStoreError
 naming the file for anything it meets. Maps saved before the manifest existed still load, with a
 warning that damage cannot be detected in them; saving them again adds it.
+
+Live maps (issue 10, core/map_log.py: ``live.json``, ``log.sqlite``, ``local/NNNNN.seg``) are maps too:
+a save may replace one, and :func:`load_keyframes` / :func:`read_meta` read them (format_version 2).
 """
 
 from __future__ import annotations
