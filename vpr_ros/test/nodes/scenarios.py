@@ -421,7 +421,9 @@ def autosave(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     """
     tmp = Path(a.tmp)
     (tmp / "a_file").write_text("x")
-    common = [*TEST_PARAMS, "-p", "map.autosave_sec:=0.5", "-p", "map.memory_budget_mb:=0.05"]
+    # map.append false: this scenario is about snapshot autosaves (live maps: append_kill).
+    common = [*TEST_PARAMS, "-p", "map.autosave_sec:=0.5", "-p", "map.memory_budget_mb:=0.05",
+              "-p", "map.append:=false"]
     ok = NodeProcess(["--ros-args", "-r", "__ns:=/ok", *common, "-p", f"map.save_path:={tmp / 'auto'}"],
                      tmp / "node_auto_ok.log")
     bad = NodeProcess(["--ros-args", "-r", "__ns:=/bad", *common, "-p", f"map.save_path:={tmp / 'blocked'}"],
@@ -555,8 +557,37 @@ def markers(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
             "diag": dict(h.diagnostics.get("mk", {}))}
 
 
+def append_kill(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
+    """map.save_path with map.append: every keyframe is on disk as it is made; ~/save_map copies the live
+    map to another path; then SIGKILL (no shutdown save) while frames still arrive."""
+    tmp = Path(a.tmp)
+    node = NodeProcess(["--ros-args", *TEST_PARAMS, "-p", f"map.save_path:={tmp / 'live'}",
+                        "-p", "map.autosave_sec:=0.0"], tmp / "node_live.log")
+    pub = h.create_publisher(Image, "image", RELIABLE)
+    h.watch("")
+    wait_ready(h, pub, "", node, 20.0)
+    msgs = [rgb_to_image_msg(img, stamp) for stamp, img in corridor_revisit(a.frames)]
+    half = len(msgs) // 2
+    publish_paced(h, pub, msgs[:half], 50.0)
+    wait_settled(h, "", half, 20.0)
+    srv = "/loop_closure_node/"
+    snap = h.call(MapIO, srv + "save_map", MapIO.Request(path=str(tmp / "snapshot")))
+    out: dict[str, Any] = {"snapshot": [snap.success, snap.num_keyframes, snap.message],
+                           "keyframes_at_snapshot": h.diag("", "keyframes", 0)}
+    publish_paced(h, pub, msgs[half:], 50.0)
+    wait_settled(h, "", len(msgs), 20.0)
+    h.spin_for(0.3)
+    out["keyframes"] = h.diag("", "keyframes", 0)
+    out["alive"] = node.alive()
+    node.proc.kill()  # SIGKILL: no shutdown save, nothing flushed by the node
+    node.proc.wait(5)
+    out["rc"] = node.stop()
+    out["log"] = node.tail()[-2000:]
+    return out
+
+
 SCENARIOS = {f.__name__: f for f in (revisit, map_services, bad_inputs, back_pressure, yaml_params,
-                                     invalid_params, map_faults, autosave, stereo_pose, markers)}
+                                     invalid_params, map_faults, autosave, stereo_pose, markers, append_kill)}
 
 
 def main() -> int:

@@ -40,8 +40,10 @@ def _test_yaml(tmp_path: Path) -> Path:
     return path
 
 
-def _offline_loops(core_flat: dict[str, Any]) -> tuple[list[Any], int]:
+def _offline_loops(core_flat: dict[str, Any], live_map: Path | None = None) -> tuple[list[Any], int]:
     detector = LoopClosureDetector(config_from_flat(core_flat), TinyExtractor())
+    if live_map is not None:  # the node appends to a live map at map.save_path: candidates come back float16
+        detector.attach_store(live_map)
     loops = []
     for stamp, image in corridor_revisit(FRAMES):
         loops += detector.process(Frame(stamp, image)).loop_closures
@@ -63,7 +65,7 @@ def test_revisit_through_launch_config_matches_offline_detector(run_scenario, tm
     flat = {k: v for k, v in flatten_parameters(yaml.safe_load(params.read_text())["/**"]["ros__parameters"]).items()
             if k in CORE_NAMES}
     flat.update({k: v for k, v in launch.overrides.items() if k in CORE_NAMES})
-    expected, num_keyframes = _offline_loops(flat)
+    expected, num_keyframes = _offline_loops(flat, tmp_path / "offline_live_map")
     assert len(expected) >= 5, "the revisit must produce loop closures offline for this test to mean anything"
 
     got = result["loops"]

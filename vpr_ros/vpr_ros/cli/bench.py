@@ -21,6 +21,7 @@ TARGETS = {
                   "pose-graph optimisation time for 1k and 10k keyframes (GTSAM, robust methods)"),
     "map": ("vpr_ros.cli.bench_map", "add_arguments", "run_map_bench",
             "keyframe index at 1k-100k keyframes: flat vs HNSW vs IVF, latency, recall, RSS, disk"),
+    "crash": ("vpr_ros.cli.bench_map_crash", "add_arguments", "run_crash_bench", "SIGKILL a live-map writer >= 100x"),
 }
 
 

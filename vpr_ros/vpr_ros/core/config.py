@@ -53,6 +53,7 @@ MAX_COUNT = 1_000_000
 GEOMETRY_METHODS = ("auto", "off", "essential", "pnp")
 KEYPOINT_TYPES = ("sift", "orb")
 ON_INVALID = ("publish", "reject")
+LOCAL_ENCODINGS = ("float32", "float16", "int8")  # core/local_records.py
 
 
 def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
@@ -235,6 +236,13 @@ class MapConfig:
         "vpr-ros map report's loop gallery."))
     thumbnail_px: int = dataclasses.field(default=160, metadata=_meta(
         "Longest side of the keyframe thumbnails, pixels.", lo=16, hi=1024))
+    append: bool = dataclasses.field(default=True, metadata=_meta(
+        "Node: append every keyframe to map.save_path as it is made (a live map, docs/map_store.md: kill -9 "
+        "loses at most the keyframe being written; save_map copies it); false: write whole snapshots on "
+        "autosave and at shutdown."))
+    local_encoding: str = dataclasses.field(default="float16", metadata=_meta(
+        "Disk encoding of dense local features in a live map: float32, float16 or int8 (per-location scale; "
+        "SelaVPR 0.48 MB per keyframe instead of 0.95 MB); read back as float32.", choices=LOCAL_ENCODINGS))
 
     def __post_init__(self) -> None:
         if self.save_path and Path(self.save_path).name in ("", ".", ".."):
@@ -243,6 +251,7 @@ class MapConfig:
         _check_range("map.autosave_sec", self.autosave_sec, 0.0, MAX_SEC)
         _check_range("map.memory_budget_mb", self.memory_budget_mb, 0.0, MAX_METRES)
         _check_range("map.thumbnail_px", self.thumbnail_px, 16, 1024)
+        _check_choice("map.local_encoding", self.local_encoding, LOCAL_ENCODINGS)
 
     @property
     def load_paths(self) -> tuple[str, ...]:

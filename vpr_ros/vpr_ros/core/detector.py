@@ -22,6 +22,7 @@ from vpr_ros.core.geometry import PoseEstimate
 from vpr_ros.core.index import KeyframeIndex, l2_normalise
 from vpr_ros.core.keyframe_geometry import frame_geometry
 from vpr_ros.core.keyframes import ConsistencyFilter, KeyframeSelector, is_excluded
+from vpr_ros.core import live_map_dirs, map_log
 from vpr_ros.core.loop_geometry import LoopGeometry
 from vpr_ros.core.map_thumbnails import encode_thumbnail
 from vpr_ros.core.odometry_gate import OdometryGate
@@ -76,6 +77,8 @@ class LoopClosureDetector:
         self._gate = OdometryGate(config.odometry_gate)
         # Fleet mode: fills the local features of remote candidates on demand (nodes/fleet.py).
         self.fetch_local: Callable[[Sequence[Candidate], Sequence[Keyframe]], None] | None = None
+        self._store: map_log.MapLog | None = None  # the live map every new keyframe is appended to
+        self.store_failures = 0
         self.reset()
 
     # -- map -------------------------------------------------------------------------------
@@ -89,6 +92,9 @@ class LoopClosureDetector:
         self._next_id = 0
         self._last_stamp_ns: int | None = None
         self._own_keys: list[int] = []
+        # key -> (map, its key) of keyframes whose local features stay on disk (read per candidate)
+        self._local_refs: dict[int, tuple[map_log.MapLog, int]] = {}
+        self.detach_store()
 
     @property
     def num_keyframes(self) -> int:
@@ -108,14 +114,88 @@ class LoopClosureDetector:
         """Keyframe by its map key (position in the map; equals ``id`` for a single stream)."""
         return self._keyframes[key]
 
+    def local_features(self, key: int) -> npt.NDArray[np.float32] | None:
+        """(h, w, c) float32 local features of keyframe ``key``: from memory, or read from its map on disk."""
+        kf = self._keyframes[key]
+        if kf.local is not None or key not in self._local_refs:
+            return kf.local
+        log, log_key = self._local_refs[key]
+        return log.read_local(log_key)
+
+    def keyframe_with_local(self, key: int) -> Keyframe:
+        """Keyframe ``key`` with its local features (a copy with them read from disk where they live there)."""
+        kf = self._keyframes[key]
+        return kf if kf.local is not None else dataclasses.replace(kf, local=self.local_features(key))
+
+    @property
+    def store(self) -> map_log.MapLog | None:
+        return self._store
+
+    def attach_store(self, path: str | Path, fresh: bool = False) -> int:
+        """Append every keyframe, from now on as it is made, to the live map at ``path`` (core/map_log.py).
+
+        A live map already there (same model, weights and preprocessing, else MapStoreError) is
+        loaded first and continued; a missing path, an empty directory or a snapshot map is replaced
+        by a new live map. Keyframes in memory are appended, then their local features are dropped
+        from RAM and read from the map per candidate. Returns the number of keyframes loaded.
+        ``fresh``: start a new live map even where one exists (after a reset).
+        """
+        self.detach_store()
+        log = live_map_dirs.open_for_append(path, map_log.fingerprint(self.model), self.model.global_dim,
+                                      self.config.map.local_encoding, fresh=fresh)
+        try:
+            added = self._add_loaded(path, log.keyframes, log) if len(log) else 0
+        except BaseException:
+            log.close()
+            raise
+        present = {(k.robot_id, k.session_id, k.id) for k in log.keyframes}
+        self._store = log
+        for key in range(len(self._keyframes)):
+            kf = self._keyframes[key]
+            if (kf.robot_id, kf.session_id, kf.id) not in present:
+                self._append_to_store(key, self.keyframe_with_local(key))
+        return added
+
+    def detach_store(self) -> None:
+        """Stop appending (the live map stays on disk as it is)."""
+        if getattr(self, "_store", None) is not None:
+            for key, (log, _) in list(self._local_refs.items()):
+                if log is self._store:  # keep what is still needed in memory before the map closes
+                    self._keyframes[key] = self.keyframe_with_local(key)
+                    del self._local_refs[key]
+            self._store.close()
+        self._store = None
+
+    def _append_to_store(self, key: int, kf: Keyframe) -> None:
+        try:
+            log_key = self._store.append(kf)
+        except (map_log.MapStoreError, OSError, map_log.sqlite3.Error) as exc:
+            # The keyframe stays in memory (with its local features): detection goes on without the disk.
+            self.store_failures += 1
+            logger.error("could not append keyframe %d to map %s: %s", kf.id, self._store.root, exc)
+            return
+        if kf.local is not None:
+            self._local_refs[key] = (self._store, log_key)
+            self._keyframes[key] = dataclasses.replace(self._keyframes[key], local=None)
+
     def save_map(self, path: str | Path, loops: Sequence[LoopClosure] = ()) -> int:
         """Save every keyframe of the map (and ``loops``, accepted loops to keep) to ``path``; returns
         the keyframe count.
 
         ``path`` must be missing, an empty directory or a vpr_ros map (replaced crash-safely);
-        anything else raises MapStoreError and is left untouched, as is the map in memory.
+        anything else raises MapStoreError and is left untouched, as is the map in memory. With a
+        live map attached this is a snapshot (copy) of it; saving onto the live map itself is a no-op.
         """
-        written = save_keyframes(path, self._keyframes, self.model_id, self.model.global_dim,
+        if self._store is not None:
+            target = Path(path).expanduser()
+            if target.exists() and target.resolve() == self._store.root.resolve():
+                return len(self._keyframes)  # every keyframe is already on disk
+            written = live_map_dirs.snapshot(self._store, target)
+            logger.info("snapshot of %d keyframes written to %s", len(self._store), written)
+            return len(self._store)
+        keyframes = ([self.keyframe_with_local(k) for k in range(len(self._keyframes))] if self._local_refs
+                     else self._keyframes)
+        written = save_keyframes(path, keyframes, self.model_id, self.model.global_dim,
                                  index_writer=self._index.save, loops=loops)
         logger.info("saved %d keyframes to %s", len(self._keyframes), written)
         return len(self._keyframes)
@@ -127,17 +207,24 @@ class LoopClosureDetector:
         twice, or a map saved earlier in this session) are skipped, and the count is logged, so
         loading is idempotent. Any error raises MapStoreError with the map unchanged.
         """
+        if map_log.is_live_map(path):
+            log = map_log.MapLog(path, map_log.fingerprint(self.model))
+            return self._add_loaded(path, log.keyframes, log)
         _, loaded = load_keyframes(path, self.model_id, load_local=self.config.map.store_local)
+        return self._add_loaded(path, loaded, None)
+
+    def _add_loaded(self, path: str | Path, loaded: Sequence[Keyframe], log: map_log.MapLog | None) -> int:
         if loaded and loaded[0].global_.shape[0] != self.model.global_dim:
             raise MapStoreError(f"map {path} holds {loaded[0].global_.shape[0]}-d descriptors, the "
                                 f"model gives {self.model.global_dim}-d")
         present = {(kf.robot_id, kf.session_id, kf.id) for kf in self._keyframes}
-        fresh = []
-        for kf in loaded:
+        fresh, fresh_log_keys = [], []
+        for log_key, kf in enumerate(loaded):
             ident = (kf.robot_id, kf.session_id, kf.id)
             if ident not in present:  # also drops duplicates inside one (crafted) map
                 present.add(ident)
                 fresh.append(kf)
+                fresh_log_keys.append(log_key)
         start = len(self._keyframes)
         keys = np.arange(start, start + len(fresh))
         if fresh:
@@ -146,6 +233,12 @@ class LoopClosureDetector:
             except InputError as exc:  # the store checks descriptors, so only a model/map mismatch gets here
                 raise MapStoreError(f"map {path} cannot be indexed: {exc}") from None
         self._keyframes.extend(fresh)
+        if log is not None and self.config.map.store_local:
+            self._local_refs.update({int(k): (log, lk) for k, lk in zip(keys, fresh_log_keys)
+                                     if log.locations[lk] is not None})
+        if self._store is not None and log is not self._store:
+            for k in keys:
+                self._append_to_store(int(k), self.keyframe_with_local(int(k)))
         own = [k for k, kf in zip(keys, fresh) if self._is_own(kf)]
         if own:
             # Continuing a saved session: new keyframe ids follow the saved ones.
@@ -245,7 +338,7 @@ class LoopClosureDetector:
             # A candidate whose features could not be fetched (peer gone, over time) is not verifiable.
             candidates = [c for c in candidates if self._keyframes[c.keyframe_id].local is not None]
         verifications = self._verifier.verify_many(  # one blocked MNN pass over all K candidates
-            local_arr, candidates, [self._keyframes[c.keyframe_id].local for c in candidates])
+            local_arr, candidates, [self.local_features(c.keyframe_id) for c in candidates])
         verifications.sort(key=lambda v: (-v.score, v.candidate.rank))
         t3 = time.perf_counter()
 
@@ -256,7 +349,7 @@ class LoopClosureDetector:
         rejection = None
         t4 = time.perf_counter()
         if best is not None and streak >= self.config.verify.temporal_consistency:
-            estimate = self._geometry.estimate(kf, match)
+            estimate = self._geometry.estimate(kf, self.keyframe_with_local(best.candidate.keyframe_id))
             loop = self._geometry.apply(self._loop(kf, match, best, streak), estimate)
             rejection = estimate.reason if estimate is not None and not estimate.valid else None
             if loop is not None and not self._pose_agrees_with_odometry(best.candidate.keyframe_id, match, estimate):
@@ -271,6 +364,8 @@ class LoopClosureDetector:
         self._index.add([key], g[None])
         self._selector.accept(kf)
         self._next_id += 1
+        if self._store is not None:
+            self._append_to_store(key, kf)
         timings["search"] = (t2 - t1) * 1e3
         timings["verify"] = (t3 - t2) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3

@@ -22,6 +22,9 @@ the new map in crash-safely (core/atomic_dir.py). A load verifies every file it 
 manifest, then checks counts, shapes, dtypes and values against the meta, and raises MapStoreError
 naming the file for anything it meets. Maps saved before the manifest existed still load, with a
 warning that damage cannot be detected in them; saving them again adds it.
+
+Live maps (issue 10, core/map_log.py: ``live.json``, ``log.sqlite``, ``local/NNNNN.seg``) are maps too:
+a save may replace one, and :func:`load_keyframes` / :func:`read_meta` read them (format_version 2).
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from vpr_ros.core import atomic_dir, map_geometry, map_loops, map_thumbnails
+from vpr_ros.core import atomic_dir, map_geometry, map_log, map_loops, map_thumbnails
+from vpr_ros.core.map_log import classify_live, is_live_name_set
 from vpr_ros.core.atomic_dir import fsync_dir, fsync_file
 from vpr_ros.core.errors import MapStoreError
 from vpr_ros.core.index import KeyframeIndex
@@ -75,6 +79,8 @@ def classify_dir(path: Path) -> str:
         return "foreign"
     try:
         names = set(os.listdir(path))
+        if is_live_name_set(names):  # an incremental map (core/map_log.py): saves may replace it too
+            return classify_live(path)
         local = path / "local"
         if "local" in names and (local.is_symlink() or not local.is_dir()
                                  or not all(_SHARD_NAME.fullmatch(n) for n in os.listdir(local))):
@@ -206,6 +212,8 @@ def check_save_target(path: str | Path) -> Path:
 def read_meta(path: str | Path) -> MapMeta:
     """Read only the metadata of the map at ``path`` (checked for types, not against the files)."""
     path = Path(path)
+    if map_log.is_live_map(path):
+        return _live_meta(map_log.MapLog(path))
     db_path = path / DB
     if not db_path.is_file():
         raise MapStoreError(f"{path} is not a vpr_ros map (no {DB}); give the directory written by save_map")
@@ -262,6 +270,8 @@ def load_keyframes(path: str | Path, model_id: str | None = None, load_local: bo
         atomic_dir.recover(Path(os.path.abspath(path)), classify_dir)
     except (OSError, ValueError) as exc:  # ValueError: "/" has no siblings
         logger.warning("could not recover leftovers of an interrupted save next to %s: %s", path, exc)
+    if map_log.is_live_map(path):
+        return _load_live(path, model_id, load_local, load_geometry)
     manifest = read_manifest(path) if (path / DB).is_file() else None
     verify_file(path, manifest, DB)
     meta = read_meta(path)
@@ -360,3 +370,30 @@ def _keyframe(path: Path, i: int, row: tuple, dim: int, map_has_local: bool) -> 
     if has_local and not map_has_local:
         raise bad("has local features but the meta has no local_shape")
     return Keyframe(id=kid, stamp_ns=stamp, robot_id=robot, session_id=session, global_=g, pose=pose)
+
+
+def _live_meta(log: map_log.MapLog) -> MapMeta:
+    doc = log.doc
+    return MapMeta(format_version=doc["format_version"], model_id=doc["model_id"], global_dim=doc["global_dim"],
+                   local_shape=None if log.local_shape is None else list(log.local_shape), num_keyframes=len(log),
+                   local_dtype=doc["local_encoding"], weights_digest=doc.get("weights_digest"),
+                   preprocessing=doc.get("preprocessing"), live=True)
+
+
+def _load_live(path: Path, model_id: str | None, load_local: bool, load_geometry: bool
+               ) -> tuple[MapMeta, list[Keyframe]]:
+    """A live map (core/map_log.py) read whole, for tools that want plain keyframes (locals in RAM)."""
+    log = map_log.MapLog(path)
+    try:
+        meta = _live_meta(log)
+        if model_id is not None and meta["model_id"] != model_id:
+            raise MapStoreError(f"map {path} was built with model {meta['model_id']!r} but this detector runs "
+                                f"{model_id!r}; descriptors of different models cannot be compared — load the map "
+                                "with the same model.preset and weights")
+        keyframes = map_log.keyframes_with_local(log, range(len(log))) if load_local else list(log.keyframes)
+        if not load_geometry:
+            for kf in keyframes:
+                kf.geometry = None
+        return meta, keyframes
+    finally:
+        log.close()

@@ -81,6 +81,9 @@ class LoopClosureNode(Node):
             self.get_logger().info(loaded.message)
         if self.config.map.save_path:  # refuse a foreign target at startup, not at the first autosave
             check_save_target(self.config.map.save_path)
+        started = self.maps.start()  # map.append: every keyframe goes to the live map at save_path
+        if not started.success:
+            raise VprError(f"map.save_path: {started.message}")
         self._queue: collections.deque[tuple[Any, float]] = collections.deque()
         self._wake = threading.Condition()
         self._stopping = False
@@ -235,7 +238,11 @@ class LoopClosureNode(Node):
             self._loop_pub.publish(conv.loop_closure_to_msg(loop, self.config.detector.map_frame))
             self.stats.count("loop_closures")
             if self._debug:
-                self._debug_view.show(loop, kf, image, self.detector.keyframes)
+                ident = (loop.match_robot_id, loop.match_session_id, loop.match_id)
+                # A live map keeps local features on disk: hand the view the match with them read back.
+                self._debug_view.show(loop, kf, image, [self.detector.keyframe_with_local(k) for k, m in
+                                                        enumerate(self.detector.keyframes)
+                                                        if (m.robot_id, m.session_id, m.id) == ident])
         if self.fleet is not None:
             self.fleet.keyframe(kf)
             self.fleet.loops(result.loop_closures)
@@ -329,6 +336,7 @@ class LoopClosureNode(Node):
                 self.get_logger().info(f"{result.message} at shutdown")
             else:
                 self.get_logger().error(f"at shutdown: {result.message}")
+        self.maps.close()
 
 
 def main(args: list[str] | None = None) -> int:

@@ -1,5 +1,9 @@
 """The node's map I/O: ``~/save_map``, ``~/load_map``, ``~/reset``, periodic autosave, shutdown save.
 
+With ``map.append`` (default) and ``map.save_path`` set, :meth:`MapKeeper.start` attaches a live map
+there (core/map_log.py): every keyframe is on disk as it is made, autosave has nothing to do, and
+``~/save_map`` to another path writes a snapshot (copy) of the live map.
+
 ROS-free on purpose (the node turns results into service responses), so that every way a map
 operation can fail ends here as ``MapResult(success=False, message)``: a service callback that
 raises takes the whole executor, and with it every keyframe in memory, down.
@@ -93,10 +97,33 @@ class MapKeeper:
 
     def added(self, kf: Keyframe) -> None:
         """The processing thread made ``kf`` a keyframe."""
-        self._bytes += keyframe_bytes(kf)
+        # With a live map its local features stay on disk, not in memory.
+        self._bytes += int(kf.global_.nbytes) if self.detector.store is not None else keyframe_bytes(kf)
         self._changed = True
 
     # -- operations ----------------------------------------------------------------------
+    def start(self) -> MapResult:
+        """Attach the live map at ``map.save_path`` when ``map.append`` is on (a no-op success otherwise)."""
+        path = self.config.save_path
+        if not (path and self.config.append):
+            return MapResult(True, "no live map (map.save_path empty or map.append false)")
+        refusal = check_save_path(path)
+        if refusal is not None:
+            return MapResult(False, f"refusing map.save_path: {refusal}")
+        try:
+            with self.lock:
+                try:
+                    n = self.detector.attach_store(path)
+                finally:
+                    self._recount()
+        except Exception as exc:  # noqa: BLE001
+            return self._failed("open the live map", path, exc)
+        return MapResult(True, f"appending keyframes to live map {path} ({n} keyframes continued from it)", n)
+
+    def close(self) -> None:
+        with self.lock:
+            self.detector.detach_store()
+
     def save(self, path: str) -> MapResult:
         refusal = check_save_path(path)
         if refusal is not None:
@@ -125,7 +152,10 @@ class MapKeeper:
     def reset(self) -> MapResult:
         try:
             with self.lock:
+                live = self.detector.store is not None
                 self.detector.reset()
+                if live:  # as a save after a reset did: the map at save_path starts over
+                    self.detector.attach_store(self.config.save_path, fresh=True)
                 self._recount()
                 self._changed = True
         except Exception as exc:  # noqa: BLE001
@@ -135,7 +165,7 @@ class MapKeeper:
     def autosave_due(self, now: float | None = None) -> bool:
         period = self.config.autosave_sec
         now = time.monotonic() if now is None else now
-        return bool(self.config.save_path and period > 0 and self._changed
+        return bool(self.config.save_path and period > 0 and self._changed and self.detector.store is None
                     and now - self._last_save >= period)
 
     def autosave(self) -> MapResult | None:
