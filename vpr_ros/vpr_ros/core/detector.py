@@ -264,6 +264,10 @@ class LoopClosureDetector:
             start = len(self._keyframes)
             self._index.add(np.arange(start, start + len(fresh)), np.stack([kf.global_ for kf in fresh]))
             self._keyframes.extend(fresh)
+            if self._store is not None:  # central mode shares whole keyframes: the shared map keeps them
+                for key, kf in enumerate(fresh, start):
+                    if kf.local is not None:
+                        self._append_to_store(key, kf)
         return len(fresh)
 
     def _is_own(self, kf: Keyframe) -> bool:
