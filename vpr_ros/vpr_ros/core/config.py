@@ -11,13 +11,16 @@ Parameter names are dotted and mirror the nesting: ``detector.min_loop_gap_sec``
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
 from pathlib import Path
 from typing import Any, Collection, Mapping
 
 import yaml
 
+from vpr_ros.core.config_checks import (BACKENDS, DEVICES, LOCAL_ENCODINGS, MAX_COUNT, MAX_METRES,  # noqa: F401
+                                        MAX_SEC, METRICS, PRECISIONS, VERIFY_METHODS)
+from vpr_ros.core.config_checks import check_choice as _check_choice, check_range as _check_range, meta as _meta
+from vpr_ros.core.config_loop import GeometryConfig, OdometryGateConfig
 from vpr_ros.core.errors import ConfigError
 
 __all__ = [
@@ -39,40 +42,6 @@ __all__ = [
     "flatten_parameters",
 ]
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
-DEVICES = ("cpu", "cuda")
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-METRICS = ("inner_product",)
-VERIFY_METHODS = ("mnn", "mnn+fundamental", "global")
-# Upper bounds of the numeric fields: every value up to them must run (a test feeds each extreme
-# through the detector). 1e9 s is ~31 years, "never" for a time gap, yet finite: `.inf` overflowed
-# the integer nanosecond arithmetic of every frame.
-MAX_SEC = 1.0e9
-MAX_METRES = 1.0e6
-MAX_COUNT = 1_000_000
-GEOMETRY_METHODS = ("auto", "off", "essential", "pnp")
-KEYPOINT_TYPES = ("sift", "orb")
-ON_INVALID = ("publish", "reject")
-LOCAL_ENCODINGS = ("float32", "float16", "int8")  # core/local_records.py
-
-
-def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{name}={value!r} is not allowed; choose one of {', '.join(allowed)}")
-
-
-def _check_range(name: str, value: float, lo: float | None = None, hi: float | None = None) -> None:
-    if isinstance(value, float) and math.isnan(value):
-        raise ConfigError(f"{name} is NaN; give a number")
-    if lo is not None and value < lo:
-        raise ConfigError(f"{name}={value!r} is below its minimum {lo}; give a value >= {lo}")
-    if hi is not None and value > hi:
-        raise ConfigError(f"{name}={value!r} is above its maximum {hi}; give a value <= {hi}")
-
-
-def _meta(description: str, lo: float | None = None, hi: float | None = None,
-          choices: tuple[str, ...] | None = None) -> dict[str, Any]:
-    return {"description": description, "min": lo, "max": hi, "choices": choices}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,97 +227,6 @@ class MapConfig:
         """``load_path`` split at commas: the maps loaded at startup, in order (a string, not a
         list, so launch arguments and ``-p map.load_path:=...`` stay one plain value)."""
         return tuple(p.strip() for p in self.load_path.split(",") if p.strip())
-
-
-@dataclasses.dataclass(frozen=True)
-class GeometryConfig:
-    """Relative pose of accepted loops (vpr_ros.core.geometry): keypoints inside MNN cells -> PnP or essential."""
-
-    method: str = dataclasses.field(default="auto", metadata=_meta(
-        "auto: pnp when the match keyframe has depth (stereo/RGB-D; essential when too few matched "
-        "keypoints have depth), essential with a camera only, nothing without a camera; off never "
-        "estimates a pose.", choices=GEOMETRY_METHODS))
-    keypoints: str = dataclasses.field(default="sift", metadata=_meta(
-        "Keypoints that refine MNN cells to pixel accuracy (docs/geometry.md compares them).",
-        choices=KEYPOINT_TYPES))
-    max_keypoints: int = dataclasses.field(default=1000, metadata=_meta(
-        "Keypoints kept per keyframe (strongest first).", lo=50, hi=20000))
-    cell_radius: int = dataclasses.field(default=1, metadata=_meta(
-        "Keypoints may match within this many grid cells around an MNN pair.", lo=0, hi=5))
-    ratio: float = dataclasses.field(default=0.85, metadata=_meta(
-        "Lowe ratio test among the keypoints allowed by the MNN cells.", lo=0.1, hi=1.0))
-    ransac_threshold_px: float = dataclasses.field(default=2.0, metadata=_meta(
-        "Robust estimator (USAC MAGSAC) inlier threshold, pixels.", lo=0.1, hi=50.0))
-    min_inliers: int = dataclasses.field(default=20, metadata=_meta(
-        "Inliers needed for a valid relative pose.", lo=6, hi=MAX_COUNT))
-    min_inlier_ratio: float = dataclasses.field(default=0.25, metadata=_meta(
-        "Inliers / correspondences needed for a valid relative pose.", lo=0.0, hi=1.0))
-    min_spread: float = dataclasses.field(default=0.1, metadata=_meta(
-        "Inliers must cover this fraction of the image (sqrt of their bounding-box area over the "
-        "image area); clustered inliers give ill-conditioned poses.", lo=0.0, hi=1.0))
-    min_parallax_deg: float = dataclasses.field(default=0.3, metadata=_meta(
-        "Essential only: median parallax (deg) of the inliers left after the best pure rotation; "
-        "below it the translation direction is unobservable (rotation kept, pose not valid). Pure "
-        "rotations measure ~0.05, EuRoC's 0.3 m revisit at 3-5 m ~1.", lo=0.0, hi=45.0))
-    max_depth_m: float = dataclasses.field(default=40.0, metadata=_meta(
-        "Stereo/RGB-D points farther than this are dropped, metres.", lo=0.1, hi=MAX_METRES))
-    on_invalid: str = dataclasses.field(default="publish", metadata=_meta(
-        "What happens to an accepted loop whose pose is not valid: publish it without a pose "
-        "(relative_pose_valid false) or reject it. Rejections are counted by reason either way.",
-        choices=ON_INVALID))
-
-    def __post_init__(self) -> None:
-        _check_choice("geometry.method", self.method, GEOMETRY_METHODS)
-        _check_choice("geometry.keypoints", self.keypoints, KEYPOINT_TYPES)
-        _check_choice("geometry.on_invalid", self.on_invalid, ON_INVALID)
-        _check_range("geometry.max_keypoints", self.max_keypoints, 50, 20000)
-        _check_range("geometry.cell_radius", self.cell_radius, 0, 5)
-        _check_range("geometry.ratio", self.ratio, 0.1, 1.0)
-        _check_range("geometry.ransac_threshold_px", self.ransac_threshold_px, 0.1, 50.0)
-        _check_range("geometry.min_inliers", self.min_inliers, 6, MAX_COUNT)
-        _check_range("geometry.min_inlier_ratio", self.min_inlier_ratio, 0.0, 1.0)
-        _check_range("geometry.min_spread", self.min_spread, 0.0, 1.0)
-        _check_range("geometry.min_parallax_deg", self.min_parallax_deg, 0.0, 45.0)
-        _check_range("geometry.max_depth_m", self.max_depth_m, 0.1, MAX_METRES)
-
-
-@dataclasses.dataclass(frozen=True)
-class OdometryGateConfig:
-    """Odometry consistency of loops inside one robot and session (needs poses; a no-op without).
-
-    The drift odometry can have accumulated between two keyframes grows with the distance travelled
-    and the angle turned between them; a candidate farther from the query than that drift allows is
-    dropped before verification (``core/odometry_gate.py``).
-    """
-
-    enabled: bool = dataclasses.field(default=True, metadata=_meta(
-        "Gate loops within the own robot and session by odometry (only where both keyframes have poses)."))
-    min_sigma_m: float = dataclasses.field(default=0.5, metadata=_meta(
-        "Position standard deviation at zero travel, metres (place size, keyframe spacing).", lo=0.0, hi=MAX_METRES))
-    translation_drift: float = dataclasses.field(default=0.05, metadata=_meta(
-        "Position standard deviation gained per metre travelled (0.05 = 5% of the distance).", lo=0.0, hi=MAX_METRES))
-    rotation_drift_m_per_rad: float = dataclasses.field(default=0.5, metadata=_meta(
-        "Position standard deviation gained per radian turned, metres (heading error after turns).",
-        lo=0.0, hi=MAX_METRES))
-    min_sigma_deg: float = dataclasses.field(default=2.0, metadata=_meta(
-        "Rotation standard deviation at zero travel, degrees (used with a measured relative pose).",
-        lo=0.0, hi=MAX_METRES))
-    rotation_drift: float = dataclasses.field(default=0.05, metadata=_meta(
-        "Rotation standard deviation gained per degree turned (0.05 = 5% of the angle).", lo=0.0, hi=MAX_METRES))
-    heading_drift_deg_per_m: float = dataclasses.field(default=0.1, metadata=_meta(
-        "Rotation standard deviation gained per metre travelled, degrees.", lo=0.0, hi=MAX_METRES))
-    confidence: float = dataclasses.field(default=0.999, metadata=_meta(
-        "Chi-square confidence of the Mahalanobis test; a loop is rejected above its quantile.",
-        lo=0.5, hi=0.999999))
-
-    def __post_init__(self) -> None:
-        for name in ("min_sigma_m", "translation_drift", "rotation_drift_m_per_rad", "min_sigma_deg",
-                     "rotation_drift", "heading_drift_deg_per_m"):
-            _check_range(f"odometry_gate.{name}", getattr(self, name), 0.0, MAX_METRES)
-        _check_range("odometry_gate.confidence", self.confidence, 0.5, 0.999999)
-        if self.min_sigma_m + self.translation_drift + self.rotation_drift_m_per_rad <= 0.0:
-            raise ConfigError("odometry_gate: every position sigma term is 0, so no loop could pass; "
-                              "give min_sigma_m > 0 or set odometry_gate.enabled false")
 
 
 @dataclasses.dataclass(frozen=True)
