@@ -273,3 +273,29 @@ def test_report_gallery_matches_the_loops(corridor_map, tmp_path, capsys):
     assert page.count('class="loop-edge"') == 2 * len(loops)  # timeline and trajectory
     rc, _, _ = run(capsys, "report", path, "--out", tmp_path / "r3.html", "--max-loops", "3")
     assert rc == 0 and (tmp_path / "r3.html").read_text().count('<figure class="loop"') == 3
+
+
+def test_tools_read_the_live_map_a_node_appends(tmp_path, capsys):
+    # The node's default map is live (appended keyframe by keyframe): its thumbnails and accepted loops
+    # are appended with it, so info, verify and the report's gallery work on it like on a snapshot.
+    det = LoopClosureDetector(_config(), TinyExtractor())
+    det.attach_store(tmp_path / "live")
+    loops, t = [], 0
+    for split in ("ref", "query"):
+        for i in range(N):
+            loops += det.process(Frame(t, corridor_image(split, i), pose_matrix((i, 0.0, 0.0), (0, 0, 0, 1)))
+                                 ).loop_closures
+            t += NS // 2
+        t += 60 * NS
+    det.detach_store()
+    assert len(loops) >= 5
+    rc, out, _ = run(capsys, "info", tmp_path / "live", "--json")
+    info = json.loads(out)
+    assert rc == 0 and info["live"] and info["keyframes"] == 2 * N and info["with_thumbnail"] == 2 * N
+    assert info["loops"] == len(loops)
+    rc, out, _ = run(capsys, "verify", tmp_path / "live")
+    assert rc == 0 and "live map" in out
+    rc, _, _ = run(capsys, "report", tmp_path / "live", "--out", tmp_path / "live.html")
+    page = (tmp_path / "live.html").read_text()
+    figures = re.findall(r'<figure class="loop".*?</figure>', page)
+    assert rc == 0 and len(figures) == len(loops) and all(f.count('class="thumb"') == 2 for f in figures)

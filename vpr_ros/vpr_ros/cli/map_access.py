@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from vpr_ros.core import map_loops
+from vpr_ros.core import map_log, map_loops
 from vpr_ros.core.atomic_dir import siblings
 from vpr_ros.core.errors import InputError, MapStoreError
 from vpr_ros.core.index import KeyframeIndex
@@ -53,7 +53,7 @@ def _check_map_dir(path: Path, flag: str) -> None:
                          "~/save_map")
     if not path.is_dir():
         raise InputError(f"{flag} {path} is a file; give a map directory (it holds {DB})")
-    if not (path / DB).is_file():
+    if not (path / DB).is_file() and not map_log.is_live_map(path):
         raise InputError(f"{flag} {path} is not a vpr_ros map (no {DB} in it); give a map directory "
                          "written by --map-save or ~/save_map")
     left = [p.name for p in siblings(path) if os.path.lexists(p)]
@@ -71,6 +71,12 @@ def open_map(path: str | Path, *, load_local: bool = True, flag: str = "map") ->
     path = Path(path).expanduser()
     _check_map_dir(path, flag)
     meta, keyframes = load_keyframes(path, load_local=load_local)
+    if map_log.is_live_map(path):  # the node's live map: every local record is crc-checked as it is read
+        log = map_log.MapLog(path)
+        try:
+            return MapData(path, meta, keyframes, list(log.loops), False)
+        finally:
+            log.close()
     try:
         db = sqlite3.connect((path / DB).absolute().as_uri() + "?mode=ro", uri=True)
         try:

@@ -87,7 +87,7 @@ def map_summary(data: MapData) -> dict:
         "with_pose": sum(k.pose is not None for k in data.keyframes),
         "with_thumbnail": sum(bool(k.thumbnail) for k in data.keyframes),
         "disk_bytes": disk, "disk_per_keyframe_bytes": round(disk["total"] / n) if n else 0,
-        "thumbnail_bytes_per_keyframe": round(thumbs / n) if n else 0, "checksums": data.has_manifest,
+        "thumbnail_bytes_per_keyframe": round(thumbs / n) if n else 0, "checksums": data.has_manifest, "live": bool(data.meta.get("live")),
     }
 
 
@@ -108,7 +108,9 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"disk {d['total'] / 1e6:.2f} MB ({s['disk_per_keyframe_bytes'] / 1e3:.1f} kB per keyframe; "
           f"thumbnails {s['thumbnail_bytes_per_keyframe'] / 1e3:.1f} kB of it): {DB} {d['map.sqlite'] / 1e6:.2f} MB, "
           f"local {d['local'] / 1e6:.2f} MB, {INDEX_FILE} {d['index.faiss'] / 1e6:.2f} MB")
-    if not s["checksums"]:
+    if s["live"]:
+        print("live map (appended by the node): every local-feature record carries a crc32, checked when read")
+    elif not s["checksums"]:
         print("no manifest.json: damage cannot be detected; vpr-ros map compact adds one")
     return 0
 
@@ -242,7 +244,8 @@ def run_verify(args: argparse.Namespace) -> int:
     if dangling:
         print(f"DAMAGED: map {data.path}: {DB} table loops names {dangling} keyframes the map does not hold")
         return 1
-    how = "checksums and structure" if data.has_manifest else "structure only (no manifest.json, no checksums)"
+    how = ("crc32 of every local-feature record and structure (live map)" if data.meta.get("live") else
+           "checksums and structure" if data.has_manifest else "structure only (no manifest.json, no checksums)")
     print(f"OK: map {data.path}: {len(data.keyframes)} keyframes, {len(data.loops)} loops; {how}; "
           f"{INDEX_FILE} matches the descriptors")
     return 0

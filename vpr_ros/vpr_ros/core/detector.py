@@ -178,6 +178,14 @@ class LoopClosureDetector:
             self._local_refs[key] = (self._store, log_key)
             self._keyframes[key] = dataclasses.replace(self._keyframes[key], local=None)
 
+    def _store_loops(self, loops: list[LoopClosure]) -> None:
+        if self._store is not None:
+            try:
+                self._store.append_loops(loops)
+            except (map_log.MapStoreError, OSError, map_log.sqlite3.Error) as exc:
+                self.store_failures += 1  # the loop is still published; only the map's record of it is missing
+                logger.error("could not append loops to map %s: %s", self._store.root, exc)
+
     def save_map(self, path: str | Path, loops: Sequence[LoopClosure] = ()) -> int:
         """Save every keyframe of the map (and ``loops``, accepted loops to keep) to ``path``; returns
         the keyframe count.
@@ -286,22 +294,23 @@ class LoopClosureDetector:
         local = None if desc.local is None else desc.local[0]
         # Keypoints (+ depth) only for frames that become keyframes, and only with a camera.
         geometry = None if frame.camera is None else functools.partial(frame_geometry, frame, self.config.geometry)
-        result = self.process_descriptors(frame.stamp_ns, desc.global_[0], local, frame.pose, geometry)
+        thumbnail = (functools.partial(encode_thumbnail, frame.image, self.config.map.thumbnail_px)
+                     if self.config.map.thumbnails else None)
+        result = self.process_descriptors(frame.stamp_ns, desc.global_[0], local, frame.pose, geometry, thumbnail)
         result.timings_ms["extract"] = extract_ms
-        if result.keyframe is not None and self.config.map.thumbnails:
-            result.keyframe.thumbnail = encode_thumbnail(frame.image, self.config.map.thumbnail_px)
         result.timings_ms["total"] += extract_ms
         return result
 
     def process_descriptors(self, stamp_ns: int, global_: npt.ArrayLike, local: npt.ArrayLike | None,
                             pose: npt.ArrayLike | None = None,
                             geometry: KeyframeGeometry | Callable[[], KeyframeGeometry | None] | None = None,
-                            ) -> StepResult:
+                            thumbnail: Callable[[], bytes] | None = None) -> StepResult:
         """Run selection, retrieval and verification on precomputed descriptors of one frame.
 
         global_: (D,) float32; local: (h, w, c) float32 or None; pose: (4, 4) world_T_body or None;
         geometry: keypoints (+ 3-D points) of the frame for relative poses (``frame_geometry``), or a
-        function computing them, called only when the frame becomes a keyframe.
+        function computing them, called only when the frame becomes a keyframe; thumbnail: a function
+        giving the keyframe's JPEG thumbnail (``map.thumbnails``), likewise called only for keyframes.
         """
         t0 = time.perf_counter()
         stamp_ns = int(stamp_ns)
@@ -328,7 +337,7 @@ class LoopClosureDetector:
         kf = Keyframe(id=self._next_id, stamp_ns=stamp_ns, robot_id=det.robot_id,
                       session_id=det.session_id, global_=g,
                       local=local_arr if self.config.map.store_local else None, pose=pose_arr,
-                      geometry=geometry)
+                      geometry=geometry, thumbnail=None if thumbnail is None else thumbnail())
 
         t1 = time.perf_counter()
         exclude = {k for k in self._own_keys[-self._exclusion_span(kf):] if is_excluded(kf, self._keyframes[k], det)}
@@ -360,6 +369,7 @@ class LoopClosureDetector:
                 loop, gated = None, gated + 1
             if loop is not None:
                 loops.append(loop)
+                self._store_loops(loops)
         timings["geometry"] = (time.perf_counter() - t4) * 1e3
 
         key = len(self._keyframes)

@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from vpr_ros.core import atomic_dir, map_geometry
+from vpr_ros.core import atomic_dir, map_geometry, map_loops, map_thumbnails
 from vpr_ros.core.atomic_dir import fsync_dir, fsync_file
 from vpr_ros.core.errors import MapStoreError
 from vpr_ros.core.local_records import ENCODINGS
@@ -39,6 +39,8 @@ def init_dir(root: Path, fp: dict[str, Any], global_dim: int, encoding: str,
                    "session_id TEXT NOT NULL, stamp_ns INTEGER NOT NULL, pose BLOB, global BLOB NOT NULL, "
                    "segment INTEGER, offset INTEGER)")
         map_geometry.create_table(db)
+        map_thumbnails.ensure_table(db)
+        map_loops.ensure_table(db)
         db.execute("COMMIT")
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:

@@ -26,6 +26,7 @@ at the end (power loss) are dropped with a warning, anywhere else they are damag
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -36,11 +37,11 @@ from typing import Any, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from vpr_ros.core import map_geometry
+from vpr_ros.core import map_geometry, map_loops, map_thumbnails
 from vpr_ros.core.atomic_dir import fsync_dir
 from vpr_ros.core.errors import MapStoreError
 from vpr_ros.core.local_records import ENCODINGS, HEADER, SegmentReader, encode, payload_size, record_bytes
-from vpr_ros.core.types import Keyframe
+from vpr_ros.core.types import Keyframe, LoopClosure
 
 try:
     import fcntl
@@ -168,6 +169,8 @@ class MapLog:
                 meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
                 rows = db.execute(f"SELECT {_COLS} FROM keyframes ORDER BY key").fetchall()
                 geometry = map_geometry.read_geometry(db, self.root, len(rows))
+                thumbnails = map_thumbnails.read_table(db, len(rows))
+                self.loops: list[LoopClosure] = map_loops.read_table(db, self.root)
             except (sqlite3.Error, ValueError) as exc:
                 raise MapStoreError(f"map {self.root}: {LOG} is damaged ({exc}); re-create it or load another "
                                     "map") from None
@@ -182,7 +185,12 @@ class MapLog:
                 self.keyframes.append(self._keyframe(i, row))
                 self.locations.append(None if row[7] is None else (int(row[7]), int(row[8])))
             map_geometry.attach(self.keyframes, {k: g for k, g in geometry.items() if k < len(rows)})
+            for key, jpeg in thumbnails.items():
+                if key < len(self.keyframes):
+                    self.keyframes[key].thumbnail = jpeg
             if writable:
+                map_thumbnails.ensure_table(db)  # live maps written before thumbnails and loops were kept
+                map_loops.ensure_table(db)
                 self._open_tail()
         finally:
             if not writable:
@@ -297,6 +305,7 @@ class MapLog:
                 np.asarray(kf.global_, "<f4").tobytes(), None if loc is None else loc[0],
                 None if loc is None else loc[1]))
             db.executemany(f"INSERT INTO {map_geometry.TABLE} VALUES ({', '.join('?' * 13)})", geometry)
+            map_thumbnails.append_row(db, key, kf)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -304,9 +313,23 @@ class MapLog:
         if loc is not None:
             self._end = loc[1] + HEADER + self._record_payload()
         self.keyframes.append(Keyframe(id=kf.id, stamp_ns=kf.stamp_ns, robot_id=kf.robot_id, session_id=kf.session_id,
-                                       global_=np.asarray(kf.global_, np.float32), pose=kf.pose, geometry=kf.geometry))
+                                       global_=np.asarray(kf.global_, np.float32), pose=kf.pose, geometry=kf.geometry,
+                                       thumbnail=kf.thumbnail))
         self.locations.append(loc)
         return key
+
+    def append_loops(self, loops: list[LoopClosure]) -> None:
+        """Make accepted ``loops`` durable with the map (for vpr-ros map report/export)."""
+        if self._db is None:
+            raise MapStoreError(f"map {self.root} is open read-only (or closed); it cannot be appended to")
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            map_loops.append_rows(self._db, loops)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self.loops.extend(loops)
 
     def _write_record(self, key: int, local: npt.NDArray[np.float32], db: sqlite3.Connection) -> tuple[int, int]:
         shape = tuple(np.shape(local))
@@ -356,6 +379,5 @@ def keyframes_with_local(log: MapLog, keys: Sequence[int]) -> list[Keyframe]:
     out = []
     for k in keys:
         kf = log.keyframes[k]
-        out.append(Keyframe(kf.id, kf.stamp_ns, kf.robot_id, kf.session_id, kf.global_, log.read_local(k),
-                            kf.pose, kf.geometry))
+        out.append(dataclasses.replace(kf, local=log.read_local(k)))
     return out

@@ -22,7 +22,7 @@ import numpy as np
 from vpr_ros.core.errors import MapStoreError
 from vpr_ros.core.types import LoopClosure
 
-__all__ = ["TABLE", "write_table", "read_table"]
+__all__ = ["TABLE", "write_table", "read_table", "ensure_table", "append_rows"]
 
 TABLE = "loops"
 _FIELDS = [f.name for f in dataclasses.fields(LoopClosure)]
@@ -44,6 +44,19 @@ def write_table(db: sqlite3.Connection, loops: Iterable[LoopClosure]) -> int:
     """Create the table and insert ``loops``; returns the count."""
     db.execute(f"CREATE TABLE {TABLE} (seq INTEGER PRIMARY KEY, {', '.join(_FIELDS)})")
     rows = [(seq, *(_value(n, getattr(loop, n)) for n in _FIELDS)) for seq, loop in enumerate(loops)]
+    db.executemany(f"INSERT INTO {TABLE} VALUES ({', '.join('?' * (len(_FIELDS) + 1))})", rows)
+    return len(rows)
+
+
+def ensure_table(db: sqlite3.Connection) -> None:
+    """The table, created if missing (live maps: core/map_log.py; older live maps have none)."""
+    db.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (seq INTEGER PRIMARY KEY, {', '.join(_FIELDS)})")
+
+
+def append_rows(db: sqlite3.Connection, loops: Iterable[LoopClosure]) -> int:
+    """Append ``loops`` after the stored ones (inside the caller's transaction); returns the count."""
+    start = db.execute(f"SELECT COALESCE(MAX(seq) + 1, 0) FROM {TABLE}").fetchone()[0]
+    rows = [(seq, *(_value(n, getattr(loop, n)) for n in _FIELDS)) for seq, loop in enumerate(loops, start)]
     db.executemany(f"INSERT INTO {TABLE} VALUES ({', '.join('?' * (len(_FIELDS) + 1))})", rows)
     return len(rows)
 

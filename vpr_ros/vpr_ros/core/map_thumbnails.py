@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from vpr_ros.core.types import Keyframe
 
-__all__ = ["TABLE", "encode_thumbnail", "write_table", "read_table"]
+__all__ = ["TABLE", "encode_thumbnail", "write_table", "read_table", "ensure_table", "append_row"]
 
 TABLE = "thumbnails"
 #: JPEG quality: at 160 px a thumbnail is ~5 kB, under 1 % of a lite0-gem keyframe.
@@ -56,3 +56,14 @@ def read_table(db: sqlite3.Connection, count: int) -> dict[int, bytes]:
         return {}
     return {key: jpeg for key, jpeg in db.execute(f"SELECT key, jpeg FROM {TABLE}")
             if isinstance(key, int) and 0 <= key < count and isinstance(jpeg, bytes) and jpeg}
+
+
+def ensure_table(db: sqlite3.Connection) -> None:
+    """The table, created if missing (live maps: core/map_log.py; older live maps have none)."""
+    db.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (key INTEGER PRIMARY KEY, jpeg BLOB NOT NULL)")
+
+
+def append_row(db: sqlite3.Connection, key: int, kf: Keyframe) -> None:
+    """Insert keyframe ``key``'s thumbnail, if it has one (inside the caller's transaction)."""
+    if kf.thumbnail:
+        db.execute(f"INSERT INTO {TABLE} VALUES (?, ?)", (int(key), bytes(kf.thumbnail)))
