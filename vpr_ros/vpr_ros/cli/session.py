@@ -21,7 +21,7 @@ from vpr_ros.core.atomic_dir import fsync_dir
 from vpr_ros.core.detector import LoopClosureDetector, StepResult
 from vpr_ros.core.errors import MapStoreError, StampOrderError
 from vpr_ros.core.eval.groundtruth import KeyframeRecord
-from vpr_ros.core.pipeline import PipelinedDetector
+from vpr_ros.core.pipeline import PipelinedDetector, set_compute_threads
 from vpr_ros.core.types import Frame, Keyframe, LoopClosure
 from vpr_ros.io.bags import ImageBag, ReadStats
 from vpr_ros.io.frame_sync import GeometryInputs
@@ -132,7 +132,7 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
                pose_topic: str | None = None, *, frame_index: Mapping[Key, int] | None = None,
                progress: bool = False, max_frames: int | None = None,
                on_stamp_backwards: str = "skip", inputs: GeometryInputs | None = None,
-               pipeline: bool = True) -> ReplayResult:
+               pipeline: bool = True, on_frame: Callable[[int], None] | None = None) -> ReplayResult:
     """Feed every frame of ``image_topic`` to ``detector`` in order and record the outcome.
 
     ``frame_index`` gives the bag frame index of keyframes already in the detector's map (a loaded
@@ -142,9 +142,13 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
     ``inputs``: calibration, depth or right images to read with the images (relative poses of loops).
     ``pipeline``: read, decode and run the model one frame ahead on a worker thread while this thread
     searches and verifies (core/pipeline.py); same results, in the same order, as without.
+    ``on_frame(frames)``: called after each processed frame with the count so far (benchmarks sample memory).
     """
     if on_stamp_backwards not in STAMP_POLICIES:
         raise ValueError(f"on_stamp_backwards={on_stamp_backwards!r}; choose one of {STAMP_POLICIES}")
+    # The CLI owns the process: explicit pools, so verification's BLAS/FAISS/OpenCV threads take one
+    # core beside the model's instead of spinning on both (docs/benchmarks.md, "Thread counts").
+    set_compute_threads(detector.config.model.threads)
     known = dict(frame_index or {})
     records = [_record(kf, known.get((kf.robot_id, kf.session_id, kf.id), -1)) for kf in detector.keyframes]
     num_map = len(records)
@@ -192,6 +196,8 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
                     continue
                 frames += 1
                 bar.update(1)
+                if on_frame is not None:
+                    on_frame(frames)
                 gated += step.odometry_rejected
                 for stage, ms in step.timings_ms.items():
                     timings.setdefault(stage, []).append(ms)

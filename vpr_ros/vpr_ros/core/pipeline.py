@@ -19,6 +19,7 @@ Usage::
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import functools
 import queue
@@ -68,7 +69,35 @@ def set_compute_threads(model_threads: int, other_threads: int = 1) -> dict[str,
         done["torch"] = model_threads
     except ImportError:
         pass
+    if _set_openblas_threads(other_threads):
+        done["openblas"] = other_threads
     return done
+
+
+def _set_openblas_threads(threads: int) -> bool:
+    """numpy's OpenBLAS (verification's GEMMs) to ``threads``: its default is one busy-waiting thread
+    per core, which on 2 cores starves the model's thread (OPENBLAS_NUM_THREADS works only before
+    numpy is imported). Found among the loaded libraries, as threadpoolctl does."""
+    import numpy  # noqa: F401  (loads the library whose pool this sets)
+
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
+            paths = {line.split()[-1] for line in fh if "openblas" in line.lower() and ".so" in line.split()[-1]}
+    except OSError:
+        return False
+    found = False
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            setter = getattr(lib, name, None)
+            if setter is not None:
+                setter(ctypes.c_int(threads))
+                found = True
+                break
+    return found
 
 
 @dataclasses.dataclass
