@@ -34,8 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--stream-frames: image encoding of the bag")
     parser.add_argument("--pipeline", action=argparse.BooleanOptionalAction, default=True,
                         help="--stream-frames: model one frame ahead on a second thread (default) or not")
-    parser.add_argument("--other-threads", type=positive_int, default=1,
-                        help="--stream-frames: FAISS and OpenCV threads (the model's are model.threads)")
     parser.add_argument("--json", metavar="FILE", help="--stream-frames: write the results here")
 
 
