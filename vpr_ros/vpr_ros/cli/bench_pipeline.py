@@ -34,10 +34,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--stream-frames: image encoding of the bag")
     parser.add_argument("--pipeline", action=argparse.BooleanOptionalAction, default=True,
                         help="--stream-frames: model one frame ahead on a second thread (default) or not")
-    parser.add_argument("--json", metavar="FILE", help="--stream-frames: write the results here")
+    parser.add_argument("--stages", action="store_true",
+                        help="instead: time each stage of one frame (decode, colour, float, normalise, resize, "
+                             "model, search, verify) for 640x480 and 1280x720 JPEG and raw frames")
+    parser.add_argument("--rounds", type=positive_int, default=20, help="--stages: timed rounds per stage")
+    parser.add_argument("--json", metavar="FILE", help="--stream-frames / --stages: write the results here")
 
 
 def run_pipeline_bench(args: argparse.Namespace) -> int:
+    if args.stages:
+        from vpr_ros.cli.bench_stages import run_stages_bench
+
+        return run_stages_bench(args)
     if args.stream_frames is not None:
         from vpr_ros.cli.bench_stream import run_stream_bench
 
