@@ -21,7 +21,7 @@ from vpr_ros.core.atomic_dir import fsync_dir
 from vpr_ros.core.detector import LoopClosureDetector, StepResult
 from vpr_ros.core.errors import MapStoreError, StampOrderError
 from vpr_ros.core.eval.groundtruth import KeyframeRecord
-from vpr_ros.core.pipeline import PipelinedDetector, set_compute_threads
+from vpr_ros.core.pipeline import PipelinedDetector, fix_mmap_threshold, set_compute_threads
 from vpr_ros.core.types import Frame, Keyframe, LoopClosure
 from vpr_ros.io.bags import ImageBag, ReadStats
 from vpr_ros.io.frame_sync import GeometryInputs
@@ -149,6 +149,7 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
     # The CLI owns the process: explicit pools, so verification's BLAS/FAISS/OpenCV threads take one
     # core beside the model's instead of spinning on both (docs/benchmarks.md, "Thread counts").
     set_compute_threads(detector.config.model.threads)
+    fix_mmap_threshold()  # RSS grows by what the map stores, not by heap fragmentation around it
     known = dict(frame_index or {})
     records = [_record(kf, known.get((kf.robot_id, kf.session_id, kf.id), -1)) for kf in detector.keyframes]
     num_map = len(records)

@@ -33,7 +33,7 @@ from vpr_ros.core.errors import InputError
 from vpr_ros.core.keyframe_geometry import frame_geometry
 from vpr_ros.core.types import Descriptors, Frame
 
-__all__ = ["PipelinedDetector", "PipelineItem", "FrameStream", "set_compute_threads"]
+__all__ = ["PipelinedDetector", "PipelineItem", "FrameStream", "set_compute_threads", "fix_mmap_threshold"]
 
 T = TypeVar("T")
 
@@ -72,6 +72,25 @@ def set_compute_threads(model_threads: int, other_threads: int = 1) -> dict[str,
     if _set_openblas_threads(other_threads):
         done["openblas"] = other_threads
     return done
+
+
+def fix_mmap_threshold(nbytes: int = 128 * 1024) -> bool:
+    """Keep glibc malloc serving blocks >= ``nbytes`` by mmap (process-wide; False off glibc).
+
+    glibc raises its mmap threshold each time a large mmapped block is freed, after which the
+    per-frame temporaries (model outputs, preprocess tensors) and the keyframes' local maps that the
+    map keeps (~180 kB each for lite0) share heap arenas, and the holes the temporaries leave between
+    kept maps are never returned: on a 10k-frame replay RSS grew ~160 kB per frame beyond what the
+    map holds. With the threshold fixed each large block is its own mapping, returned on free, and
+    RSS grows by the map's bytes only (docs/benchmarks.md). Costs one mmap/munmap per large block.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_mmap_threshold = -3  # from <malloc.h>
+    return bool(mallopt(ctypes.c_int(m_mmap_threshold), ctypes.c_int(nbytes)))
 
 
 def _set_openblas_threads(threads: int) -> bool:
