@@ -39,3 +39,12 @@ def test_every_uint8_value_maps_as_before():
     rgb = np.stack([values, values[::-1], np.roll(values, 7)], axis=1)[None]  # (1, 256, 3)
     out = preprocess_images([rgb], "imagenet-bilinear", (1, 256))[0]
     assert torch.equal(out, _torch_reference(rgb, "imagenet-bilinear", (1, 256)))
+
+
+def test_strided_view_input_is_not_modified_and_matches():
+    rgb = np.random.default_rng(1).integers(0, 256, (48, 128, 3), dtype=np.uint8)
+    view = rgb[:, ::2]  # not contiguous: the float copy must still be C-ordered for the in-place rows
+    before = view.copy()
+    out = preprocess_images([view], "imagenet-bilinear", (64, 64))[0]
+    assert torch.equal(out, _torch_reference(view, "imagenet-bilinear", (64, 64)))
+    assert np.array_equal(view, before)

@@ -55,10 +55,16 @@ def _camera_rows(model: Any, width: int, height: int, rounds: int) -> dict[str, 
     spec = model.spec
     rec = RECIPES[spec.preprocess]
     resized, _ = target_size(height, width, tuple(spec.input_size), spec.patch_multiple, model.keep_aspect)
-    mean = torch.tensor(rec.mean).view(3, 1, 1)
-    std = torch.tensor(rec.std).view(3, 1, 1)
-    x = torch.from_numpy(rgb.astype(np.float32)).permute(2, 0, 1).div(255.0)
-    normalised = (x - mean) / std
+    mean = np.float32(rec.mean)
+    std = np.float32(rec.std)
+    rows = rgb.astype(np.float32).reshape(height, -1)
+
+    def normalise() -> None:  # what preprocess_images does, in place on its float copy
+        np.divide(rows, np.float32(255.0), out=rows)
+        np.subtract(rows, np.tile(mean, width), out=rows)
+        np.divide(rows, np.tile(std, width), out=rows)
+
+    normalised = torch.from_numpy(rgb.astype(np.float32) / np.float32(255.0)).permute(2, 0, 1)
     batch = model.preprocess([rgb]).numpy()
     rows = {
         "decode jpeg -> RGB (image_from_compressed)": _median_ms(lambda: image_from_compressed("jpeg", jpeg), rounds),
@@ -68,9 +74,8 @@ def _camera_rows(model: Any, width: int, height: int, rounds: int) -> dict[str, 
             lambda: image_from_raw("rgb8", height, width, width * 3, raw), rounds),
         "decode raw bgr8 (image_from_raw)": _median_ms(
             lambda: image_from_raw("bgr8", height, width, width * 3, raw), rounds),
-        "to float [0, 1] (astype + div)": _median_ms(
-            lambda: torch.from_numpy(rgb.astype(np.float32)).permute(2, 0, 1).div(255.0), rounds),
-        "normalise (mean/std)": _median_ms(lambda: (x - mean) / std, rounds),
+        "to float32 (astype)": _median_ms(lambda: rgb.astype(np.float32), rounds),
+        "scale + normalise in place (numpy)": _median_ms(normalise, rounds),
         f"resize to {resized[1]}x{resized[0]} ({rec.interpolation})": _median_ms(
             lambda: F.interpolate(normalised[None], size=resized, mode=rec.interpolation, align_corners=False,
                                   antialias=rec.antialias), rounds),
