@@ -109,7 +109,10 @@ def _map_rows(config: Any, model: Any, keyframes: int, rounds: int) -> dict[str,
 
 def run_stages_bench(args: argparse.Namespace) -> int:
     config = build_config(args.config, parse_overrides(args.set))
-    threads = set_compute_threads(config.model.threads)
+    import torch
+
+    torch.set_num_threads(config.model.threads)  # as replay_bag sets it (preprocessing's resize)
+    threads = {"torch": config.model.threads, **set_compute_threads()}
     model = load_extractor(config)
     out: dict[str, Any] = {"machine": machine(), "threads": {"model": config.model.threads, **threads},
                            "model": model.model_id, "backend": config.model.backend, "rounds": args.rounds}

@@ -85,7 +85,10 @@ def machine() -> dict[str, Any]:
 
 def run_stream_bench(args: argparse.Namespace) -> int:
     config = build_config(args.config, parse_overrides(args.set))
-    threads = set_compute_threads(config.model.threads)  # as replay_bag sets them
+    import torch
+
+    torch.set_num_threads(config.model.threads)  # as replay_bag sets it (preprocessing's resize)
+    threads = {"torch": config.model.threads, **set_compute_threads()}
     model = load_extractor(config)
     model.extract(corridor_frames("ref", 1))  # first-run costs (ONNX session, allocations) out of the timing
     detector = LoopClosureDetector(config, model)

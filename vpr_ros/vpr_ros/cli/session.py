@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
@@ -148,7 +149,10 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
         raise ValueError(f"on_stamp_backwards={on_stamp_backwards!r}; choose one of {STAMP_POLICIES}")
     # The CLI owns the process: explicit pools, so verification's BLAS/FAISS/OpenCV threads take one
     # core beside the model's instead of spinning on both (docs/benchmarks.md, "Thread counts").
-    set_compute_threads(detector.config.model.threads)
+    set_compute_threads()
+    torch = sys.modules.get("torch")  # loaded with a model: preprocessing resizes with it
+    if torch is not None:
+        torch.set_num_threads(detector.config.model.threads)
     fix_mmap_threshold()  # RSS grows by what the map stores, not by heap fragmentation around it
     known = dict(frame_index or {})
     records = [_record(kf, known.get((kf.robot_id, kf.session_id, kf.id), -1)) for kf in detector.keyframes]

@@ -41,11 +41,12 @@ T = TypeVar("T")
 _POLL_SEC = 0.05
 
 
-def set_compute_threads(model_threads: int, other_threads: int = 1) -> dict[str, int]:
+def set_compute_threads(other_threads: int = 1) -> dict[str, int]:
     """Set the thread pools of the libraries beside the model explicitly (process-wide).
 
-    The model's own threads come from ``model.threads`` (ONNX Runtime intra-op, spinning off; torch
-    backend ``torch.set_num_threads``). FAISS (OpenMP) and OpenCV get ``other_threads``: on a small
+    The model's own threads are ``model.threads``, set where the model is loaded (ONNX Runtime
+    intra-op with spinning off; the torch backend's ``torch.set_num_threads``, which is also the pool
+    of a torch MNN screen). FAISS (OpenMP), OpenCV and numpy's OpenBLAS get ``other_threads``: on a small
     machine the pipeline's second stage then takes one core while the model takes the other, instead
     of both stages' pools fighting over the same cores (measured in docs/benchmarks.md). Returns what
     was set. Libraries that are not installed are skipped.
@@ -61,12 +62,6 @@ def set_compute_threads(model_threads: int, other_threads: int = 1) -> dict[str,
         import faiss
         faiss.omp_set_num_threads(other_threads)
         done["faiss"] = other_threads
-    except ImportError:
-        pass
-    try:
-        import torch
-        torch.set_num_threads(model_threads)
-        done["torch"] = model_threads
     except ImportError:
         pass
     if _set_openblas_threads(other_threads):
