@@ -27,9 +27,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=positive_int, default=None,
                         help="frames per traversal (default: all 111)")
     parser.add_argument("--warmup", type=non_negative_int, default=5, help="frames of session 1 not timed")
+    parser.add_argument("--stream-frames", type=positive_int, default=None, metavar="N",
+                        help="instead: replay one N-frame bag (the Corridor repeated, written once to a temp "
+                             "folder) end to end and report frames/s and RSS at every tenth")
+    parser.add_argument("--encoding", default="jpeg", choices=("jpeg", "rgb8"),
+                        help="--stream-frames: image encoding of the bag")
+    parser.add_argument("--pipeline", action=argparse.BooleanOptionalAction, default=True,
+                        help="--stream-frames: model one frame ahead on a second thread (default) or not")
+    parser.add_argument("--stages", action="store_true",
+                        help="instead: time each stage of one frame (decode, colour, float, normalise, resize, "
+                             "model, search, verify) for 640x480 and 1280x720 JPEG and raw frames")
+    parser.add_argument("--rounds", type=positive_int, default=20, help="--stages: timed rounds per stage")
+    parser.add_argument("--json", metavar="FILE", help="--stream-frames / --stages: write the results here")
 
 
 def run_pipeline_bench(args: argparse.Namespace) -> int:
+    if args.stages:
+        from vpr_ros.cli.bench_stages import run_stages_bench
+
+        return run_stages_bench(args)
+    if args.stream_frames is not None:
+        from vpr_ros.cli.bench_stream import run_stream_bench
+
+        return run_stream_bench(args)
     config = build_config(args.config, parse_overrides(args.set))
     model = load_extractor(config)
     with tempfile.TemporaryDirectory(prefix="vpr_ros_bench_") as tmp:

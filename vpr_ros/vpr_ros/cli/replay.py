@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     gt = ground_truth(args, config, {kf.session_id for kf in detector.keyframes}, pairs)
     result = replay_bag(detector, args.bag, args.image_topic, args.odom_topic,
                         frame_index=frame_index, progress=not args.no_progress,
-                        on_stamp_backwards=args.on_stamp_backwards, inputs=inputs)
+                        on_stamp_backwards=args.on_stamp_backwards, inputs=inputs, pipeline=args.pipeline)
     if args.map_save:
         save_map(detector, args.map_save, result)
     metrics = write_report(args.out, result, gt, frame_id=config.detector.map_frame)
@@ -198,6 +198,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="a frame older than the previous one: skip it and count it in metrics.json "
                         "(default), or abort the replay")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--pipeline", action=argparse.BooleanOptionalAction, default=True,
+                   help="decode and run the model one frame ahead on a second thread while the previous "
+                        "frame is searched and verified (same results; --no-pipeline: one thread)")
     p.add_argument("--optimize", action="store_true",
                    help="optimise a pose graph of odometry + loops (GTSAM) and export g2o/TUM (needs --odom-topic)")
     add_geometry_arguments(p)

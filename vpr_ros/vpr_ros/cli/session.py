@@ -6,20 +6,24 @@ query keyframe, every verified candidate, so evaluation can sweep thresholds aft
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import json
 import logging
 import os
+import sys
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Iterator, Mapping
 
 from tqdm import tqdm
 
 from vpr_ros.core.atomic_dir import fsync_dir
-from vpr_ros.core.detector import LoopClosureDetector
+from vpr_ros.core.detector import LoopClosureDetector, StepResult
 from vpr_ros.core.errors import MapStoreError, StampOrderError
 from vpr_ros.core.eval.groundtruth import KeyframeRecord
-from vpr_ros.core.types import Keyframe, LoopClosure
+from vpr_ros.core.pipeline import PipelinedDetector, fix_mmap_threshold, set_compute_threads
+from vpr_ros.core.types import Frame, Keyframe, LoopClosure
 from vpr_ros.io.bags import ImageBag, ReadStats
 from vpr_ros.io.frame_sync import GeometryInputs
 
@@ -128,7 +132,8 @@ def load_frame_index(map_dir: str | Path) -> dict[Key, int]:
 def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic: str,
                pose_topic: str | None = None, *, frame_index: Mapping[Key, int] | None = None,
                progress: bool = False, max_frames: int | None = None,
-               on_stamp_backwards: str = "skip", inputs: GeometryInputs | None = None) -> ReplayResult:
+               on_stamp_backwards: str = "skip", inputs: GeometryInputs | None = None,
+               pipeline: bool = True, on_frame: Callable[[int], None] | None = None) -> ReplayResult:
     """Feed every frame of ``image_topic`` to ``detector`` in order and record the outcome.
 
     ``frame_index`` gives the bag frame index of keyframes already in the detector's map (a loaded
@@ -136,9 +141,19 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
     ``on_stamp_backwards``: a frame older than the previous one (a bag with reordered messages, a
     clock jump) is skipped and counted ("skip"), or stops the replay with StampOrderError ("abort").
     ``inputs``: calibration, depth or right images to read with the images (relative poses of loops).
+    ``pipeline``: read, decode and run the model one frame ahead on a worker thread while this thread
+    searches and verifies (core/pipeline.py); same results, in the same order, as without.
+    ``on_frame(frames)``: called after each processed frame with the count so far (benchmarks sample memory).
     """
     if on_stamp_backwards not in STAMP_POLICIES:
         raise ValueError(f"on_stamp_backwards={on_stamp_backwards!r}; choose one of {STAMP_POLICIES}")
+    # The CLI owns the process: explicit pools, so verification's BLAS/FAISS/OpenCV threads take one
+    # core beside the model's instead of spinning on both (docs/benchmarks.md, "Thread counts").
+    set_compute_threads()
+    torch = sys.modules.get("torch")  # loaded with a model: preprocessing resizes with it
+    if torch is not None:
+        torch.set_num_threads(detector.config.model.threads)
+    fix_mmap_threshold()  # RSS grows by what the map stores, not by heap fragmentation around it
     known = dict(frame_index or {})
     records = [_record(kf, known.get((kf.robot_id, kf.session_id, kf.id), -1)) for kf in detector.keyframes]
     num_map = len(records)
@@ -155,25 +170,39 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
                    # None: tqdm draws only on a terminal, so CI logs stay readable.
                    disable=None if progress else True, unit="frame", desc=Path(bag_path).name,
                    leave=False)
+        # The bag's position (and, for an early stop, its counters) travel with each frame: with the
+        # pipeline the bag is read ahead on the worker thread.
+        snapshot = max_frames is not None
+        source = ((frame, (bag.message_index, copy.deepcopy(bag.stats) if snapshot else None)) for frame in bag)
+        items: Iterator[tuple[Frame, tuple[int, ReadStats | None], Callable[[], StepResult]]]
+        stream = PipelinedDetector(detector).stream(source) if pipeline else None
+        if stream is not None:
+            items = ((it.frame, it.tag, it.process) for it in stream)
+        else:
+            items = ((frame, tag, functools.partial(detector.process, frame)) for frame, tag in source)
+        stats_at_stop = None
         try:
-            for frame in bag:
+            for frame, (message_index, stats_then), process in items:
                 if max_frames is not None and frames >= max_frames:
+                    stats_at_stop = stats_then  # what the sequential loop had read when it stopped
                     break
                 try:
-                    step = detector.process(frame)
+                    step = process()
                 except StampOrderError as exc:
                     if on_stamp_backwards == "abort":
                         raise StampOrderError(
-                            f"bag {bag_path}, message {bag.message_index} of {image_topic}: {exc}; "
+                            f"bag {bag_path}, message {message_index} of {image_topic}: {exc}; "
                             "or replay with --on-stamp-backwards skip") from None
                     # One reordered message must not cost the whole replay; the stream goes on.
-                    backwards.append(f"message {bag.message_index}: stamp {frame.stamp_ns} ns")
+                    backwards.append(f"message {message_index}: stamp {frame.stamp_ns} ns")
                     if len(backwards) <= 5:
-                        logger.warning("skipping frame %d of %s: %s", bag.message_index, image_topic, exc)
+                        logger.warning("skipping frame %d of %s: %s", message_index, image_topic, exc)
                     bar.update(1)
                     continue
                 frames += 1
                 bar.update(1)
+                if on_frame is not None:
+                    on_frame(frames)
                 gated += step.odometry_rejected
                 for stage, ms in step.timings_ms.items():
                     timings.setdefault(stage, []).append(ms)
@@ -185,7 +214,7 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
                     candidates.append(CandidateOutcome(
                         by_key[(kf.robot_id, kf.session_id, kf.id)], v.candidate.similarity,
                         v.candidate.rank, float(v.score), bool(v.accepted)))
-                record = _record(step.keyframe, bag.message_index)
+                record = _record(step.keyframe, message_index)
                 outcomes.append(QueryOutcome(record, candidates, len(records)))
                 records.append(record)
                 by_key[record.key] = record
@@ -193,8 +222,10 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
                 if step.geometry_rejection:
                     rejections[step.geometry_rejection] = rejections.get(step.geometry_rejection, 0) + 1
         finally:
+            if stream is not None:
+                stream.close()  # before the bag closes under the worker
             bar.close()
-        stats = bag.stats
+        stats = bag.stats if stats_at_stop is None else stats_at_stop
     return ReplayResult(records, num_map, outcomes, loops, timings, frames, stats,
                         detector.model_id, int(detector.model.global_dim), odometry_rejected=gated,
                         stamps_backwards=len(backwards), stamps_backwards_examples=backwards[:5],
