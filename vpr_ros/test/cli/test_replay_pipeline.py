@@ -74,3 +74,15 @@ def test_abort_on_backwards_stamp_names_the_message(bag):
     for pipeline in (False, True):
         with pytest.raises(StampOrderError, match="message 12 of"):
             _replay(bag, pipeline, on_stamp_backwards="abort")
+
+
+def test_pipelined_keyframes_are_the_sequential_ones_thumbnails_included(bag):
+    # Stage 2 runs the detector's own post-model step, so nothing a keyframe carries can differ.
+    dets = {}
+    for pipeline in (False, True):
+        config = config_from_flat({"detector.min_loop_gap_sec": 5.0, "verify.min_matches": 30})
+        dets[pipeline] = LoopClosureDetector(config, TinyExtractor())
+        replay_bag(dets[pipeline], bag, TOPIC, pipeline=pipeline)
+    seq, pipe = dets[False].keyframes, dets[True].keyframes
+    assert len(seq) == len(pipe) > 0 and all(k.thumbnail for k in pipe)
+    assert [k.thumbnail for k in seq] == [k.thumbnail for k in pipe]

@@ -285,14 +285,22 @@ class LoopClosureDetector:
     # -- processing ------------------------------------------------------------------------
     def process(self, frame: Frame) -> StepResult:
         """Run the whole pipeline on one camera frame."""
-        if frame.image is None or frame.image.size == 0:
-            raise InputError("frame image is empty; the camera sent a zero-size image")
-        self._check_stamp(int(frame.stamp_ns))  # before the model runs on a frame we would reject
+        self.check_frame(frame)  # before the model runs on a frame we would reject
         t0 = time.perf_counter()
         desc = self.model.extract([frame.image])
-        extract_ms = (time.perf_counter() - t0) * 1e3
+        return self.process_extracted(frame, desc, (time.perf_counter() - t0) * 1e3)
+
+    def check_frame(self, frame: Frame) -> None:
+        """The checks :meth:`process` makes before the model runs (InputError, StampOrderError)."""
+        if frame.image is None or frame.image.size == 0:
+            raise InputError("frame image is empty; the camera sent a zero-size image")
+        self._check_stamp(int(frame.stamp_ns))
+
+    def process_extracted(self, frame: Frame, desc: Descriptors, extract_ms: float = 0.0) -> StepResult:
+        """:meth:`process` after the model: ``desc`` holds the model's output for ``frame`` (batch of 1),
+        computed here or ahead of time (core/pipeline.py)."""
         local = None if desc.local is None else desc.local[0]
-        # Keypoints (+ depth) only for frames that become keyframes, and only with a camera.
+        # Keypoints (+ depth) and the thumbnail only for frames that become keyframes.
         geometry = None if frame.camera is None else functools.partial(frame_geometry, frame, self.config.geometry)
         thumbnail = (functools.partial(encode_thumbnail, frame.image, self.config.map.thumbnail_px)
                      if self.config.map.thumbnails else None)

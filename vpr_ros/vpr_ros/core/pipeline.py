@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import functools
 import queue
 import threading
 import time
@@ -29,8 +28,6 @@ from types import TracebackType
 from typing import Generic, Iterable, Iterator, TypeVar
 
 from vpr_ros.core.detector import LoopClosureDetector, StepResult
-from vpr_ros.core.errors import InputError
-from vpr_ros.core.keyframe_geometry import frame_geometry
 from vpr_ros.core.types import Descriptors, Frame
 
 __all__ = ["PipelinedDetector", "PipelineItem", "FrameStream", "set_compute_threads", "fix_mmap_threshold"]
@@ -135,18 +132,11 @@ class PipelineItem(Generic[T]):
     def process(self) -> StepResult:
         """``detector.process(frame)`` with the model's output computed ahead; same errors, same order."""
         det, frame = self._detector, self.frame
-        if frame.image is None or frame.image.size == 0:
-            raise InputError("frame image is empty; the camera sent a zero-size image")
-        det._check_stamp(int(frame.stamp_ns))  # as process(): a rejected frame's descriptors are dropped
+        det.check_frame(frame)  # as process(): a rejected frame's descriptors are dropped
         if self._extracted.error is not None:
             raise self._extracted.error
-        desc = self._extracted.descriptors
-        assert desc is not None
-        local = None if desc.local is None else desc.local[0]
-        geometry = None if frame.camera is None else functools.partial(frame_geometry, frame, det.config.geometry)
-        result = det.process_descriptors(frame.stamp_ns, desc.global_[0], local, frame.pose, geometry)
-        result.timings_ms["extract"] = self._extracted.extract_ms
-        result.timings_ms["total"] += self._extracted.extract_ms
+        assert self._extracted.descriptors is not None
+        result = det.process_extracted(frame, self._extracted.descriptors, self._extracted.extract_ms)
         return result
 
 
