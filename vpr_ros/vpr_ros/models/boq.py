@@ -26,9 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vpr_ros.core.errors import ConfigError, ModelLoadError
+from vpr_ros.core.errors import ConfigError
 from vpr_ros.models.dinov2 import DinoVisionTransformer
-from vpr_ros.models.salad import check_overrides, local_features, patch_map, vit_config
+from vpr_ros.models.official import build_official, load_official
+from vpr_ros.models.salad import local_features, patch_map, vit_config
 
 __all__ = ["BoQ", "BoQConfig", "BoQAggregator", "PackedAttention", "build_boq", "load_weights"]
 
@@ -187,19 +188,9 @@ def build_boq(pretrained: bool = False, **overrides: object) -> BoQ:
     Overrides (small random-init test models): embed_dim, depth, num_heads, mlp_ratio, pos_grid,
     proj_channels, num_queries, num_layers, row_dim, boq_heads.
     """
-    check_overrides("BoQ", overrides, BoQConfig)
-    model = BoQ(BoQConfig(**overrides))  # type: ignore[arg-type]
-    if pretrained:
-        from vpr_ros.models.weights import require_cached_weights
-
-        load_weights(model, require_cached_weights("boq-dinov2"))
-    return model.eval()
+    return build_official("BoQ", BoQ, BoQConfig, "boq-dinov2", pretrained, overrides)
 
 
 def load_weights(module: nn.Module, path: str | Path) -> None:
     """Load the official BoQ-DINOv2 checkpoint strictly (raises ModelLoadError naming the preset a wrong file fits)."""
-    if not isinstance(module, BoQ):
-        raise ModelLoadError(f"boq.load_weights expects a BoQ module, got {type(module).__name__}")
-    from vpr_ros.models.checkpoint import load_into
-
-    load_into(module, path)
+    load_official(module, BoQ, path)

@@ -27,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vpr_ros.core.errors import ConfigError, ModelLoadError
+from vpr_ros.core.errors import ConfigError
 from vpr_ros.models.dinov2 import Block, DinoVisionTransformer, VitConfig
+from vpr_ros.models.official import build_official, load_official
 from vpr_ros.models.selavpr import PARALLEL_ADAPTER_SCALE, make_aggregation
 
 __all__ = ["CricaVPR", "CricaConfig", "build_cricavpr", "load_weights"]
@@ -237,22 +238,9 @@ def build_cricavpr(pretrained: bool = False, **overrides: object) -> CricaVPR:
     Overrides: embed_dim, depth, num_heads, mlp_ratio, pos_grid, adapter_hidden, encoder_heads,
     encoder_ff, encoder_layers, cross_image_context.
     """
-    allowed = {f.name for f in dataclasses.fields(CricaConfig)}
-    unknown = sorted(set(overrides) - allowed)
-    if unknown:
-        raise ConfigError(f"unknown CricaVPR override(s) {unknown}; allowed: {sorted(allowed)}")
-    model = CricaVPR(CricaConfig(**overrides))  # type: ignore[arg-type]
-    if pretrained:
-        from vpr_ros.models.weights import require_cached_weights
-
-        load_weights(model, require_cached_weights("cricavpr"))
-    return model.eval()
+    return build_official("CricaVPR", CricaVPR, CricaConfig, "cricavpr", pretrained, overrides)
 
 
 def load_weights(module: nn.Module, path: str | Path) -> None:
     """Load the official CricaVPR checkpoint strictly (raises ModelLoadError on mismatch)."""
-    if not isinstance(module, CricaVPR):
-        raise ModelLoadError(f"cricavpr.load_weights expects a CricaVPR module, got {type(module).__name__}")
-    from vpr_ros.models.checkpoint import load_into
-
-    load_into(module, path)
+    load_official(module, CricaVPR, path)

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vpr_ros.core.errors import ModelLoadError
 from vpr_ros.models.dinov2 import DinoVisionTransformer
-from vpr_ros.models.salad import SaladAggregator, check_overrides, local_features, patch_map, vit_config
+from vpr_ros.models.official import build_official, load_official
+from vpr_ros.models.salad import SaladAggregator, local_features, patch_map, vit_config
 
 __all__ = ["MegaLoc", "MegaLocConfig", "build_megaloc", "load_weights", "multiple_of_14"]
 
@@ -96,19 +96,9 @@ def build_megaloc(pretrained: bool = False, **overrides: object) -> MegaLoc:
     Overrides (small random-init test models): embed_dim, depth, num_heads, mlp_ratio, pos_grid,
     num_clusters, cluster_dim, token_dim, mlp_dim, output_dim.
     """
-    check_overrides("MegaLoc", overrides, MegaLocConfig)
-    model = MegaLoc(MegaLocConfig(**overrides))  # type: ignore[arg-type]
-    if pretrained:
-        from vpr_ros.models.weights import require_cached_weights
-
-        load_weights(model, require_cached_weights("megaloc"))
-    return model.eval()
+    return build_official("MegaLoc", MegaLoc, MegaLocConfig, "megaloc", pretrained, overrides)
 
 
 def load_weights(module: nn.Module, path: str | Path) -> None:
     """Load an official MegaLoc file (safetensors, or the older torch file) strictly."""
-    if not isinstance(module, MegaLoc):
-        raise ModelLoadError(f"megaloc.load_weights expects a MegaLoc module, got {type(module).__name__}")
-    from vpr_ros.models.checkpoint import load_into
-
-    load_into(module, path)
+    load_official(module, MegaLoc, path)

@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vpr_ros.core.errors import ConfigError, ModelLoadError
 from vpr_ros.models.dinov2 import DinoVisionTransformer, VitConfig
+from vpr_ros.models.official import build_official, load_official
 from vpr_ros.models.sinkhorn import SALAD_ITERATIONS, log_optimal_transport
 
-__all__ = ["SaladAggregator", "SaladConfig", "SALAD", "build_salad", "load_weights", "check_overrides"]
+__all__ = ["SaladAggregator", "SaladConfig", "SALAD", "build_salad", "load_weights"]
 
 
 def _mlp_1x1(cin: int, hidden: int, cout: int, dropout: float) -> nn.Sequential:
@@ -98,14 +98,6 @@ def vit_config(cfg: ViTShape) -> VitConfig:
                      pos_grid=cfg.pos_grid, interpolate_offset=0.1, interpolate_antialias=False)
 
 
-def check_overrides(name: str, overrides: dict[str, object], config: type) -> None:
-    """Raise ConfigError naming the allowed overrides when ``overrides`` has an unknown key."""
-    allowed = {f.name for f in dataclasses.fields(config)}
-    unknown = sorted(set(overrides) - allowed)
-    if unknown:
-        raise ConfigError(f"unknown {name} override(s) {unknown}; allowed: {sorted(allowed)}")
-
-
 def local_features(patches: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     """(B, h*w, C) patch tokens -> (B, h, w, C), L2-normalised per location."""
     return F.normalize(patches.reshape(patches.shape[0], hw[0], hw[1], patches.shape[-1]), p=2.0, dim=-1)
@@ -150,19 +142,9 @@ def build_salad(pretrained: bool = False, **overrides: object) -> SALAD:
     Overrides (small random-init test models): embed_dim, depth, num_heads, mlp_ratio, pos_grid,
     num_clusters, cluster_dim, token_dim, mlp_dim.
     """
-    check_overrides("SALAD", overrides, SaladConfig)
-    model = SALAD(SaladConfig(**overrides))  # type: ignore[arg-type]
-    if pretrained:
-        from vpr_ros.models.weights import require_cached_weights
-
-        load_weights(model, require_cached_weights("salad"))
-    return model.eval()
+    return build_official("SALAD", SALAD, SaladConfig, "salad", pretrained, overrides)
 
 
 def load_weights(module: nn.Module, path: str | Path) -> None:
     """Load the official SALAD checkpoint strictly (raises ModelLoadError naming the preset a wrong file fits)."""
-    if not isinstance(module, SALAD):
-        raise ModelLoadError(f"salad.load_weights expects a SALAD module, got {type(module).__name__}")
-    from vpr_ros.models.checkpoint import load_into
-
-    load_into(module, path)
+    load_official(module, SALAD, path)
