@@ -63,9 +63,9 @@ def random_frames(n: int = 3) -> list[np.ndarray]:
     return [np.random.default_rng(i).integers(0, 256, (120, 160, 3), dtype=np.uint8) for i in range(n)]
 
 
-def assert_onnx_matches_torch(model: torch.nn.Module, batch: int = 3) -> None:
-    """Export with a dynamic batch (traced at 1), run ``batch`` images, compare with torch (1e-5)."""
-    x = torch.randn(batch, 3, 224, 224)
+def assert_onnx_matches_torch(model: torch.nn.Module, batch: int = 3, hw: tuple[int, int] = (224, 224)) -> None:
+    """Export with a dynamic batch (traced at 1), run ``batch`` images of ``hw``, compare with torch (1e-5)."""
+    x = torch.randn(batch, 3, *hw)
     with torch.no_grad():
         g, loc = model(x)
     og, oloc = onnx_outputs(model, x)

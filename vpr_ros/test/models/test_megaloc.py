@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _reference import backends_agree, manifest, onnx_outputs, random_frames, state_manifest
+from _reference import assert_onnx_matches_torch, backends_agree, manifest, random_frames, state_manifest
 from safetensors.torch import save_file
 
 from vpr_ros.core.errors import ModelLoadError
@@ -82,12 +82,7 @@ def test_any_input_size_is_resized_inside_the_model(model: torch.nn.Module) -> N
 
 
 def test_onnx_export_matches_torch(model: torch.nn.Module) -> None:
-    x = torch.randn(3, 3, 70, 84)
-    with torch.no_grad():
-        g, loc = model(x)
-    og, oloc = onnx_outputs(model, x)
-    np.testing.assert_allclose(og, g.numpy(), atol=1e-5)
-    np.testing.assert_allclose(oloc, loc.numpy(), atol=1e-5)
+    assert_onnx_matches_torch(model, hw=(70, 84))
 
 
 def test_load_model_torch_and_onnxruntime_agree(tmp_path, monkeypatch) -> None:
