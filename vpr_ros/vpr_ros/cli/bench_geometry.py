@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import math
 import platform
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from vpr_ros.core.correspondences import grid_layout
 from vpr_ros.core.eval.metrics import latency_stats
 from vpr_ros.core.geometry import PoseEstimate, estimate_essential, relative_pose
 from vpr_ros.core.keyframe_geometry import keyframe_geometry
+from vpr_ros.core.keyframes import rotation_angle
 from vpr_ros.core.types import KeyframeGeometry
 from vpr_ros.core.verification import mnn_pairs
 from vpr_ros.io.poses import pose_matrix
@@ -56,8 +58,7 @@ def load_euroc(directory: Path = EUROC_DIR) -> dict[str, Any]:
 
 
 def rotation_error_deg(T_a: npt.ArrayLike, T_b: npt.ArrayLike) -> float:
-    R = np.asarray(T_a)[:3, :3].T @ np.asarray(T_b)[:3, :3]
-    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1))))
+    return math.degrees(rotation_angle(np.asarray(T_a)[:3, :3].T @ np.asarray(T_b)[:3, :3]))
 
 
 def direction_error_deg(t_a: npt.ArrayLike, t_b: npt.ArrayLike) -> float:

@@ -11,14 +11,15 @@ import numpy.typing as npt
 from vpr_ros.core.config import DetectorConfig, KeyframeConfig, VerifyConfig
 from vpr_ros.core.types import Keyframe
 
-__all__ = ["KeyframeSelector", "is_excluded", "ConsistencyFilter"]
+__all__ = ["KeyframeSelector", "is_excluded", "ConsistencyFilter", "rotation_angle"]
 
 NS = 1_000_000_000
 
 
-def _rotation_deg(r: npt.NDArray[np.float64]) -> float:
+def rotation_angle(r: npt.NDArray[np.float64]) -> float:
+    """Angle in radians of the (3, 3) rotation ``r`` (from its trace, clipped against rounding)."""
     cos = (np.trace(r) - 1.0) / 2.0
-    return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
+    return math.acos(max(-1.0, min(1.0, cos)))
 
 
 def _relative(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -62,7 +63,7 @@ class KeyframeSelector:
         if travel_gates and pose is not None and last.pose is not None:
             rel = _relative(last.pose, pose)
             moved = cfg.min_translation_m > 0 and np.linalg.norm(rel[:3, 3]) >= cfg.min_translation_m
-            turned = cfg.min_rotation_deg > 0 and _rotation_deg(rel[:3, :3]) >= cfg.min_rotation_deg
+            turned = cfg.min_rotation_deg > 0 and math.degrees(rotation_angle(rel[:3, :3])) >= cfg.min_rotation_deg
             if not (moved or turned):
                 return "travel"
         if cfg.max_similarity < 1.0 and float(np.dot(global_, last.global_)) > cfg.max_similarity:

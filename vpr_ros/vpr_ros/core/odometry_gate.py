@@ -32,6 +32,7 @@ from scipy.stats import chi2
 
 from vpr_ros.core.config import OdometryGateConfig
 from vpr_ros.core.errors import InputError
+from vpr_ros.core.keyframes import rotation_angle
 
 __all__ = ["GateDecision", "OdometryGate", "drift_sigmas", "motion_increment"]
 
@@ -62,9 +63,7 @@ def drift_sigmas(config: OdometryGateConfig, distance_m: float, rotation_rad: fl
 def motion_increment(pose_a: F64, pose_b: F64) -> tuple[float, float]:
     """(straight-line distance in metres, rotation angle in radians) from ``pose_a`` to ``pose_b``."""
     distance = float(np.linalg.norm(pose_b[:3, 3] - pose_a[:3, 3]))
-    rel = pose_a[:3, :3].T @ pose_b[:3, :3]
-    angle = math.acos(max(-1.0, min(1.0, (float(np.trace(rel)) - 1.0) / 2.0)))
-    return distance, angle
+    return distance, rotation_angle(pose_a[:3, :3].T @ pose_b[:3, :3])
 
 
 def _pose_error(predicted: F64, measured: F64) -> F64:
