@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -42,17 +43,6 @@ def _pose(x: float, y: float, yaw: float) -> F64:
     p[:2, :2] = [[math.cos(yaw), -math.sin(yaw)], [math.sin(yaw), math.cos(yaw)]]
     p[:2, 3] = x, y
     return p
-
-
-def _rot(rx: float, ry: float, rz: float) -> F64:
-    """Small-angle rotation from a rotation vector (Rodrigues)."""
-    v = np.array([rx, ry, rz])
-    theta = float(np.linalg.norm(v))
-    if theta < 1e-12:
-        return np.eye(3)
-    k = v / theta
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + math.sin(theta) * kx + (1 - math.cos(theta)) * kx @ kx
 
 
 def _path(num_ref: int, num_query: int, spacing_m: float, return_offset_m: float,
@@ -98,7 +88,8 @@ def simulated_trajectory(num_ref: int, num_query: int, *, spacing_m: float = 1.0
         noisy[:3, 3] += rng.normal(0.0, translation_noise * dist, 3)
         tilt = math.radians(tilt_noise_deg_per_m) * dist
         yaw = math.radians(yaw_noise_deg_per_m) * dist + turn_noise * turn
-        noisy[:3, :3] = noisy[:3, :3] @ _rot(rng.normal(0, tilt), rng.normal(0, tilt), rng.normal(0, yaw))
+        noisy[:3, :3] = noisy[:3, :3] @ cv2.Rodrigues(np.array([rng.normal(0, tilt), rng.normal(0, tilt),
+                                                                  rng.normal(0, yaw)]))[0]
         odom.append(odom[-1] @ noisy)
     gt = np.stack([path[i] for i in filmed])
     return SimulatedRun(gt, np.stack([odom[i] for i in filmed]), num_ref, spacing_m)
