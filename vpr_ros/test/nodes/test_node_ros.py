@@ -154,6 +154,8 @@ def test_invalid_parameters_stop_startup_with_a_clear_message(run_scenario, tmp_
         "detector.min_loop_gap_sec": ["-p", "detector.min_loop_gap_sec:=.inf"],  # overflowed per frame
         "map.save_path": ["-p", "map.save_path:=.."],
         "map.save_path (a user's folder)": ["-p", f"map.save_path:='{tmp_path / 'user_folder'}'"],
+        "map.save_path (a user's folder, snapshots)": ["-p", f"map.save_path:='{tmp_path / 'user_folder'}'",
+                                                       "-p", "map.append:=false"],
     }
     (tmp_path / "user_folder").mkdir()
     (tmp_path / "user_folder" / "notes.txt").write_text("not a map")
@@ -166,6 +168,7 @@ def test_invalid_parameters_stop_startup_with_a_clear_message(run_scenario, tmp_
     assert "verify.min_matches" in r["verify.min_match"]["log"]  # did-you-mean hint
     assert "1.0" in r["keyframes.min_gap_sec"]["log"]
     assert "bogus" in r["verify.method"]["log"] and "mnn" in r["verify.method"]["log"]
+    assert [p.name for p in (tmp_path / "user_folder").iterdir()] == ["notes.txt"]  # refused, left alone
 
 
 def test_damaged_maps_and_bad_save_paths_answer_and_keep_the_keyframes(run_scenario):

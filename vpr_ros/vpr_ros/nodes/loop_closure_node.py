@@ -30,7 +30,6 @@ from vpr_ros_msgs.srv import MapIO
 from vpr_ros.core.detector import LoopClosureDetector, StepResult
 from vpr_ros.core.errors import InputError, StampOrderError, VprError
 from vpr_ros.core.images import ImageTooLargeError
-from vpr_ros.core.store import check_save_target
 from vpr_ros.core.types import Frame
 from vpr_ros.nodes import conversions as conv
 from vpr_ros.nodes.debug_view import DebugView
@@ -79,9 +78,7 @@ class LoopClosureNode(Node):
             if not loaded.success:  # a map the user asked for must not be silently replaced by nothing
                 raise VprError(f"map.load_path: {loaded.message}")
             self.get_logger().info(loaded.message)
-        if self.config.map.save_path:  # refuse a foreign target at startup, not at the first autosave
-            check_save_target(self.config.map.save_path)
-        started = self.maps.start()  # map.append: every keyframe goes to the live map at save_path
+        started = self.maps.start()  # a live map at save_path (map.append), or a checked snapshot target
         if not started.success:
             raise VprError(f"map.save_path: {started.message}")
         self._queue: collections.deque[tuple[Any, float]] = collections.deque()

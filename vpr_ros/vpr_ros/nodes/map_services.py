@@ -22,6 +22,7 @@ from typing import Callable
 from vpr_ros.core.config import MapConfig
 from vpr_ros.core.detector import LoopClosureDetector
 from vpr_ros.core.errors import VprError
+from vpr_ros.core.store import check_save_target
 from vpr_ros.core.types import Keyframe
 
 __all__ = ["MapResult", "MapKeeper", "keyframe_bytes", "check_save_path"]
@@ -103,13 +104,20 @@ class MapKeeper:
 
     # -- operations ----------------------------------------------------------------------
     def start(self) -> MapResult:
-        """Attach the live map at ``map.save_path`` when ``map.append`` is on (a no-op success otherwise)."""
+        """Attach the live map at ``map.save_path`` when ``map.append`` is on. Without it, check now that
+        the snapshots (autosave, shutdown) may replace that path, rather than at the first autosave."""
         path = self.config.save_path
-        if not (path and self.config.append):
-            return MapResult(True, "no live map (map.save_path empty or map.append false)")
+        if not path:
+            return MapResult(True, "no live map (map.save_path empty)")
         refusal = check_save_path(path)
         if refusal is not None:
             return MapResult(False, f"refusing map.save_path: {refusal}")
+        if not self.config.append:
+            try:
+                check_save_target(path)
+            except Exception as exc:  # noqa: BLE001
+                return self._failed("use", path, exc)
+            return MapResult(True, f"no live map (map.append false); snapshots go to {path}")
         try:
             with self.lock:
                 try:
