@@ -87,6 +87,11 @@ def decentral(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
         out["b_has_a_after_sec"] = time.monotonic() - start
         out["settled_b"] = play(h, "rb", rb, query, a.rate)
         h.spin_until(lambda: len(loops["ra"]) >= len(loops["rb"]) > 0, 10.0)
+        # Diagnostics arrive on their own period: wait until A's report has counted all of B's
+        # keyframes and loops instead of reading whichever report came last (a CI run saw 19 of 20).
+        h.spin_until(lambda: h.diag("ra", "fleet.remote_keyframes", 0) >= a.frames
+                     and h.diag("ra", "fleet.inter_robot_loops.received", 0) >= len(loops["rb"])
+                     and h.diag("rb", "fleet.keyframes_sent", 0) >= a.frames, 10.0)
         h.spin_for(0.5)
         out["first"] = {ns: [loop_dict(m) for m in loops[ns]] for ns in ("ra", "rb", "rc")}
         out["diag_a"], out["diag_b"] = dict(h.diagnostics["ra"]), dict(h.diagnostics["rb"])
