@@ -21,6 +21,7 @@ from vpr_ros.core.config_checks import (BACKENDS, DEVICES, LOCAL_ENCODINGS, MAX_
                                         MAX_SEC, METRICS, PRECISIONS, VERIFY_METHODS)
 from vpr_ros.core.config_checks import check_choice as _check_choice, check_range as _check_range, meta as _meta
 from vpr_ros.core.config_loop import GeometryConfig, OdometryGateConfig
+from vpr_ros.core.config_text import TextConfig
 from vpr_ros.core.errors import ConfigError
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "MapConfig",
     "GeometryConfig",
     "OdometryGateConfig",
+    "TextConfig",
     "Config",
     "load_config",
     "config_from_flat",
@@ -241,6 +243,7 @@ class Config:
     map: MapConfig = dataclasses.field(default_factory=MapConfig)
     geometry: GeometryConfig = dataclasses.field(default_factory=GeometryConfig)
     odometry_gate: OdometryGateConfig = dataclasses.field(default_factory=OdometryGateConfig)
+    text: TextConfig = dataclasses.field(default_factory=TextConfig)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,58 @@
+"""Configuration of text on keyframes (``text.*``): reading text with OCR, and the verification
+rule that uses it (core/place_text.py, docs/place_text.md). Part of :class:`vpr_ros.core.config.Config`.
+
+Everything here is off by default: without OCR no keyframe carries text, and without text the rule
+never changes a decision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from vpr_ros.core.config_checks import check_choice as _check_choice, check_range as _check_range, meta as _meta
+
+__all__ = ["TextConfig", "OCR_MODES", "TEXT_CONFLICT"]
+
+#: off: no OCR; background: a worker reads keyframes after they are stored (labels, text queries;
+#: the rule sees text only for keyframes read before the query); inline: keyframes are read before
+#: they are verified, so the rule sees the query's text (costs the OCR time per keyframe).
+OCR_MODES = ("off", "background", "inline")
+TEXT_CONFLICT = ("veto", "penalty")
+
+
+@dataclasses.dataclass(frozen=True)
+class TextConfig:
+    """Text read from keyframes (OCR) and the text rule of verification."""
+
+    ocr: str = dataclasses.field(default="off", metadata=_meta(
+        "off, background (a worker reads stored keyframes at ocr_rate_hz, for labels and text "
+        "queries) or inline (keyframes are read before verification, so the text rule can use "
+        "the query's text). Needs rapidocr-onnxruntime (docs/place_text.md).", choices=OCR_MODES))
+    ocr_rate_hz: float = dataclasses.field(default=1.0, metadata=_meta(
+        "Background OCR: at most this many keyframes read per second (older ones wait).", lo=0.01, hi=100.0))
+    ocr_threads: int = dataclasses.field(default=1, metadata=_meta(
+        "ONNX Runtime intra-op threads of the OCR models.", lo=1, hi=64))
+    ocr_max_side_px: int = dataclasses.field(default=960, metadata=_meta(
+        "Images are shrunk so their longest side is at most this before OCR (speed).", lo=64, hi=8192))
+    min_confidence: float = dataclasses.field(default=0.8, metadata=_meta(
+        "Readings below this recognition confidence are stored but never used by the rule.", lo=0.0, hi=1.0))
+    rule: bool = dataclasses.field(default=False, metadata=_meta(
+        "Text rule in verification: when both keyframes carry confident distinctive text, agreement "
+        "raises the score and a conflict vetoes (or lowers) it. Never applies when either side has none."))
+    agreement_boost: float = dataclasses.field(default=0.25, metadata=_meta(
+        "Agreeing text multiplies the verification score by (1 + agreement_boost).", lo=0.0, hi=10.0))
+    conflict: str = dataclasses.field(default="veto", metadata=_meta(
+        "Conflicting text: veto rejects the candidate, penalty multiplies its score by conflict_penalty.",
+        choices=TEXT_CONFLICT))
+    conflict_penalty: float = dataclasses.field(default=0.5, metadata=_meta(
+        "Score multiplier for conflicting text when conflict is penalty.", lo=0.0, hi=1.0))
+
+    def __post_init__(self) -> None:
+        _check_choice("text.ocr", self.ocr, OCR_MODES)
+        _check_choice("text.conflict", self.conflict, TEXT_CONFLICT)
+        _check_range("text.ocr_rate_hz", self.ocr_rate_hz, 0.01, 100.0)
+        _check_range("text.ocr_threads", self.ocr_threads, 1, 64)
+        _check_range("text.ocr_max_side_px", self.ocr_max_side_px, 64, 8192)
+        _check_range("text.min_confidence", self.min_confidence, 0.0, 1.0)
+        _check_range("text.agreement_boost", self.agreement_boost, 0.0, 10.0)
+        _check_range("text.conflict_penalty", self.conflict_penalty, 0.0, 1.0)
