@@ -153,6 +153,8 @@ def test_query_errors(snapshot_map, capsys):
     assert rc == 2 and "no letters or digits" in err
     rc, _, err = run(capsys, "query", snapshot_map, "--text", "room", "--limit", 0)
     assert rc == 2 and "--limit 0" in err
+    rc, _, err = run(capsys, "query", snapshot_map, "--text", "room", "--threads", 0)
+    assert rc == 2 and "--threads 0" in err
 
 
 def test_query_on_a_map_without_text_says_how_to_get_some(tmp_path, capsys):

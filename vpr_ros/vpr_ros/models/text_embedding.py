@@ -214,10 +214,10 @@ class TextEmbedder:
 
     ``embed(texts)`` -> (N, 384) float32, L2-normalised (cosine = dot product). Strings seen before
     come from the cache (``cache_size`` most recent), so a map's labels and readings are embedded once.
+    Runs on torch's intra-op threads (process-wide; the CLI sets 1: docs/place_text.md has timings).
     """
 
-    def __init__(self, model_dir: str | Path | None = None, batch_size: int = 32, cache_size: int = 100_000,
-                 threads: int | None = None) -> None:
+    def __init__(self, model_dir: str | Path | None = None, batch_size: int = 32, cache_size: int = 100_000) -> None:
         root = Path(model_dir) if model_dir is not None else minilm_model_dir()
         t0 = time.perf_counter()
         try:
@@ -242,7 +242,6 @@ class TextEmbedder:
         self.dim = int(cfg["hidden_size"])
         self.batch_size = batch_size
         self.cache_size = cache_size
-        self.threads = threads
         self._cache: dict[str, npt.NDArray[np.float32]] = {}
         log.info("text embedding model %s loaded in %.2f s", root, time.perf_counter() - t0)
 
@@ -266,15 +265,8 @@ class TextEmbedder:
         for row, e in enumerate(encoded):
             ids[row, :len(e)] = torch.tensor(e)
             mask[row, :len(e)] = True
-        prev = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        try:
-            with torch.inference_mode():
-                pooled = self.model(ids, mask)
-        finally:
-            if self.threads:
-                torch.set_num_threads(prev)
+        with torch.inference_mode():
+            pooled = self.model(ids, mask)
         out = F.normalize(pooled, p=2.0, dim=1).numpy().astype(np.float32)
         if not np.isfinite(out).all():  # never hand a NaN vector to a cosine ranking
             raise ModelLoadError("the text embedding model produced non-finite values; reinstall "
