@@ -147,8 +147,8 @@ def find_places(keyframes: Sequence[Keyframe], query: str, limit: int = 10, embe
     if embedder is not None and len(best) < limit:
         best.update(_embedding_matches(query, per_kf, set(best), embedder, min_cosine))
     # Rounded before sorting, so equal shown scores always fall back to the tier, then the key.
-    ranked = sorted(((round(tier + strength, 6), tier, key, how, ev) for key, (tier, strength, how, ev) in best.items()),
-                    key=lambda m: (-m[0], -m[1], m[2]))
+    rows = [(round(tier + strength, 6), tier, key, how, ev) for key, (tier, strength, how, ev) in best.items()]
+    ranked = sorted(rows, key=lambda m: (-m[0], -m[1], m[2]))
     return [PlaceMatch(key, score, how, ev) for score, _, key, how, ev in ranked[:limit]]
 
 
