@@ -101,7 +101,7 @@ def run_node_bench(args: argparse.Namespace) -> int:
 def _ros_args(args: argparse.Namespace, pipeline: bool) -> list[str]:
     # The queue holds every frame (nothing dropped however fast --rate is); diagnostics every 0.1 s
     # time the end of the run for the throughput.
-    argv = ["--ros-args", "-p", "qos.reliability:=reliable", "-p", "qos.depth:=100",
+    argv = ["--ros-args", "-p", "qos.reliability:=reliable", "-p", f"qos.depth:={max(100, 2 * args.frames)}",
             "-p", f"queue.size:={max(100, 2 * args.frames)}", "-p", "diagnostics.period_sec:=0.1",
             "-p", f"detector.min_loop_gap_sec:={float(args.loop_gap_sec)}", "-p", f"pipeline:={str(pipeline).lower()}"]
     if args.config:
@@ -124,7 +124,10 @@ def _bench(args: argparse.Namespace, pipeline: bool) -> dict[str, Any]:
     from vpr_ros.nodes.conversions import rgb_to_image_msg, stamp_to_ns
 
     frames = corridor_frames("ref", args.frames) + corridor_frames("query", args.frames)
-    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200, reliability=ReliabilityPolicy.RELIABLE)
+    # Histories that hold every frame: a reliable KEEP_LAST writer or reader overwrites what is not yet
+    # acknowledged or taken, and a 200 Hz burst lost frames with 100-200.
+    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(200, len(frames)),
+                     reliability=ReliabilityPolicy.RELIABLE)
     with tempfile.TemporaryDirectory(prefix="vpr_ros_bench_node_") as tmp:
         os.environ.setdefault("ROS_LOG_DIR", str(Path(tmp) / "ros_log"))
         log = open(Path(tmp) / "node.log", "w")
@@ -136,8 +139,14 @@ def _bench(args: argparse.Namespace, pipeline: bool) -> dict[str, Any]:
         diag: dict[str, str] = {}
         harness.create_subscription(LoopClosure, "loop_closures", lambda m: latencies.append(
             (time.time_ns() - stamp_to_ns(m.header.stamp)) / 1e6), qos)
-        harness.create_subscription(DiagnosticArray, "diagnostics", lambda m: diag.update(
-            {kv.key: kv.value for kv in m.status[0].values}), 10)
+        done_at = [0.0]  # when the node last finished a frame (harness clock)
+
+        def on_diag(m: DiagnosticArray) -> None:
+            before = _accounted(diag)
+            diag.update({kv.key: kv.value for kv in m.status[0].values})
+            if _accounted(diag) > before:
+                done_at[0] = time.monotonic()
+        harness.create_subscription(DiagnosticArray, "diagnostics", on_diag, 10)
         pub = harness.create_publisher(Image, "image", qos)
 
         def spin_until(predicate: Any, timeout: float) -> bool:
@@ -151,12 +160,15 @@ def _bench(args: argparse.Namespace, pipeline: bool) -> dict[str, Any]:
                     or node.poll() is not None:
                 log.flush()
                 raise RuntimeError("the node did not start:\n" + (Path(tmp) / "node.log").read_text()[-3000:])
+            ready_cpu_sec = _cpu_sec(node.pid)
             start = time.monotonic()
             for i, image in enumerate(frames):
                 pub.publish(rgb_to_image_msg(image, time.time_ns(), "camera"))
                 spin_until(lambda: time.monotonic() >= start + (i + 1) / args.rate, 2.0 / args.rate + 1.0)
             spin_until(lambda: _accounted(diag) >= len(frames) and diag.get("queue_depth") == "0", 120.0)
-            wall = time.monotonic() - start
+            # Up to the last frame finished, so a frame lost on the way does not count the timeout.
+            wall = done_at[0] - start if done_at[0] else float("nan")
+            cpu_sec = _cpu_sec(node.pid)  # model load and startup included: read it against a baseline
             spin_until(lambda: False, 0.5)
         finally:
             harness.destroy_node()
@@ -175,8 +187,9 @@ def _bench(args: argparse.Namespace, pipeline: bool) -> dict[str, Any]:
     lat = np.asarray(latencies)
     return {
         "model": diag.get("model", "?"), "backend": diag.get("backend", "?"), "frames_sent": len(frames),
-        "pipeline": diag.get("pipeline", "?"), "wall_sec": wall,
+        "pipeline": diag.get("pipeline", "?"), "wall_sec": wall, "node_cpu_sec": cpu_sec - ready_cpu_sec,
         "throughput_fps": (_accounted(diag) - int(diag.get("frames_dropped", 0))) / wall,
+        "frames_received": int(diag.get("frames_received", 0)),
         "frames_processed": int(diag.get("frames_processed", 0)), "frames_dropped": int(diag.get("frames_dropped", 0)),
         "keyframes": int(diag.get("keyframes", 0)), "loop_closures": len(latencies), "rate_hz": args.rate,
         "stage_p50_ms": stage, "node_overhead_ms_p50": node_ms,
@@ -184,6 +197,15 @@ def _bench(args: argparse.Namespace, pipeline: bool) -> dict[str, Any]:
         "e2e_latency_ms": {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
                            "n": int(lat.size)} if lat.size else {},
     }
+
+
+def _cpu_sec(pid: int) -> float:
+    """CPU seconds (user + system, all threads) the process has used so far; NaN off Linux."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _accounted(diag: dict[str, str]) -> int:
@@ -194,9 +216,10 @@ def _accounted(diag: dict[str, str]) -> int:
 
 def _print(r: dict[str, Any]) -> None:
     print(f"node benchmark: model {r['model']} ({r['backend']}), pipeline {r['pipeline']}, {r['frames_sent']} "
-          f"frames at {r['rate_hz']} Hz; processed {r['frames_processed']}, dropped {r['frames_dropped']}, "
+          f"frames at {r['rate_hz']} Hz; received {r['frames_received']}, processed {r['frames_processed']}, "
+          f"dropped {r['frames_dropped']}, "
           f"loop closures {r['loop_closures']}; throughput {r['throughput_fps']:.1f} frames/s "
-          f"({r['wall_sec']:.2f} s from the first frame sent)")
+          f"({r['wall_sec']:.2f} s from the first frame sent, node CPU {r['node_cpu_sec']:.2f} s)")
     print(f"{'stage':<12}{'p50 ms':>10}")
     for name, ms in r["stage_p50_ms"].items():
         print(f"{name:<12}{ms:>10.3f}")
