@@ -243,11 +243,11 @@ class LoopClosureNode(Node):
 
     def _publish_diagnostics(self) -> None:
         extra = {"queue_depth": str(self._pipeline.depth), "queue_size": str(self.settings.queue_size),
+                 "pipeline": "on" if self._pipeline.pipelined else "off",
                  "index_size": str(self.detector.num_keyframes), "model": self.detector.model_id,
                  "backend": self.backend, "robot_id": self.config.detector.robot_id}
         extra["map_memory_mb"] = f"{self.maps.map_bytes / 1e6:.2f}"
         extra["memory_budget_mb"] = f"{self.config.map.memory_budget_mb:g}"
-        extra["pipeline"] = "on" if self._pipeline.pipelined else "off"
         if self.fleet is not None:
             extra.update(self.fleet.diagnostics())
         if self._inputs.camera_size is not None:
