@@ -137,20 +137,18 @@ def _overlaps(spans0: list[tuple[float, float]], spans1: list[tuple[float, float
 def test_both_modes_publish_what_the_offline_detector_finds(pipelined):
     expected = _offline()
     assert sum(len(loops) for _, _, loops in expected) >= 5, "the revisit must close loops for this to mean anything"
-    # Model and stage 2 equally slow: the pipelined mode must overlap them to finish early.
+    # Model and stage 2 equally slow (sleeps): the pipelined mode must run them at the same time.
     model = TimedExtractor(delay_sec=0.02)
     rig = Rig(pipelined, model, publish_sec=0.02)
-    t0 = time.perf_counter()
     a = rig.run(_revisit_msgs())
-    wall = time.perf_counter() - t0
     assert a == {"received": 2 * FRAMES, "processed": 2 * FRAMES, "dropped": 0, "failed": 0, "bad": 0}, rig.warnings
     assert rig.published == expected  # same frames, keyframes, loops and scores, in the same order
     model_spans = [(t0, t1) for t0, t1, _ in model.calls]
     overlapping = _overlaps(model_spans, rig.publish_spans)
     if pipelined:
         assert {name for _, _, name in model.calls} == {"vpr-extract"}
+        # Each model call runs while stage 2 publishes the frame before (a wall-time bound would flake on CI).
         assert overlapping >= FRAMES, f"only {overlapping} model calls overlapped stage 2"
-        assert wall < 0.8 * 2 * FRAMES * 0.04, f"{wall:.2f} s: the stages did not overlap"
     else:
         assert {name for _, _, name in model.calls} == {"vpr_ros_processing"} and overlapping == 0
     assert rig.between > 0  # the between-frames hook (autosave, fleet) ran
