@@ -132,3 +132,32 @@ def test_early_stop_and_source_errors():
 def test_depth_is_checked():
     with pytest.raises(ValueError, match="depth"):
         PipelinedDetector(LoopClosureDetector(_config(), TinyExtractor()), depth=0)
+
+
+def test_next_within_waits_at_most_the_timeout_then_gives_the_frame():
+    """The node's stage 2 polls with a timeout so it can autosave and drain the fleet while idle."""
+    frames = [Frame(i * NS, im) for i, im in enumerate(corridor_frames("ref", 2))]
+    release = threading.Event()
+
+    def source():
+        yield frames[0], 0
+        release.wait(5.0)  # a camera that pauses
+        yield frames[1], 1
+
+    det = LoopClosureDetector(_config(), TinyExtractor())
+    with PipelinedDetector(det).stream(source()) as stream:
+        first = None
+        while first is None:
+            first = stream.next_within(0.05)
+        assert first.tag == 0
+        t0 = time.perf_counter()
+        assert stream.next_within(0.1) is None  # nothing ready: back to the caller, not blocked
+        assert 0.08 <= time.perf_counter() - t0 < 2.0
+        release.set()
+        second = None
+        while second is None:
+            second = stream.next_within(0.05)
+        assert second.tag == 1 and second.process().stamp_ns == NS
+        with pytest.raises(StopIteration):
+            while stream.next_within(0.05) is None:
+                pass

@@ -586,8 +586,40 @@ def append_kill(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def pipeline_modes(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
+    """The same corridor revisit into a pipelined (/pipe) and a sequential (/seq) node, faster than a
+    slowed model, so the pipelined node always has a frame in each stage; both loop lists."""
+    import os
+    os.environ["VPR_TEST_EXTRACT_DELAY_SEC"] = "0.01"  # the nodes inherit it (tiny_extractor.build)
+    common = [*TEST_PARAMS, "-p", "verify.min_matches:=60", "-p", "queue.size:=200"]
+    nodes = {ns: NodeProcess(["--ros-args", "-r", f"__ns:=/{ns}", *common, "-p", f"pipeline:={ns == 'pipe'}"],
+                             Path(a.tmp) / f"node_{ns}.log") for ns in ("pipe", "seq")}
+    loops: dict[str, list[LoopClosure]] = {ns: [] for ns in nodes}
+    pubs = {}
+    for ns in nodes:
+        pubs[ns] = h.create_publisher(Image, f"/{ns}/image", RELIABLE)
+        h.create_subscription(LoopClosure, f"/{ns}/loop_closures", loops[ns].append, RELIABLE)
+        h.create_subscription(DiagnosticArray, f"/{ns}/diagnostics", lambda m, ns=ns: h._on_diag(ns, m), 10)
+    for ns, node in nodes.items():
+        wait_ready(h, pubs[ns], ns, node, 20.0)
+    msgs = [rgb_to_image_msg(img, stamp, "camera") for stamp, img in corridor_revisit(a.frames)]
+    start = time.monotonic()
+    for i, msg in enumerate(msgs):
+        for pub in pubs.values():
+            pub.publish(msg)
+        h.spin_until(lambda: time.monotonic() >= start + (i + 1) / a.rate, 1.0)
+    settled = [wait_settled(h, ns, len(msgs), 30.0) for ns in nodes]
+    h.spin_for(0.3)  # loop closures are published before frames_processed counts the frame
+    out: dict[str, Any] = {"settled": settled, "diag": {ns: dict(h.diagnostics.get(ns, {})) for ns in nodes},
+                           "loops": {ns: [loop_dict(m) for m in loops[ns]] for ns in nodes}}
+    out["rc"] = {ns: node.stop() for ns, node in nodes.items()}
+    out["log"] = "".join(node.tail()[-1500:] for node in nodes.values())
+    return out
+
+
 SCENARIOS = {f.__name__: f for f in (revisit, map_services, bad_inputs, back_pressure, yaml_params,
-                                     invalid_params, map_faults, autosave, stereo_pose, markers, append_kill)}
+                                     invalid_params, map_faults, autosave, stereo_pose, markers, append_kill,
+                                     pipeline_modes)}
 
 
 def main() -> int:

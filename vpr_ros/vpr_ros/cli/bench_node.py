@@ -7,7 +7,13 @@ reports:
 - node overhead: message conversion + LoopClosure publishing as a fraction of the per-keyframe time
   (conversion + detector + publishing), from the node's own per-stage p50 latencies;
 - end-to-end latency: image header stamp -> LoopClosure received by the harness (p50/p95), which
-  adds DDS transport, (de)serialisation and queueing to the node's own time.
+  adds DDS transport, (de)serialisation and queueing to the node's own time;
+- throughput: frames accounted for (processed, failed or bad) per second, from the first image sent to
+  the diagnostics saying the last one is done. It measures the node only when ``--rate`` is faster
+  than the node (frames then wait in its queue, sized to hold them all).
+
+``--compare-pipeline`` runs the node twice in one invocation, ``pipeline: false`` then ``true``
+(nodes/frame_pipeline.py), and prints the throughput ratio.
 
 DDS never leaves the machine: when not already in a network namespace with only loopback, the
 benchmark re-runs itself under ``unshare -rn`` with ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``.
@@ -46,12 +52,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=positive_float, default=10.0, help="camera rate in Hz")
     parser.add_argument("--loop-gap-sec", type=float, default=2.0,
                         help="detector.min_loop_gap_sec (the two passes are frames/rate seconds apart)")
+    parser.add_argument("--pipeline", action=argparse.BooleanOptionalAction, default=True,
+                        help="node parameter 'pipeline': model on frame t+1 while frame t is verified")
+    parser.add_argument("--compare-pipeline", action="store_true",
+                        help="run the node sequential then pipelined, side by side, and print the throughput ratio")
     parser.add_argument("--json", default="", help="also write the results to this JSON file")
 
 
 def _argv(args: argparse.Namespace) -> list[str]:
     argv = ["--config", args.config, "--extractor-factory", args.extractor_factory, "--frames", str(args.frames),
-            "--rate", str(args.rate), "--loop-gap-sec", str(args.loop_gap_sec), "--json", args.json]
+            "--rate", str(args.rate), "--loop-gap-sec", str(args.loop_gap_sec), "--json", args.json,
+            "--pipeline" if args.pipeline else "--no-pipeline"]
+    if args.compare_pipeline:
+        argv.append("--compare-pipeline")
     for item in args.set:
         argv += ["--set", item]
     return argv
@@ -69,16 +82,28 @@ def run_node_bench(args: argparse.Namespace) -> int:
         return subprocess.run(wrapped, env=env).returncode
     os.environ.update(env)
     subprocess.run(["ip", "link", "set", "lo", "up"], capture_output=True)
-    results = _bench(args)
-    _print(results)
+    runs = [_bench(args, pipeline) for pipeline in ((False, True) if args.compare_pipeline else (args.pipeline,))]
+    for r in runs:
+        _print(r)
+    results: dict[str, Any] = runs[0]
+    if args.compare_pipeline:
+        from vpr_ros.cli.bench_stream import machine
+        seq, pipe = runs
+        ratio = pipe["throughput_fps"] / seq["throughput_fps"] if seq["throughput_fps"] else float("nan")
+        results = {"sequential": seq, "pipelined": pipe, "throughput_ratio": ratio, "machine": machine()}
+        print(f"throughput: sequential {seq['throughput_fps']:.1f} frames/s, pipelined {pipe['throughput_fps']:.1f} "
+              f"frames/s, ratio {ratio:.2f}x ({results['machine']['cpu']}, {results['machine']['cores']} cores)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
-    return 0 if results["frames_processed"] > 0 else 1
+    return 0 if all(r["frames_processed"] > 0 for r in runs) else 1
 
 
-def _ros_args(args: argparse.Namespace) -> list[str]:
-    argv = ["--ros-args", "-p", "qos.reliability:=reliable", "-p", "qos.depth:=100", "-p", "queue.size:=100",
-            "-p", "diagnostics.period_sec:=0.25", "-p", f"detector.min_loop_gap_sec:={float(args.loop_gap_sec)}"]
+def _ros_args(args: argparse.Namespace, pipeline: bool) -> list[str]:
+    # The queue holds every frame (nothing dropped however fast --rate is); diagnostics every 0.1 s
+    # time the end of the run for the throughput.
+    argv = ["--ros-args", "-p", "qos.reliability:=reliable", "-p", f"qos.depth:={max(100, 2 * args.frames)}",
+            "-p", f"queue.size:={max(100, 2 * args.frames)}", "-p", "diagnostics.period_sec:=0.1",
+            "-p", f"detector.min_loop_gap_sec:={float(args.loop_gap_sec)}", "-p", f"pipeline:={str(pipeline).lower()}"]
     if args.config:
         argv[1:1] = ["--params-file", args.config]
     if args.extractor_factory:
@@ -88,7 +113,7 @@ def _ros_args(args: argparse.Namespace) -> list[str]:
     return argv
 
 
-def _bench(args: argparse.Namespace) -> dict[str, Any]:
+def _bench(args: argparse.Namespace, pipeline: bool) -> dict[str, Any]:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -99,11 +124,14 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
     from vpr_ros.nodes.conversions import rgb_to_image_msg, stamp_to_ns
 
     frames = corridor_frames("ref", args.frames) + corridor_frames("query", args.frames)
-    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200, reliability=ReliabilityPolicy.RELIABLE)
+    # Histories that hold every frame: a reliable KEEP_LAST writer or reader overwrites what is not yet
+    # acknowledged or taken, and a 200 Hz burst lost frames with 100-200.
+    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(200, len(frames)),
+                     reliability=ReliabilityPolicy.RELIABLE)
     with tempfile.TemporaryDirectory(prefix="vpr_ros_bench_node_") as tmp:
         os.environ.setdefault("ROS_LOG_DIR", str(Path(tmp) / "ros_log"))
         log = open(Path(tmp) / "node.log", "w")
-        node = subprocess.Popen([sys.executable, "-m", "vpr_ros.nodes.loop_closure_node", *_ros_args(args)],
+        node = subprocess.Popen([sys.executable, "-m", "vpr_ros.nodes.loop_closure_node", *_ros_args(args, pipeline)],
                                 stdout=log, stderr=subprocess.STDOUT)
         rclpy.init()
         harness = rclpy.create_node("vpr_bench_harness")
@@ -111,8 +139,14 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
         diag: dict[str, str] = {}
         harness.create_subscription(LoopClosure, "loop_closures", lambda m: latencies.append(
             (time.time_ns() - stamp_to_ns(m.header.stamp)) / 1e6), qos)
-        harness.create_subscription(DiagnosticArray, "diagnostics", lambda m: diag.update(
-            {kv.key: kv.value for kv in m.status[0].values}), 10)
+        done_at = [0.0]  # when the node last finished a frame (harness clock)
+
+        def on_diag(m: DiagnosticArray) -> None:
+            before = _accounted(diag)
+            diag.update({kv.key: kv.value for kv in m.status[0].values})
+            if _accounted(diag) > before:
+                done_at[0] = time.monotonic()
+        harness.create_subscription(DiagnosticArray, "diagnostics", on_diag, 10)
         pub = harness.create_publisher(Image, "image", qos)
 
         def spin_until(predicate: Any, timeout: float) -> bool:
@@ -126,12 +160,15 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
                     or node.poll() is not None:
                 log.flush()
                 raise RuntimeError("the node did not start:\n" + (Path(tmp) / "node.log").read_text()[-3000:])
+            ready_cpu_sec = _cpu_sec(node.pid)
             start = time.monotonic()
             for i, image in enumerate(frames):
                 pub.publish(rgb_to_image_msg(image, time.time_ns(), "camera"))
                 spin_until(lambda: time.monotonic() >= start + (i + 1) / args.rate, 2.0 / args.rate + 1.0)
-            spin_until(lambda: int(diag.get("frames_processed", 0)) + int(diag.get("frames_dropped", 0))
-                       >= len(frames) and diag.get("queue_depth") == "0", 120.0)
+            spin_until(lambda: _accounted(diag) >= len(frames) and diag.get("queue_depth") == "0", 120.0)
+            # Up to the last frame finished, so a frame lost on the way does not count the timeout.
+            wall = done_at[0] - start if done_at[0] else float("nan")
+            cpu_sec = _cpu_sec(node.pid)  # model load and startup included: read it against a baseline
             spin_until(lambda: False, 0.5)
         finally:
             harness.destroy_node()
@@ -150,6 +187,9 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
     lat = np.asarray(latencies)
     return {
         "model": diag.get("model", "?"), "backend": diag.get("backend", "?"), "frames_sent": len(frames),
+        "pipeline": diag.get("pipeline", "?"), "wall_sec": wall, "node_cpu_sec": cpu_sec - ready_cpu_sec,
+        "throughput_fps": (_accounted(diag) - int(diag.get("frames_dropped", 0))) / wall,
+        "frames_received": int(diag.get("frames_received", 0)),
         "frames_processed": int(diag.get("frames_processed", 0)), "frames_dropped": int(diag.get("frames_dropped", 0)),
         "keyframes": int(diag.get("keyframes", 0)), "loop_closures": len(latencies), "rate_hz": args.rate,
         "stage_p50_ms": stage, "node_overhead_ms_p50": node_ms,
@@ -159,9 +199,27 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _cpu_sec(pid: int) -> float:
+    """CPU seconds (user + system, all threads) the process has used so far; NaN off Linux."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _accounted(diag: dict[str, str]) -> int:
+    """Frames the node is done with: processed, dropped, failed or bad input (odometry aside)."""
+    return sum(int(v) for k, v in diag.items() if k in ("frames_processed", "frames_dropped", "frames_failed")
+               or (k.startswith("bad_input.") and k != "bad_input.nan_odometry"))
+
+
 def _print(r: dict[str, Any]) -> None:
-    print(f"node benchmark: model {r['model']} ({r['backend']}), {r['frames_sent']} frames at {r['rate_hz']} Hz; "
-          f"processed {r['frames_processed']}, dropped {r['frames_dropped']}, loop closures {r['loop_closures']}")
+    print(f"node benchmark: model {r['model']} ({r['backend']}), pipeline {r['pipeline']}, {r['frames_sent']} "
+          f"frames at {r['rate_hz']} Hz; received {r['frames_received']}, processed {r['frames_processed']}, "
+          f"dropped {r['frames_dropped']}, "
+          f"loop closures {r['loop_closures']}; throughput {r['throughput_fps']:.1f} frames/s "
+          f"({r['wall_sec']:.2f} s from the first frame sent, node CPU {r['node_cpu_sec']:.2f} s)")
     print(f"{'stage':<12}{'p50 ms':>10}")
     for name, ms in r["stage_p50_ms"].items():
         print(f"{name:<12}{ms:>10.3f}")

@@ -190,7 +190,21 @@ class FrameStream(Generic[T]):
     def __next__(self) -> PipelineItem[T]:
         if self._done:
             raise StopIteration
-        item = self._queue.get()
+        return self._item(self._queue.get())
+
+    def next_within(self, timeout: float) -> PipelineItem[T] | None:
+        """``next(stream)``, or None when no frame is ready within ``timeout`` seconds: for a consumer
+        with work of its own between frames (the node's autosave and fleet inbox). StopIteration at
+        the end, like ``next``."""
+        if self._done:
+            raise StopIteration
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        return self._item(item)
+
+    def _item(self, item: object) -> PipelineItem[T]:
         if item[0] is self._END:  # type: ignore[index]
             self._done = True
             self._thread.join()

@@ -1,9 +1,11 @@
 """``loop_closure_node``: camera images in, vpr_ros_msgs/LoopClosure out.
 
 A thin layer over :class:`vpr_ros.core.detector.LoopClosureDetector`: callbacks only enqueue
-messages; one processing thread converts, runs the detector and publishes. When the model is slower
-than the camera the bounded queue drops its oldest frame (counted in diagnostics), so the newest
-view of the world is always the next one processed and no callback ever blocks.
+messages; the frame pipeline (nodes/frame_pipeline.py) converts them, runs the model on one thread
+while the previous frame is verified on another (``pipeline``), and hands each result back here to
+publish. When the model is slower than the camera the bounded queue drops its oldest frame (counted
+in diagnostics), so the newest view of the world is always the next one processed and no callback
+ever blocks.
 """
 
 from __future__ import annotations
@@ -28,13 +30,12 @@ from vpr_ros_msgs.msg import LoopClosure as LoopClosureMsg
 from vpr_ros_msgs.srv import MapIO
 
 from vpr_ros.core.detector import LoopClosureDetector, StepResult
-from vpr_ros.core.errors import InputError, StampOrderError, VprError
-from vpr_ros.core.images import ImageTooLargeError
-from vpr_ros.core.types import Frame
+from vpr_ros.core.errors import InputError, VprError
 from vpr_ros.nodes import conversions as conv
 from vpr_ros.nodes.debug_view import DebugView
 from vpr_ros.nodes.fleet import FLEET_COUNTERS, Fleet, FleetLink
 from vpr_ros.nodes.extractors import ExtractorFactory, default_extractor, load_extractor_factory
+from vpr_ros.nodes.frame_pipeline import FramePipeline
 from vpr_ros.nodes.geometry_inputs import GEOMETRY_INPUT_COUNTERS, GeometryInputs
 from vpr_ros.nodes.map_services import MapKeeper, MapResult
 from vpr_ros.nodes.markers import MarkerTrail
@@ -81,12 +82,13 @@ class LoopClosureNode(Node):
         started = self.maps.start()  # a live map at save_path (map.append), or a checked snapshot target
         if not started.success:
             raise VprError(f"map.save_path: {started.message}")
-        self._queue: collections.deque[tuple[Any, float]] = collections.deque()
-        self._wake = threading.Condition()
-        self._stopping = False
         self._odom: collections.deque[tuple[int, Any]] = collections.deque(maxlen=400)
         self._odom_lock = threading.Lock()
         self._inputs = GeometryInputs(self.settings, self.stats.count, self._warn)
+        self._pipeline = FramePipeline(self.detector, self._detector_lock, self.settings, self.stats, self._inputs,
+                                       publish=self._publish, between_frames=self._between_frames,
+                                       before_frame=self._drain_fleet, pose_at=self._pose_at, bad=self._bad,
+                                       warn=self._warn)
         self._debug = self.settings.debug_image
         self._last_warn: dict[str, float] = {}
 
@@ -113,21 +115,16 @@ class LoopClosureNode(Node):
             self.fleet = FleetLink(self, self.detector, self._detector_lock, self.settings, self.stats.count,
                                    self._warn, self._loop_pub, self.config.detector.map_frame)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._worker = threading.Thread(target=self._run, name="vpr_ros_processing", daemon=True)
-        self._worker.start()
+        self._pipeline.start()
         self.get_logger().info(
             f"ready: model {self.detector.model_id} ({self.backend}), "
-            f"{self.detector.num_keyframes} keyframes, subscribed to {self.resolve_topic_name('image')}")
+            f"{self.detector.num_keyframes} keyframes, subscribed to {self.resolve_topic_name('image')}, "
+            f"pipeline {'on' if self._pipeline.pipelined else 'off'}, threads: model {self.config.model.threads}, "
+            + ", ".join(f"{lib} {n}" for lib, n in self._pipeline.threads.items()))
 
     # -- callbacks (never block) -----------------------------------------------------------
     def _on_image(self, msg: Image | CompressedImage) -> None:
-        self.stats.count("frames_received")
-        with self._wake:
-            if len(self._queue) >= self.settings.queue_size:
-                self._queue.popleft()
-                self.stats.count("frames_dropped")
-            self._queue.append((msg, time.perf_counter()))
-            self._wake.notify()
+        self._pipeline.put(msg)
 
     def _on_odom(self, msg: Odometry) -> None:
         self.stats.count("odometry_received")
@@ -145,35 +142,14 @@ class LoopClosureNode(Node):
                 self._debug = bool(p.value)
         return SetParametersResult(successful=True)
 
-    # -- processing thread ---------------------------------------------------------------
-    def _run(self) -> None:
-        while True:
-            self._autosave()  # between frames, so image callbacks never wait for a save
-            if self.fleet is not None:  # other robots' keyframes join the index before the next frame
-                self.fleet.drain()
-            with self._wake:
-                while not self._queue and not self._stopping:
-                    if not self._wake.wait(0.5):
-                        break
-                if self._stopping:
-                    return
-                if not self._queue:
-                    continue
-                msg, received = self._queue.popleft()
-            if self.fleet is not None:
-                self.fleet.drain()
-            # Every frame taken from the queue ends in exactly one counter: frames_processed, a
-            # bad_input.<kind> or frames_failed (processed + dropped + bad + failed == received).
-            try:
-                self._process(msg, received)
-            except InputError as exc:  # the model's output for this image is unusable (all-zero, NaN)
-                self._bad("unusable_image", exc)
-            except VprError as exc:  # a core failure costs one frame, never the node
-                self.stats.count("frames_failed")
-                self._warn("core", f"frame dropped: {exc}")
-            except Exception as exc:  # noqa: BLE001 - an unexpected bug must not kill the thread silently
-                self.stats.count("frames_failed")
-                self._warn("unexpected", f"frame dropped by an unexpected {type(exc).__name__}: {exc}")
+    # -- hooks of the frame pipeline (its processing threads) --------------------------------
+    def _between_frames(self) -> None:
+        self._autosave()  # between frames, so image callbacks never wait for a save
+        self._drain_fleet()
+
+    def _drain_fleet(self) -> None:
+        if self.fleet is not None:  # other robots' keyframes join the index before the next frame
+            self.fleet.drain()
 
     def _autosave(self) -> None:
         result = self.maps.autosave()
@@ -184,42 +160,6 @@ class LoopClosureNode(Node):
         else:
             self._warn("autosave", f"autosave failed (will retry in {self.config.map.autosave_sec:g} s): "
                                    f"{result.message}")
-
-    def _process(self, msg: Image | CompressedImage, received: float) -> None:
-        t0 = time.perf_counter()
-        stamp_ns = conv.stamp_to_ns(msg.header.stamp)
-        max_pixels = self.settings.image_max_pixels
-        try:
-            image = (conv.compressed_msg_to_rgb(msg, max_pixels) if isinstance(msg, CompressedImage)
-                     else conv.image_msg_to_rgb(msg, max_pixels))
-        except ImageTooLargeError as exc:
-            self._bad("too_large", exc)
-            return
-        except InputError as exc:
-            self._bad(conv.classify_bad_image(msg), exc)
-            return
-        size = self._inputs.camera_size
-        if size is not None and image.shape[:2] != size:
-            self._bad("size_mismatch", InputError(f"image is {image.shape[1]}x{image.shape[0]}, "
-                                                  f"camera_info says {size[1]}x{size[0]}"))
-            return
-        pose = self._pose_at(stamp_ns)
-        inputs = self._inputs.frame_inputs(stamp_ns, image.shape[:2])
-        t1 = time.perf_counter()
-        with self._detector_lock:
-            try:
-                result = self.detector.process(Frame(stamp_ns, image, pose, **inputs))
-            except StampOrderError as exc:
-                self._bad("time_backwards", exc)
-                return
-            t2 = time.perf_counter()
-            self._publish(result, image)
-            t3 = time.perf_counter()
-        self.stats.count("frames_processed")
-        timings = {k: v for k, v in result.timings_ms.items() if k != "total"}
-        timings.update(queue_wait=(t0 - received) * 1e3, convert=(t1 - t0) * 1e3,
-                       detector=(t2 - t1) * 1e3, publish=(t3 - t2) * 1e3, total=(t3 - received) * 1e3)
-        self.stats.latency(timings)
 
     def _publish(self, result: StepResult, image: Any) -> None:
         if result.keyframe is None:
@@ -302,9 +242,8 @@ class LoopClosureNode(Node):
         return self._respond(response, result)
 
     def _publish_diagnostics(self) -> None:
-        with self._wake:
-            depth = len(self._queue)
-        extra = {"queue_depth": str(depth), "queue_size": str(self.settings.queue_size),
+        extra = {"queue_depth": str(self._pipeline.depth), "queue_size": str(self.settings.queue_size),
+                 "pipeline": "on" if self._pipeline.pipelined else "off",
                  "index_size": str(self.detector.num_keyframes), "model": self.detector.model_id,
                  "backend": self.backend, "robot_id": self.config.detector.robot_id}
         extra["map_memory_mb"] = f"{self.maps.map_bytes / 1e6:.2f}"
@@ -322,11 +261,9 @@ class LoopClosureNode(Node):
             self.config.detector.robot_id, extra, warnings=[over] if over else []))
 
     def close(self) -> None:
-        """Stop the processing thread and save the map when ``map.save_path`` is set."""
-        with self._wake:
-            self._stopping = True
-            self._wake.notify_all()
-        self._worker.join(timeout=10.0)
+        """Stop the processing threads and save the map when ``map.save_path`` is set."""
+        if not self._pipeline.stop(timeout=10.0):
+            self.get_logger().error("the processing threads did not stop within 10 s")
         if self.config.map.save_path:
             result = self.maps.save(self.config.map.save_path)
             if result.success:

@@ -42,6 +42,10 @@ NODE_PARAMETERS: tuple[FieldSpec, ...] = (
     _spec("queue.size", int, 4,
           "Frames waiting for the processing thread; when full the oldest frame is dropped and "
           "counted (diagnostics 'frames_dropped').", lo=1, hi=10000),
+    _spec("pipeline", bool, True,
+          "Run the model on the next frame while the previous one is searched, verified and published "
+          "(two processing threads, one frame between them; same loop closures). false: one thread "
+          "does each frame in turn. FAISS, OpenCV and OpenBLAS get 1 thread each either way."),
     _spec("debug.image", bool, False,
           "Publish 'debug_image' (query | match with MNN correspondences) for every loop closure; "
           "can be changed at run time."),
@@ -116,6 +120,7 @@ class NodeSettings:
     qos_reliability: str = "best_effort"
     qos_depth: int = 5
     queue_size: int = 4
+    pipeline: bool = True
     debug_image: bool = False
     diagnostics_period_sec: float = 1.0
     camera_info_enabled: bool = False
