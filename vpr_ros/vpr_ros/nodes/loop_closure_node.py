@@ -31,6 +31,7 @@ from vpr_ros_msgs.srv import MapIO
 
 from vpr_ros.core.detector import LoopClosureDetector, StepResult
 from vpr_ros.core.errors import InputError, VprError
+from vpr_ros.core.pipeline import fix_mmap_threshold
 from vpr_ros.nodes import conversions as conv
 from vpr_ros.nodes.debug_view import DebugView
 from vpr_ros.nodes.fleet import FLEET_COUNTERS, Fleet, FleetLink
@@ -275,6 +276,7 @@ class LoopClosureNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point (``ros2 run vpr_ros loop_closure_node``); non-zero exit on a startup failure."""
+    fix_mmap_threshold()  # as in replay: RSS grows by what the map keeps, not by heap fragmentation
     rclpy.init(args=args)
     node = None
     try:
