@@ -83,7 +83,8 @@ def labels(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     """Label keyframes of a live map, query them, revisit the labelled places, save, restart, query."""
     tmp = Path(a.tmp)
     params = ["--ros-args", *TEST_PARAMS, "-p", "verify.min_matches:=60", "-p", "queue.size:=100"]
-    node = NodeProcess([*params, "-p", f"map.save_path:={tmp / 'live'}"], tmp / "node_labels.log")
+    node = NodeProcess([*params, "-p", f"map.save_path:={tmp / 'live'}", "-p", "text.query_embedding:=false"],
+                       tmp / "node_labels.log")
     pub = h.create_publisher(Image, "image", RELIABLE)
     places: list[Place] = []
     h.create_subscription(Place, "place", places.append, RELIABLE)
@@ -94,7 +95,7 @@ def labels(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     publish_paced(h, pub, frames[:a.frames], 50.0)
     out["settled_ref"] = wait_settled(h, "", a.frames, 20.0)
     out["label_current"] = label(h, "", "Room 214")
-    out["label_id"] = label(h, "", "Kitchen", 3, source="test_harness")
+    out["label_id"] = [label(h, "", "Kitchen", 4, source="test_harness"), label(h, "", "Stairs", 6)]
     out["bad"] = {"empty": label(h, "", "   ", 3), "unknown_id": label(h, "", "Lab", 999),
                   "other_robot": label(h, "", "Lab", 3, robot="nobody"), "negative": label(h, "", "Lab", -5),
                   "too_long": label(h, "", "x" * 300, 3)}
@@ -110,14 +111,15 @@ def labels(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     out["alive"] = node.alive()
     out["rc"] = node.stop()
     out["log"] = node.tail()[-2000:]
-    # A new node that loads the snapshot (plus a labels YAML) knows the names.
+    # A new node that loads the snapshot (plus a labels YAML) knows the names; with sentence
+    # embeddings (text.query_embedding, default) it also finds them by related words.
     again = NodeProcess([*params, "-r", "__ns:=/again", "-p", f"map.load_path:={tmp / 'snap'}",
                          *(["-p", f"text.labels_yaml:={a.labels_yaml}"] if a.labels_yaml else [])],
                         tmp / "node_again.log")
     pub2 = h.create_publisher(Image, "/again/image", RELIABLE)
     h.watch("again")
     wait_ready(h, pub2, "again", again, 20.0)
-    out["after_restart"] = {q: find(h, "/again", q) for q in ("kitchen", "room 214", "exit")}
+    out["after_restart"] = {q: find(h, "/again", q) for q in ("kitchen", "room 214", "exit", "cafeteria")}
     h.spin_for(0.3)
     out["diag_again"] = dict(h.diagnostics["again"])
     out["rc_again"] = again.stop()

@@ -24,7 +24,8 @@ from tiny_extractor import TinyExtractor
 
 HERE = Path(__file__).resolve().parent
 FRAMES = 12  # per traversal
-LABELS = {FRAMES - 1: "Room 214", 3: "Kitchen"}  # what the scenario gives: the newest keyframe, and id 3
+# What the scenario gives: the newest keyframe, and ids 4 and 6 (query keyframes match them on the revisit).
+LABELS = {FRAMES - 1: "Room 214", 4: "Kitchen", 6: "Stairs"}
 
 
 @pytest.fixture
@@ -75,7 +76,7 @@ def test_labels_survive_save_and_restart_and_revisits_publish_the_place(run_plac
     ok, message, *_ = r["before_frames"]
     assert not ok and "no keyframe yet" in message, message
     assert r["label_current"][0] and r["label_current"][2:] == [FRAMES - 1, "robot", "session"], r["label_current"]
-    assert r["label_id"][0] and r["label_id"][2] == 3, r["label_id"]
+    assert [(answer[0], answer[2]) for answer in r["label_id"]] == [(True, 4), (True, 6)], r["label_id"]
     # Bad requests: success false, a message saying what was wrong, and the node keeps running.
     bad = r["bad"]
     assert not any(answer[0] for answer in bad.values()), bad
@@ -85,7 +86,7 @@ def test_labels_survive_save_and_restart_and_revisits_publish_the_place(run_plac
     find = r["find"]
     assert find["room 214"]["success"] and find["room 214"]["matches"][0]["id"] == FRAMES - 1, find
     assert find["room 214"]["matches"][0]["labels"] == ["Room 214"]
-    assert find["KITCHEN"]["matches"][0]["id"] == 3 and find["KITCHEN"]["matches"][0]["labels"] == ["Kitchen"]
+    assert find["KITCHEN"]["matches"][0]["id"] == 4 and find["KITCHEN"]["matches"][0]["labels"] == ["Kitchen"]
     assert not find[""]["success"] and "empty" in find[""]["message"]
     assert find["nothing like it"]["success"] and find["nothing like it"]["matches"] == [], find
     assert len(r["find_limit"]["matches"]) == 1, r["find_limit"]
@@ -100,18 +101,20 @@ def test_labels_survive_save_and_restart_and_revisits_publish_the_place(run_plac
         assert p["score"] >= 60 and p["method"] == "mnn" and p["frame_id"] == "map" and p["robot"] == "robot"
         assert p["match_stamp_ns"] == p["match_id"] * 10**9 and p["stamp_ns"] == (100 + p["query_id"] - FRAMES) * 10**9
     d = r["diag"]
-    assert (d["labels"], d["labelled_keyframes"], d["places_published"]) == ("2", "2", str(len(expected))), d
+    assert (d["labels"], d["labelled_keyframes"], d["places_published"]) == ("3", "3", str(len(expected))), d
     assert d["ocr.mode"] == "off" and r["alive"] and r["rc"] == 0, logs
 
     # The live map holds the labels as they were given; the snapshot reloads with them in a new node.
     _, kept = load_keyframes(tmp_path / "live", "tiny-pixels@test")
     assert {kf.id: [(lb.label, lb.source) for lb in kf.labels] for kf in kept if kf.labels} == {
-        FRAMES - 1: [("Room 214", "user")], 3: [("Kitchen", "test_harness")]}
+        FRAMES - 1: [("Room 214", "user")], 4: [("Kitchen", "test_harness")], 6: [("Stairs", "user")]}
     assert r["save"][0], r["save"]
     again = r["after_restart"]
-    assert again["kitchen"]["matches"][0]["id"] == 3 and again["room 214"]["matches"][0]["id"] == FRAMES - 1, again
+    assert again["kitchen"]["matches"][0]["id"] == 4 and again["room 214"]["matches"][0]["id"] == FRAMES - 1, again
     assert again["exit"]["matches"][0]["id"] == 5 and again["exit"]["matches"][0]["labels"] == ["Exit"], again
-    assert r["diag_again"]["labels"] == "3" and r["rc_again"] == 0, logs
+    fuzzy = again["cafeteria"]["matches"]
+    assert fuzzy and fuzzy[0]["id"] == 4 and fuzzy[0]["how"] == "embedding", again["cafeteria"]
+    assert r["diag_again"]["labels"] == "4" and r["rc_again"] == 0, logs
 
 
 def test_background_ocr_puts_text_in_the_map_and_a_missing_ocr_package_only_disables_ocr(run_places, tmp_path):

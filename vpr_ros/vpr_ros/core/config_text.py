@@ -49,6 +49,9 @@ class TextConfig:
     labels_yaml: str = dataclasses.field(default="", metadata=_meta(
         "Node: a YAML of place labels (for keyframe ids or pose regions, docs/place_text.md) put on "
         "the map loaded at startup; empty = none. Labels already on a keyframe are not repeated."))
+    query_embedding: bool = dataclasses.field(default=True, metadata=_meta(
+        "Node: ~/find_place also ranks fuzzy matches by sentence-embedding similarity "
+        "(all-MiniLM-L6-v2, loaded at the first query); false = normalised token matching only."))
 
     def __post_init__(self) -> None:
         _check_choice("text.ocr", self.ocr, OCR_MODES)

@@ -11,6 +11,7 @@ one clear error and runs without OCR, because loop closure must not depend on re
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any, Callable, Sequence
 
@@ -19,10 +20,16 @@ from vpr_ros.core.detector import LoopClosureDetector
 from vpr_ros.core.errors import VprError
 from vpr_ros.core.ocr_worker import OcrWorker
 from vpr_ros.core.place_text import TextReading
+from vpr_ros.core.types import Keyframe
 
-__all__ = ["NodeOcr"]
+__all__ = ["NodeOcr", "Identity", "keyframe_identity"]
 
+#: (robot, session, id, stamp): names one keyframe across a reset or load_map, which reuse map keys.
 Identity = tuple[str, str, int, int]
+
+
+def keyframe_identity(kf: Keyframe) -> Identity:
+    return kf.robot_id, kf.session_id, kf.id, kf.stamp_ns
 
 
 class NodeOcr:
@@ -49,7 +56,7 @@ class NodeOcr:
         if self.mode == "inline":
             detector.text_reader = reader
         else:
-            self._worker = OcrWorker(reader, config, on_result=self._apply, on_error=self._on_error)
+            self._worker = OcrWorker.from_config(reader, config, self._apply, self._on_error)
 
     def submit(self, key: int, identity: Identity, image: Any) -> None:
         """A new keyframe (map key ``key``) and its image; never blocks (the worker drops the oldest)."""
@@ -59,30 +66,24 @@ class NodeOcr:
     def _apply(self, job: tuple[int, Identity], readings: Sequence[TextReading]) -> None:
         key, identity = job
         with self._lock:
-            keyframes = self._detector.keyframes
-            if key >= len(keyframes) or _identity(keyframes[key]) != identity:
+            if key >= self._detector.num_keyframes or keyframe_identity(self._detector.keyframe(key)) != identity:
                 self.stale += 1  # the map was reset or replaced while the keyframe was being read
                 return
             self._detector.set_text(key, readings)
 
-    def _on_error(self, message: str) -> None:
-        self._warn("ocr", f"OCR of a keyframe failed (the keyframe stays without text): {message}")
+    def _on_error(self, job: tuple[int, Identity], exc: BaseException) -> None:
+        _, (robot, session, kf_id, _) = job
+        self._warn("ocr", f"OCR of keyframe {kf_id} ({robot}/{session}) failed, it stays without text: "
+                          f"{type(exc).__name__}: {exc}")
 
     def diagnostics(self) -> dict[str, str]:
         out = {"ocr.mode": self.mode}
         if self._worker is not None:
-            out.update({f"ocr.{k}": _fmt(v) for k, v in self._worker.stats().items()})
+            stats = dataclasses.asdict(self._worker.stats())
+            out.update({f"ocr.{k}": f"{v:.1f}" if isinstance(v, float) else str(v) for k, v in stats.items()})
             out["ocr.stale"] = str(self.stale)
         return out
 
     def close(self) -> None:
         if self._worker is not None:
             self._worker.close()
-
-
-def _identity(kf: Any) -> Identity:
-    return kf.robot_id, kf.session_id, kf.id, kf.stamp_ns
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.1f}" if isinstance(value, float) else str(value)

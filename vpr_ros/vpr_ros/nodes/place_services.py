@@ -13,7 +13,6 @@ a bad request or a failing map write never raises into the executor, and the nod
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, Callable, Sequence
 
 from rclpy.node import Node
@@ -24,20 +23,15 @@ from vpr_ros.core.config import Config
 from vpr_ros.core.detector import LoopClosureDetector, StepResult
 from vpr_ros.core.errors import VprError
 from vpr_ros.core.place_text import PlaceLabel
-from vpr_ros.core.types import Keyframe
+from vpr_ros.core.text_query import Embedder, PlaceMatch, find_places
+from vpr_ros.core.types import Keyframe, LoopClosure, Verification
 from vpr_ros.io.poses import matrix_to_pose
 from vpr_ros.nodes.conversions import ns_to_stamp
-from vpr_ros.nodes.node_ocr import NodeOcr
+from vpr_ros.nodes.node_ocr import Identity, NodeOcr, keyframe_identity as _identity
 
 __all__ = ["PlaceServices", "find_key", "place_msg"]
 
 _DEFAULT_LIMIT = 10
-Identity = tuple[str, str, int, int]  # robot, session, id, stamp: a keyframe that survives no reset
-
-
-def _identity(kf: Keyframe) -> Identity:
-    return kf.robot_id, kf.session_id, kf.id, kf.stamp_ns
-
 
 def find_key(keyframes: Sequence[Keyframe], robot_id: str, session_id: str, keyframe_id: int) -> int | None:
     """Map key of the keyframe ``keyframe_id`` of (robot_id, session_id), or None."""
@@ -48,10 +42,10 @@ def find_key(keyframes: Sequence[Keyframe], robot_id: str, session_id: str, keyf
     return None
 
 
-def place_msg(query: Keyframe, match: Keyframe, result: StepResult, key: int, frame_id: str) -> Place | None:
-    """The ``place`` message when ``match`` (map key ``key``) is the best accepted match and carries labels."""
-    best = next((v for v in result.verifications if v.accepted), None)
-    if best is None or best.candidate.keyframe_id != key or not match.labels:
+def place_msg(query: Keyframe, match: Keyframe, best: Verification, loops: Sequence[LoopClosure],
+              frame_id: str) -> Place | None:
+    """The ``place`` message when ``match``, the query's best accepted match (``best``), carries labels."""
+    if not match.labels:
         return None
     msg = Place(labels=[lb.label for lb in match.labels], query_keyframe_id=query.id,
                 query_robot_id=query.robot_id, query_session_id=query.session_id, match_keyframe_id=match.id,
@@ -61,7 +55,7 @@ def place_msg(query: Keyframe, match: Keyframe, result: StepResult, key: int, fr
     msg.header.frame_id = frame_id
     msg.match_stamp = ns_to_stamp(match.stamp_ns)
     msg.loop_closure = any((lc.match_robot_id, lc.match_session_id, lc.match_id) == _identity(match)[:3]
-                           for lc in result.loop_closures)
+                           for lc in loops)
     return msg
 
 
@@ -83,11 +77,13 @@ class PlaceServices:
         self._counts_lock = threading.Lock()
         self.counters = {"places_published": 0, "labels_added": 0}
         self.text_rule: dict[str, int] = {}
+        self._text_embedder: Embedder | None = None
+        self._embedder_error = ""
+        self.ocr = NodeOcr(config.text, detector, lock, node.get_logger(), warn)
+        self._apply_labels_yaml()
         self._pub = node.create_publisher(Place, "place", 10)
         node.create_service(LabelPlace, "~/label_place", self._on_label_place)
         node.create_service(FindPlace, "~/find_place", self._on_find_place)
-        self.ocr = NodeOcr(config.text, detector, lock, node.get_logger(), warn)
-        self._apply_labels_yaml()
 
     # -- processing thread ---------------------------------------------------------------
     def keyframe(self, result: StepResult, image: Any) -> None:
@@ -95,17 +91,22 @@ class PlaceServices:
         kf = result.keyframe
         if kf is None:
             return
-        key = self._detector.num_keyframes - 1  # the detector appended it last, under this lock
-        self._current = (key, _identity(kf))
-        self.ocr.submit(key, _identity(kf), image)
+        key = self._detector.num_keyframes - 1  # appended last, under this lock (a shared map aside)
+        if self._detector.keyframe(key) is not kf:
+            key = find_key(self._detector.keyframes, kf.robot_id, kf.session_id, kf.id)
+        if key is not None:
+            self._current = (key, _identity(kf))
+            self.ocr.submit(key, _identity(kf), image)
         with self._counts_lock:
             for name, n in (getattr(result, "text_rule", None) or {}).items():
                 self.text_rule[name] = self.text_rule.get(name, 0) + int(n)
+        # Verifications are sorted best first (after the text rule, when on): the first accepted one is
+        # the match the detector stands behind, published as a loop once temporal consistency holds.
         best = next((v for v in result.verifications if v.accepted), None)
         if best is None:
             return
-        match_key = best.candidate.keyframe_id
-        msg = place_msg(kf, self._detector.keyframe(match_key), result, match_key, self._frame_id)
+        msg = place_msg(kf, self._detector.keyframe(best.candidate.keyframe_id), best, result.loop_closures,
+                        self._frame_id)
         if msg is not None:
             self._pub.publish(msg)
             self._count("places_published")
@@ -158,23 +159,40 @@ class PlaceServices:
         return key, ""
 
     def _on_find_place(self, request: FindPlace.Request, response: FindPlace.Response) -> FindPlace.Response:
-        from vpr_ros.core.text_query import find_places  # helper "query"'s ranking (core/text_query.py)
-
         text = request.text.strip()
         if not text:
             return self._answer(response, False, "text is empty; give what to look for, e.g. 'room 214'")
         limit = int(request.limit) or _DEFAULT_LIMIT
-        with self._lock:  # a snapshot: keyframe objects are replaced, never changed in place
+        with self._lock:  # the list, not the keyframes: their text and labels are read without the lock
             keyframes = self._detector.keyframes
-        try:
-            found = find_places(keyframes, text, limit=limit, min_confidence=self._config.text.min_confidence)
+        embedder, note = self._embedder()
+        try:  # off the detector lock: embedding a large map's text the first time takes seconds
+            found = find_places(keyframes, text, limit=limit, embedder=embedder,
+                                min_confidence=self._config.text.min_confidence)
         except (VprError, ValueError) as exc:
             return self._answer(response, False, f"query {text!r} failed: {exc}")
         response.matches = [self._match_msg(keyframes[m.key], m) for m in found]
-        return self._answer(response, True, f"{len(found)} of {len(keyframes)} keyframes match {text!r}")
+        return self._answer(response, True, f"{len(found)} of {len(keyframes)} keyframes match {text!r}{note}")
+
+    def _embedder(self) -> tuple[Embedder | None, str]:
+        """The sentence embedder (loaded at the first query), or None and a note why tokens only."""
+        if not self._config.text.query_embedding:
+            return None, ""
+        if self._embedder_error:
+            return None, f" (token matching only: {self._embedder_error})"
+        if self._text_embedder is None:
+            try:
+                from vpr_ros.models.text_embedding import TextEmbedder  # torch and ~90 MB only when used
+
+                self._text_embedder = TextEmbedder()
+            except VprError as exc:
+                self._embedder_error = str(exc)
+                self._node.get_logger().error(f"text.query_embedding: {exc}; find_place matches tokens only")
+                return None, f" (token matching only: {exc})"
+        return self._text_embedder, ""
 
     @staticmethod
-    def _match_msg(kf: Keyframe, match: Any) -> PlaceMatchMsg:
+    def _match_msg(kf: Keyframe, match: PlaceMatch) -> PlaceMatchMsg:
         msg = PlaceMatchMsg(keyframe_id=kf.id, robot_id=kf.robot_id, session_id=kf.session_id,
                             stamp=ns_to_stamp(kf.stamp_ns), score=float(match.score), how=match.how,
                             evidence=match.evidence, labels=[lb.label for lb in kf.labels])
@@ -192,7 +210,7 @@ class PlaceServices:
         path = self._config.text.labels_yaml
         if not path:
             return
-        from vpr_ros.core.place_labels import load_labels  # helper "query"'s YAML (core/place_labels.py)
+        from vpr_ros.core.place_labels import load_labels  # TODO(h-query): top-level once merged
 
         with self._lock:
             labels = load_labels(path, self._detector.keyframes)
@@ -227,7 +245,3 @@ class PlaceServices:
     def _answer(response: Any, success: bool, message: str) -> Any:
         response.success, response.message = success, message
         return response
-
-
-def _now_ns() -> int:
-    return time.time_ns()
