@@ -145,6 +145,8 @@ def summary(metrics: dict[str, Any], out: Path) -> str:
         lines.append(f"{metrics['geometry_valid']} loops with a measured relative pose "
                      f"({metrics['geometry_valid_metric']} metric); without a valid pose: "
                      f"{metrics['geometry_rejected'] or 'none'}")
+    if metrics.get("text_rule"):
+        lines.append("text rule: " + ", ".join(f"{k} {v}" for k, v in metrics["text_rule"].items()))
     if metrics.get("stamps_backwards_skipped"):
         lines.append(f"skipped {metrics['stamps_backwards_skipped']} frames whose stamp went backwards, "
                      f"e.g. {metrics['stamps_backwards_examples'][0]}")
