@@ -177,3 +177,28 @@ def test_real_ocr_reader_through_the_worker() -> None:
     assert [k for k, _ in out.items] == [17]
     assert ["nova"] in [r.tokens for r in out.items[0][1]]
     assert stats.read == 1 and stats.ms_mean > 0
+
+
+def test_outbox_results_reach_the_map_through_the_detector_thread(tmp_path: Path) -> None:
+    # The detector takes no locks: a node leaves on_result unset and applies the results itself.
+    from store_maps import MODEL, synthetic_keyframes
+    from test_map_log import _detector
+
+    from vpr_ros.core.store import load_keyframes
+
+    det = _detector()
+    det.attach_store(tmp_path / "live")
+    for kf in synthetic_keyframes(3):
+        det.process_descriptors(kf.stamp_ns, kf.global_, kf.local, kf.pose)
+    worker = OcrWorker(PixelReader(), rate_hz=100.0)
+    worker.submit(1, _img(21))
+    worker.submit(2, _img(22))
+    assert worker.wait_idle(5.0)
+    for key, readings in worker.take_results():
+        det.set_text(key, readings)
+    assert worker.take_results() == []
+    worker.close()
+    det.detach_store()
+    _, back = load_keyframes(tmp_path / "live", MODEL)
+    assert back[0].text is None  # never read: not "nothing found"
+    assert [r.text for r in back[1].text] == ["21"] and [r.text for r in back[2].text] == ["22"]

@@ -78,7 +78,7 @@ def _machine() -> dict[str, Any]:
     except OSError:
         git = "unknown"
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            **ocr_versions(), "git": git}
+            **ocr_versions(), "git": git, "loadavg_1min": round(os.getloadavg()[0], 2)}
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -115,7 +115,7 @@ def run_ocr_bench(args: argparse.Namespace) -> int:
         t = np.array(times)
         rows.append({"size": f"{w}x{h}", "first_ms": round(first_ms, 1), "mean_ms": round(float(t.mean()), 1),
                      "std_ms": round(float(t.std()), 1), "p95_ms": round(float(np.percentile(t, 95)), 1),
-                     "read": [[r.text, round(r.confidence, 3)] for r in readings]})
+                     "read": "; ".join(f"{r.text} ({r.confidence:.3f})" for r in readings)})
     record = {"bench": "ocr", "image": f"{Path(args.frame).name} + SIMULATED sign 'Room 214'",
               "threads": args.threads, "max_side_px": args.max_side_px, "repeats": args.repeats,
               "load_s": round(load_s, 2), "machine": _machine(), "rows": rows}

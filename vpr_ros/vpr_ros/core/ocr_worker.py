@@ -4,9 +4,11 @@ The node or replay stores a keyframe as usual, then hands its image to :meth:`Oc
 which never blocks: the image waits in a bounded queue, and when the queue is full the OLDEST
 waiting keyframe is dropped (counted), because a robot cares more about the place it is at now.
 The worker reads at most ``text.ocr_rate_hz`` keyframes per second, so OCR takes a bounded share of
-the CPU, and delivers each result through ``on_result(key, readings)`` (the caller then calls
-``detector.set_text``). A read that raises is counted and reported through ``on_error``; the worker
-goes on with the next keyframe.
+the CPU, and delivers each result either through ``on_result(key, readings)`` on the worker thread,
+or, without a callback, into an outbox that the owner empties with :meth:`OcrWorker.take_results` on
+its own thread. The detector takes no locks, so a node should use the outbox and call
+``detector.set_text(key, readings)`` from the thread that runs the detector. A read that raises is
+counted and reported through ``on_error``; the worker goes on with the next keyframe.
 
 ROS-free and OCR-library-free: the reader is any object with ``read(image) -> tuple[TextReading, ...]``
 (models/ocr.py's :class:`~vpr_ros.models.ocr.OcrReader` in production).
@@ -69,14 +71,15 @@ class OcrWorker:
 
     Args:
         reader: object with ``read(image) -> tuple[TextReading, ...]``; used only by the worker thread.
-        on_result: called on the worker thread with (key, readings) after each successful read.
+        on_result: called on the worker thread with (key, readings) after each successful read;
+            None keeps the results for :meth:`take_results` (for a single-threaded detector).
         rate_hz: at most this many reads start per second (``text.ocr_rate_hz``).
         max_pending: queue bound; submitting to a full queue drops the oldest waiting keyframe.
         on_error: called on the worker thread with (key, exception) for a failed read or callback;
             by default the failure is logged (``logging``) and the worker goes on.
     """
 
-    def __init__(self, reader: TextReader, on_result: ResultCallback, *, rate_hz: float = 1.0,
+    def __init__(self, reader: TextReader, on_result: ResultCallback | None = None, *, rate_hz: float = 1.0,
                  max_pending: int = 16, on_error: ErrorCallback | None = None,
                  name: str = "vpr-ocr") -> None:
         if not rate_hz > 0:
@@ -84,7 +87,8 @@ class OcrWorker:
         if max_pending < 1:
             raise ConfigError(f"OCR worker max_pending must be >= 1, got {max_pending}")
         self._reader = reader
-        self._on_result = on_result
+        self._on_result = on_result or self._keep
+        self._outbox: list[tuple[Hashable, tuple[TextReading, ...]]] = []
         self._on_error = on_error or _log_error
         self._period_s = 1.0 / rate_hz
         self._queue: collections.deque[tuple[Hashable, npt.NDArray[np.uint8]]] = collections.deque(
@@ -100,7 +104,7 @@ class OcrWorker:
         self._thread.start()
 
     @classmethod
-    def from_config(cls, reader: TextReader, config: TextConfig, on_result: ResultCallback,
+    def from_config(cls, reader: TextReader, config: TextConfig, on_result: ResultCallback | None = None,
                     on_error: ErrorCallback | None = None, max_pending: int = 16) -> "OcrWorker":
         return cls(reader, on_result, rate_hz=config.ocr_rate_hz, max_pending=max_pending, on_error=on_error)
 
@@ -119,6 +123,16 @@ class OcrWorker:
             self._queue.append((key, copy))
             self._cond.notify_all()
         return True
+
+    def take_results(self) -> list[tuple[Hashable, tuple[TextReading, ...]]]:
+        """Results read since the last call, oldest first (only when built without ``on_result``)."""
+        with self._cond:
+            out, self._outbox = self._outbox, []
+        return out
+
+    def _keep(self, key: Hashable, readings: tuple[TextReading, ...]) -> None:
+        with self._cond:
+            self._outbox.append((key, readings))
 
     def stats(self) -> OcrWorkerStats:
         with self._cond:
