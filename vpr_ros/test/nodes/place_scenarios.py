@@ -85,12 +85,16 @@ def labels(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     params = ["--ros-args", *TEST_PARAMS, "-p", "verify.min_matches:=60", "-p", "queue.size:=100"]
     node = NodeProcess([*params, "-p", f"map.save_path:={tmp / 'live'}", "-p", "text.query_embedding:=false"],
                        tmp / "node_labels.log")
+    # Meanwhile: a labels YAML naming a keyframe the (empty) map does not hold stops startup.
+    refused = NodeProcess([*params, "-r", "__ns:=/refused", "-p", f"text.labels_yaml:={a.labels_yaml}"],
+                          tmp / "node_refused.log")
     pub = h.create_publisher(Image, "image", RELIABLE)
     places: list[Place] = []
     h.create_subscription(Place, "place", places.append, RELIABLE)
     h.watch("")
     wait_ready(h, pub, "", node, 20.0)
-    out: dict[str, Any] = {"before_frames": label(h, "", "Room 214")}
+    out: dict[str, Any] = {"before_frames": label(h, "", "Room 214"), "refused_rc": refused.wait(20.0),
+                           "refused_log": refused.tail()}
     frames = [rgb_to_image_msg(img, stamp) for stamp, img in corridor_revisit(a.frames)]
     publish_paced(h, pub, frames[:a.frames], 50.0)
     out["settled_ref"] = wait_settled(h, "", a.frames, 20.0)

@@ -73,6 +73,8 @@ def test_labels_survive_save_and_restart_and_revisits_publish_the_place(run_plac
     r = run_places("labels", 70, "--labels-yaml", str(labels_yaml))
     logs = r["_logs"]
     assert r["settled_ref"] and r["settled_query"], logs
+    assert r["refused_rc"] == 2 and "text.labels_yaml" in r["refused_log"] and "labels.yaml" in r["refused_log"], (
+        r["refused_log"])
     ok, message, *_ = r["before_frames"]
     assert not ok and "no keyframe yet" in message, message
     assert r["label_current"][0] and r["label_current"][2:] == [FRAMES - 1, "robot", "session"], r["label_current"]

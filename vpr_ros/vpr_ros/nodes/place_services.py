@@ -21,9 +21,11 @@ from vpr_ros_msgs.srv import FindPlace, LabelPlace
 
 from vpr_ros.core.config import Config
 from vpr_ros.core.detector import LoopClosureDetector, StepResult
-from vpr_ros.core.errors import VprError
+from vpr_ros.core.errors import ConfigError, VprError
+from vpr_ros.core.place_labels import load_labels
 from vpr_ros.core.place_text import PlaceLabel
 from vpr_ros.core.text_query import Embedder, PlaceMatch, find_places
+from vpr_ros.core.text_rule import COUNTERS as TEXT_RULE_COUNTERS
 from vpr_ros.core.types import Keyframe, LoopClosure, Verification
 from vpr_ros.io.poses import matrix_to_pose
 from vpr_ros.nodes.conversions import ns_to_stamp
@@ -76,7 +78,7 @@ class PlaceServices:
         self._current: tuple[int, Identity] | None = None  # the newest keyframe this node made
         self._counts_lock = threading.Lock()
         self.counters = {"places_published": 0, "labels_added": 0}
-        self.text_rule: dict[str, int] = {}
+        self.text_rule = dict.fromkeys(TEXT_RULE_COUNTERS, 0) if config.text.rule else {}
         self._text_embedder: Embedder | None = None
         self._embedder_error = ""
         self.ocr = NodeOcr(config.text, detector, lock, node.get_logger(), warn)
@@ -98,7 +100,7 @@ class PlaceServices:
             self._current = (key, _identity(kf))
             self.ocr.submit(key, _identity(kf), image)
         with self._counts_lock:
-            for name, n in (getattr(result, "text_rule", None) or {}).items():
+            for name, n in result.text_rule.items():
                 self.text_rule[name] = self.text_rule.get(name, 0) + int(n)
         # Verifications are sorted best first (after the text rule, when on): the first accepted one is
         # the match the detector stands behind, published as a loop once temporal consistency holds.
@@ -210,13 +212,14 @@ class PlaceServices:
         path = self._config.text.labels_yaml
         if not path:
             return
-        from vpr_ros.core.place_labels import load_labels  # TODO(h-query): top-level once merged
-
         with self._lock:
-            labels = load_labels(path, self._detector.keyframes)
+            try:
+                labels = load_labels(path, self._detector.keyframes)
+            except VprError as exc:  # names the file and the entry; the node exits with it
+                raise ConfigError(f"text.labels_yaml: {exc}") from exc
             for key, items in sorted(labels.items()):
-                for item in items:
-                    if item not in self._detector.keyframe(key).labels:  # a restart must not repeat them
+                for item in items:  # a restart on a live map must not repeat them
+                    if all(lb.label != item.label for lb in self._detector.keyframe(key).labels):
                         self._detector.add_label(key, item)
         self._node.get_logger().info(f"text.labels_yaml: {sum(map(len, labels.values()))} labels on "
                                      f"{len(labels)} keyframes from {path}")
