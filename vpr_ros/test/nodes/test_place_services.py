@@ -119,21 +119,27 @@ def test_labels_survive_save_and_restart_and_revisits_publish_the_place(run_plac
     assert r["diag_again"]["labels"] == "4" and r["rc_again"] == 0, logs
 
 
-def test_background_ocr_puts_text_in_the_map_and_a_missing_ocr_package_only_disables_ocr(run_places, tmp_path):
+def test_ocr_in_the_node_puts_text_in_the_map_and_a_missing_ocr_package_only_disables_ocr(run_places, tmp_path):
     r = run_places("ocr", 60)
     logs = r["_logs"]
-    assert r["settled"] == [True, True] and r["read"], logs
-    d = r["diag"]
+    assert r["settled"] == [True, True, True] and r["read"], logs
+    d = r["diag"]["ocr"]
     assert d["ocr.mode"] == "background" and d["ocr.read"] == "2" and d["ocr.failed"] == "0", d
     # The SIMULATED sign on keyframe 0 was read, joined the map and answers a text query.
-    hit = r["find"]["matches"][0]
+    hit = r["find"]["ocr"]["matches"][0]
     assert hit["id"] == 0 and hit["how"] == "token" and "214" in hit["evidence"], r["find"]
     _, kept = load_keyframes(tmp_path / "ocr_live", "tiny-pixels@test")
     assert kept[0].text is not None and any("214" in t.text for t in kept[0].text), kept[0].text
     assert kept[1].text is not None  # read too; the plain frame may show some text of its own
+    assert int(d["text_keyframes"]) >= 1 and float(d["ocr.ms_mean"]) > 0, d
+    # Inline: the detector read each keyframe before verifying it; the text rule counted its candidates.
+    inline = r["diag"]["inline"]
+    assert inline["ocr.mode"] == "inline" and "ocr.read" not in inline, inline
+    assert r["find"]["inline"]["matches"][0]["id"] == 0, r["find"]["inline"]
+    assert all(f"text_rule.{k}" in inline for k in ("none", "agree", "conflict", "vetoed")), inline
     # Without rapidocr the node says so once, runs without OCR, and answers queries (no text: no match).
-    b = r["diag_blind"]
+    b = r["diag"]["blind"]
     assert b["ocr.mode"] == "unavailable" and b["frames_processed"] == "2", b
     assert "rapidocr" in r["log_blind"] and "runs without" in r["log_blind"], r["log_blind"]
-    assert r["find_blind"]["success"] and r["find_blind"]["matches"] == []
-    assert r["alive"] == [True, True] and r["rc"] == [0, 0], logs
+    assert r["find"]["blind"]["success"] and r["find"]["blind"]["matches"] == []
+    assert r["alive"] == [True, True, True] and r["rc"] == [0, 0, 0], logs
