@@ -46,8 +46,9 @@ def run_places(netns_ok: None, tmp_path: Path):
 
 
 def offline_places(live_map: Path) -> list[tuple[int, int, list[str], bool]]:
-    """(query id, match id, labels, published as a loop closure too) of every query keyframe whose best accepted match is labelled,
-    from the core detector with the node's parameters (a live map: float16 candidates, as the node)."""
+    """(query id, match id, labels, also a loop closure) of every query keyframe whose best accepted
+    match is labelled, from the core detector with the node's parameters (a live map: float16
+    candidates, as in the node)."""
     detector = LoopClosureDetector(config_from_flat({"verify.min_matches": 60}), TinyExtractor())
     detector.attach_store(live_map)
     frames = corridor_revisit(FRAMES)

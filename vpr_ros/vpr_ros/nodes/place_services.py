@@ -35,6 +35,7 @@ __all__ = ["PlaceServices", "find_key", "place_msg"]
 
 _DEFAULT_LIMIT = 10
 
+
 def find_key(keyframes: Sequence[Keyframe], robot_id: str, session_id: str, keyframe_id: int) -> int | None:
     """Map key of the keyframe ``keyframe_id`` of (robot_id, session_id), or None."""
     for key in range(len(keyframes) - 1, -1, -1):  # newest first: labels usually go to recent places
