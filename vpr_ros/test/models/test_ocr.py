@@ -112,3 +112,22 @@ def test_importing_the_module_does_not_import_rapidocr() -> None:
     code = ("import sys, vpr_ros.models.ocr, vpr_ros.cli.bench_ocr; "
             "assert 'rapidocr_onnxruntime' not in sys.modules, 'imported eagerly'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_bench_ocr_writes_a_json_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+    import json
+
+    from vpr_ros.cli.bench_ocr import add_arguments, run_ocr_bench
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    out = tmp_path / "ocr.json"
+    args = parser.parse_args(["--sizes", "160x120", "--repeats", "1", "--out", str(out)])
+    assert run_ocr_bench(args) == 0
+    record = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out) == record
+    (row,) = record["rows"]
+    assert row["size"] == "160x120" and row["mean_ms"] > 0 and row["cpu_ms"] > 0
+    assert "214" in row["read"]  # the SIMULATED sign is still read at the Corridor's resolution
+    assert record["machine"]["rapidocr-onnxruntime"] != "missing" and "SIMULATED" in record["image"]

@@ -4,7 +4,8 @@ Images: the real EuRoC frame ``left_img_1.png`` (a real "Nova" case in view) wit
 ("Room 214", drawn with cv2.putText by :func:`simulated_sign`) pasted in, resized to each size
 (160x120 is the Corridor's, 640x480 VGA, 752x480 EuRoC's own). Each size is read once untimed
 (ONNX Runtime's first-run allocations), then ``--repeats`` times; the text read at each size is
-reported so a fast read that found nothing is visible.
+reported so a fast read that found nothing is visible. ``cpu_ms`` is the process CPU time per read
+(all ONNX Runtime threads): on a shared machine it moves far less with the load than wall time.
 """
 
 from __future__ import annotations
@@ -108,13 +109,16 @@ def run_ocr_bench(args: argparse.Namespace) -> int:
         reader.read(image)  # first read of a size: ORT allocations, out of the timing
         first_ms = (time.perf_counter() - t0) * 1e3
         times, readings = [], ()
+        cpu0 = time.process_time()
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             readings = reader.read(image)
             times.append((time.perf_counter() - t0) * 1e3)
+        cpu_ms = (time.process_time() - cpu0) * 1e3 / args.repeats
         t = np.array(times)
         rows.append({"size": f"{w}x{h}", "first_ms": round(first_ms, 1), "mean_ms": round(float(t.mean()), 1),
                      "std_ms": round(float(t.std()), 1), "p95_ms": round(float(np.percentile(t, 95)), 1),
+                     "cpu_ms": round(cpu_ms, 1),
                      "read": "; ".join(f"{r.text} ({r.confidence:.3f})" for r in readings)})
     record = {"bench": "ocr", "image": f"{Path(args.frame).name} + SIMULATED sign 'Room 214'",
               "threads": args.threads, "max_side_px": args.max_side_px, "repeats": args.repeats,

@@ -56,7 +56,7 @@ def _import_rapidocr() -> Any:
 
 
 def ocr_versions() -> dict[str, str]:
-    """Versions of the OCR stack, for benchmark records ({} entries are 'missing')."""
+    """Versions of the OCR stack for benchmark records; a package that is not installed reads 'missing'."""
     from importlib import metadata
 
     out = {}
