@@ -13,7 +13,7 @@ import pytest
 from vpr_ros.cli.main import main
 from vpr_ros.cli.map_access import open_map, write_map
 from vpr_ros.core import live_map_dirs
-from vpr_ros.core.place_text import PlaceLabel, TextReading
+from vpr_ros.core.place_text import TextReading
 from vpr_ros.core.types import Keyframe
 
 DIM = 16
@@ -153,6 +153,8 @@ def test_query_errors(snapshot_map, capsys):
     assert rc == 2 and "no letters or digits" in err
     rc, _, err = run(capsys, "query", snapshot_map, "--text", "room", "--limit", 0)
     assert rc == 2 and "--limit 0" in err
+    rc, _, err = run(capsys, "query", snapshot_map, "--text", "room", "--threads", 0)
+    assert rc == 2 and "--threads 0" in err
 
 
 def test_query_on_a_map_without_text_says_how_to_get_some(tmp_path, capsys):

