@@ -117,7 +117,10 @@ def labels(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     out["log"] = node.tail()[-2000:]
     # A new node that loads the snapshot (plus a labels YAML) knows the names; with sentence
     # embeddings (text.query_embedding, default) it also finds them by related words.
+    # It keeps a snapshot map (map.append false) that autosave rewrites when only a label changed.
     again = NodeProcess([*params, "-r", "__ns:=/again", "-p", f"map.load_path:={tmp / 'snap'}",
+                         "-p", f"map.save_path:={tmp / 'again_map'}", "-p", "map.append:=false",
+                         "-p", "map.autosave_sec:=0.5",
                          *(["-p", f"text.labels_yaml:={a.labels_yaml}"] if a.labels_yaml else [])],
                         tmp / "node_again.log")
     pub2 = h.create_publisher(Image, "/again/image", RELIABLE)
@@ -127,9 +130,14 @@ def labels(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     out["after_restart"] = {"kitchen": find(h, "/again", "kitchen")}
     out["first_query_sec"] = time.monotonic() - t0  # loads the sentence embedder
     out["after_restart"].update({q: find(h, "/again", q) for q in ("room 214", "exit", "cafeteria")})
-    h.spin_for(0.3)
+    h.spin_until(lambda: h.diag("again", "autosaves", 0) >= 1, 5.0)  # the loaded map, saved once
+    saves = h.diag("again", "autosaves", 0)
+    out["label_again"] = label(h, "/again", "Lobby", 2)
+    out["autosaved_label"] = h.spin_until(lambda: h.diag("again", "autosaves", 0) > saves, 5.0)
     out["diag_again"] = dict(h.diagnostics["again"])
-    out["rc_again"] = again.stop()
+    again.proc.kill()  # SIGKILL: no shutdown save; only the autosave has the label
+    again.proc.wait(5)
+    again.stop()
     out["log"] += again.tail()[-1500:]
     return out
 

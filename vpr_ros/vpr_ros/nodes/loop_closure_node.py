@@ -114,7 +114,8 @@ class LoopClosureNode(Node):
             self.fleet = FleetLink(self, self.detector, self._detector_lock, self.settings, self.stats.count,
                                    self._warn, self._loop_pub, self.config.detector.map_frame)
         # Labels, text queries, the `place` topic and OCR of keyframes (issue 13).
-        self.places = PlaceServices(self, self.detector, self._detector_lock, self.config, self._warn)
+        self.places = PlaceServices(self, self.detector, self._detector_lock, self.config, self._warn,
+                                    self.maps.changed)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._worker = threading.Thread(target=self._run, name="vpr_ros_processing", daemon=True)
         self._worker.start()

@@ -36,11 +36,12 @@ class NodeOcr:
     """The node's OCR, per ``text.ocr``; :attr:`mode` is "unavailable" when OCR was asked for but cannot run."""
 
     def __init__(self, config: TextConfig, detector: LoopClosureDetector, lock: threading.Lock, logger: Any,
-                 warn: Callable[[str, str], None]) -> None:
+                 warn: Callable[[str, str], None], changed: Callable[[], None] = lambda: None) -> None:
         self.mode = config.ocr
         self._detector = detector
         self._lock = lock
         self._warn = warn
+        self._changed = changed  # the map holds new text: autosave must write a snapshot map
         self._worker: OcrWorker | None = None
         self.stale = 0  # results for keyframes no longer in the map (reset or load_map meanwhile)
         if self.mode == "off":
@@ -70,6 +71,7 @@ class NodeOcr:
                 self.stale += 1  # the map was reset or replaced while the keyframe was being read
                 return
             self._detector.set_text(key, readings)
+            self._changed()
 
     def _on_error(self, job: tuple[int, Identity], exc: BaseException) -> None:
         _, (robot, session, kf_id, _) = job

@@ -66,23 +66,25 @@ class PlaceServices:
     """Services, topic, OCR and counters of places for one node.
 
     ``lock`` is the node's detector lock: held by the processing thread around ``detector.process``
-    and :meth:`keyframe`, taken here by the services and by OCR results.
+    and :meth:`keyframe`, taken here by the services and by OCR results. ``changed()`` is called after
+    a label or text changed the map, so that autosave writes a snapshot map even when no keyframe came.
     """
 
     def __init__(self, node: Node, detector: LoopClosureDetector, lock: threading.Lock, config: Config,
-                 warn: Callable[[str, str], None]) -> None:
+                 warn: Callable[[str, str], None], changed: Callable[[], None] = lambda: None) -> None:
         self._node = node
         self._detector = detector
         self._lock = lock
         self._config = config
         self._frame_id = config.detector.map_frame
+        self._changed = changed
         self._current: tuple[int, Identity] | None = None  # the newest keyframe this node made
         self._counts_lock = threading.Lock()
         self.counters = {"places_published": 0, "labels_added": 0}
         self.text_rule = dict.fromkeys(TEXT_RULE_COUNTERS, 0) if config.text.rule else {}
         self._text_embedder: Embedder | None = None
         self._embedder_error = ""
-        self.ocr = NodeOcr(config.text, detector, lock, node.get_logger(), warn)
+        self.ocr = NodeOcr(config.text, detector, lock, node.get_logger(), warn, changed)
         self._apply_labels_yaml()
         self._pub = node.create_publisher(Place, "place", 10)
         node.create_service(LabelPlace, "~/label_place", self._on_label_place)
@@ -127,6 +129,7 @@ class PlaceServices:
                 kf = self._detector.keyframe(key)
                 stamp = self._node.get_clock().now().nanoseconds
                 self._detector.add_label(key, PlaceLabel(label, request.source.strip() or "user", stamp))
+                self._changed()
         except (VprError, OSError, ValueError) as exc:
             return self._answer(response, False, f"could not store the label {label!r}: {exc}")
         self._count("labels_added")
@@ -222,6 +225,7 @@ class PlaceServices:
                 for item in items:  # a restart on a live map must not repeat them
                     if all(lb.label != item.label for lb in self._detector.keyframe(key).labels):
                         self._detector.add_label(key, item)
+                        self._changed()
         self._node.get_logger().info(f"text.labels_yaml: {sum(map(len, labels.values()))} labels on "
                                      f"{len(labels)} keyframes from {path}")
 
