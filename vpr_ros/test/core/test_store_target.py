@@ -66,8 +66,9 @@ def test_refuses_current_directory_and_parents(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["work"] and os.listdir(work) == []
 
 
-def test_replaces_missing_empty_and_own_map(tmp_path, monkeypatch):
+def test_replaces_missing_empty_and_own_map(tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
+    caplog.set_level("DEBUG")
     empty = tmp_path / "empty"
     empty.mkdir()
     a, b = synthetic_keyframes(3), synthetic_keyframes(5, seed=1)
@@ -81,6 +82,8 @@ def test_replaces_missing_empty_and_own_map(tmp_path, monkeypatch):
     # No leftovers next to any of them.
     assert sorted(os.listdir(tmp_path)) == ["empty", "odd name?#%20", "rel"]
     assert os.listdir(tmp_path / "rel") == ["new_map"]
+    # Replacing a map is not a crash: nothing may claim an interrupted save was cleaned up.
+    assert "interrupted" not in caplog.text
 
 
 def test_symlink_to_a_map_saves_into_that_map(tmp_path):

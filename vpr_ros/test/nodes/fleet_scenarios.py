@@ -41,10 +41,13 @@ class CentralProcess(NodeProcess):
 
 
 def robot(name: str, tmp: str, tag: str = "", factory: str = "tiny_extractor:build",
-          budget: int = 1_000_000) -> NodeProcess:
+          budget: int = 1_000_000, live_map: bool = False) -> NodeProcess:
+    # live_map: the robot appends to a live map, so its local features live on disk and its answers
+    # to feature requests read them from there.
+    extra = ["-p", f"map.save_path:={Path(tmp) / f'live_{name}{tag}'}"] if live_map else []
     return NodeProcess(["--ros-args", "-r", f"__ns:=/{name}", *FLEET_PARAMS, "-p", f"extractor_factory:={factory}",
                         "-p", "fleet.enabled:=true", "-p", f"detector.robot_id:={name}",
-                        "-p", f"fleet.bandwidth_bytes_per_sec:={budget}"],
+                        "-p", f"fleet.bandwidth_bytes_per_sec:={budget}", *extra],
                        Path(tmp) / f"node_{name}{tag}.log")
 
 
@@ -75,7 +78,7 @@ def decentral(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     """A, B (fleet) and C (another model): A plays, B plays, B leaves and rejoins and plays again."""
     ref, query = corridor_revisit(a.frames)[:a.frames], corridor_revisit(a.frames)[a.frames:]
     loops = watch_loops(h, ["ra", "rb", "rc"])
-    ra, rb = robot("ra", a.tmp, budget=a.budget), robot("rb", a.tmp)
+    ra, rb = robot("ra", a.tmp, budget=a.budget, live_map=True), robot("rb", a.tmp)
     rc = robot("rc", a.tmp, factory="tiny_extractor:build_other")
     out: dict[str, Any] = {}
     try:

@@ -236,7 +236,10 @@ def _replace_locked(path: str | Path, target: Path, write: Callable[[Path], None
         raise
     fsync_dir(target.parent)
     try:  # the new content is in place: failing to tidy up must not report the save as failed
-        _recover_locked(target, classify)
+        for previous in (tmp, old):  # the replaced map, now in a sibling (not a crash leftover)
+            if os.path.lexists(previous) and not previous.is_symlink() and classify(previous) in OURS:
+                shutil.rmtree(previous)
+        fsync_dir(target.parent)
     except OSError as exc:
         logger.warning("saved %s but could not remove the previous content (%s); the next save does", target, exc)
 

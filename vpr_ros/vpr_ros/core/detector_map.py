@@ -5,7 +5,8 @@ A mixin of :class:`vpr_ros.core.detector.LoopClosureDetector` (its map half; the
 the per-frame pipeline). It uses the detector's state: ``config``, ``model``, ``model_id``,
 ``_keyframes`` (key = position), ``_index``, ``_own_keys``, ``_next_id``, ``_local_refs`` (key ->
 (live map, its key) of keyframes whose local features stay on disk), ``_store`` (the live map new
-keyframes are appended to, or None), ``store_failures`` and ``_is_own``.
+keyframes are appended to, or None), ``store_failures`` and ``_is_own``. Text read on keyframes and
+place labels (issue 13) arrive after the keyframe and update it in memory and in the live map.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-from vpr_ros.core import live_map_dirs, map_log
+from vpr_ros.core import live_map_dirs, map_log, map_text
 from vpr_ros.core.errors import InputError, MapStoreError
 from vpr_ros.core.store import load_keyframes, save_keyframes
+from vpr_ros.core.place_text import PlaceLabel, TextReading
 from vpr_ros.core.types import Keyframe, LoopClosure
 
 if TYPE_CHECKING:
@@ -189,6 +191,39 @@ class KeyframeMapMixin:
                            "keyframe id)", path, len(loaded) - len(fresh), len(loaded))
         logger.info("loaded %d keyframes from %s", len(fresh), path)
         return len(fresh)
+
+    def set_text(self, key: int, readings: Sequence[TextReading]) -> None:
+        """What OCR read on keyframe ``key``: kept in memory and, with a live map attached, on disk.
+
+        A store failure is logged and counted (``store_failures``); the text stays in memory and a
+        later snapshot saves it. Raises IndexError for a key the map does not hold.
+        """
+        kf = self._keyframes[key]
+        kf.text = tuple(readings)
+        self._update_store(kf, lambda log, log_key: log.set_text(log_key, kf.text))
+
+    def add_label(self, key: int, label: PlaceLabel) -> None:
+        """Give keyframe ``key``'s place a name or address (kept like :meth:`set_text`).
+
+        Raises MapStoreError for a label that cannot be stored (empty, too long) and IndexError for a
+        key the map does not hold; the map is unchanged then.
+        """
+        map_text.check_label(label)
+        kf = self._keyframes[key]
+        kf.labels = (*kf.labels, label)
+        self._update_store(kf, lambda log, log_key: log.add_label(log_key, label))
+
+    def _update_store(self, kf: Keyframe, change: Callable[[map_log.MapLog, int], None]) -> None:
+        if self._store is None:
+            return
+        log_key = self._store.key_of(kf.robot_id, kf.session_id, kf.id)
+        if log_key is None:  # its append failed earlier: memory holds it, the next snapshot saves it
+            return
+        try:
+            change(self._store, log_key)
+        except (map_log.MapStoreError, OSError, map_log.sqlite3.Error) as exc:
+            self.store_failures += 1
+            logger.error("could not store text/labels of keyframe %d in map %s: %s", kf.id, self._store.root, exc)
 
     def add_remote_keyframes(self, keyframes: Sequence[Keyframe]) -> int:
         """Index other robots' keyframes (``local`` may be None: fetched on demand through

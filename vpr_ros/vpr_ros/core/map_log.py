@@ -32,15 +32,17 @@ import logging
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-from vpr_ros.core import map_geometry, map_loops, map_thumbnails
+from vpr_ros.core import map_geometry, map_loops, map_text, map_thumbnails
 from vpr_ros.core.atomic_dir import fsync_dir
 from vpr_ros.core.errors import MapStoreError
+from vpr_ros.core.map_log_rows import keyframe_from_row
 from vpr_ros.core.local_records import ENCODINGS, HEADER, SegmentReader, encode, payload_size, record_bytes
+from vpr_ros.core.place_text import PlaceLabel, TextReading
 from vpr_ros.core.types import Keyframe, LoopClosure
 
 try:
@@ -171,6 +173,7 @@ class MapLog:
                 geometry = map_geometry.read_geometry(db, self.root, len(rows))
                 thumbnails = map_thumbnails.read_table(db, len(rows))
                 self.loops: list[LoopClosure] = map_loops.read_table(db, self.root)
+                texts, labels = map_text.read_tables(db, len(rows), self.root)
             except (sqlite3.Error, ValueError) as exc:
                 raise MapStoreError(f"map {self.root}: {LOG} is damaged ({exc}); re-create it or load another "
                                     "map") from None
@@ -182,15 +185,18 @@ class MapLog:
             self.locations: list[tuple[int, int] | None] = []
             rows = self._drop_torn_tail(rows, db)
             for i, row in enumerate(rows):
-                self.keyframes.append(self._keyframe(i, row))
+                self.keyframes.append(keyframe_from_row(self.root / LOG, self.global_dim, self.local_shape, i, row))
                 self.locations.append(None if row[7] is None else (int(row[7]), int(row[8])))
             map_geometry.attach(self.keyframes, {k: g for k, g in geometry.items() if k < len(rows)})
             for key, jpeg in thumbnails.items():
                 if key < len(self.keyframes):
                     self.keyframes[key].thumbnail = jpeg
+            map_text.attach(self.keyframes, texts, labels)
+            self._keys = {(kf.robot_id, kf.session_id, kf.id): k for k, kf in enumerate(self.keyframes)}
             if writable:
                 map_thumbnails.ensure_table(db)  # live maps written before thumbnails and loops were kept
                 map_loops.ensure_table(db)
+                map_text.ensure_tables(db)
                 self._open_tail()
         finally:
             if not writable:
@@ -225,34 +231,11 @@ class MapLog:
             if self.writable:
                 db.execute("DELETE FROM keyframes WHERE key >= ?", (n,))
                 db.execute(f"DELETE FROM {map_geometry.TABLE} WHERE key >= ?", (n,))
+                map_thumbnails.ensure_table(db)  # the dropped keys are reused by the next appends
+                db.execute(f"DELETE FROM {map_thumbnails.TABLE} WHERE key >= ?", (n,))
+                map_text.ensure_tables(db)
+                map_text.delete_from(db, n)
         return rows[:n]
-
-    def _keyframe(self, i: int, row: tuple) -> Keyframe:
-        key, kid, robot, session, stamp, pose, glob, segment, _ = row
-
-        def bad(what: str) -> MapStoreError:
-            return MapStoreError(f"map {self.root}: {LOG} keyframe row {i} {what}; the map is damaged — re-create "
-                                 "it or load another")
-
-        if key != i:
-            raise bad(f"has key {key} (keys must run 0..n-1)")
-        if not (isinstance(kid, int) and isinstance(robot, str) and isinstance(session, str)
-                and isinstance(stamp, int)):
-            raise bad("has a field of the wrong type")
-        if not isinstance(glob, bytes) or len(glob) != 4 * self.global_dim:
-            raise bad(f"has a descriptor that is not {self.global_dim} float32")
-        g = np.frombuffer(glob, "<f4").astype(np.float32)
-        if not np.isfinite(g).all() or not np.any(g):
-            raise bad("has a NaN, inf or all-zero descriptor")
-        if pose is not None:
-            if not isinstance(pose, bytes) or len(pose) != 128:
-                raise bad("has a pose that is not 16 float64")
-            pose = np.frombuffer(pose, "<f8").reshape(4, 4).astype(np.float64)
-            if not np.isfinite(pose).all():
-                raise bad("has a NaN or inf pose")
-        if segment is not None and self.local_shape is None:
-            raise bad("has local features but the meta has no local_shape")
-        return Keyframe(id=kid, stamp_ns=stamp, robot_id=robot, session_id=session, global_=g, pose=pose)
 
     def _open_tail(self) -> None:
         """Writer: continue the last used segment, cutting off a torn or uncommitted tail record."""
@@ -306,6 +289,7 @@ class MapLog:
                 None if loc is None else loc[1]))
             db.executemany(f"INSERT INTO {map_geometry.TABLE} VALUES ({', '.join('?' * 13)})", geometry)
             map_thumbnails.append_row(db, key, kf)
+            map_text.append_rows(db, key, kf)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -314,21 +298,39 @@ class MapLog:
             self._end = loc[1] + HEADER + self._record_payload()
         self.keyframes.append(Keyframe(id=kf.id, stamp_ns=kf.stamp_ns, robot_id=kf.robot_id, session_id=kf.session_id,
                                        global_=np.asarray(kf.global_, np.float32), pose=kf.pose, geometry=kf.geometry,
-                                       thumbnail=kf.thumbnail))
+                                       thumbnail=kf.thumbnail, text=kf.text, labels=tuple(kf.labels)))
         self.locations.append(loc)
+        self._keys[(kf.robot_id, kf.session_id, kf.id)] = key
         return key
 
-    def append_loops(self, loops: list[LoopClosure]) -> None:
-        """Make accepted ``loops`` durable with the map (for vpr-ros map report/export)."""
+    def key_of(self, robot_id: str, session_id: str, keyframe_id: int) -> int | None:
+        """The map key of a keyframe named by robot, session and id; None if the map lacks it."""
+        return self._keys.get((robot_id, session_id, int(keyframe_id)))
+
+    def set_text(self, key: int, readings: Sequence[TextReading]) -> None:
+        """Store what OCR read on keyframe ``key`` (replacing earlier readings; core/map_text.py)."""
+        self._write(lambda db: map_text.put_text(db, key, readings))
+        self.keyframes[key].text = tuple(readings)
+
+    def add_label(self, key: int, label: PlaceLabel) -> None:
+        """Add a place label to keyframe ``key``; durable when this returns."""
+        self._write(lambda db: map_text.put_label(db, key, label))
+        self.keyframes[key].labels = (*self.keyframes[key].labels, label)
+
+    def _write(self, change: Callable[[sqlite3.Connection], None]) -> None:
         if self._db is None:
-            raise MapStoreError(f"map {self.root} is open read-only (or closed); it cannot be appended to")
+            raise MapStoreError(f"map {self.root} is open read-only (or closed); it cannot be changed")
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            map_loops.append_rows(self._db, loops)
+            change(self._db)
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+
+    def append_loops(self, loops: list[LoopClosure]) -> None:
+        """Make accepted ``loops`` durable with the map (for vpr-ros map report/export)."""
+        self._write(lambda db: map_loops.append_rows(db, loops))
         self.loops.extend(loops)
 
     def _write_record(self, key: int, local: npt.NDArray[np.float32], db: sqlite3.Connection) -> tuple[int, int]:

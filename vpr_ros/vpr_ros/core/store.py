@@ -11,7 +11,8 @@ Layout (format version 1)::
 
 map.sqlite also holds the table ``geometry`` (core/map_geometry.py, since issue 9): per keyframe with a
 camera, its keypoints, descriptors and 3-D points for relative poses of loops against a loaded map;
-since issue 10 the tables ``thumbnails`` (core/map_thumbnails.py) and ``loops`` (core/map_loops.py).
+since issue 10 the tables ``thumbnails`` (core/map_thumbnails.py) and ``loops`` (core/map_loops.py);
+since issue 13 ``place_text`` and ``place_labels`` (core/map_text.py).
 
 meta keys: format_version, model_id, global_dim, local_shape ([h, w, c] or null), num_keyframes,
 and since issue 8: global_dtype, local_dtype ("float32"), shard_size, manifest (true); since issue 9:
@@ -39,7 +40,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from vpr_ros.core import atomic_dir, map_geometry, map_log, map_loops, map_thumbnails
+from vpr_ros.core import atomic_dir, map_geometry, map_log, map_loops, map_text, map_thumbnails
 from vpr_ros.core.map_log import classify_live, is_live_name_set
 from vpr_ros.core.atomic_dir import fsync_dir, fsync_file
 from vpr_ros.core.errors import MapStoreError
@@ -145,6 +146,7 @@ def _write(root: Path, keyframes: Sequence[Keyframe], model_id: str, global_dim:
                            map_geometry.geometry_rows(keyframes))
             map_thumbnails.write_table(db, keyframes)
             map_loops.write_table(db, loops)
+            map_text.write_tables(db, keyframes)
     finally:
         db.close()
     fsync_file(root / DB)
@@ -297,6 +299,7 @@ def load_keyframes(path: str | Path, model_id: str | None = None, load_local: bo
             geometry = (map_geometry.read_geometry(db, path, len(rows))
                         if meta.get("geometry") and load_geometry else {})
             thumbnails = map_thumbnails.read_table(db, len(rows))
+            texts, labels = map_text.read_tables(db, len(rows), path)
         finally:
             db.close()
     except (sqlite3.Error, ValueError) as exc:  # ValueError: text that is not UTF-8 (UnicodeDecodeError)
@@ -310,6 +313,7 @@ def load_keyframes(path: str | Path, model_id: str | None = None, load_local: bo
     map_geometry.attach(keyframes, geometry)
     for key, jpeg in thumbnails.items():
         keyframes[key].thumbnail = jpeg
+    map_text.attach(keyframes, texts, labels)
     shards = _read_shards(path, meta, manifest, len(rows)) if load_local else None
     if shards is not None:
         for i, (kf, row) in enumerate(zip(keyframes, rows)):

@@ -36,6 +36,7 @@ from vpr_ros_msgs.srv import GetKeyframeFeatures
 from vpr_ros.core.bandwidth import TokenBucket
 from vpr_ros.core.detector import LoopClosureDetector
 from vpr_ros.core.errors import FleetError, VprError
+from vpr_ros.core.feature_cache import FetchedFeatures
 from vpr_ros.core.remote_keyframes import (WIRE_ENCODING, DescriptorBatch, check_model, decode_batch,
                                            decode_geometry, decode_locals, encode_batch, encode_geometry,
                                            encode_locals)
@@ -63,6 +64,19 @@ class Fleet(Protocol):
 
     def loops(self, loops: Sequence[LoopClosure]) -> None:
         """Loops just published on this robot's ``loop_closures``."""
+
+    def _own_keyframe(self, key: int | None, session: str, kf_id: int) -> Keyframe | None:
+        """Our keyframe ``key`` with its local features (read from the live map if they live there);
+        None if the map no longer holds it there (reset) or it cannot be read (logged, counted)."""
+        if key is None:
+            return None
+        try:
+            kf = self._detector.keyframe_with_local(key)
+        except (IndexError, VprError) as exc:
+            self._count("fleet.answer_failures", 1)
+            self._warn("fleet_answer", f"fleet: cannot answer for keyframe {kf_id}: {exc}")
+            return None
+        return kf if (kf.session_id, kf.id) == (session, kf_id) else None
 
     def diagnostics(self) -> dict[str, str]:
         """Key/values added to the node's diagnostics."""
@@ -124,7 +138,10 @@ class FleetLink:
         self._bucket = TokenBucket(rate, rate, time.monotonic())  # 1 s of burst
         self._outbox: collections.deque[Keyframe] = collections.deque()
         self._inbox: collections.deque[DescriptorBatch] = collections.deque()
-        self._own: dict[tuple[str, int], Keyframe] = {}  # (session, id) -> keyframe, for feature answers
+        # (session, id) -> detector key of our own keyframes, for feature answers: the features are read
+        # through the detector (from the live map on disk), never pinned in RAM here.
+        self._own: dict[tuple[str, int], int] = {}
+        self._fetched = FetchedFeatures(int(settings.fleet_feature_cache_mb * 1e6))
         self._servers: dict[tuple[str, str], str] = {}   # (robot, session) -> its features service
         self._clients: dict[str, Any] = {}
         self._refused: set[tuple[str, str]] = set()
@@ -143,8 +160,14 @@ class FleetLink:
 
     # -- sending ----------------------------------------------------------------------------
     def keyframe(self, kf: Keyframe) -> None:
+        """Queue our new keyframe ``kf`` for broadcast (call right after the detector made it)."""
+        keyframes = self._detector.keyframes
+        key = len(keyframes) - 1
+        while key >= 0 and (keyframes[key].session_id, keyframes[key].id) != (kf.session_id, kf.id):
+            key -= 1
         with self._mutex:
-            self._own[(kf.session_id, kf.id)] = kf
+            if key >= 0:
+                self._own[(kf.session_id, kf.id)] = key
             self._outbox.append(kf)
 
     def _flush(self) -> None:
@@ -252,9 +275,12 @@ class FleetLink:
                 self._warn("fleet_fetch", f"fleet: no local features from robot {robot!r}: {exc}")
                 continue
             for kf in kfs:
-                if kf.id in got:  # kept: later queries verify against it without asking again
+                if kf.id in got:  # kept (up to fleet.feature_cache_mb): later queries verify without asking
                     kf.local, geometry = got[kf.id]
                     kf.geometry = kf.geometry or geometry  # keypoints give the loop a relative pose
+                    dropped = self._fetched.add(kf)
+                    if dropped:
+                        self._count("fleet.features_evicted", len(dropped))
             self._count("fleet.features_received", sum(kf.id in got for kf in kfs))
             self._count("fleet.fetch_failures", sum(kf.id not in got for kf in kfs))
 
@@ -296,7 +322,8 @@ class FleetLink:
                 "run the same model on every robot")
             return response
         with self._mutex:
-            kfs = [self._own.get((request.session_id, int(i))) for i in request.keyframe_ids]
+            keys = [self._own.get((request.session_id, int(i))) for i in request.keyframe_ids]
+        kfs = [self._own_keyframe(key, request.session_id, int(i)) for key, i in zip(keys, request.keyframe_ids)]
         kept = [kf for kf in kfs if kf is not None and kf.local is not None and request.robot_id == self.robot_id]
         ids, shapes, data = encode_locals(kept)
         response.keyframe_ids, response.local_shapes, response.local_features = ids, shapes, data
@@ -309,6 +336,19 @@ class FleetLink:
         self._sent("features", size)
         return response
 
+    def _own_keyframe(self, key: int | None, session: str, kf_id: int) -> Keyframe | None:
+        """Our keyframe ``key`` with its local features (read from the live map if they live there);
+        None if the map no longer holds it there (reset) or it cannot be read (logged, counted)."""
+        if key is None:
+            return None
+        try:
+            kf = self._detector.keyframe_with_local(key)
+        except (IndexError, VprError) as exc:
+            self._count("fleet.answer_failures", 1)
+            self._warn("fleet_answer", f"fleet: cannot answer for keyframe {kf_id}: {exc}")
+            return None
+        return kf if (kf.session_id, kf.id) == (session, kf_id) else None
+
     def diagnostics(self) -> dict[str, str]:
         with self._mutex:
             outbox = len(self._outbox)
@@ -316,4 +356,5 @@ class FleetLink:
         # Everything sent (descriptors, feature answers, loops) over the keyframes broadcast.
         return {"fleet.bytes_per_keyframe": f"{per_kf:.1f}", "fleet.outbox": str(outbox),
                 "fleet.peers": str(len({r for r, _ in self._servers})),
+                "fleet.features_cached_mb": f"{self._fetched.bytes / 1e6:.1f}",
                 "fleet.budget_bytes_per_sec": str(self._settings.fleet_bandwidth_bytes_per_sec)}

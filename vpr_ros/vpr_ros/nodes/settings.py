@@ -97,6 +97,10 @@ NODE_PARAMETERS: tuple[FieldSpec, ...] = (
     _spec("fleet.request_timeout_sec", float, 2.0,
           "How long verification waits for a peer's local features; a candidate whose features do "
           "not arrive in time is skipped (diagnostics 'fleet.fetch_failures').", lo=0.01, hi=60.0),
+    _spec("fleet.feature_cache_mb", float, 512.0,
+          "Memory for other robots' local features fetched on demand, MB; beyond it the features fetched "
+          "longest ago are dropped and fetched again when needed (diagnostics 'fleet.features_evicted').",
+          lo=1.0, hi=1e6),
 )
 
 #: Parameters that may change while the node runs.
@@ -131,6 +135,7 @@ class NodeSettings:
     fleet_batch_size: int = 10
     fleet_history_depth: int = 1000
     fleet_request_timeout_sec: float = 2.0
+    fleet_feature_cache_mb: float = 512.0
 
 
 def all_parameter_specs() -> list[FieldSpec]:
