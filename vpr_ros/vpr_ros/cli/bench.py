@@ -22,6 +22,7 @@ TARGETS = {
     "map": ("vpr_ros.cli.bench_map", "add_arguments", "run_map_bench",
             "keyframe index at 1k-100k keyframes: flat vs HNSW vs IVF, latency, recall, RSS, disk"),
     "crash": ("vpr_ros.cli.bench_map_crash", "add_arguments", "run_crash_bench", "SIGKILL a live-map writer >= 100x"),
+    "ocr": ("vpr_ros.cli.bench_ocr", "add_arguments", "run_ocr_bench", "ms per OCR read at 160x120, 640x480, 752x480"),
 }
 
 
