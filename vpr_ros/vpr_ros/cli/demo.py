@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from vpr_ros.cli import demo_text
 from vpr_ros.cli.replay import build_config, load_extractor, parse_overrides, summary
 from vpr_ros.cli.report import write_report
 from vpr_ros.cli.session import ReplayResult, load_frame_index, replay_bag, save_frame_index
@@ -80,22 +81,26 @@ class DemoBags:
 
 
 def build_demo_bags(bag_dir: str | Path, single_session: bool = False, count: int | None = None,
-                    storage: str = "mcap") -> DemoBags:
+                    storage: str = "mcap", frames: tuple[Sequence[npt.NDArray[np.uint8]], ...] | None = None,
+                    encoding: str = "rgb8") -> DemoBags:
     """Write the Corridor traversals as rosbag2 ``sensor_msgs/Image`` (rgb8) bags at 10 Hz.
 
     Session 2 starts :data:`SESSION2_OFFSET_NS` after session 1; the single stream is continuous.
+    ``frames``: (ref, query) frames to write instead of the Corridor's own (the SIMULATED plated
+    Corridor); ``encoding``: as ``write_image_bag`` ("jpeg" keeps the upscaled frames' bags small).
     """
     bag_dir = Path(bag_dir)
-    ref, query = corridor_frames("ref", count), corridor_frames("query", count)
+    ref, query = (corridor_frames("ref", count), corridor_frames("query", count)) if frames is None else \
+        (list(frames[0]), list(frames[1]))
     if single_session:
         sim = simulated_trajectory(len(ref), len(query), seed=SIMULATION_SEED)
         frames = [Frame(T0_NS + i * PERIOD_NS, im, pose) for i, (im, pose) in enumerate(zip(ref + query, sim.odometry))]
-        return DemoBags(None, None, write_image_bag(bag_dir / "single_stream", frames, IMAGE_TOPIC,
+        return DemoBags(None, None, write_image_bag(bag_dir / "single_stream", frames, IMAGE_TOPIC, encoding=encoding,
                                                     pose_topic=ODOM_TOPIC, storage=storage), len(ref), sim)
     s1 = [Frame(T0_NS + i * PERIOD_NS, im) for i, im in enumerate(ref)]
     s2 = [Frame(T0_NS + SESSION2_OFFSET_NS + i * PERIOD_NS, im) for i, im in enumerate(query)]
-    return DemoBags(write_image_bag(bag_dir / "session1_ref", s1, IMAGE_TOPIC, storage=storage),
-                    write_image_bag(bag_dir / "session2_query", s2, IMAGE_TOPIC, storage=storage),
+    return DemoBags(write_image_bag(bag_dir / "session1_ref", s1, IMAGE_TOPIC, encoding=encoding, storage=storage),
+                    write_image_bag(bag_dir / "session2_query", s2, IMAGE_TOPIC, encoding=encoding, storage=storage),
                     None, len(ref))
 
 
@@ -108,20 +113,32 @@ def replay_two_sessions(bags: DemoBags, config: Config, model: Extractor, map_di
                         progress: bool = False) -> tuple[ReplayResult, ReplayResult]:
     """The multi-session case: replay session 1, save its map to ``map_dir``, then replay session 2
     against the reloaded map. Returns both replays (the demo reports the second; the bench times both)."""
+    return _two_sessions(bags, config, model, map_dir, progress)[:2]
+
+
+def _two_sessions(bags: DemoBags, config: Config, model: Extractor, map_dir: Path,
+                  progress: bool) -> tuple[ReplayResult, ReplayResult, LoopClosureDetector]:
+    """:func:`replay_two_sessions`, plus session 2's detector (its keyframes' text)."""
     session1 = LoopClosureDetector(config_from_flat({"detector.session_id": "session1"}, base=config), model)
+    demo_text.attach_text_reader(session1)
     result1 = replay_bag(session1, bags.session1, IMAGE_TOPIC, progress=progress)
     session1.save_map(map_dir)
     save_frame_index(map_dir, result1.records)
     session2 = LoopClosureDetector(config_from_flat({"detector.session_id": "session2"}, base=config), model)
     session2.load_map(map_dir)
+    demo_text.attach_text_reader(session2)
     result2 = replay_bag(session2, bags.session2, IMAGE_TOPIC, frame_index=load_frame_index(map_dir),
                          progress=progress)
-    return result1, result2
+    return result1, result2, session2
 
 
 def run_demo(out: str | Path, config: Config, model: Extractor, *, single_session: bool = False,
-             count: int | None = None, progress: bool = True, optimize: bool = False) -> dict[str, Any]:
-    """Run the demo into ``out``; returns the evaluation metrics (also in ``out/.../metrics.json``)."""
+             count: int | None = None, progress: bool = True, optimize: bool = False,
+             plates: str | None = None) -> dict[str, Any]:
+    """Run the demo into ``out``; returns the evaluation metrics (also in ``out/.../metrics.json``).
+
+    plates: replay the SIMULATED plated Corridor with this plate boundary ("both", "none"), or None.
+    """
     out = Path(out)
     marker = out / DEMO_MARKER
     if marker.exists():
@@ -133,21 +150,30 @@ def run_demo(out: str | Path, config: Config, model: Extractor, *, single_sessio
     out.mkdir(parents=True, exist_ok=True)
     marker.write_text("written by vpr-ros demo; the next demo run with this --out replaces it\n")
     pairs = load_vprbench_gt(corridor_dir() / "ground_truth_new.npy")
-    bags = build_demo_bags(out / "bags", single_session, count)
+    plated = None if plates is None else demo_text.plated_corridor(
+        corridor_frames("ref", count), corridor_frames("query", count), plates)
+    bags = build_demo_bags(out / "bags", single_session, count, frames=None if plated is None else
+                           (plated.ref, plated.query), encoding="rgb8" if plated is None else "jpeg")
     if single_session:
         detector = LoopClosureDetector(config, model)
+        demo_text.attach_text_reader(detector)
         result = replay_bag(detector, bags.single, IMAGE_TOPIC, ODOM_TOPIC, progress=progress)
         det = config.detector
         gt = IndexGroundTruth(pairs, query_offset=bags.num_ref,
                               exclusion=Exclusion(det.min_loop_gap_sec, det.exclude_last_n))
         report_dir = out / "single_session"
     else:
-        _, result = replay_two_sessions(bags, config, model, out / "map_session1", progress=progress)
+        _, result, detector = _two_sessions(bags, config, model, out / "map_session1", progress)
         gt = IndexGroundTruth(pairs, query_sessions={"session2"}, ref_sessions={"session1"})
         report_dir = out / "session2"
     extra = {"mode": "single_session" if single_session else "multi_session", "num_ref_frames": bags.num_ref}
     if single_session:
         extra["odometry"] = SIMULATED_LABEL
+    extra["frames"] = "corridor" if plated is None else \
+        f"{plated.label}: corridor x{plated.scale} ({plated.ref[0].shape[1]}x{plated.ref[0].shape[0]})"
+    if config.text.ocr == "inline":
+        extra["ocr"] = demo_text.ocr_metrics(list(zip(result.records, (kf.text for kf in detector.keyframes))),
+                                             config.text.min_confidence, plated, bags.num_ref if single_session else 0)
     metrics = write_report(report_dir, result, gt, frame_id=config.detector.map_frame, extra=extra)
     if optimize:
         metrics.update(_optimize_simulated(report_dir, detector, result, bags))
@@ -201,16 +227,23 @@ def run(args: argparse.Namespace) -> int:
     own_gap = any(s.startswith("detector.min_loop_gap_sec") for s in args.set or [])
     if args.single_session and not own_gap:
         config = config_from_flat({"detector.min_loop_gap_sec": SINGLE_SESSION_GAP_SEC}, base=config)
+    config = demo_text.apply_arguments(args, config)
     if args.out:
         check_output_dir(args.out)  # before the model loads
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="vpr_ros_demo_"))
     mode = f"single session (both traversals in one stream, {SIMULATED_LABEL} odometry)" if args.single_session else \
         "multi-session (session 2 closes loops against session 1's saved map)"
-    print(f"vpr-ros demo: Corridor dataset, {mode}; model {config.model.preset}")
+    frames = f"{demo_text.SIMULATED_PLATES_LABEL} Corridor (x{demo_text.PLATE_SCALE})" if args.simulated_plates \
+        else "Corridor"
+    print(f"vpr-ros demo: {frames} dataset, {mode}; model {config.model.preset}; text.ocr {config.text.ocr}, "
+          f"text.rule {str(config.text.rule).lower()}")
     metrics = run_demo(out, config, load_extractor(config), single_session=args.single_session,
-                       progress=not args.no_progress, optimize=args.optimize)
+                       progress=not args.no_progress, optimize=args.optimize,
+                       plates=args.plate_boundary if args.simulated_plates else None)
     _print_loops(metrics.pop("_loops"), metrics["num_ref_frames"], args.single_session)
     print(summary(metrics, Path(metrics["report_dir"])))
+    if "ocr" in metrics:
+        print(demo_text.format_ocr_summary(metrics))
     if args.single_session:
         print(f"odometry gate ({SIMULATED_LABEL} odometry): {metrics['odometry_rejected']} candidates "
               "rejected before verification")
@@ -236,5 +269,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--config", help="ROS 2 parameter YAML (like config/loop_closure.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    demo_text.add_arguments(p)
     p.set_defaults(func=run)
     return p

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from vpr_ros.cli.arg_types import non_negative_int, positive_float
+from vpr_ros.cli.demo_text import attach_text_reader
 from vpr_ros.cli.replay_inputs import add_arguments as add_geometry_arguments, geometry_inputs
 from vpr_ros.cli.report import write_report
 from vpr_ros.cli.session import (FRAME_INDEX_FILE, STAMP_POLICIES, ReplayResult, load_frame_index,
@@ -101,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = geometry_inputs(args)
     pairs = load_vprbench_gt(args.gt_npy) if args.gt_npy else None
     detector = LoopClosureDetector(config, load_extractor(config))
+    attach_text_reader(detector)  # text.ocr=inline: read each new keyframe (the text rule needs it)
     frame_index = {}
     for path in args.map_load or ():  # several maps: sessions/robots side by side, keys never collide
         detector.load_map(path)
@@ -145,6 +147,8 @@ def summary(metrics: dict[str, Any], out: Path) -> str:
         lines.append(f"{metrics['geometry_valid']} loops with a measured relative pose "
                      f"({metrics['geometry_valid_metric']} metric); without a valid pose: "
                      f"{metrics['geometry_rejected'] or 'none'}")
+    if metrics.get("text_rule"):
+        lines.append("text rule: " + ", ".join(f"{k} {v}" for k, v in metrics["text_rule"].items()))
     if metrics.get("stamps_backwards_skipped"):
         lines.append(f"skipped {metrics['stamps_backwards_skipped']} frames whose stamp went backwards, "
                      f"e.g. {metrics['stamps_backwards_examples'][0]}")

@@ -81,6 +81,8 @@ class ReplayResult:
     #: published without a pose or dropped (geometry.on_invalid)
     geometry_rejections: dict[str, int] = dataclasses.field(default_factory=dict)
     odometry_rejected: int = 0  # own-stream candidates the odometry gate dropped before verification
+    #: the text rule's counters summed over the replay (core/text_rule.py COUNTERS); empty when it is off
+    text_rule: dict[str, int] = dataclasses.field(default_factory=dict)
     _lookup: dict[Key, KeyframeRecord] = dataclasses.field(default_factory=dict, init=False, repr=False)
 
     def record(self, key: Key) -> KeyframeRecord:
@@ -165,6 +167,7 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
     backwards: list[str] = []
     gated = 0
     rejections: dict[str, int] = {}
+    text_rule: dict[str, int] = {}
     with ImageBag(bag_path, image_topic, pose_topic, inputs=inputs) as bag:
         bar = tqdm(total=bag.num_images if max_frames is None else min(max_frames, bag.num_images),
                    # None: tqdm draws only on a terminal, so CI logs stay readable.
@@ -204,6 +207,8 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
                 if on_frame is not None:
                     on_frame(frames)
                 gated += step.odometry_rejected
+                for name, n in step.text_rule.items():
+                    text_rule[name] = text_rule.get(name, 0) + n
                 for stage, ms in step.timings_ms.items():
                     timings.setdefault(stage, []).append(ms)
                 if step.keyframe is None:
@@ -229,4 +234,4 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
     return ReplayResult(records, num_map, outcomes, loops, timings, frames, stats,
                         detector.model_id, int(detector.model.global_dim), odometry_rejected=gated,
                         stamps_backwards=len(backwards), stamps_backwards_examples=backwards[:5],
-                        geometry_rejections=rejections)
+                        geometry_rejections=rejections, text_rule=text_rule)

@@ -46,6 +46,12 @@ class TextConfig:
         choices=TEXT_CONFLICT))
     conflict_penalty: float = dataclasses.field(default=0.5, metadata=_meta(
         "Score multiplier for conflicting text when conflict is penalty.", lo=0.0, hi=1.0))
+    labels_yaml: str = dataclasses.field(default="", metadata=_meta(
+        "Node: a YAML of place labels (for keyframe ids or pose regions, docs/place_text.md) put on "
+        "the map loaded at startup; empty = none. Labels already on a keyframe are not repeated."))
+    query_embedding: bool = dataclasses.field(default=True, metadata=_meta(
+        "Node: ~/find_place also ranks fuzzy matches by sentence-embedding similarity "
+        "(all-MiniLM-L6-v2, loaded at the first query); false = normalised token matching only."))
 
     def __post_init__(self) -> None:
         _check_choice("text.ocr", self.ocr, OCR_MODES)

@@ -27,6 +27,8 @@ from vpr_ros.core.keyframes import ConsistencyFilter, KeyframeSelector, is_exclu
 from vpr_ros.core.loop_geometry import LoopGeometry
 from vpr_ros.core.map_thumbnails import encode_thumbnail
 from vpr_ros.core.odometry_gate import OdometryGate
+from vpr_ros.core.place_text import TextReading
+from vpr_ros.core.text_rule import TextReader, TextRule
 from vpr_ros.core.types import Candidate, Descriptors, Frame, Keyframe, KeyframeGeometry, LoopClosure, Verification
 from vpr_ros.core.verification import Verifier
 
@@ -58,6 +60,8 @@ class StepResult:
     # Why the accepted loop got no valid pose (geometry.REJECTION_REASONS), None if it did or none ran.
     geometry_rejection: str | None = None
     odometry_rejected: int = 0  # candidates of the own stream dropped by the odometry gate
+    # The text rule's counters of this step (core/text_rule.py COUNTERS); empty when text.rule is off.
+    text_rule: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 class LoopClosureDetector(KeyframeMapMixin):
@@ -75,6 +79,10 @@ class LoopClosureDetector(KeyframeMapMixin):
         self._consistency = ConsistencyFilter(config.verify)
         self._geometry = LoopGeometry(config.geometry, model)
         self._gate = OdometryGate(config.odometry_gate)
+        self._text_rule = TextRule(config.text, config.verify)
+        # Reads the text of new keyframes in process_extracted (text.ocr=inline); set by whoever builds
+        # the detector (the OCR model is optional and heavy), e.g. models.ocr.OcrReader.
+        self.text_reader: TextReader | None = None
         # Fleet mode: fills the local features of remote candidates on demand (nodes/fleet.py).
         self.fetch_local: Callable[[Sequence[Candidate], Sequence[Keyframe]], None] | None = None
         self._store: map_log.MapLog | None = None  # the live map every new keyframe is appended to
@@ -140,7 +148,9 @@ class LoopClosureDetector(KeyframeMapMixin):
         geometry = None if frame.camera is None else functools.partial(frame_geometry, frame, self.config.geometry)
         thumbnail = (functools.partial(encode_thumbnail, frame.image, self.config.map.thumbnail_px)
                      if self.config.map.thumbnails else None)
-        result = self.process_descriptors(frame.stamp_ns, desc.global_[0], local, frame.pose, geometry, thumbnail)
+        text = None if self.text_reader is None else functools.partial(self.text_reader.read, frame.image)
+        result = self.process_descriptors(frame.stamp_ns, desc.global_[0], local, frame.pose, geometry, thumbnail,
+                                          text)
         result.timings_ms["extract"] = extract_ms
         result.timings_ms["total"] += extract_ms
         return result
@@ -148,13 +158,15 @@ class LoopClosureDetector(KeyframeMapMixin):
     def process_descriptors(self, stamp_ns: int, global_: npt.ArrayLike, local: npt.ArrayLike | None,
                             pose: npt.ArrayLike | None = None,
                             geometry: KeyframeGeometry | Callable[[], KeyframeGeometry | None] | None = None,
-                            thumbnail: Callable[[], bytes] | None = None) -> StepResult:
+                            thumbnail: Callable[[], bytes] | None = None,
+                            text: Callable[[], tuple[TextReading, ...]] | None = None) -> StepResult:
         """Run selection, retrieval and verification on precomputed descriptors of one frame.
 
         global_: (D,) float32; local: (h, w, c) float32 or None; pose: (4, 4) world_T_body or None;
         geometry: keypoints (+ 3-D points) of the frame for relative poses (``frame_geometry``), or a
         function computing them, called only when the frame becomes a keyframe; thumbnail: a function
-        giving the keyframe's JPEG thumbnail (``map.thumbnails``), likewise called only for keyframes.
+        giving the keyframe's JPEG thumbnail (``map.thumbnails``), likewise called only for keyframes;
+        text: a function reading the keyframe's text (OCR, ``Keyframe.text``), likewise.
         """
         t0 = time.perf_counter()
         stamp_ns = int(stamp_ns)
@@ -176,12 +188,18 @@ class LoopClosureDetector(KeyframeMapMixin):
             t_kp = time.perf_counter()
             geometry = geometry()
             timings["keypoints"] = (time.perf_counter() - t_kp) * 1e3
+        readings = None
+        if text is not None:
+            t_ocr = time.perf_counter()
+            readings = tuple(text())
+            timings["ocr"] = (time.perf_counter() - t_ocr) * 1e3
         det = self.config.detector
         local_arr = None if local is None else np.ascontiguousarray(local, np.float32)
         kf = Keyframe(id=self._next_id, stamp_ns=stamp_ns, robot_id=det.robot_id,
                       session_id=det.session_id, global_=g,
                       local=local_arr if self.config.map.store_local else None, pose=pose_arr,
-                      geometry=geometry, thumbnail=None if thumbnail is None else thumbnail())
+                      geometry=geometry, thumbnail=None if thumbnail is None else thumbnail(),
+                      text=readings)
 
         t1 = time.perf_counter()
         exclude = {k for k in self._own_keys[-self._exclusion_span(kf):] if is_excluded(kf, self._keyframes[k], det)}
@@ -197,6 +215,10 @@ class LoopClosureDetector(KeyframeMapMixin):
         verifications = self._verifier.verify_many(  # one blocked MNN pass over all K candidates
             local_arr, candidates, [self.local_features(c.keyframe_id) for c in candidates])
         verifications.sort(key=lambda v: (-v.score, v.candidate.rank))
+        text_counts: dict[str, int] = {}
+        if self.config.text.rule:
+            verifications, text_counts = self._text_rule.apply(
+                kf.text, verifications, [self._keyframes[v.candidate.keyframe_id].text for v in verifications])
         t3 = time.perf_counter()
 
         best = next((v for v in verifications if v.accepted), None)
@@ -228,7 +250,7 @@ class LoopClosureDetector(KeyframeMapMixin):
         timings["verify"] = (t3 - t2) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
         return StepResult(stamp_ns, kf, None, verifications, loops, timings, geometry_rejection=rejection,
-                          odometry_rejected=gated)
+                          odometry_rejected=gated, text_rule=text_counts)
 
     def _pose_agrees_with_odometry(self, match_key: int, match: Keyframe, estimate: PoseEstimate | None) -> bool:
         """The measured relative pose of an own-stream loop against odometry drift (the second gate test,

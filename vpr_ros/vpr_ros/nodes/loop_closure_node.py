@@ -41,6 +41,7 @@ from vpr_ros.nodes.geometry_inputs import GEOMETRY_INPUT_COUNTERS, GeometryInput
 from vpr_ros.nodes.map_services import MapKeeper, MapResult
 from vpr_ros.nodes.markers import MarkerTrail
 from vpr_ros.nodes.params import declare_and_read, image_qos
+from vpr_ros.nodes.place_services import PlaceServices
 from vpr_ros.nodes.stats import NodeStats
 
 __all__ = ["LoopClosureNode", "load_extractor_factory", "main"]
@@ -115,6 +116,9 @@ class LoopClosureNode(Node):
         elif self.settings.fleet_enabled:
             self.fleet = FleetLink(self, self.detector, self._detector_lock, self.settings, self.stats.count,
                                    self._warn, self._loop_pub, self.config.detector.map_frame)
+        # Labels, text queries, the `place` topic and OCR of keyframes (issue 13).
+        self.places = PlaceServices(self, self.detector, self._detector_lock, self.config, self._warn,
+                                    self.maps.changed)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._pipeline.start()
         self.get_logger().info(
@@ -169,6 +173,7 @@ class LoopClosureNode(Node):
         self.stats.geometry(result)
         kf = result.keyframe
         self.maps.added(kf)
+        self.places.keyframe(result, image)
         self._markers.add(kf, result.loop_closures)
         if self._debug:
             self._debug_view.remember(kf, image)
@@ -249,6 +254,7 @@ class LoopClosureNode(Node):
                  "backend": self.backend, "robot_id": self.config.detector.robot_id}
         extra["map_memory_mb"] = f"{self.maps.map_bytes / 1e6:.2f}"
         extra["memory_budget_mb"] = f"{self.config.map.memory_budget_mb:g}"
+        extra.update(self.places.diagnostics())
         if self.fleet is not None:
             extra.update(self.fleet.diagnostics())
         if self._inputs.camera_size is not None:
@@ -265,6 +271,7 @@ class LoopClosureNode(Node):
         """Stop the processing threads and save the map when ``map.save_path`` is set."""
         if not self._pipeline.stop(timeout=10.0):
             self.get_logger().error("the processing threads did not stop within 10 s")
+        self.places.close()
         if self.config.map.save_path:
             result = self.maps.save(self.config.map.save_path)
             if result.success:

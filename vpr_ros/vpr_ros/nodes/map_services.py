@@ -102,6 +102,10 @@ class MapKeeper:
         self._bytes += int(kf.global_.nbytes) if self.detector.store is not None else keyframe_bytes(kf)
         self._changed = True
 
+    def changed(self) -> None:
+        """Text or labels of a keyframe changed: the next autosave must write them (a live map has)."""
+        self._changed = True
+
     # -- operations ----------------------------------------------------------------------
     def start(self) -> MapResult:
         """Attach the live map at ``map.save_path`` when ``map.append`` is on. Without it, check now that
