@@ -46,6 +46,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # so it goes in without dependencies and its real ones come from ocr_runtime.txt (requirements/ocr.txt).
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements/ocr_runtime.txt
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r requirements/ocr.txt
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r requirements/text_embedding.txt
   # compat mode puts vpr_ros/ on sys.path, so the package wins over the same-named ament
   # package directory when Python runs from the repository root.
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation \

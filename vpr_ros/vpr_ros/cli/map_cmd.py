@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from vpr_ros.cli import map_text_cmd
 from vpr_ros.cli.map_access import (DB, INDEX_FILE, Ident, MapData, check_out_path, check_outside, disk_usage,
                                     index_mismatches, open_map, write_map)
 from vpr_ros.core.errors import InputError, MapStoreError
@@ -61,6 +62,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--out", required=True, help="HTML file to write (outside the map directory)")
     report.add_argument("--max-loops", type=int, default=200, help="loops shown in the gallery (default 200)")
     report.set_defaults(func=run_report)
+    map_text_cmd.add_parsers(cmds)  # label, query: places with names (issue 13)
 
 
 def _stamp(ns: int) -> str:
