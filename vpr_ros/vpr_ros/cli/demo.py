@@ -237,7 +237,8 @@ def run(args: argparse.Namespace) -> int:
         else "Corridor"
     print(f"vpr-ros demo: {frames} dataset, {mode}; model {config.model.preset}; text.ocr {config.text.ocr}, "
           f"text.rule {str(config.text.rule).lower()}")
-    metrics = run_demo(out, config, load_extractor(config), single_session=args.single_session,
+    model = demo_text.text_extractor(config, load_extractor(config))
+    metrics = run_demo(out, config, model, single_session=args.single_session,
                        progress=not args.no_progress, optimize=args.optimize,
                        plates=args.plate_boundary if args.simulated_plates else None)
     _print_loops(metrics.pop("_loops"), metrics["num_ref_frames"], args.single_session)
