@@ -58,7 +58,7 @@ def test_fused_rows_are_unit_and_cosine_mixes_image_and_text(embedder):
 
 
 def test_read_reuses_the_readings_of_extract(embedder):
-    reader = GivenText({1: (TextReading("Room 214", 0.9),)})
+    reader = GivenText({1: (TextReading("Room 214", 0.9),)})  # embedded as "214"
     fused = TextFusedExtractor(TinyExtractor(), reader, embedder, 1.0, 0.8)
     image = _image("ref", 3, 1)
     fused.extract([image])
@@ -67,7 +67,8 @@ def test_read_reuses_the_readings_of_extract(embedder):
     assert fused.model_id == "tiny+minilm-text-w1@test"
 
 
-def test_fused_text_is_order_free_and_confident_only():
-    a = (TextReading("356", 0.9), TextReading("354", 0.95), TextReading("x", 0.1))
+def test_fused_text_is_order_free_confident_and_distinctive():
+    a = (TextReading("356", 0.9), TextReading("Room 354", 0.95), TextReading("412", 0.1))
     assert fused_text(a, 0.8) == fused_text(tuple(reversed(a)), 0.8) == "354 356"
+    assert fused_text((TextReading("1", 0.9), TextReading("EA", 0.9)), 0.8) == ""  # texture junk
     assert fused_text((), 0.8) == ""

@@ -1,8 +1,9 @@
 """A text-aware global descriptor (issue 13, optional; ``text.fused_weight`` > 0): the image
 descriptor concatenated with a weighted sentence embedding of the text read on the image.
 
-For an image with confident text (readings at or above ``text.min_confidence``, their strings sorted
-and joined by spaces) the global descriptor is ``[g, w * e] / sqrt(1 + w^2)``, else ``[g, 0]``;
+For an image with distinctive text (the codes and words of the text rule, core/text_rule.py: readings
+at or above ``text.min_confidence``, room numbers and rare words, sorted and joined by spaces) the
+global descriptor is ``[g, w * e] / sqrt(1 + w^2)``, else ``[g, 0]``;
 g: the model's (D,) L2-normalised descriptor, e: the (384,) all-MiniLM-L6-v2 embedding
 (models/text_embedding.py), w: ``text.fused_weight``. Both rows are unit length, so inner product
 stays cosine: two images with text score ``(cos_g + w^2 cos_e) / (1 + w^2)``, an image with text
@@ -26,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vpr_ros.core.place_text import TextReading
+from vpr_ros.core.text_rule import distinctive_text
 from vpr_ros.core.types import Descriptors
 
 __all__ = ["TextFusedExtractor", "fused_text"]
@@ -34,8 +36,10 @@ _RECENT = 8  # images whose readings are kept for read(): the pipeline extracts 
 
 
 def fused_text(readings: Sequence[TextReading], min_confidence: float) -> str:
-    """The string embedded for an image: confident readings, sorted (reading order varies), joined."""
-    return " ".join(sorted(r.text.strip() for r in readings if r.confidence >= min_confidence and r.text.strip()))
+    """The string embedded for an image: its distinctive codes and words, sorted (reading order varies).
+    Junk OCR finds in texture ("1", "EA") is not distinctive, so such images keep the image descriptor."""
+    text = distinctive_text(readings, min_confidence)
+    return " ".join(sorted(text.codes | text.words))
 
 
 class TextFusedExtractor:
