@@ -72,3 +72,19 @@ def test_fused_text_is_order_free_confident_and_distinctive():
     assert fused_text(a, 0.8) == fused_text(tuple(reversed(a)), 0.8) == "354 356"
     assert fused_text((TextReading("1", 0.9), TextReading("EA", 0.9)), 0.8) == ""  # texture junk
     assert fused_text((), 0.8) == ""
+
+
+def test_config_switch_wraps_the_model_and_the_wrapper_reads_keyframes(embedder):
+    pytest.importorskip("rapidocr_onnxruntime", reason="OCR is optional")
+    from vpr_ros.cli.demo_text import attach_text_reader, text_extractor
+    from vpr_ros.core.config import config_from_flat
+    from vpr_ros.core.detector import LoopClosureDetector
+
+    base = TinyExtractor()
+    assert text_extractor(config_from_flat({}), base) is base  # off by default
+    cfg = config_from_flat({"text.fused_weight": 0.5})
+    model = text_extractor(cfg, base)
+    assert isinstance(model, TextFusedExtractor) and model.global_dim == base.global_dim + 384
+    det = LoopClosureDetector(cfg, model)
+    attach_text_reader(det)  # text.ocr is off, yet the fused model reads every frame: it gives the text
+    assert det.text_reader is model
