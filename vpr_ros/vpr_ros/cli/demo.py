@@ -6,6 +6,8 @@ closes loops against it, and evaluates against the VPR-Bench ground truth. ``--s
 replays both traversals as one stream instead, with SIMULATED odometry (``cli/simulated.py``: the
 Corridor has no poses), so the odometry gate can reject aliased places; ``--optimize`` then builds
 the pose graph and reports the ATE against the simulated ground truth (``cli/optimize.py``).
+``--simulated-plates`` replays a SIMULATED variant with room-number plates read by OCR, and
+``--text-rule`` uses the text in verification (``cli/demo_text.py``, docs/place_text.md).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ plated Corridor (``vpr-ros demo --simulated-plates``, cli/simulated_plates.py).
 ``--text-rule`` turns the rule on (``text.rule=true``). metrics.json then carries ``frames`` (which
 frames were replayed, SIMULATED when plated), ``ocr`` (what OCR read on the keyframes, and on
 plated frames how many plates it read exactly) and ``text_rule`` (the rule's counters).
+:func:`text_extractor` and :func:`attach_text_reader` are also how ``vpr-ros replay`` gets OCR and the
+text-aware fused descriptor (``text.fused_weight``).
 """
 
 from __future__ import annotations
