@@ -5,7 +5,8 @@ import pytest
 
 import vpr_ros.cli.demo as demo
 from conftest import TinyExtractor
-from vpr_ros.cli.demo_text import attach_text_reader, plated_corridor
+from vpr_ros.cli.demo_text import plated_corridor
+from vpr_ros.models.text_readers import attach_text_reader
 from vpr_ros.core.config import config_from_flat
 from vpr_ros.core.detector import LoopClosureDetector
 from vpr_ros.core.types import Frame

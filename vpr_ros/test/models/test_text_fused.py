@@ -76,7 +76,7 @@ def test_fused_text_is_order_free_confident_and_distinctive():
 
 def test_config_switch_wraps_the_model_and_the_wrapper_reads_keyframes(embedder):
     pytest.importorskip("rapidocr_onnxruntime", reason="OCR is optional")
-    from vpr_ros.cli.demo_text import attach_text_reader, text_extractor
+    from vpr_ros.models.text_readers import attach_text_reader, text_extractor
     from vpr_ros.core.config import config_from_flat
     from vpr_ros.core.detector import LoopClosureDetector
 

@@ -156,6 +156,7 @@ def test_invalid_parameters_stop_startup_with_a_clear_message(run_scenario, tmp_
         "map.save_path (a user's folder)": ["-p", f"map.save_path:='{tmp_path / 'user_folder'}'"],
         "map.save_path (a user's folder, snapshots)": ["-p", f"map.save_path:='{tmp_path / 'user_folder'}'",
                                                        "-p", "map.append:=false"],
+        "text.fused_weight": ["-p", "text.fused_weight:=1.0"],  # offline only: refused, not ignored
     }
     (tmp_path / "user_folder").mkdir()
     (tmp_path / "user_folder" / "notes.txt").write_text("not a map")

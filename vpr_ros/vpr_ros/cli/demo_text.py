@@ -5,8 +5,8 @@ plated Corridor (``vpr-ros demo --simulated-plates``, cli/simulated_plates.py).
 ``--text-rule`` turns the rule on (``text.rule=true``). metrics.json then carries ``frames`` (which
 frames were replayed, SIMULATED when plated), ``ocr`` (what OCR read on the keyframes, and on
 plated frames how many plates it read exactly) and ``text_rule`` (the rule's counters).
-:func:`text_extractor` and :func:`attach_text_reader` are also how ``vpr-ros replay`` gets OCR and the
-text-aware fused descriptor (``text.fused_weight``).
+:func:`text_extractor` and :func:`attach_text_reader` (models/text_readers.py) give replay and demo OCR
+and the text-aware fused descriptor (``text.fused_weight``).
 """
 
 from __future__ import annotations
@@ -16,18 +16,15 @@ from typing import Any, Sequence
 
 from vpr_ros.cli.simulated_plates import BOUNDARIES, SIMULATED_PLATES_LABEL, PlatedCorridor, simulated_plated_corridor
 from vpr_ros.core.config import Config, config_from_flat
-from vpr_ros.core.config_text import TextConfig
-from vpr_ros.core.detector import Extractor, LoopClosureDetector
 from vpr_ros.core.eval.groundtruth import KeyframeRecord, load_vprbench_gt
 from vpr_ros.core.place_text import TextReading
-from vpr_ros.core.text_rule import TextReader, distinctive_text
-from vpr_ros.models.text_fused import TextFusedExtractor
+from vpr_ros.core.text_rule import distinctive_text
+from vpr_ros.models.text_readers import attach_text_reader, text_extractor  # noqa: F401 - demo uses them from here
 
 __all__ = ["add_arguments", "apply_arguments", "plated_corridor", "attach_text_reader", "text_extractor",
            "ocr_metrics", "format_ocr_summary", "PLATE_SCALE"]
 
 PLATE_SCALE = 4  # 160x120 -> 640x480: the Corridor's own size is too small to carry readable text
-_READERS: dict[TextConfig, TextReader] = {}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,33 +55,6 @@ def plated_corridor(ref: Sequence[Any], query: Sequence[Any], boundary: str = "b
 
     pairs = load_vprbench_gt(corridor_dir() / "ground_truth_new.npy")
     return simulated_plated_corridor(ref, query, pairs, scale=PLATE_SCALE, boundary=boundary, seed=0)
-
-
-def _reader(text: TextConfig) -> TextReader:
-    if text not in _READERS:
-        from vpr_ros.models.ocr import OcrReader  # optional dependency: only when asked for
-
-        _READERS[text] = OcrReader(text)
-    return _READERS[text]
-
-
-def text_extractor(config: Config, model: Extractor) -> Extractor:
-    """``model``, or with ``text.fused_weight`` > 0 the text-aware fused descriptor around it."""
-    if config.text.fused_weight <= 0:
-        return model
-    from vpr_ros.models.text_embedding import EMBED_DIM, TextEmbedder  # torch, MiniLM: only when asked for
-
-    return TextFusedExtractor(model, _reader(config.text), TextEmbedder(), config.text.fused_weight,
-                              config.text.min_confidence, EMBED_DIM)
-
-
-def attach_text_reader(detector: LoopClosureDetector) -> None:
-    """Give the detector an OCR reader when ``text.ocr`` is inline (one reader per text config); a
-    fused-descriptor model reads every frame anyway, so it is the reader then, whatever ``text.ocr``."""
-    if isinstance(detector.model, TextFusedExtractor):
-        detector.text_reader = detector.model
-    elif detector.config.text.ocr == "inline":
-        detector.text_reader = _reader(detector.config.text)
 
 
 def ocr_metrics(keyframes: Sequence[tuple[KeyframeRecord, tuple[TextReading, ...] | None]], min_confidence: float,

@@ -1,4 +1,5 @@
-"""``vpr-ros map info|merge|export|verify|compact|report``: look at, check, combine and rewrite maps.
+"""``vpr-ros map info|merge|export|verify|compact|report|label|query``: look at, check, combine and
+rewrite maps; name places and find them by text (``label``/``query``: cli/map_text_cmd.py).
 
 Read-only commands (info, export, verify, report) change nothing in the map directory; writing
 commands (merge, compact) write a new map through the store's crash-safe replace. Bad input (a path

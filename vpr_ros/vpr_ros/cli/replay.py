@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from vpr_ros.cli.arg_types import non_negative_int, positive_float
-from vpr_ros.cli.demo_text import attach_text_reader, text_extractor
+from vpr_ros.models.text_readers import attach_text_reader, text_extractor
 from vpr_ros.cli.replay_inputs import add_arguments as add_geometry_arguments, geometry_inputs
 from vpr_ros.cli.report import write_report
 from vpr_ros.cli.session import (FRAME_INDEX_FILE, STAMP_POLICIES, ReplayResult, load_frame_index,

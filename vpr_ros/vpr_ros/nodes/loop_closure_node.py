@@ -30,7 +30,7 @@ from vpr_ros_msgs.msg import LoopClosure as LoopClosureMsg
 from vpr_ros_msgs.srv import MapIO
 
 from vpr_ros.core.detector import LoopClosureDetector, StepResult
-from vpr_ros.core.errors import InputError, VprError
+from vpr_ros.core.errors import ConfigError, InputError, VprError
 from vpr_ros.core.pipeline import fix_mmap_threshold
 from vpr_ros.nodes import conversions as conv
 from vpr_ros.nodes.debug_view import DebugView
@@ -61,6 +61,9 @@ class LoopClosureNode(Node):
                  fleet_factory: Callable[[LoopClosureNode], Fleet] | None = None, **node_kwargs: Any) -> None:
         super().__init__(node_name, **node_kwargs)
         self.config, self.settings = declare_and_read(self)
+        if self.config.text.fused_weight > 0:  # evaluated offline only (docs/place_text.md)
+            raise ConfigError("text.fused_weight > 0 (the text-aware fused descriptor) runs in vpr-ros replay/demo "
+                              "only; the node computes the plain image descriptor: set text.fused_weight to 0")
         detector_is_default = detector is None and extractor_factory is None and not self.settings.extractor_factory
         if detector is None:
             factory = extractor_factory or (load_extractor_factory(self.settings.extractor_factory)
