@@ -69,9 +69,9 @@ def netns_ok() -> None:
         pytest.skip("vpr_ros_msgs is not built; run scripts/build_msgs.sh")
 
 
-@pytest.fixture
-def run_scenario(netns_ok: None, tmp_path: Path) -> Callable[..., dict[str, Any]]:
-    """Run ``scenarios.py NAME --out result.json ARGS...`` in a private netns; return its JSON.
+def scenario_runner(script: Path, tmp_path: Path, *common: str) -> Callable[..., dict[str, Any]]:
+    """``run(name, *args, timeout=60)``: run ``script NAME --out result.json --tmp T --deadline D
+    *common *args`` in a private netns; return its JSON (``_logs``: its output and the nodes' log tails).
 
     The scenario's own deadline is ``timeout`` minus a margin; on failure the assertion message
     carries the scenario's output (which includes the node's log tail).
@@ -79,14 +79,21 @@ def run_scenario(netns_ok: None, tmp_path: Path) -> Callable[..., dict[str, Any]
 
     def run(name: str, *args: str, timeout: float = 60.0) -> dict[str, Any]:
         out = tmp_path / f"{name}.json"
-        argv = [sys.executable, str(SCENARIOS), name, "--out", str(out), "--tmp", str(tmp_path),
-                "--deadline", str(timeout - 5.0), *args]
+        argv = [sys.executable, str(script), name, "--out", str(out), "--tmp", str(tmp_path),
+                "--deadline", str(timeout - 5.0), *common, *args]
         proc = subprocess.run(netns_argv(argv), env=ros_env(tmp_path), capture_output=True, text=True,
                               timeout=timeout)
         logs = f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}"
         assert proc.returncode == 0, f"scenario {name} failed (rc {proc.returncode})\n{logs}"
         result = json.loads(out.read_text())
-        result["_logs"] = logs
+        log = result.get("log")
+        result["_logs"] = logs + (log if isinstance(log, str) else "")
         return result
 
     return run
+
+
+@pytest.fixture
+def run_scenario(netns_ok: None, tmp_path: Path) -> Callable[..., dict[str, Any]]:
+    """scenarios.py through :func:`scenario_runner`."""
+    return scenario_runner(SCENARIOS, tmp_path)

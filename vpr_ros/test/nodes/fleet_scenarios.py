@@ -9,15 +9,12 @@ Robot A replays the Corridor reference traversal, robot B the query traversal of
 from __future__ import annotations
 
 import argparse
-import json
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import rclpy
 from sensor_msgs.msg import Image
 from vpr_ros_msgs.msg import LoopClosure
 
@@ -25,7 +22,7 @@ from vpr_ros.launch_args import central_launch_config
 from vpr_ros.nodes.conversions import rgb_to_image_msg
 
 from revisit_data import corridor_revisit
-from scenarios import RELIABLE, TEST_PARAMS, Harness, NodeProcess, loop_dict, publish_paced, wait_ready, wait_settled
+from scenarios import run_scenario_main, scenario_parser, RELIABLE, TEST_PARAMS, Harness, NodeProcess, loop_dict, publish_paced, wait_ready, wait_settled
 
 FLEET_PARAMS = [*TEST_PARAMS, "-p", "verify.min_matches:=60", "-p", "queue.size:=100"]
 
@@ -146,28 +143,10 @@ SCENARIOS = {f.__name__: f for f in (decentral, central)}
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("name", choices=sorted(SCENARIOS))
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--tmp", required=True)
-    parser.add_argument("--deadline", type=float, default=60.0)
-    parser.add_argument("--frames", type=int, default=20)
+    parser = scenario_parser(SCENARIOS, frames=20)
     parser.add_argument("--rate", type=float, default=40.0)
     parser.add_argument("--budget", type=int, default=1_000_000, help="robot A's fleet budget, bytes/s")
-    a = parser.parse_args()
-    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("scenario deadline")))
-    signal.alarm(max(1, int(a.deadline)))
-    rclpy.init()
-    harness = Harness()
-    start = time.monotonic()
-    try:
-        result = SCENARIOS[a.name](harness, a)
-    finally:
-        harness.destroy_node()
-        rclpy.try_shutdown()
-    result["wall_sec"] = time.monotonic() - start
-    Path(a.out).write_text(json.dumps(result, default=str))
-    return 0
+    return run_scenario_main(SCENARIOS, parser.parse_args())
 
 
 if __name__ == "__main__":

@@ -9,9 +9,7 @@ it reuses): real ``loop_closure_node`` processes, real rclpy, real vpr_ros_msgs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -19,7 +17,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import rclpy
 from sensor_msgs.msg import Image
 from vpr_ros_msgs.msg import Place
 from vpr_ros_msgs.srv import FindPlace, LabelPlace, MapIO
@@ -28,7 +25,7 @@ from vpr_ros.cli.bench_geometry import load_euroc
 from vpr_ros.nodes.conversions import rgb_to_image_msg
 
 from revisit_data import corridor_revisit
-from scenarios import RELIABLE, TEST_PARAMS, Harness, NodeProcess, publish_paced, wait_ready, wait_settled
+from scenarios import run_scenario_main, scenario_parser, RELIABLE, TEST_PARAMS, Harness, NodeProcess, publish_paced, wait_ready, wait_settled
 
 NODE = "loop_closure_node"
 
@@ -181,27 +178,9 @@ SCENARIOS = {f.__name__: f for f in (labels, ocr)}
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("name", choices=sorted(SCENARIOS))
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--tmp", required=True)
-    parser.add_argument("--deadline", type=float, default=60.0)
-    parser.add_argument("--frames", type=int, default=12)
+    parser = scenario_parser(SCENARIOS, frames=12)
     parser.add_argument("--labels-yaml", default="")
-    a = parser.parse_args()
-    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("scenario deadline")))
-    signal.alarm(max(1, int(a.deadline)))
-    rclpy.init()
-    harness = Harness()
-    start = time.monotonic()
-    try:
-        result = SCENARIOS[a.name](harness, a)
-    finally:
-        harness.destroy_node()
-        rclpy.try_shutdown()
-    result["wall_sec"] = time.monotonic() - start
-    Path(a.out).write_text(json.dumps(result, default=str))
-    return 0
+    return run_scenario_main(SCENARIOS, parser.parse_args())
 
 
 if __name__ == "__main__":

@@ -623,12 +623,7 @@ SCENARIOS = {f.__name__: f for f in (revisit, map_services, bad_inputs, back_pre
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("name", choices=sorted(SCENARIOS))
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--tmp", required=True)
-    parser.add_argument("--deadline", type=float, default=60.0)
-    parser.add_argument("--frames", type=int, default=20)
+    parser = scenario_parser(SCENARIOS, frames=20)
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--launch-args", default="{}")
     parser.add_argument("--params-file", default="")
@@ -636,17 +631,37 @@ def main() -> int:
     parser.add_argument("--cases", default="{}")
     parser.add_argument("--mono", action="store_true")
     a = parser.parse_args()
+    # yaml_params builds its node in this process, so the context carries its command line.
+    return run_scenario_main(SCENARIOS, a, ["--ros-args", "--params-file", a.params_file, *a.ros_arg]
+                             if a.name == "yaml_params" else None)
+
+
+def scenario_parser(scenarios: dict[str, Callable[..., dict[str, Any]]], frames: int) -> argparse.ArgumentParser:
+    """The arguments every scenario script takes (name, --out, --tmp, --deadline, --frames)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("name", choices=sorted(scenarios))
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--tmp", required=True)
+    parser.add_argument("--deadline", type=float, default=60.0)
+    parser.add_argument("--frames", type=int, default=frames)
+    return parser
+
+
+def run_scenario_main(scenarios: dict[str, Callable[..., dict[str, Any]]], a: argparse.Namespace,
+                      rclpy_args: list[str] | None = None) -> int:
+    """Run scenario ``a.name`` with a Harness under ``a.deadline``; its result (+ _wall_sec) goes to ``a.out``."""
     # A hard stop in case a bounded wait is still too long: the test gets a clear timeout.
     signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("scenario deadline")))
     signal.alarm(max(1, int(a.deadline)))
-    # yaml_params builds its node in this process, so the context carries its command line.
-    rclpy.init(args=["--ros-args", "--params-file", a.params_file, *a.ros_arg] if a.name == "yaml_params" else None)
+    rclpy.init(args=rclpy_args)
     harness = Harness()
+    start = time.monotonic()
     try:
-        result = SCENARIOS[a.name](harness, a)
+        result = scenarios[a.name](harness, a)
     finally:
         harness.destroy_node()
         rclpy.try_shutdown()
+    result["_wall_sec"] = time.monotonic() - start  # "_": not a case of the scenarios that return cases
     Path(a.out).write_text(json.dumps(result, default=str))
     return 0
 

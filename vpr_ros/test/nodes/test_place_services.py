@@ -3,11 +3,7 @@ over real rclpy and DDS in a private network namespace. Scenarios run in place_s
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,9 +12,8 @@ from vpr_ros.core.detector import LoopClosureDetector
 from vpr_ros.core.place_text import PlaceLabel
 from vpr_ros.core.store import load_keyframes
 from vpr_ros.core.types import Frame
-from vpr_ros.netns import netns_argv
 
-from conftest import ros_env
+from conftest import scenario_runner
 from revisit_data import corridor_revisit
 from tiny_extractor import TinyExtractor
 
@@ -30,19 +25,8 @@ LABELS = {FRAMES - 1: "Room 214", 4: "Kitchen", 6: "Stairs"}
 
 @pytest.fixture
 def run_places(netns_ok: None, tmp_path: Path):
-    def run(name: str, timeout: float, *args: str) -> dict[str, Any]:
-        out = tmp_path / f"{name}.json"
-        argv = [sys.executable, str(HERE / "place_scenarios.py"), name, "--out", str(out), "--tmp", str(tmp_path),
-                "--deadline", str(timeout - 5.0), "--frames", str(FRAMES), *args]
-        proc = subprocess.run(netns_argv(argv), env=ros_env(tmp_path), capture_output=True, text=True,
-                              timeout=timeout)
-        logs = f"--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-5000:]}"
-        assert proc.returncode == 0, f"scenario {name} failed (rc {proc.returncode})\n{logs}"
-        result = json.loads(out.read_text())
-        result["_logs"] = logs + result.get("log", "")
-        return result
-
-    return run
+    run = scenario_runner(HERE / "place_scenarios.py", tmp_path, "--frames", str(FRAMES))
+    return lambda name, timeout, *args: run(name, *args, timeout=timeout)
 
 
 def offline_places(live_map: Path) -> list[tuple[int, int, list[str], bool]]:

@@ -65,19 +65,6 @@ class Fleet(Protocol):
     def loops(self, loops: Sequence[LoopClosure]) -> None:
         """Loops just published on this robot's ``loop_closures``."""
 
-    def _own_keyframe(self, key: int | None, session: str, kf_id: int) -> Keyframe | None:
-        """Our keyframe ``key`` with its local features (read from the live map if they live there);
-        None if the map no longer holds it there (reset) or it cannot be read (logged, counted)."""
-        if key is None:
-            return None
-        try:
-            kf = self._detector.keyframe_with_local(key)
-        except (IndexError, VprError) as exc:
-            self._count("fleet.answer_failures", 1)
-            self._warn("fleet_answer", f"fleet: cannot answer for keyframe {kf_id}: {exc}")
-            return None
-        return kf if (kf.session_id, kf.id) == (session, kf_id) else None
-
     def diagnostics(self) -> dict[str, str]:
         """Key/values added to the node's diagnostics."""
 
