@@ -40,7 +40,7 @@ import numpy.typing as npt
 from vpr_ros.core import map_geometry, map_loops, map_text, map_thumbnails
 from vpr_ros.core.atomic_dir import fsync_dir
 from vpr_ros.core.errors import MapStoreError
-from vpr_ros.core.map_log_rows import keyframe_from_row
+from vpr_ros.core.map_rows import keyframe_from_row
 from vpr_ros.core.local_records import ENCODINGS, HEADER, SegmentReader, encode, payload_size, record_bytes
 from vpr_ros.core.place_text import PlaceLabel, TextReading
 from vpr_ros.core.types import Keyframe, LoopClosure
@@ -185,7 +185,8 @@ class MapLog:
             self.locations: list[tuple[int, int] | None] = []
             rows = self._drop_torn_tail(rows, db)
             for i, row in enumerate(rows):
-                self.keyframes.append(keyframe_from_row(self.root / LOG, self.global_dim, self.local_shape, i, row))
+                self.keyframes.append(keyframe_from_row(self.root / LOG, self.global_dim, self.local_shape is not None,
+                                                          i, row[:7], row[7] is not None))
                 self.locations.append(None if row[7] is None else (int(row[7]), int(row[8])))
             map_geometry.attach(self.keyframes, {k: g for k, g in geometry.items() if k < len(rows)})
             for key, jpeg in thumbnails.items():

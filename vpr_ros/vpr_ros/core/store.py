@@ -45,6 +45,7 @@ from vpr_ros.core.map_log import classify_live, is_live_name_set
 from vpr_ros.core.atomic_dir import fsync_dir, fsync_file
 from vpr_ros.core.errors import MapStoreError
 from vpr_ros.core.index import KeyframeIndex
+from vpr_ros.core.map_rows import keyframe_from_row
 from vpr_ros.core.map_integrity import MANIFEST, read_manifest, read_npy, verify_file, write_manifest, write_npy
 from vpr_ros.core.types import Keyframe, LoopClosure
 
@@ -309,7 +310,7 @@ def load_keyframes(path: str | Path, model_id: str | None = None, load_local: bo
                             f"{meta['num_keyframes']}; the map is damaged — re-create it or load another")
     dim, size = int(meta["global_dim"]), int(meta.get("shard_size", SHARD))
     has_local = meta["local_shape"] is not None
-    keyframes = [_keyframe(path, i, row, dim, has_local) for i, row in enumerate(rows)]
+    keyframes = [keyframe_from_row(path / DB, dim, has_local, i, row[:7], row[7]) for i, row in enumerate(rows)]
     map_geometry.attach(keyframes, geometry)
     for key, jpeg in thumbnails.items():
         keyframes[key].thumbnail = jpeg
@@ -345,35 +346,6 @@ def _read_shards(path: Path, meta: MapMeta, manifest: dict | None, n: int) -> li
             raise MapStoreError(f"map {path}: {name} holds NaN or inf; the map is damaged — re-create it")
         shards.append(arr)
     return shards
-
-
-def _keyframe(path: Path, i: int, row: tuple, dim: int, map_has_local: bool) -> Keyframe:
-    key, kid, robot, session, stamp, pose, glob, has_local = row
-
-    def bad(what: str) -> MapStoreError:
-        return MapStoreError(f"map {path}: {DB} keyframe row {i} {what}; the map is damaged — re-create it "
-                             "or load another")
-
-    if key != i:
-        raise bad(f"has key {key} (keys must run 0..n-1; a row is missing)")
-    if not (_is_int(kid, -2**63) and isinstance(robot, str) and isinstance(session, str)
-            and _is_int(stamp, -2**63) and has_local in (0, 1)):
-        raise bad("has a field of the wrong type")
-    if not isinstance(glob, bytes) or len(glob) != 4 * dim:
-        raise bad(f"has a descriptor of {len(glob) if isinstance(glob, bytes) else type(glob).__name__} bytes, "
-                  f"expected {4 * dim}")
-    g = np.frombuffer(glob, np.float32).copy()
-    if not np.isfinite(g).all() or not np.any(g):
-        raise bad("has a NaN, inf or all-zero descriptor")
-    if pose is not None:
-        if not isinstance(pose, bytes) or len(pose) != 128:
-            raise bad("has a pose that is not 16 float64")
-        pose = np.frombuffer(pose, np.float64).reshape(4, 4).copy()
-        if not np.isfinite(pose).all():
-            raise bad("has a NaN or inf pose")
-    if has_local and not map_has_local:
-        raise bad("has local features but the meta has no local_shape")
-    return Keyframe(id=kid, stamp_ns=stamp, robot_id=robot, session_id=session, global_=g, pose=pose)
 
 
 def _live_meta(log: map_log.MapLog) -> MapMeta:
