@@ -86,6 +86,10 @@ def test_bad_queries():
         find_places(corridor(), " -- ")
     with pytest.raises(InputError, match="limit"):
         find_places(corridor(), "room", limit=0)
+    # A huge query is refused at once (a megabyte of text took minutes over a 20k-keyframe map).
+    with pytest.raises(InputError, match="keep it to 256"):
+        find_places(corridor(), "214 " * 100_000)
+    assert find_places(corridor(), ("room 214 " * 40)[:256])  # the longest accepted one still answers
 
 
 def test_embedding_finds_related_words_after_tokens(embedder):

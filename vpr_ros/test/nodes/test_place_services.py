@@ -76,6 +76,8 @@ def test_labels_survive_save_and_restart_and_revisits_publish_the_place(run_plac
     assert find["KITCHEN"]["matches"][0]["id"] == 4 and find["KITCHEN"]["matches"][0]["labels"] == ["Kitchen"]
     assert not find[""]["success"] and "empty" in find[""]["message"]
     assert not find["?!"]["success"] and "no letters or digits" in find["?!"]["message"], find["?!"]
+    huge = r["find_huge"]
+    assert not huge["success"] and "keep it to 256" in huge["message"] and len(huge["message"]) < 300, huge
     assert find["nothing like it"]["success"] and find["nothing like it"]["matches"] == [], find
     assert len(r["find_limit"]["matches"]) == 1, r["find_limit"]
 

@@ -35,13 +35,16 @@ from vpr_ros.core.errors import InputError
 from vpr_ros.core.place_text import digit_runs, tokens
 from vpr_ros.core.types import Keyframe
 
-__all__ = ["PlaceMatch", "Embedder", "find_places", "HOW", "MIN_COSINE"]
+__all__ = ["PlaceMatch", "Embedder", "find_places", "HOW", "MIN_COSINE", "MAX_QUERY_CHARS"]
 
 HOW = ("label", "token", "embedding")
 #: all-MiniLM-L6-v2 cosines of unrelated short sign texts reach ~0.42 ("kitchen" vs "Toilets"), related
 #: ones 0.55-0.9 ("kitchen" vs "Cafeteria" 0.56, "exit" vs "Emergency exit" 0.74); docs/place_text.md.
 MIN_COSINE = 0.45
 LOOSE_WEIGHT = 0.5  # a number matched only after dropping separators
+#: Longest query accepted: a place name or address. A megabyte-long query took minutes over a
+#: 20k-keyframe map, long enough to stall a node's executor (and its image callbacks) on ~/find_place.
+MAX_QUERY_CHARS = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,9 +126,13 @@ def find_places(keyframes: Sequence[Keyframe], query: str, limit: int = 10, embe
     """Keyframes whose labels or OCR text match ``query``, best first, at most ``limit``.
 
     Raises:
-        InputError: the query has no letters or digits, or limit < 1.
+        InputError: the query has no letters or digits, is longer than MAX_QUERY_CHARS, or limit < 1.
     """
-    q = list(dict.fromkeys(tokens(query)))
+    if len(query) > MAX_QUERY_CHARS:
+        raise InputError(f"text query of {len(query)} characters; keep it to {MAX_QUERY_CHARS} (a place name, "
+                         "number or address)")
+    query_tokens = tokens(query)
+    q = list(dict.fromkeys(query_tokens))
     if not q:
         raise InputError(f"text query {query!r} has no letters or digits; give a name, number or address")
     if limit < 1:
@@ -135,7 +142,7 @@ def find_places(keyframes: Sequence[Keyframe], query: str, limit: int = 10, embe
     best: dict[int, tuple[int, float, str, str]] = {}  # key -> (tier, strength, how, evidence)
     for key, srcs in enumerate(per_kf):
         for src in srcs:
-            if src.kind == "label" and tokens(src.text) == tokens(query):
+            if src.kind == "label" and tokens(src.text) == query_tokens:
                 cand = (3, 1.0, "label", _evidence(src))
             else:
                 tier, strength, loose = _token_match(q, idf, src)

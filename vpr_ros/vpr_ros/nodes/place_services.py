@@ -176,7 +176,8 @@ class PlaceServices:
             found = find_places(keyframes, text, limit=limit, embedder=embedder,
                                 min_confidence=self._config.text.min_confidence)
         except (VprError, ValueError) as exc:
-            return self._answer(response, False, f"query {text!r} failed: {exc}")
+            shown = text if len(text) <= 80 else text[:80] + "..."
+            return self._answer(response, False, f"query {shown!r} failed: {exc}")
         response.matches = [self._match_msg(keyframes[m.key], m) for m in found]
         return self._answer(response, True, f"{len(found)} of {len(keyframes)} keyframes match {text!r}{note}")
 
