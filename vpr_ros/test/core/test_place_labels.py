@@ -90,3 +90,19 @@ def test_find_keyframe_with_robot_and_session(keyframes):
     assert find_keyframe(keyframes, 0, "b", "s9") == 4
     assert find_keyframe(keyframes, 0, robot="a") == 0
     assert find_keyframe(keyframes, 2) == 2
+
+
+def test_binary_huge_and_endless_files_are_refused_with_a_message(tmp_path, monkeypatch):
+    binary = tmp_path / "labels.yaml"
+    binary.write_bytes(b"- label: \xff\xfe\x00 x\n")
+    with pytest.raises(InputError, match="not UTF-8"):
+        read_labels_yaml(binary)
+    monkeypatch.setattr("vpr_ros.core.place_labels.MAX_LABELS_BYTES", 1000)
+    big = tmp_path / "big.yaml"
+    big.write_text("- label: x\n  keyframe: {id: 1}\n" * 100)
+    with pytest.raises(InputError, match="larger than"):
+        read_labels_yaml(big)
+    with pytest.raises(InputError, match="larger than"):  # never ends: read only up to the bound
+        read_labels_yaml("/dev/zero")
+    with pytest.raises(InputError, match="cannot be read"):
+        read_labels_yaml(tmp_path)

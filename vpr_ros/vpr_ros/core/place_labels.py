@@ -98,15 +98,27 @@ def _entry(item: Any, where: str) -> LabelEntry:
     return LabelEntry(label, where, center=tuple(float(c) for c in center), radius_m=float(radius))
 
 
+#: Largest labels file read (a labels YAML of 100k entries is about 8 MiB).
+MAX_LABELS_BYTES = 16 * 2**20
+
+
 def read_labels_yaml(path: str | Path) -> list[LabelEntry]:
     """The entries of a labels file, checked. Raises InputError naming the file (and entry)."""
     import yaml  # PyYAML (base.txt); imported here so core stays light for the detector
 
     path = Path(path).expanduser()
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as f:  # bounded: /dev/zero or a huge file must not fill the memory
+            raw = f.read(MAX_LABELS_BYTES + 1)
     except OSError as exc:
         raise InputError(f"labels file {path} cannot be read ({exc.strerror or exc}); check the path") from None
+    if len(raw) > MAX_LABELS_BYTES:
+        raise InputError(f"labels file {path} is larger than {MAX_LABELS_BYTES // 2**20} MiB; is it the right "
+                         "file? (a labels YAML is a short list of `- label: ...` entries)")
+    try:
+        doc = yaml.safe_load(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"labels file {path} is not UTF-8 text (byte {exc.start}); give a YAML file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
