@@ -131,3 +131,16 @@ def test_bench_ocr_writes_a_json_record(tmp_path: Path, capsys: pytest.CaptureFi
     assert row["size"] == "160x120" and row["mean_ms"] > 0 and row["cpu_ms"] > 0
     assert "214" in row["read"]  # the SIMULATED sign is still read at the Corridor's resolution
     assert record["machine"]["rapidocr-onnxruntime"] != "missing" and "SIMULATED" in record["image"]
+
+
+def test_strips_are_padded_so_the_detector_cannot_blow_up(reader: OcrReader, euroc_grey: np.ndarray) -> None:
+    """rapidocr scales the shorter side up to 736 px: a 2x4000 strip became 736 x 1.47M px and the
+    process was killed for memory. Strips are padded to 4:1 first; text in a strip keeps its box."""
+    assert reader.read(np.zeros((2, 4000, 3), np.uint8)) == ()
+    assert reader.read(np.zeros((4000, 2), np.uint8)) == ()
+    image, plate = simulated_sign(euroc_grey, "Room 214", (376.0, 240.0), scale=1.0)
+    strip = image[200:280]  # 80 x 752 (SIMULATED sign on a real frame): wider than 4:1, padded
+    got = [r for r in reader.read(strip) if "214" in r.text]
+    assert got, reader.read(strip)
+    centre = np.mean(got[0].box, axis=0)
+    assert abs(centre[0] - 376.0) < 40 and 0 <= centre[1] <= 80  # in the strip's own pixels

@@ -138,7 +138,7 @@ class OcrReader:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
         sx, sy = width / bgr.shape[1], height / bgr.shape[0]
-        result, _ = self._engine(bgr)
+        result, _ = self._engine(_bounded_aspect(bgr))
         readings = []
         for box, text, confidence in result or ():
             corners = tuple((min(float(x) * sx, float(width)), min(float(y) * sy, float(height)))
@@ -148,6 +148,21 @@ class OcrReader:
 
     def __call__(self, image: npt.NDArray[np.uint8]) -> tuple[TextReading, ...]:
         return self.read(image)
+
+
+#: rapidocr's text detector scales an image up until its SHORTER side is 736 px, so a 2x4000 strip
+#: became 736 x 1.47M px and the process was killed for memory. Strips longer than this ratio are
+#: padded (bottom or right, black) to it first; boxes keep their coordinates.
+_MAX_ASPECT = 4
+
+
+def _bounded_aspect(bgr: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    height, width = bgr.shape[:2]
+    short = -(-max(height, width) // _MAX_ASPECT)
+    if min(height, width) >= short:
+        return bgr
+    return cv2.copyMakeBorder(bgr, 0, max(0, short - height), 0, max(0, short - width), cv2.BORDER_CONSTANT,
+                              value=(0, 0, 0))
 
 
 def _to_bgr(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
