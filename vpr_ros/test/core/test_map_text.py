@@ -58,6 +58,8 @@ def test_detector_keeps_text_and_labels_in_the_live_map_and_its_snapshot(tmp_pat
     det.add_label(0, PlaceLabel("Room 214"))
     with pytest.raises(MapStoreError, match="non-empty"):
         det.add_label(1, PlaceLabel("  "))
+    with pytest.raises(MapStoreError, match="source"):
+        det.add_label(1, PlaceLabel("Room 9", source="x" * 100_000))
     assert det.keyframes[1].labels == ()  # a refused label changes nothing
     det.save_map(tmp_path / "snap")
     det.detach_store()

@@ -46,6 +46,9 @@ def check_label(label: PlaceLabel) -> None:
         raise MapStoreError("a place label must be non-empty text; give the name or address of the place")
     if len(label.label) > MAX_LABEL_CHARS:
         raise MapStoreError(f"a place label has {len(label.label)} characters; keep it to {MAX_LABEL_CHARS}")
+    if not isinstance(label.source, str) or len(label.source) > MAX_LABEL_CHARS:
+        raise MapStoreError(f"a place label's source must be text of at most {MAX_LABEL_CHARS} characters "
+                            "(who gave the label, e.g. 'user' or a node name)")
 
 
 def put_text(db: sqlite3.Connection, key: int, readings: Sequence[TextReading]) -> None:
