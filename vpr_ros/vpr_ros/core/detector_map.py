@@ -51,15 +51,25 @@ class KeyframeMapMixin:
     def local_features(self, key: int) -> npt.NDArray[np.float32] | None:
         """(h, w, c) float32 local features of keyframe ``key``: from memory, or read from its map on disk."""
         kf = self._keyframes[key]
-        if kf.local is not None or key not in self._local_refs:
+        if kf.local is not None or key not in self._local_refs or not self.config.map.store_local:
             return kf.local
         log, log_key = self._local_refs[key]
         return log.read_local(log_key)
 
     def keyframe_with_local(self, key: int) -> Keyframe:
-        """Keyframe ``key`` with its local features (a copy with them read from disk where they live there)."""
+        """Keyframe ``key`` with its local features and geometry (a copy with them read from disk where
+        they live there: keyframes of a live map keep neither in RAM)."""
         kf = self._keyframes[key]
-        return kf if kf.local is not None else dataclasses.replace(kf, local=self.local_features(key))
+        if key not in self._local_refs:
+            return kf
+        local = self.local_features(key)
+        geometry = kf.geometry
+        if geometry is None:
+            log, log_key = self._local_refs[key]
+            geometry = log.read_geometry(log_key)
+        if local is kf.local and geometry is kf.geometry:
+            return kf
+        return dataclasses.replace(kf, local=local, geometry=geometry)
 
     @property
     def store(self) -> map_log.MapLog | None:
@@ -76,7 +86,7 @@ class KeyframeMapMixin:
         """
         self.detach_store()
         log = live_map_dirs.open_for_append(path, map_log.fingerprint(self.model), self.model.global_dim,
-                                      self.config.map.local_encoding, fresh=fresh)
+                                            self.config.map.local_encoding, fresh=fresh, lazy_geometry=True)
         try:
             added = self._add_loaded(path, log.keyframes, log) if len(log) else 0
         except BaseException:
@@ -108,9 +118,10 @@ class KeyframeMapMixin:
             self.store_failures += 1
             logger.error("could not append keyframe %d to map %s: %s", kf.id, self._store.root, exc)
             return
-        if kf.local is not None:
-            self._local_refs[key] = (self._store, log_key)
-            self._keyframes[key] = dataclasses.replace(self._keyframes[key], local=None)
+        # Local features and geometry now live on disk: RAM keeps the descriptor and metadata only.
+        self._local_refs[key] = (self._store, log_key)
+        if kf.local is not None or kf.geometry is not None:
+            self._keyframes[key] = dataclasses.replace(self._keyframes[key], local=None, geometry=None)
 
     def _store_loops(self, loops: list[LoopClosure]) -> None:
         if self._store is not None:
@@ -150,7 +161,7 @@ class KeyframeMapMixin:
         loading is idempotent. Any error raises MapStoreError with the map unchanged.
         """
         if map_log.is_live_map(path):
-            log = map_log.MapLog(path, map_log.fingerprint(self.model))
+            log = map_log.MapLog(path, map_log.fingerprint(self.model), lazy_geometry=True)
             return self._add_loaded(path, log.keyframes, log)
         _, loaded = load_keyframes(path, self.model_id, load_local=self.config.map.store_local)
         return self._add_loaded(path, loaded, None)
@@ -175,9 +186,8 @@ class KeyframeMapMixin:
             except InputError as exc:  # the store checks descriptors, so only a model/map mismatch gets here
                 raise MapStoreError(f"map {path} cannot be indexed: {exc}") from None
         self._keyframes.extend(fresh)
-        if log is not None and self.config.map.store_local:
-            self._local_refs.update({int(k): (log, lk) for k, lk in zip(keys, fresh_log_keys)
-                                     if log.locations[lk] is not None})
+        if log is not None:  # their local features (if map.store_local) and geometry are read from it
+            self._local_refs.update({int(k): (log, lk) for k, lk in zip(keys, fresh_log_keys)})
         if self._store is not None and log is not self._store:
             for k in keys:
                 self._append_to_store(int(k), self.keyframe_with_local(int(k)))

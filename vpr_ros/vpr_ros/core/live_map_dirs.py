@@ -90,21 +90,22 @@ def _copy_into(log: MapLog, root: Path) -> None:
 
 
 def open_for_append(path: str | Path, fp: dict[str, Any], global_dim: int, encoding: str,
-                    segment_bytes: int = SEGMENT_BYTES, fresh: bool = False) -> MapLog:
+                    segment_bytes: int = SEGMENT_BYTES, fresh: bool = False, lazy_geometry: bool = False) -> MapLog:
     """Open the live map at ``path`` for appending, creating it first when ``path`` is missing, empty or a
     snapshot map (replaced crash-safely, core/atomic_dir.py). A live map of another model is refused;
-    anything that is not a map is refused and left untouched. ``fresh``: replace a live map there too."""
+    anything that is not a map is refused and left untouched. ``fresh``: replace a live map there too.
+    ``lazy_geometry``: see :class:`MapLog`."""
     target = Path(path).expanduser()
     atomic_dir.recover(Path(os.path.abspath(target)), classify_dir)
     if is_live_map(target) and not fresh:
-        return MapLog(target, fp, writable=True)
+        return MapLog(target, fp, writable=True, lazy_geometry=lazy_geometry)
     try:
         root = atomic_dir.replace_dir(target, lambda tmp: init_dir(tmp, fp, global_dim, encoding, segment_bytes),
                                       classify_dir)
     except (OSError, sqlite3.Error) as exc:
         raise MapStoreError(f"cannot create map {path}: {exc}; check the directory is writable and the disk has "
                             "space") from exc
-    return MapLog(root, fp, writable=True)
+    return MapLog(root, fp, writable=True, lazy_geometry=lazy_geometry)
 
 
 def snapshot(log: MapLog, path: str | Path) -> Path:

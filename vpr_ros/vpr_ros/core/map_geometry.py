@@ -24,6 +24,7 @@ versions that predate it read maps that have it and ignore the table.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -33,7 +34,8 @@ from vpr_ros.core.camera import EQUIDISTANT, RADTAN
 from vpr_ros.core.errors import MapStoreError
 from vpr_ros.core.types import Keyframe, KeyframeGeometry
 
-__all__ = ["TABLE", "create_table", "geometry_rows", "check_geometry", "read_geometry", "attach"]
+__all__ = ["TABLE", "create_table", "geometry_rows", "check_geometry", "read_geometry", "read_one", "geometry_keys",
+           "attach", "LazyGeometry"]
 
 TABLE = "geometry"
 _COLUMNS = ("key, num_points, image_h, image_w, keypoints, descriptor_encoding, descriptor_dim, descriptors, "
@@ -102,6 +104,17 @@ def geometry_rows(keyframes: Sequence[Keyframe]) -> Iterator[tuple]:
                np.asarray(g.D, "<f8").tobytes(), str(g.distortion_model), np.asarray(g.T_body_cam, "<f8").tobytes())
 
 
+def geometry_keys(db: sqlite3.Connection) -> set[int]:
+    """Keys of the keyframes with a geometry row (without reading the rows)."""
+    return {key for (key,) in db.execute(f"SELECT key FROM {TABLE}") if isinstance(key, int)}
+
+
+def read_one(db: sqlite3.Connection, path: Path, key: int, num_keyframes: int) -> KeyframeGeometry | None:
+    """Keyframe ``key``'s geometry, checked like :func:`read_geometry`; None when it has no row."""
+    row = db.execute(f"SELECT {_COLUMNS} FROM {TABLE} WHERE key = ?", (int(key),)).fetchone()
+    return None if row is None else _geometry(path, row, num_keyframes)
+
+
 def read_geometry(db: sqlite3.Connection, path: Path, num_keyframes: int) -> dict[int, KeyframeGeometry]:
     """key -> KeyframeGeometry of every row, each checked; MapStoreError names map.sqlite and the row."""
     rows = db.execute(f"SELECT {_COLUMNS} FROM {TABLE} ORDER BY key").fetchall()
@@ -166,3 +179,41 @@ def attach(keyframes: Iterable[Keyframe], geometry: dict[int, KeyframeGeometry])
     """Set ``keyframe.geometry`` from :func:`read_geometry` (list position = key)."""
     for key, kf in enumerate(keyframes):
         kf.geometry = geometry.get(key)
+
+
+class LazyGeometry:
+    """Geometry of a live map's keyframes read one row at a time, for the detector: a keyframe's
+    keypoints (150-500 kB with SIFT) stay on disk until a loop needs its relative pose, instead of in
+    RAM for every keyframe. Its own read-only connection (WAL: it sees every committed append) so any
+    thread may read while the writer appends; rows are checked as :func:`read_geometry` checks them.
+    """
+
+    def __init__(self, db_path: Path, keys: set[int]) -> None:
+        self._path = db_path
+        self._keys = set(keys)
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def __contains__(self, key: int) -> bool:
+        return key in self._keys
+
+    def add(self, key: int) -> None:
+        self._keys.add(int(key))
+
+    def read(self, key: int) -> KeyframeGeometry | None:
+        if key not in self._keys:
+            return None
+        with self._lock:
+            try:
+                if self._db is None:
+                    self._db = sqlite3.connect(self._path.as_uri() + "?mode=ro", uri=True, check_same_thread=False)
+                return read_one(self._db, self._path.parent, key, 2**62)
+            except sqlite3.Error as exc:
+                raise MapStoreError(f"map {self._path.parent}: cannot read keyframe key {key}'s geometry from "
+                                    f"{self._path.name} ({exc}); re-create the map or load another") from None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None

@@ -40,10 +40,10 @@ import numpy.typing as npt
 from vpr_ros.core import map_geometry, map_loops, map_text, map_thumbnails
 from vpr_ros.core.atomic_dir import fsync_dir
 from vpr_ros.core.errors import MapStoreError
-from vpr_ros.core.map_rows import keyframe_from_row
+from vpr_ros.core.map_rows import drop_torn_tail, keyframe_from_row
 from vpr_ros.core.local_records import ENCODINGS, HEADER, SegmentReader, encode, payload_size, record_bytes
 from vpr_ros.core.place_text import PlaceLabel, TextReading
-from vpr_ros.core.types import Keyframe, LoopClosure
+from vpr_ros.core.types import Keyframe, KeyframeGeometry, LoopClosure
 
 try:
     import fcntl
@@ -135,7 +135,8 @@ def _connect(path: Path) -> sqlite3.Connection:
 class MapLog:
     """One open live map: its keyframes (local features on disk), appends when opened ``writable``."""
 
-    def __init__(self, root: str | Path, fp: dict[str, Any] | None = None, writable: bool = False) -> None:
+    def __init__(self, root: str | Path, fp: dict[str, Any] | None = None, writable: bool = False,
+                 lazy_geometry: bool = False) -> None:
         self.root = Path(root).expanduser().absolute()
         if not is_live_map(self.root):
             raise MapStoreError(f"{self.root} is not a live vpr_ros map (no {LIVE})")
@@ -149,6 +150,9 @@ class MapLog:
         self._file: Any = None
         self._lock_fd: int | None = None
         self._reader: SegmentReader | None = None
+        # lazy_geometry: keyframes' geometry stays on disk (read_geometry), as their local features do.
+        self.geometry: map_geometry.LazyGeometry | None = None
+        self._lazy = lazy_geometry
         if writable and fcntl is not None:
             self._lock_writer()
         try:
@@ -170,7 +174,8 @@ class MapLog:
             try:
                 meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
                 rows = db.execute(f"SELECT {_COLS} FROM keyframes ORDER BY key").fetchall()
-                geometry = map_geometry.read_geometry(db, self.root, len(rows))
+                geometry = {} if self._lazy else map_geometry.read_geometry(db, self.root, len(rows))
+                geometry_keys = map_geometry.geometry_keys(db) if self._lazy else set()
                 thumbnails = map_thumbnails.read_table(db, len(rows))
                 self.loops: list[LoopClosure] = map_loops.read_table(db, self.root)
                 texts, labels = map_text.read_tables(db, len(rows), self.root)
@@ -183,12 +188,14 @@ class MapLog:
                 self._reader = SegmentReader(self.root, self.local_shape, self.encoding)
             self.keyframes: list[Keyframe] = []
             self.locations: list[tuple[int, int] | None] = []
-            rows = self._drop_torn_tail(rows, db)
+            rows = drop_torn_tail(self.root, rows, self._reader, db if writable else None)
             for i, row in enumerate(rows):
                 self.keyframes.append(keyframe_from_row(self.root / LOG, self.global_dim, self.local_shape is not None,
                                                           i, row[:7], row[7] is not None))
                 self.locations.append(None if row[7] is None else (int(row[7]), int(row[8])))
             map_geometry.attach(self.keyframes, {k: g for k, g in geometry.items() if k < len(rows)})
+            if self._lazy:
+                self.geometry = map_geometry.LazyGeometry(self.root / LOG, {k for k in geometry_keys if k < len(rows)})
             for key, jpeg in thumbnails.items():
                 if key < len(self.keyframes):
                     self.keyframes[key].thumbnail = jpeg
@@ -215,28 +222,6 @@ class MapLog:
             raise MapStoreError(f"map {self.root} is being appended to by another process (or another detector "
                                 "in this one); give each writer its own map.save_path") from None
         self._lock_fd = fd
-
-    def _drop_torn_tail(self, rows: list[tuple], db: sqlite3.Connection) -> list[tuple]:
-        good = [row[7] is None or (self._reader is not None and self._reader.header_ok(row[7], row[8], row[0]))
-                for row in rows]
-        n = len(rows)
-        while n and not good[n - 1]:
-            n -= 1
-        if not all(good[:n]):
-            bad = rows[good.index(False)]
-            raise MapStoreError(f"map {self.root}: local feature segment local/{bad[7]:05d}.seg lacks the record of "
-                                f"keyframe key {bad[0]}; the map is damaged — re-create it or load another")
-        if n < len(rows):
-            logger.warning("map %s: the last %d keyframes' local features never reached the disk (power loss?); "
-                           "they are ignored", self.root, len(rows) - n)
-            if self.writable:
-                db.execute("DELETE FROM keyframes WHERE key >= ?", (n,))
-                db.execute(f"DELETE FROM {map_geometry.TABLE} WHERE key >= ?", (n,))
-                map_thumbnails.ensure_table(db)  # the dropped keys are reused by the next appends
-                db.execute(f"DELETE FROM {map_thumbnails.TABLE} WHERE key >= ?", (n,))
-                map_text.ensure_tables(db)
-                map_text.delete_from(db, n)
-        return rows[:n]
 
     def _open_tail(self) -> None:
         """Writer: continue the last used segment, cutting off a torn or uncommitted tail record."""
@@ -298,11 +283,18 @@ class MapLog:
         if loc is not None:
             self._end = loc[1] + HEADER + self._record_payload()
         self.keyframes.append(Keyframe(id=kf.id, stamp_ns=kf.stamp_ns, robot_id=kf.robot_id, session_id=kf.session_id,
-                                       global_=np.asarray(kf.global_, np.float32), pose=kf.pose, geometry=kf.geometry,
+                                       global_=np.asarray(kf.global_, np.float32), pose=kf.pose,
+                                       geometry=None if self.geometry is not None else kf.geometry,
                                        thumbnail=kf.thumbnail, text=kf.text, labels=tuple(kf.labels)))
         self.locations.append(loc)
         self._keys[(kf.robot_id, kf.session_id, kf.id)] = key
+        if self.geometry is not None and kf.geometry is not None:
+            self.geometry.add(key)
         return key
+
+    def read_geometry(self, key: int) -> KeyframeGeometry | None:
+        """Keyframe ``key``'s geometry: from memory, or from disk when the log was opened lazy_geometry."""
+        return self.keyframes[key].geometry if self.geometry is None else self.geometry.read(key)
 
     def key_of(self, robot_id: str, session_id: str, keyframe_id: int) -> int | None:
         """The map key of a keyframe named by robot, session and id; None if the map lacks it."""
@@ -367,6 +359,8 @@ class MapLog:
             self._db = None
         if self._reader is not None:
             self._reader.close()
+        if self.geometry is not None:
+            self.geometry.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the writer lock
             self._lock_fd = None
@@ -378,9 +372,9 @@ def record_end(log: MapLog, segment_offset: tuple[int, int]) -> int:
 
 
 def keyframes_with_local(log: MapLog, keys: Sequence[int]) -> list[Keyframe]:
-    """Copies of ``log``'s keyframes ``keys`` with their local features read (for tools and tests)."""
+    """Copies of ``log``'s keyframes ``keys`` with their local features (and geometry) read (tools, tests)."""
     out = []
     for k in keys:
         kf = log.keyframes[k]
-        out.append(dataclasses.replace(kf, local=log.read_local(k)))
+        out.append(dataclasses.replace(kf, local=log.read_local(k), geometry=log.read_geometry(k)))
     return out

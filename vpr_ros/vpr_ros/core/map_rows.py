@@ -1,4 +1,4 @@
-"""Checking one ``keyframes`` row of a map database and turning it into a Keyframe.
+"""Checking the ``keyframes`` rows of a map database: one row into a Keyframe, a live map's torn tail.
 
 Both formats use it: snapshot maps (``map.sqlite``, core/store.py) and live maps (``log.sqlite``,
 core/map_log.py). Every field is checked before use, so a damaged or crafted database gives a
@@ -7,15 +7,20 @@ MapStoreError that names the file and row, never a numpy or type error deep in t
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vpr_ros.core import map_geometry, map_text, map_thumbnails
 from vpr_ros.core.errors import MapStoreError
 from vpr_ros.core.types import Keyframe
 
-__all__ = ["keyframe_from_row"]
+__all__ = ["keyframe_from_row", "drop_torn_tail"]
+
+logger = logging.getLogger("vpr_ros.core.map_log")
 
 
 def _is_int(v: Any) -> bool:
@@ -55,3 +60,29 @@ def keyframe_from_row(db_path: Path, global_dim: int, map_has_local: bool, i: in
     if has_local and not map_has_local:
         raise bad("has local features but the meta has no local_shape")
     return Keyframe(id=kid, stamp_ns=stamp, robot_id=robot, session_id=session, global_=g, pose=pose)
+
+
+def drop_torn_tail(root: Path, rows: list[tuple], reader: Any, db: sqlite3.Connection | None) -> list[tuple]:
+    """A live map's committed rows (core/map_log.py) without the tail whose local-feature records never
+    reached the disk (a power loss after the row committed). ``db``: the writer's connection, which
+    deletes those rows and everything keyed by them (their keys are reused by the next appends);
+    None for readers, which only ignore them. A record missing before the tail is damage."""
+    good = [row[7] is None or (reader is not None and reader.header_ok(row[7], row[8], row[0])) for row in rows]
+    n = len(rows)
+    while n and not good[n - 1]:
+        n -= 1
+    if not all(good[:n]):
+        bad = rows[good.index(False)]
+        raise MapStoreError(f"map {root}: local feature segment local/{bad[7]:05d}.seg lacks the record of "
+                            f"keyframe key {bad[0]}; the map is damaged — re-create it or load another")
+    if n < len(rows):
+        logger.warning("map %s: the last %d keyframes' local features never reached the disk (power loss?); "
+                       "they are ignored", root, len(rows) - n)
+        if db is not None:
+            db.execute("DELETE FROM keyframes WHERE key >= ?", (n,))
+            db.execute(f"DELETE FROM {map_geometry.TABLE} WHERE key >= ?", (n,))
+            map_thumbnails.ensure_table(db)
+            db.execute(f"DELETE FROM {map_thumbnails.TABLE} WHERE key >= ?", (n,))
+            map_text.ensure_tables(db)
+            map_text.delete_from(db, n)
+    return rows[:n]
