@@ -71,3 +71,12 @@ def assert_onnx_matches_torch(model: torch.nn.Module, batch: int = 3, hw: tuple[
     og, oloc = onnx_outputs(model, x)
     np.testing.assert_allclose(og, g.numpy(), atol=1e-5)
     np.testing.assert_allclose(oloc, loc.numpy(), atol=1e-5)
+
+
+def assert_batch_equals_each_alone(model: torch.nn.Module, hw: tuple[int, int]) -> None:
+    """Two images of ``hw`` in one batch give the global descriptors each gives alone (1e-6)."""
+    x = torch.randn(2, 3, *hw)
+    with torch.no_grad():
+        both = model(x)[0]
+        alone = torch.cat([model(x[i:i + 1])[0] for i in range(2)])
+    torch.testing.assert_close(both, alone, atol=1e-6, rtol=1e-6)

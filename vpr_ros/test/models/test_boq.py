@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _reference import assert_onnx_matches_torch, backends_agree, manifest, random_frames, state_manifest
+from _reference import (assert_batch_equals_each_alone, assert_onnx_matches_torch, backends_agree, manifest,
+                        random_frames, state_manifest)
 from torch import nn
 
 from vpr_ros.core.errors import ModelLoadError
@@ -120,11 +121,7 @@ def test_final_norm_is_stored_but_only_feeds_the_local_features(model: torch.nn.
 
 
 def test_batch_of_two_equals_each_alone(model: torch.nn.Module) -> None:
-    x = torch.randn(2, 3, 56, 70)
-    with torch.no_grad():
-        both = model(x)[0]
-        alone = torch.cat([model(x[i:i + 1])[0] for i in range(2)])
-    torch.testing.assert_close(both, alone, atol=1e-6, rtol=1e-6)
+    assert_batch_equals_each_alone(model, hw=(56, 70))
 
 
 def test_onnx_export_matches_torch(model: torch.nn.Module) -> None:

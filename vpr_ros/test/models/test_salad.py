@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _reference import assert_onnx_matches_torch, backends_agree, manifest, random_frames, state_manifest
+from _reference import (assert_batch_equals_each_alone, assert_onnx_matches_torch, backends_agree, manifest,
+                        random_frames, state_manifest)
 
 from vpr_ros.core.errors import InputError, ModelLoadError
 from vpr_ros.models import load_model
@@ -137,11 +138,7 @@ def test_score_bias_has_no_effect_and_dropout_is_off(model: torch.nn.Module) -> 
 
 
 def test_batch_of_two_equals_each_alone(model: torch.nn.Module) -> None:
-    x = torch.randn(2, 3, 56, 56)
-    with torch.no_grad():
-        both = model(x)[0]
-        alone = torch.cat([model(x[i:i + 1])[0] for i in range(2)])
-    torch.testing.assert_close(both, alone, atol=1e-6, rtol=1e-6)
+    assert_batch_equals_each_alone(model, hw=(56, 56))
 
 
 def test_onnx_export_matches_torch(model: torch.nn.Module) -> None:
