@@ -200,15 +200,21 @@ def revisit(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
             "log": node.tail()}
 
 
-def map_services(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
-    """save_map / reset / load_map through the services of a running node."""
-    node = NodeProcess(["--ros-args", *TEST_PARAMS], Path(a.tmp) / "node_map.log")
+def node_with_revisit(h: Harness, a: argparse.Namespace, log: Path) -> NodeProcess:
+    """A node (test parameters) that has processed the Corridor revisit of ``a.frames`` frames."""
+    node = NodeProcess(["--ros-args", *TEST_PARAMS], log)
     pub = h.create_publisher(Image, "image", RELIABLE)
     h.watch("")
     wait_ready(h, pub, "", node, 20.0)
     msgs = [rgb_to_image_msg(img, stamp) for stamp, img in corridor_revisit(a.frames)]
     publish_paced(h, pub, msgs, 50.0)
     wait_settled(h, "", len(msgs), 20.0)
+    return node
+
+
+def map_services(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
+    """save_map / reset / load_map through the services of a running node."""
+    node = node_with_revisit(h, a, Path(a.tmp) / "node_map.log")
     srv = "/loop_closure_node/"
     out: dict[str, Any] = {}
     saved = h.call(MapIO, srv + "save_map", MapIO.Request(path=str(Path(a.tmp) / "map_a")))
@@ -384,13 +390,7 @@ def _damaged_copies(good: Path, tmp: Path) -> dict[str, Path]:
 def map_faults(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     """Damaged maps, odd and unwritable save paths: every call answers, the keyframes stay."""
     tmp = Path(a.tmp)
-    node = NodeProcess(["--ros-args", *TEST_PARAMS], tmp / "node_faults.log")
-    pub = h.create_publisher(Image, "image", RELIABLE)
-    h.watch("")
-    wait_ready(h, pub, "", node, 20.0)
-    msgs = [rgb_to_image_msg(img, stamp) for stamp, img in corridor_revisit(a.frames)]
-    publish_paced(h, pub, msgs, 50.0)
-    wait_settled(h, "", len(msgs), 20.0)
+    node = node_with_revisit(h, a, tmp / "node_faults.log")
     srv = "/loop_closure_node/"
     good = h.call(MapIO, srv + "save_map", MapIO.Request(path=str(tmp / "good")))
     out: dict[str, Any] = {"good": [good.success, good.num_keyframes, good.message], "calls": {}}
