@@ -19,7 +19,8 @@ import yaml
 
 from vpr_ros.core.config_checks import (BACKENDS, DEVICES, LOCAL_ENCODINGS, MAX_COUNT, MAX_METRES,  # noqa: F401
                                         MAX_SEC, METRICS, PRECISIONS, VERIFY_METHODS)
-from vpr_ros.core.config_checks import check_choice as _check_choice, check_range as _check_range, meta as _meta
+from vpr_ros.core.config_checks import (check_choice as _check_choice, check_fields as _check_fields,
+                                        check_range as _check_range, meta as _meta)
 from vpr_ros.core.config_loop import GeometryConfig, OdometryGateConfig
 from vpr_ros.core.config_text import TextConfig
 from vpr_ros.core.errors import ConfigError
@@ -68,10 +69,7 @@ class ModelConfig:
         "patch multiple) instead of the official square resize; for non-square cameras."))
 
     def __post_init__(self) -> None:
-        _check_choice("model.backend", self.backend, BACKENDS)
-        _check_choice("model.device", self.device, DEVICES)
-        _check_choice("model.precision", self.precision, PRECISIONS)
-        _check_range("model.threads", self.threads, 1, 256)
+        _check_fields(self, "model")
         if not self.preset:
             raise ConfigError("model.preset is empty; name a preset such as 'lite0-gem'")
 
@@ -94,10 +92,7 @@ class KeyframeConfig:
         "skipped (1.0 disables).", lo=-1.0, hi=1.0))
 
     def __post_init__(self) -> None:
-        _check_range("keyframes.min_gap_sec", self.min_gap_sec, 0.0, MAX_SEC)
-        _check_range("keyframes.min_translation_m", self.min_translation_m, 0.0, MAX_METRES)
-        _check_range("keyframes.min_rotation_deg", self.min_rotation_deg, 0.0, 180.0)
-        _check_range("keyframes.max_similarity", self.max_similarity, -1.0, 1.0)
+        _check_fields(self, "keyframes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,12 +114,9 @@ class IndexConfig:
         "closer to exact.", lo=1, hi=100000))
 
     def __post_init__(self) -> None:
-        _check_choice("index.metric", self.metric, METRICS)
-        _check_range("index.top_k", self.top_k, 1, 1000)
+        _check_fields(self, "index")
         if not self.factory.strip():
             raise ConfigError("index.factory is empty; use a FAISS factory string such as 'Flat'")
-        _check_range("index.auto_switch_keyframes", self.auto_switch_keyframes, 1, MAX_COUNT)
-        _check_range("index.ef_search", self.ef_search, 1, 100000)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,13 +144,7 @@ class VerifyConfig:
         hi=MAX_COUNT))
 
     def __post_init__(self) -> None:
-        _check_choice("verify.method", self.method, VERIFY_METHODS)
-        _check_range("verify.min_matches", self.min_matches, 0, MAX_COUNT)
-        _check_range("verify.min_global_similarity", self.min_global_similarity, -1.0, 1.0)
-        _check_range("verify.min_inliers", self.min_inliers, 0, MAX_COUNT)
-        _check_range("verify.ransac_threshold_px", self.ransac_threshold_px, 0.0, MAX_METRES)
-        _check_range("verify.temporal_consistency", self.temporal_consistency, 1, 100)
-        _check_range("verify.consistency_window", self.consistency_window, 0, MAX_COUNT)
+        _check_fields(self, "verify")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,8 +164,7 @@ class DetectorConfig:
         "Also exclude the last N keyframes of the own robot and session.", lo=0, hi=MAX_COUNT))
 
     def __post_init__(self) -> None:
-        _check_range("detector.min_loop_gap_sec", self.min_loop_gap_sec, 0.0, MAX_SEC)
-        _check_range("detector.exclude_last_n", self.exclude_last_n, 0, MAX_COUNT)
+        _check_fields(self, "detector")
         if not self.robot_id:
             raise ConfigError("detector.robot_id is empty; give the robot a name")
 
@@ -216,13 +201,10 @@ class MapConfig:
         "SelaVPR 0.48 MB per keyframe instead of 0.95 MB); read back as float32.", choices=LOCAL_ENCODINGS))
 
     def __post_init__(self) -> None:
+        _check_fields(self, "map")
         if self.save_path and Path(self.save_path).name in ("", ".", ".."):
             raise ConfigError(f"map.save_path={self.save_path!r} names no directory of its own (a save "
                               "would replace the current directory or a parent); give e.g. 'maps/office'")
-        _check_range("map.autosave_sec", self.autosave_sec, 0.0, MAX_SEC)
-        _check_range("map.memory_budget_mb", self.memory_budget_mb, 0.0, MAX_METRES)
-        _check_range("map.thumbnail_px", self.thumbnail_px, 16, 1024)
-        _check_choice("map.local_encoding", self.local_encoding, LOCAL_ENCODINGS)
 
     @property
     def load_paths(self) -> tuple[str, ...]:

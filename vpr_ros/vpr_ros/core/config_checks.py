@@ -6,6 +6,7 @@ detector); the helpers raise ConfigError naming the key and the allowed values.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -46,3 +47,14 @@ def meta(description: str, lo: float | None = None, hi: float | None = None,
          choices: tuple[str, ...] | None = None) -> dict[str, Any]:
     return {"description": description, "min": lo, "max": hi, "choices": choices}
 
+
+def check_fields(config: Any, section: str) -> None:
+    """Check every field of a config dataclass against its own metadata (``choices``, ``min``,
+    ``max``), so each bound is written once, where the field is declared; raises ConfigError naming
+    ``section.field``."""
+    for f in dataclasses.fields(config):
+        name, value = f"{section}.{f.name}", getattr(config, f.name)
+        if f.metadata.get("choices"):
+            check_choice(name, value, f.metadata["choices"])
+        elif f.metadata.get("min") is not None or f.metadata.get("max") is not None:
+            check_range(name, value, f.metadata.get("min"), f.metadata.get("max"))

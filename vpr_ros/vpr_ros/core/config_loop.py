@@ -7,8 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from vpr_ros.core.config_checks import (GEOMETRY_METHODS, KEYPOINT_TYPES, MAX_COUNT, MAX_METRES, ON_INVALID,
-                                        check_choice as _check_choice, check_range as _check_range,
-                                        meta as _meta)
+                                        check_fields as _check_fields, meta as _meta)
 from vpr_ros.core.errors import ConfigError
 
 __all__ = ["GeometryConfig", "OdometryGateConfig"]
@@ -52,18 +51,7 @@ class GeometryConfig:
         choices=ON_INVALID))
 
     def __post_init__(self) -> None:
-        _check_choice("geometry.method", self.method, GEOMETRY_METHODS)
-        _check_choice("geometry.keypoints", self.keypoints, KEYPOINT_TYPES)
-        _check_choice("geometry.on_invalid", self.on_invalid, ON_INVALID)
-        _check_range("geometry.max_keypoints", self.max_keypoints, 50, 20000)
-        _check_range("geometry.cell_radius", self.cell_radius, 0, 5)
-        _check_range("geometry.ratio", self.ratio, 0.1, 1.0)
-        _check_range("geometry.ransac_threshold_px", self.ransac_threshold_px, 0.1, 50.0)
-        _check_range("geometry.min_inliers", self.min_inliers, 6, MAX_COUNT)
-        _check_range("geometry.min_inlier_ratio", self.min_inlier_ratio, 0.0, 1.0)
-        _check_range("geometry.min_spread", self.min_spread, 0.0, 1.0)
-        _check_range("geometry.min_parallax_deg", self.min_parallax_deg, 0.0, 45.0)
-        _check_range("geometry.max_depth_m", self.max_depth_m, 0.1, MAX_METRES)
+        _check_fields(self, "geometry")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,10 +84,7 @@ class OdometryGateConfig:
         lo=0.5, hi=0.999999))
 
     def __post_init__(self) -> None:
-        for name in ("min_sigma_m", "translation_drift", "rotation_drift_m_per_rad", "min_sigma_deg",
-                     "rotation_drift", "heading_drift_deg_per_m"):
-            _check_range(f"odometry_gate.{name}", getattr(self, name), 0.0, MAX_METRES)
-        _check_range("odometry_gate.confidence", self.confidence, 0.5, 0.999999)
+        _check_fields(self, "odometry_gate")
         if self.min_sigma_m + self.translation_drift + self.rotation_drift_m_per_rad <= 0.0:
             raise ConfigError("odometry_gate: every position sigma term is 0, so no loop could pass; "
                               "give min_sigma_m > 0 or set odometry_gate.enabled false")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from vpr_ros.core.config_checks import check_choice as _check_choice, check_range as _check_range, meta as _meta
+from vpr_ros.core.config_checks import check_fields as _check_fields, meta as _meta
 
 __all__ = ["TextConfig", "OCR_MODES", "TEXT_CONFLICT"]
 
@@ -59,12 +59,4 @@ class TextConfig:
         "not mix with plain ones.", lo=0.0, hi=10.0))
 
     def __post_init__(self) -> None:
-        _check_choice("text.ocr", self.ocr, OCR_MODES)
-        _check_choice("text.conflict", self.conflict, TEXT_CONFLICT)
-        _check_range("text.ocr_rate_hz", self.ocr_rate_hz, 0.01, 100.0)
-        _check_range("text.ocr_threads", self.ocr_threads, 1, 64)
-        _check_range("text.ocr_max_side_px", self.ocr_max_side_px, 64, 8192)
-        _check_range("text.min_confidence", self.min_confidence, 0.0, 1.0)
-        _check_range("text.agreement_boost", self.agreement_boost, 0.0, 10.0)
-        _check_range("text.conflict_penalty", self.conflict_penalty, 0.0, 1.0)
-        _check_range("text.fused_weight", self.fused_weight, 0.0, 10.0)
+        _check_fields(self, "text")
