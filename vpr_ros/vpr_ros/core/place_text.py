@@ -20,7 +20,7 @@ from typing import Any, Iterable, Sequence
 
 from vpr_ros.core.errors import MapStoreError
 
-__all__ = ["TextReading", "PlaceLabel", "tokens", "digit_runs", "readings_to_json", "readings_from_json",
+__all__ = ["TextReading", "PlaceLabel", "fold", "tokens", "digit_runs", "readings_to_json", "readings_from_json",
            "confident_tokens"]
 
 _TOKEN = re.compile(r"[0-9]+|[^\W\d_]+")
@@ -58,7 +58,8 @@ class PlaceLabel:
     stamp_ns: int = 0
 
 
-def _fold(text: str) -> str:
+def fold(text: str) -> str:
+    """Lower case with accents dropped and full-width forms made plain (NFKD): the base of every comparison."""
     # NFKD then drop combining marks: "Café" and "Cafe" are one token; full-width digits become ASCII.
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).lower()
@@ -66,11 +67,11 @@ def _fold(text: str) -> str:
 
 def tokens(text: str) -> list[str]:
     """Normalised tokens: lower case, accents dropped, runs of letters or of digits."""
-    return _TOKEN.findall(_fold(text))
+    return _TOKEN.findall(fold(text))
 
 
 def digit_runs(text: str) -> list[str]:
-    return _DIGITS.findall(_fold(text))
+    return _DIGITS.findall(fold(text))
 
 
 def confident_tokens(readings: Iterable[TextReading] | None, min_confidence: float) -> set[str]:

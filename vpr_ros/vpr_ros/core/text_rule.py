@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import unicodedata
 from typing import Iterable, Protocol, Sequence
 
 import numpy as np
@@ -59,7 +58,7 @@ import numpy.typing as npt
 
 from vpr_ros.core.config import VerifyConfig
 from vpr_ros.core.config_text import TextConfig
-from vpr_ros.core.place_text import TextReading
+from vpr_ros.core.place_text import TextReading, fold
 from vpr_ros.core.types import Verification
 
 __all__ = ["PlaceText", "TextReader", "TextRule", "distinctive_text", "compare_text", "OUTCOMES", "COUNTERS",
@@ -102,11 +101,6 @@ class PlaceText:
         return bool(self.codes or self.words)
 
 
-def _fold(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).lower()
-
-
 def _fix_slips(run: str) -> str:
     if not any(c.isdigit() for c in run):
         return run
@@ -124,7 +118,7 @@ def distinctive_text(readings: Iterable[TextReading] | None, min_confidence: flo
     for r in readings or ():
         if not r.confidence >= min_confidence:  # NaN confidence counts as unsure
             continue
-        for run in _RUN.findall(_fold(r.text)):
+        for run in _RUN.findall(fold(r.text)):
             run = _fix_slips(run)
             if any(c.isdigit() for c in run):
                 if len(run) >= MIN_CODE_LEN:
