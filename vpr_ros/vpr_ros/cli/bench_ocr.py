@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import time
 from pathlib import Path
@@ -22,6 +21,8 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
+
+from vpr_ros.cli.bench_machine import machine_base
 
 __all__ = ["add_arguments", "run_ocr_bench", "simulated_sign", "EUROC_TEXT_FRAME"]
 
@@ -68,18 +69,11 @@ def _machine() -> dict[str, Any]:
     from vpr_ros.models.ocr import ocr_versions
 
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in subprocess.run(
-            ["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines()
-            if line.startswith("Model name"))
-    except (StopIteration, OSError):
-        cpu = platform.processor() or platform.machine()
-    try:
         git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).parent, check=False).stdout.strip() or "unknown"
     except OSError:
         git = "unknown"
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            **ocr_versions(), "git": git, "loadavg_1min": round(os.getloadavg()[0], 2)}
+    return {**machine_base(), **ocr_versions(), "git": git, "loadavg_1min": round(os.getloadavg()[0], 2)}
 
 
 def _size(text: str) -> tuple[int, int]:

@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from vpr_ros.cli.bench_machine import machine_base
 from vpr_ros.cli.demo import corridor_frames
 from vpr_ros.cli.replay import build_config, load_extractor, parse_overrides
 from vpr_ros.cli.session import replay_bag
@@ -71,14 +70,7 @@ def machine() -> dict[str, Any]:
     import onnxruntime
     import torch
 
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in subprocess.run(
-            ["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines()
-            if line.startswith("Model name"))
-    except StopIteration:
-        cpu = platform.processor() or platform.machine()
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "faiss": faiss.__version__,
+    return {**machine_base(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "faiss": faiss.__version__,
             "opencv": cv2.__version__, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
             "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from vpr_ros.cli.bench_machine import cpu_model
 
 __all__ = ["add_arguments", "run_verify_bench", "simulated_local_maps"]
 
@@ -145,14 +146,8 @@ def _case(args: argparse.Namespace, shape: str) -> dict[str, Any]:
 def _machine(threads: int) -> dict[str, Any]:
     import torch
 
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in subprocess.run(
-            ["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines()
-            if line.startswith("Model name"))
-    except StopIteration:
-        model = platform.processor() or platform.machine()
     blas = np.__config__.CONFIG.get("Build Dependencies", {}).get("blas", {})
-    return {"cpu": model, "cores": os.cpu_count(), "threads": threads, "numpy": np.__version__,
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads, "numpy": np.__version__,
             "numpy_blas": f"{blas.get('name', '?')} {blas.get('version', '')}".strip(),
             "torch": torch.__version__, "torch_blas": "MKL" if torch.backends.mkl.is_available() else "?",
             "torch_threads": torch.get_num_threads(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
