@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -11,7 +12,7 @@ import numpy.typing as npt
 from vpr_ros.core.config import DetectorConfig, KeyframeConfig, VerifyConfig
 from vpr_ros.core.types import Keyframe
 
-__all__ = ["KeyframeSelector", "is_excluded", "ConsistencyFilter", "rotation_angle"]
+__all__ = ["KeyframeSelector", "is_excluded", "ConsistencyFilter", "rotation_angle", "find_key"]
 
 NS = 1_000_000_000
 
@@ -121,3 +122,15 @@ class ConsistencyFilter:
         self._streak = self._streak + 1 if agrees else 1
         self._prev = cur
         return self._streak
+
+
+def find_key(keyframes: Sequence[Keyframe], robot_id: str, session_id: str, keyframe_id: int) -> int | None:
+    """Map key (list position) of keyframe ``keyframe_id`` of (robot_id, session_id), or None.
+
+    Newest first: the keyframe just made, or a recent place being labelled, is found at once.
+    """
+    for key in range(len(keyframes) - 1, -1, -1):
+        kf = keyframes[key]
+        if kf.id == keyframe_id and kf.robot_id == robot_id and kf.session_id == session_id:
+            return key
+    return None

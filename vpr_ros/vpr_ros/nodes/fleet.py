@@ -37,6 +37,7 @@ from vpr_ros.core.bandwidth import TokenBucket
 from vpr_ros.core.detector import LoopClosureDetector
 from vpr_ros.core.errors import FleetError, VprError
 from vpr_ros.core.feature_cache import FetchedFeatures
+from vpr_ros.core.keyframes import find_key
 from vpr_ros.core.remote_keyframes import (WIRE_ENCODING, DescriptorBatch, check_model, decode_batch,
                                            decode_geometry, decode_locals, encode_batch, encode_geometry,
                                            encode_locals)
@@ -148,12 +149,9 @@ class FleetLink:
     # -- sending ----------------------------------------------------------------------------
     def keyframe(self, kf: Keyframe) -> None:
         """Queue our new keyframe ``kf`` for broadcast (call right after the detector made it)."""
-        keyframes = self._detector.keyframes
-        key = len(keyframes) - 1
-        while key >= 0 and (keyframes[key].session_id, keyframes[key].id) != (kf.session_id, kf.id):
-            key -= 1
+        key = find_key(self._detector.keyframes, kf.robot_id, kf.session_id, kf.id)  # the last one, usually
         with self._mutex:
-            if key >= 0:
+            if key is not None:
                 self._own[(kf.session_id, kf.id)] = key
             self._outbox.append(kf)
 

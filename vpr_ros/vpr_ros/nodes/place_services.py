@@ -22,6 +22,7 @@ from vpr_ros_msgs.srv import FindPlace, LabelPlace
 from vpr_ros.core.config import Config
 from vpr_ros.core.detector import LoopClosureDetector, StepResult
 from vpr_ros.core.errors import ConfigError, VprError
+from vpr_ros.core.keyframes import find_key
 from vpr_ros.core.place_labels import load_labels
 from vpr_ros.core.place_text import PlaceLabel
 from vpr_ros.core.text_query import Embedder, PlaceMatch, find_places
@@ -31,18 +32,9 @@ from vpr_ros.io.poses import matrix_to_pose
 from vpr_ros.nodes.conversions import ns_to_stamp
 from vpr_ros.nodes.node_ocr import Identity, NodeOcr, keyframe_identity as _identity
 
-__all__ = ["PlaceServices", "find_key", "place_msg"]
+__all__ = ["PlaceServices", "place_msg"]
 
 _DEFAULT_LIMIT = 10
-
-
-def find_key(keyframes: Sequence[Keyframe], robot_id: str, session_id: str, keyframe_id: int) -> int | None:
-    """Map key of the keyframe ``keyframe_id`` of (robot_id, session_id), or None."""
-    for key in range(len(keyframes) - 1, -1, -1):  # newest first: labels usually go to recent places
-        kf = keyframes[key]
-        if kf.id == keyframe_id and kf.robot_id == robot_id and kf.session_id == session_id:
-            return key
-    return None
 
 
 def place_msg(query: Keyframe, match: Keyframe, best: Verification, loops: Sequence[LoopClosure],
@@ -96,9 +88,7 @@ class PlaceServices:
         kf = result.keyframe
         if kf is None:
             return
-        key = self._detector.num_keyframes - 1  # appended last, under this lock (a shared map aside)
-        if self._detector.keyframe(key) is not kf:
-            key = find_key(self._detector.keyframes, kf.robot_id, kf.session_id, kf.id)
+        key = find_key(self._detector.keyframes, kf.robot_id, kf.session_id, kf.id)  # the last one, usually
         if key is not None:
             self._current = (key, _identity(kf))
             self.ocr.submit(key, _identity(kf), image)
