@@ -10,11 +10,23 @@ import torch
 
 from vpr_ros.core.config import VerifyConfig
 from vpr_ros.core.errors import InputError
-from vpr_ros.core.mnn_batched import NumpyFp32Gemm, _bf16, error_bound, mnn_counts_many, mnn_pairs_many
+from vpr_ros.core.mnn_batched import NumpyFp32Gemm, error_bound, mnn_counts_many, mnn_pairs_many
+from vpr_ros.core import mnn_kernels
+from vpr_ros.core.mnn_bounds import bf16_round as _bf16
 from vpr_ros.core.types import Candidate
 from vpr_ros.core.verification import Verifier, mnn_count, mnn_pairs
 from vpr_ros.models.backends.mnn_screen import SCREENS as PRECISIONS
 from vpr_ros.models.backends import mnn_screen
+
+
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def row_pass(request, monkeypatch):
+    """Every test runs with the compiled kernels (numba, pinned in requirements/base.txt) and with
+    the numpy fallback that runs where numba is missing."""
+    assert mnn_kernels.AVAILABLE, "numba is pinned in requirements/base.txt; run scripts/setup.sh"
+    if request.param == "numpy":
+        monkeypatch.setattr(mnn_kernels, "AVAILABLE", False)
+    return request.param
 
 
 def screen(name):
@@ -99,6 +111,16 @@ def test_near_duplicates_inside_the_bound(precision):
     q2 = q.copy()
     q2[1::2] = _unit(q2[::2][: q2[1::2].shape[0]] + 1e-4 * rng.standard_normal(q2[1::2].shape))
     _assert_same(q2, cands, precision)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_selavpr_sized_maps(precision):
+    """61x61x128 maps (SelaVPR), blocks of 2 MB: a revisit and an unrelated place."""
+    rng = np.random.default_rng(10)
+    q = _smooth(rng, 61, 128, 16)
+    cands = [_unit(q + 0.3 * rng.standard_normal(q.shape).astype(np.float32)), _smooth(rng, 61, 128, 16)]
+    got = _assert_same(q, cands, precision)
+    assert len(got[0][0]) > 300
 
 
 def _rounded_reference(local0, local1):

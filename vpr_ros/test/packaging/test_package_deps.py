@@ -32,7 +32,7 @@ ROSDEP = {
 #: import name -> pip distribution, for modules without a usable rosdep key (the reason is in package.xml).
 PIP_ONLY = {"faiss": "faiss-cpu", "torch": "torch", "onnx": "onnx", "onnxruntime": "onnxruntime",
             "rosbags": "rosbags", "apsw": "apsw", "backports": "backports.zstd",
-            "evo": "evo", "gtsam": "gtsam", "safetensors": "safetensors"}
+            "evo": "evo", "gtsam": "gtsam", "safetensors": "safetensors", "numba": "numba"}
 #: Standard-library modules newer than the Python we run on (tried first, with a fallback import).
 NEWER_STDLIB = {"compression"}  # Python 3.14's zstd; io/mcap_salvage.py falls back to backports.zstd
 #: Optional GPU backend: never a hard dependency, so it must only be imported inside functions.

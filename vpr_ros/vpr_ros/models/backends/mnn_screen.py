@@ -28,9 +28,15 @@ class TorchGemm:
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         self.a = torch.from_numpy(f0).to(dtype)
         self.b = torch.from_numpy(f).to(dtype).T
+        self._out = torch.empty(0, dtype=dtype)
 
     def block(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-        out = torch.mm(self.a[r0:r1], self.b[:, c0:c1])
+        """S[r0:r1, c0:c1] in one output buffer reused across calls (no page faults per block): a
+        block is valid until the next call, as ``BlockGemm`` allows."""
+        n = (r1 - r0) * (c1 - c0)
+        if self._out.numel() < n:
+            self._out = torch.empty(n, dtype=self._out.dtype)
+        out = torch.mm(self.a[r0:r1], self.b[:, c0:c1], out=self._out[:n].view(r1 - r0, c1 - c0))
         return out.view(torch.int16).numpy() if self.precision == "bf16" else out.numpy()
 
 

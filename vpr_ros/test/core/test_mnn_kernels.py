@@ -1,0 +1,76 @@
+"""The compiled row pass (``core.mnn_kernels``) and the numpy peel against plain numpy reductions."""
+
+import numpy as np
+import pytest
+
+from vpr_ros.core import mnn_batched, mnn_kernels, mnn_rows
+
+
+
+def _block(rng, dtype, rows, n1):
+    if dtype == np.int16:  # bf16 bit patterns of values in [-1, 1], both signs
+        return (rng.standard_normal((rows, n1)).astype(np.float32) * 0.3).view(np.int32) >> 16
+    return rng.standard_normal((rows, n1)).astype(np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+@pytest.mark.parametrize("rows,n1", [(32, 3721), (70, 400), (5, 63), (33, 64), (3, 1)])
+def test_reduce_and_collect_match_numpy(dtype, rows, n1):
+    assert mnn_kernels.AVAILABLE
+    rng = np.random.default_rng(rows * 1000 + n1)
+    s = np.ascontiguousarray(_block(rng, dtype, rows, n1).astype(dtype))
+    s[1, n1 // 2] = s[1].max()  # a tie for the maximum: the first index wins
+    group = 32
+    cmax = np.empty((2 + rows // group, n1), dtype)
+    chmax = np.empty((rows, mnn_kernels.CHUNKS), dtype)
+    rowmax = np.empty(rows, dtype)
+    mnn_kernels.reduce_block(s, cmax, 1, group, chmax, rowmax)
+    for g in range(-(-rows // group)):
+        assert np.array_equal(cmax[1 + g], s[g * group:(g + 1) * group].max(axis=0))
+    assert np.array_equal(rowmax, s.max(axis=1))
+    # thresholds: a margin below each row's maximum, one row takes everything (the floor)
+    thr = (rowmax - (40 if dtype == np.int16 else 0.5)).astype(dtype)
+    thr[0] = np.iinfo(np.int16).min if dtype == np.int16 else -np.inf
+    arg = np.empty(rows, np.int64)
+    small = [np.empty(2, np.int64), np.empty(2, np.int64), np.empty(2, dtype)]  # too small: count only
+    n = mnn_kernels.collect_hits(s, chmax, rowmax, thr, arg, *small)
+    out = [np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, dtype)]
+    assert mnn_kernels.collect_hits(s, chmax, rowmax, thr, arg, *out) == n
+    assert np.array_equal(arg, s.argmax(axis=1))
+    hit = s >= thr[:, None]
+    many = hit.sum(axis=1) > 1
+    want_r, want_j = np.nonzero(hit & many[:, None])
+    got = sorted(zip(out[0].tolist(), out[1].tolist()))
+    assert got == sorted(zip(want_r.tolist(), want_j.tolist()))
+    assert np.array_equal(out[2], s[out[0], out[1]])
+
+
+def test_settle_groups_in_any_order_equals_numpy_settle(monkeypatch):
+    """The compiled settle sorts groups that arrive out of order and gives numpy's winners."""
+    rng = np.random.default_rng(3)
+    f0 = rng.standard_normal((50, 16)).astype(np.float32)
+    f1 = np.concatenate([f0[:20], f0[:20] + np.float32(1e-7), rng.standard_normal((30, 16)).astype(np.float32)])
+    groups = rng.integers(0, 25, 400)
+    rows, cols = groups % 50, rng.integers(0, 70, 400)
+    e32 = 2 * 16 * 2.0 ** -24 * 30
+    got = mnn_batched._settle(f0, f1, groups, rows, cols, cols, e32)
+    monkeypatch.setattr(mnn_kernels, "AVAILABLE", False)
+    want = mnn_batched._settle(f0, f1, groups, rows, cols, cols, e32)
+    assert sorted(zip(groups[got], cols[got])) == sorted(zip(groups[want], cols[want]))
+    assert len(np.unique(groups[got])) == len(np.unique(groups))
+
+
+@pytest.mark.parametrize("width,n1", [(61, 3721), (20, 400), (1, 5), (2, 4), (3, 9), (1, 1)])
+def test_neighbour_offsets_distinct_and_nonzero(width, n1):
+    offs = mnn_rows.neighbour_offsets(width, n1) % max(n1, 1)
+    assert len(set(offs.tolist())) == len(offs) and (n1 == 1 or 0 not in offs)
+
+
+@pytest.mark.parametrize("shape", [(400, 400), (1, 7), (9, 1), (33, 70)])
+def test_column_argmax_is_numpys(shape):
+    rng = np.random.default_rng(shape[0])
+    s = rng.integers(-3, 3, shape).astype(np.float32)  # many exact ties
+    s[0, 0] = -0.0
+    cols = np.empty(shape[1], np.int64)
+    mnn_kernels.column_argmax(s, cols)
+    assert np.array_equal(cols, s.argmax(axis=0))
