@@ -1,5 +1,6 @@
 """Detector on real corridor frames with the tiny extractor, plus map persistence."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -7,7 +8,8 @@ from conftest import corridor_image
 from vpr_ros.core.config import config_from_flat
 from vpr_ros.core.detector import LoopClosureDetector
 from vpr_ros.core.errors import ConfigError, InputError, MapStoreError, StampOrderError
-from vpr_ros.core.types import Frame
+from vpr_ros.core.types import Descriptors, Frame
+from vpr_ros.models.backends.mnn_screen import configured_screen
 
 NS = 1_000_000_000
 
@@ -131,3 +133,43 @@ def test_store_local_false_needs_global_method(tiny_extractor):
     det = LoopClosureDetector(_cfg(**{"map.store_local": False, "verify.method": "global",
                                       "verify.min_global_similarity": 0.5}), tiny_extractor)
     assert det.process(Frame(0, corridor_image("ref", 0))).keyframe.local is None
+
+
+class _LargeMapTiny:
+    """The tiny extractor's features on a 32x32 grid: a 1024 x 1024 similarity matrix (4 MB in
+    fp32) is more than one block, so the MNN count runs through the configured screen."""
+
+    model_id = "tiny32@test"
+    global_dim = 108
+
+    def __init__(self, tiny):
+        self.tiny = tiny
+
+    def extract(self, images):
+        out = self.tiny.extract(images)
+        loc = []
+        for im in images:
+            grey = cv2.cvtColor(im, cv2.COLOR_RGB2GRAY).astype(np.float32)
+            small = cv2.resize(im, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+            gx = cv2.Sobel(cv2.resize(grey, (32, 32)), cv2.CV_32F, 1, 0)[..., None]
+            f = np.concatenate([small - small.mean(), gx], axis=2) + 1e-3
+            loc.append(f / np.linalg.norm(f, axis=2, keepdims=True))
+        return Descriptors(out.global_, np.stack(loc).astype(np.float32))
+
+
+def test_bf16_screen_gives_the_same_loops(tiny_extractor):
+    """verify.mnn_screen only changes speed: the bf16 screen's detector publishes exactly the fp32
+    detector's loops, with the same MNN counts, on real corridor frames."""
+    model = _LargeMapTiny(tiny_extractor)
+    cfg = _cfg(**{"verify.min_matches": 200})
+    runs = []
+    for gemm in (None, configured_screen("bf16")):
+        det, t, seen = LoopClosureDetector(cfg, model, gemm), 0, []
+        for split in ("ref", "query"):
+            for i in range(0, 40, 2):
+                res = det.process(Frame(t, corridor_image(split, i)))
+                seen += [(lp.query_id, lp.match_id, lp.local_matches) for lp in res.loop_closures]
+                t += NS // 2
+            t += 100 * NS
+        runs.append(seen)
+    assert runs[0] and runs[0] == runs[1]

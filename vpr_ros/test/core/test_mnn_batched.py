@@ -46,7 +46,7 @@ def _smooth(rng, h, c, base):
 
 
 def _assert_same(local0, locals1, precision, **kw):
-    got = mnn_pairs_many(local0, locals1, screen(precision), **kw)
+    got = mnn_pairs_many(local0, locals1, screen(precision) if isinstance(precision, str) else precision, **kw)
     for k, local1 in enumerate(locals1):
         ref0, ref1 = mnn_pairs(local0, local1)
         assert np.array_equal(got[k][0], ref0) and np.array_equal(got[k][1], ref1), (precision, k)
@@ -220,3 +220,28 @@ def test_numpy_bf16_rounding_is_torchs():
     ties = (np.arange(1, 2001, dtype=np.uint32) << 16 | 0x8000).view(np.float32)  # exact halfway cases
     x = np.concatenate([x, ties, -ties, np.float32([0.0, -0.0, 1e-40, 3.0e38])])
     assert np.array_equal(_bf16(x), torch.from_numpy(x).bfloat16().float().numpy())
+
+
+def test_configured_screen_choices_and_small_maps_plain():
+    """verify.mnn_screen: fp32 is the core default; bf16 (and auto on a CPU with native bf16) give a
+    screen that leaves maps fitting one block to the plain product and screens the large ones."""
+    assert mnn_screen.configured_screen("fp32") is None
+    bf16 = mnn_screen.configured_screen("bf16")
+    assert isinstance(bf16, mnn_screen.LargeMapsScreen)
+    auto = mnn_screen.configured_screen("auto")
+    assert (auto is not None) == mnn_screen.native_bf16()
+    with pytest.raises(InputError, match="mnn_screen"):
+        mnn_screen.configured_screen("fp8")
+    built = []
+
+    def factory(f0, f):
+        built.append(f.shape)
+        return mnn_screen.TorchGemm(f0, f, "bf16")
+
+    rng = np.random.default_rng(11)
+    small = _smooth(rng, 20, 32, 5)
+    _assert_same(small, [small[::-1].copy()], mnn_screen.LargeMapsScreen(factory))
+    assert built == []  # 400 x 400 fits one block: the plain product
+    large = _smooth(rng, 40, 32, 8)
+    _assert_same(large, [large[::-1].copy()], mnn_screen.LargeMapsScreen(factory))
+    assert built == [(1600, 32)]

@@ -101,7 +101,10 @@ def run(args: argparse.Namespace) -> int:
     check_paths(args)
     inputs = geometry_inputs(args)
     pairs = load_vprbench_gt(args.gt_npy) if args.gt_npy else None
-    detector = LoopClosureDetector(config, text_extractor(config, load_extractor(config)))
+    from vpr_ros.models.backends.mnn_screen import configured_screen  # torch, like the extractor
+
+    detector = LoopClosureDetector(config, text_extractor(config, load_extractor(config)),
+                                   configured_screen(config.verify.mnn_screen))
     attach_text_reader(detector)  # text.ocr=inline: read each new keyframe (the text rule needs it)
     frame_index = {}
     for path in args.map_load or ():  # several maps: sessions/robots side by side, keys never collide

@@ -18,7 +18,7 @@ from typing import Any, Collection, Mapping
 import yaml
 
 from vpr_ros.core.config_checks import (BACKENDS, DEVICES, LOCAL_ENCODINGS, MAX_COUNT, MAX_METRES,  # noqa: F401
-                                        MAX_SEC, METRICS, PRECISIONS, VERIFY_METHODS)
+                                        MAX_SEC, METRICS, MNN_SCREENS, PRECISIONS, VERIFY_METHODS)
 from vpr_ros.core.config_checks import (check_choice as _check_choice, check_fields as _check_fields,
                                         check_range as _check_range, meta as _meta)
 from vpr_ros.core.config_loop import GeometryConfig, OdometryGateConfig
@@ -125,6 +125,12 @@ class VerifyConfig:
 
     method: str = dataclasses.field(default="mnn", metadata=_meta(
         "Verification method.", choices=VERIFY_METHODS))
+    mnn_screen: str = dataclasses.field(default="auto", metadata=_meta(
+        "GEMM that screens the exact MNN count; the counts are identical for every choice (an error "
+        "bound and an exact settle decide, core/mnn_batched.py), only the speed differs. auto: bf16 "
+        "(oneDNN) where the CPU has native bf16 (AVX512-BF16 or AMX), else fp32; maps whose whole "
+        "similarity matrix fits one 2 MB block (lite0-gem's 20x20) always take the plain fp32 product.",
+        choices=MNN_SCREENS))
     min_matches: int = dataclasses.field(default=120, metadata=_meta(
         "Accept a candidate when its mutual-nearest-neighbour count reaches this. The default suits "
         "lite0-gem's 20x20 map (400 locations: same place ~150-220, another environment ~70-100); "

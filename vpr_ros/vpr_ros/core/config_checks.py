@@ -17,6 +17,7 @@ DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 METRICS = ("inner_product",)
 VERIFY_METHODS = ("mnn", "mnn+fundamental", "global")
+MNN_SCREENS = ("auto", "fp32", "bf16")  # models/backends/mnn_screen.py
 # Upper bounds of the numeric fields: every value up to them must run (a test feeds each extreme
 # through the detector). 1e9 s is ~31 years, "never" for a time gap, yet finite: `.inf` overflowed
 # the integer nanosecond arithmetic of every frame.

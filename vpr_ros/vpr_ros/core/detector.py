@@ -26,6 +26,7 @@ from vpr_ros.core.keyframe_geometry import frame_geometry
 from vpr_ros.core.keyframes import ConsistencyFilter, KeyframeSelector, is_excluded
 from vpr_ros.core.loop_geometry import LoopGeometry
 from vpr_ros.core.map_thumbnails import encode_thumbnail
+from vpr_ros.core.mnn_batched import GemmFactory
 from vpr_ros.core.odometry_gate import OdometryGate
 from vpr_ros.core.place_text import TextReading
 from vpr_ros.core.text_rule import TextReader, TextRule
@@ -67,7 +68,9 @@ class StepResult:
 class LoopClosureDetector(KeyframeMapMixin):
     """Detects loop closures in a stream of frames of one robot and session (``config.detector``)."""
 
-    def __init__(self, config: Config, model: Extractor) -> None:
+    def __init__(self, config: Config, model: Extractor, mnn_gemm: GemmFactory | None = None) -> None:
+        """``mnn_gemm``: the screen of the MNN count (``models.backends.mnn_screen.configured_screen``
+        for ``verify.mnn_screen``); it changes the speed, never the counts. None: numpy fp32."""
         if not config.map.store_local and config.verify.method != "global":
             raise ConfigError(f"verify.method={config.verify.method!r} compares dense local features of "
                               "stored keyframes, so map.store_local must be true (or use 'global')")
@@ -75,7 +78,7 @@ class LoopClosureDetector(KeyframeMapMixin):
         self.model = model
         self.model_id = model.model_id
         self._selector = KeyframeSelector(config.keyframes)
-        self._verifier = Verifier(config.verify)
+        self._verifier = Verifier(config.verify, mnn_gemm)
         self._consistency = ConsistencyFilter(config.verify)
         self._geometry = LoopGeometry(config.geometry, model)
         self._gate = OdometryGate(config.odometry_gate)

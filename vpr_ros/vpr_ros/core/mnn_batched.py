@@ -196,8 +196,9 @@ def mnn_pairs_many(local0: npt.ArrayLike, locals1: list[npt.ArrayLike], gemm: Ge
 
     Returns, per candidate, flat location indices (M,) into the query and (M,) into the candidate,
     ordered by query index: exactly ``verification.mnn_pairs(local0, local1)``. ``gemm`` builds
-    the screen; it changes speed, not results. Without one, candidates whose whole S fits in
-    ``block_bytes`` take the plain full product and larger ones numpy's fp32 screen. Memory is O(block_bytes)
+    the screen; it changes speed, not results. Without one (or with one whose ``small_maps_plain``
+    is true), candidates whose whole S fits in ``block_bytes`` take the plain full product; larger
+    ones take the screen, numpy's fp32 by default. Memory is O(block_bytes)
     besides the inputs and a (blocks, K, N1) table of column maxima.
     """
     f0 = _flat(local0, "query")
@@ -212,7 +213,7 @@ def mnn_pairs_many(local0: npt.ArrayLike, locals1: list[npt.ArrayLike], gemm: Ge
         n1 = flats[group[0]].shape[0]
         if f0.shape[0] == 0 or n1 == 0:
             res = [(np.zeros(0, np.int64), np.zeros(0, np.int64))] * len(group)
-        elif gemm is None and 4 * f0.shape[0] * n1 <= block_bytes:
+        elif (gemm is None or getattr(gemm, "small_maps_plain", False)) and 4 * f0.shape[0] * n1 <= block_bytes:
             res = [_plain(f0, flats[p]) for p in group]
         else:
             res = _mnn_group(f0, np.stack([flats[p] for p in group]), shape[1], gemm or NumpyFp32Gemm,

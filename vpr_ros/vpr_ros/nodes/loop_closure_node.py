@@ -68,7 +68,10 @@ class LoopClosureNode(Node):
         if detector is None:
             factory = extractor_factory or (load_extractor_factory(self.settings.extractor_factory)
                                             if self.settings.extractor_factory else default_extractor)
-            detector = LoopClosureDetector(self.config, factory(self.config))
+            from vpr_ros.models.backends.mnn_screen import configured_screen  # torch, like the extractor
+
+            detector = LoopClosureDetector(self.config, factory(self.config),
+                                           configured_screen(self.config.verify.mnn_screen))
         self.detector = detector
         # What diagnostics call the backend: the model's own word when it has one (injected models).
         self.backend = str(getattr(detector.model, "backend", None) or (

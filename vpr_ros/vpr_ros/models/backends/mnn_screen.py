@@ -12,7 +12,7 @@ import torch
 
 from vpr_ros.core.errors import InputError
 
-__all__ = ["TorchGemm", "torch_gemm", "screen", "SCREENS"]
+__all__ = ["TorchGemm", "torch_gemm", "screen", "SCREENS", "LargeMapsScreen", "native_bf16", "configured_screen"]
 
 #: Screen names of ``vpr-ros bench verify``: "fp32" is numpy's (core), the rest are here.
 SCREENS = ("fp32", "fp32-torch", "bf16")
@@ -52,3 +52,35 @@ def screen(name: str):
     if name not in SCREENS:
         raise InputError(f"MNN screen {name!r} is unknown; use one of {', '.join(SCREENS)}")
     return None if name == "fp32" else torch_gemm("fp32" if name == "fp32-torch" else "bf16")
+
+
+class LargeMapsScreen:
+    """A screen for the large maps only: ``mnn_pairs_many`` gives maps whose whole similarity matrix
+    fits one block the plain fp32 product (faster there, and exact), the rest this screen."""
+
+    small_maps_plain = True
+
+    def __init__(self, factory) -> None:
+        self.factory = factory
+
+    def __call__(self, f0: np.ndarray, f: np.ndarray) -> TorchGemm:
+        return self.factory(f0, f)
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX), where oneDNN's bf16 GEMM is
+    ~3.5x its fp32 GEMM (docs/benchmarks.md); elsewhere bf16 may be emulated and slower than fp32."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(p is not None and p() for p in probes)
+
+
+def configured_screen(name: str):
+    """The screen of ``verify.mnn_screen`` (auto, fp32, bf16) for ``Verifier(mnn_gemm=...)``; None is
+    the core's default (numpy fp32). Every choice gives the same counts."""
+    if name not in ("auto", "fp32", "bf16"):
+        raise InputError(f"verify.mnn_screen {name!r} is unknown; use auto, fp32 or bf16")
+    if name == "fp32" or (name == "auto" and not native_bf16()):
+        return None
+    return LargeMapsScreen(torch_gemm("bf16"))
