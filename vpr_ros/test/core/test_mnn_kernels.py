@@ -6,7 +6,6 @@ import pytest
 from vpr_ros.core import mnn_batched, mnn_kernels, mnn_rows
 
 
-
 def _block(rng, dtype, rows, n1):
     if dtype == np.int16:  # bf16 bit patterns of values in [-1, 1], both signs
         return (rng.standard_normal((rows, n1)).astype(np.float32) * 0.3).view(np.int32) >> 16
@@ -15,30 +14,34 @@ def _block(rng, dtype, rows, n1):
 
 @pytest.mark.parametrize("dtype", [np.int16, np.float32])
 @pytest.mark.parametrize("rows,n1", [(32, 3721), (70, 400), (5, 63), (33, 64), (3, 1)])
-def test_reduce_and_collect_match_numpy(dtype, rows, n1):
+def test_scan_block_matches_numpy(dtype, rows, n1):
     assert mnn_kernels.AVAILABLE
     rng = np.random.default_rng(rows * 1000 + n1)
     s = np.ascontiguousarray(_block(rng, dtype, rows, n1).astype(dtype))
-    s[1, n1 // 2] = s[1].max()  # a tie for the maximum: the first index wins
+    s[1 % rows, n1 // 2] = s[1 % rows].max()  # a tie for the maximum: the first index wins
+    if dtype == np.int16:  # a row of negative values only: its threshold is the floor, all compete
+        s[-1] = -np.abs(s[-1]) - 1
     group = 32
+    if dtype == np.int16:  # thresholds by table: 40 keys below the maximum; row maxima < 0 take all
+        table = np.where(np.arange(65536) < 32768, np.arange(65536) - 40, -32768).astype(np.int16)
+        want_thr = table[s.max(axis=1).view(np.uint16)].astype(np.float64)
+        margin = 0.0
+    else:
+        table, margin = np.zeros(0, np.int16), 0.5
+        want_thr = s.max(axis=1).astype(np.float64) - margin
     cmax = np.empty((2 + rows // group, n1), dtype)
-    chmax = np.empty((rows, mnn_kernels.CHUNKS), dtype)
-    rowmax = np.empty(rows, dtype)
-    mnn_kernels.reduce_block(s, cmax, 1, group, chmax, rowmax)
+    rowmax, arg = np.empty(rows, dtype), np.empty(rows, np.int64)
+    small = [np.empty(2, np.int64), np.empty(2, np.int64), np.empty(2, dtype)]  # too small: count only
+    n = mnn_kernels.scan_block(s, cmax, 1, group, table, margin, rowmax, arg, *small)
+    out = [np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, dtype)]
+    assert mnn_kernels.scan_block(s, cmax, 1, group, table, margin, rowmax, arg, *out) == n
     for g in range(-(-rows // group)):
         assert np.array_equal(cmax[1 + g], s[g * group:(g + 1) * group].max(axis=0))
-    assert np.array_equal(rowmax, s.max(axis=1))
-    # thresholds: a margin below each row's maximum, one row takes everything (the floor)
-    thr = (rowmax - (40 if dtype == np.int16 else 0.5)).astype(dtype)
-    thr[0] = np.iinfo(np.int16).min if dtype == np.int16 else -np.inf
-    arg = np.empty(rows, np.int64)
-    small = [np.empty(2, np.int64), np.empty(2, np.int64), np.empty(2, dtype)]  # too small: count only
-    n = mnn_kernels.collect_hits(s, chmax, rowmax, thr, arg, *small)
-    out = [np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, dtype)]
-    assert mnn_kernels.collect_hits(s, chmax, rowmax, thr, arg, *out) == n
-    assert np.array_equal(arg, s.argmax(axis=1))
-    hit = s >= thr[:, None]
+    assert np.array_equal(rowmax, s.max(axis=1)) and np.array_equal(arg, s.argmax(axis=1))
+    hit = s.astype(np.float64) >= want_thr[:, None]
     many = hit.sum(axis=1) > 1
+    assert many.any() or n1 == 1
+    assert dtype == np.float32 or hit[-1].all()
     want_r, want_j = np.nonzero(hit & many[:, None])
     got = sorted(zip(out[0].tolist(), out[1].tolist()))
     assert got == sorted(zip(want_r.tolist(), want_j.tolist()))

@@ -146,12 +146,17 @@ def _case(args: argparse.Namespace, shape: str) -> dict[str, Any]:
 def _machine(threads: int) -> dict[str, Any]:
     import torch
 
+    from vpr_ros.core import mnn_kernels
+
+    if mnn_kernels.AVAILABLE:
+        import numba
     blas = np.__config__.CONFIG.get("Build Dependencies", {}).get("blas", {})
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads, "numpy": np.__version__,
             "numpy_blas": f"{blas.get('name', '?')} {blas.get('version', '')}".strip(),
             "torch": torch.__version__, "torch_blas": "MKL" if torch.backends.mkl.is_available() else "?",
             "torch_threads": torch.get_num_threads(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
-            "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS")}
+            "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
+            "mnn_kernels": f"numba {numba.__version__}" if mnn_kernels.AVAILABLE else "numpy (no numba)"}
 
 
 def _print(case: dict[str, Any]) -> None:

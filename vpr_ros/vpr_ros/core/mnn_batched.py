@@ -140,7 +140,21 @@ def _mnn_group(f0: F32, f: F32, width: int, gemm: GemmFactory, block_bytes: int)
     if not len(ucol):
         return [(ci, cj)] * k
     uk, uj = ucol // n1, ucol % n1
-    near = cmax[uk, :, uj].T >= cthr[uk, uj][None]  # (row groups, U)
+    if mnn_kernels.AVAILABLE:
+        colarg = _columns_compiled(f0, flat, cmax, uk, uj, ucol, cthr[uk, uj], e32)
+    else:
+        colarg = _columns(f0, flat, cmax, uk, uj, ucol, cthr[uk, uj], e32)
+    mutual = colarg[inv] == ci
+    mk, mi, mj = ck[mutual], ci[mutual], cj[mutual]  # sorted by candidate, then query index
+    cut = np.searchsorted(mk, np.arange(k + 1))
+    return [(mi[cut[kk]:cut[kk + 1]], mj[cut[kk]:cut[kk + 1]]) for kk in range(k)]
+
+
+def _columns(f0: F32, flat: F32, cmax: np.ndarray, uk: I64, uj: I64, ucol: I64, thr: np.ndarray,
+             e32: float) -> I64:
+    """Column argmax (the query row) of each column ucol among the row groups whose screen maximum
+    reaches thr: the near groups recomputed in fp32, rows within the fp32 bound settled exactly."""
+    near = cmax[uk, :, uj].T >= thr[None]  # (row groups, U)
     # Recompute the near row groups of those columns in fp32, then settle rows within the fp32 bound.
     best = np.full(len(ucol), -np.inf, np.float32)
     parts = []
@@ -159,10 +173,23 @@ def _mnn_group(f0: F32, f: F32, width: int, gemm: GemmFactory, block_bytes: int)
     colarg = np.full(len(ucol), -1, np.int64)
     win = _exact_winners(f0, flat, cuid, crows, ucol[cuid], crows, np.arange(len(cuid)))
     colarg[cuid[win]] = crows[win]
-    mutual = colarg[inv] == ci
-    mk, mi, mj = ck[mutual], ci[mutual], cj[mutual]  # sorted by candidate, then query index
-    cut = np.searchsorted(mk, np.arange(k + 1))
-    return [(mi[cut[kk]:cut[kk + 1]], mj[cut[kk]:cut[kk + 1]]) for kk in range(k)]
+    return colarg
+
+
+def _columns_compiled(f0: F32, flat: F32, cmax: np.ndarray, uk: I64, uj: I64, ucol: I64, thr: np.ndarray,
+                      e32: float) -> I64:
+    """``_columns`` through ``mnn_kernels.settle_columns``."""
+    colarg = np.empty(len(ucol), np.int64)
+    tie_u, tie_r = np.empty(len(ucol), np.int64), np.empty(len(ucol), np.int64)
+    n = mnn_kernels.settle_columns(f0, flat, cmax, uk, uj, ucol, thr, GROUP, 2.0 * e32, colarg, tie_u, tie_r)
+    if n > len(tie_u):
+        tie_u, tie_r = np.empty(n, np.int64), np.empty(n, np.int64)
+        mnn_kernels.settle_columns(f0, flat, cmax, uk, uj, ucol, thr, GROUP, 2.0 * e32, colarg, tie_u, tie_r)
+    tie_u, tie_r = tie_u[:n], tie_r[:n]
+    if n:
+        win = _exact_winners(f0, flat, tie_u, tie_r, ucol[tie_u], tie_r, np.arange(n))
+        colarg[tie_u[win]] = tie_r[win]
+    return colarg
 
 
 def _plain(f0: F32, f1: F32) -> tuple[I64, I64]:

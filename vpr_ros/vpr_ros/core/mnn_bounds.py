@@ -149,7 +149,8 @@ class Screen:
         self.base, self.out, self.e32 = _bounds(f0, f, self.precision)
         self.floor = np.int16(-32768) if self.precision == "bf16" else np.float32(-np.inf)
         self.itemsize = 2 if self.precision == "bf16" else 4
-        self._table = self._bf16_table() if self.precision == "bf16" else None
+        #: Threshold key of every bf16 key, indexed by its bits read as uint16 (None for fp32).
+        self.table = self._bf16_table() if self.precision == "bf16" else None
 
     def block(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         return self.gemm.block(r0, r1, c0, c1)
@@ -174,8 +175,8 @@ class Screen:
 
     def thresholds(self, keys: np.ndarray) -> np.ndarray:
         """Per screen maximum (a key), the smallest key an entry needs to lie within 2e of it."""
-        if self._table is not None:
-            return self._table[np.asarray(keys, np.int16).view(np.uint16)]
+        if self.table is not None:
+            return self.table[np.asarray(keys, np.int16).view(np.uint16)]
         v = np.asarray(keys, np.float64)
         return _round_down_f32(v - self._margin(v))
 

@@ -1,40 +1,58 @@
-"""Compiled row-pass kernels for ``mnn_rows`` (numba; optional: without it the numpy pass runs).
+"""Compiled loops of the exact MNN (numba; optional: without it numpy runs the same steps).
 
-Two sweeps per screen block of one candidate, both over data in cache:
+- ``scan_block``: the row pass of one screen block in one sweep a row at a time: the column maxima
+  per group of query rows, the maxima of 64 *strided chunks* (chunk c holds the entries j with
+  j % 64 == c: plain elementwise and vertical maxima, which LLVM vectorises), the row maximum, its
+  threshold, and the entries at or above it, read only from the chunks whose maximum reaches it.
+- ``settle_groups`` / ``settle_columns``: fp32 dot products of the ambiguous rows' competitors and of
+  the query rows near each relevant column's maximum, and who is within the fp32 bound of the best.
+- ``max_norms``: the norms the error bound needs; ``column_argmax``: the plain product's argmax
+  over axis 0.
 
-1. ``reduce_block``: per row, the column maxima of its group of query rows and the maxima of its
-   64 *strided chunks* (chunk c holds the entries j with j % 64 == c); the row maximum is the
-   largest chunk maximum. Every loop is a plain elementwise or vertical max, which LLVM vectorises.
-2. ``collect_hits``: per row, the entries at or above the row's threshold, read only from chunks
-   whose maximum reaches it (a few chunks of ~60 entries per row), the first index of the maximum
-   (numpy's argmax), and for rows with more than one such entry all of them.
-
-Both work on any dtype numpy orders like the screen keys (int16 bf16 bit patterns, float32).
+All work on the screen's keys (int16 bf16 bit patterns or float32) and are single-threaded.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-__all__ = ["AVAILABLE", "CHUNKS", "reduce_block", "collect_hits", "settle_groups", "max_norms", "column_argmax"]
+__all__ = ["AVAILABLE", "CHUNKS", "scan_block", "settle_groups", "max_norms", "column_argmax", "settle_columns"]
 
 CHUNKS = 64
 
-try:  # numba is optional (requirements/fast_mnn.txt); the numpy row pass is the fallback
+try:  # numba is optional (pinned in requirements/base.txt); numpy runs the same steps without it
+    if os.environ.get("VPR_ROS_MNN_KERNELS", "1") == "0":  # to compare or rule out the kernels
+        raise ImportError("VPR_ROS_MNN_KERNELS=0")
     from numba import njit
 except ImportError:  # pragma: no cover - exercised where numba is not installed
     AVAILABLE = False
-    reduce_block = collect_hits = settle_groups = max_norms = column_argmax = None
+    scan_block = settle_groups = max_norms = column_argmax = settle_columns = None
 else:
     AVAILABLE = True
 
     @njit(cache=True, nogil=True, boundscheck=False)
-    def reduce_block(s, cmax, g0, group, chmax, rowmax):  # pragma: no cover - compiled
-        """cmax[g0 + i // group] = max of the group's rows of s (R, N1); chmax[i, c] = max of
-        s[i, c::64]; rowmax[i] = max of s[i]."""
+    def scan_block(s, cmax, g0, group, table, margin, rowmax, arg, out_r, out_j, out_k):  # pragma: no cover
+        """One sweep over the screen block s (R, N1), a row at a time while it is in cache:
+
+        - cmax[g0 + i // group]: the maximum of the group's rows (an elementwise max, vectorised);
+        - the maxima of the row's 64 strided chunks (chunk c: s[i, c::64]; vertical maxima,
+          vectorised) and rowmax[i], their maximum;
+        - the row's threshold: table[key as uint16] for bf16 keys (``Screen``'s table), or
+          rowmax - margin in float64 for fp32 (table empty); entries are compared in float64;
+        - arg[i]: the first index of the maximum (numpy's argmax); and, for rows with more than
+          one entry at or above the threshold, all of them in out_* (row, j, key), read only from
+          the chunks whose maximum reaches it.
+
+        Returns the number of such entries, which may exceed the buffers (then call again with
+        larger ones: the sweep is idempotent)."""
         n_rows, n1 = s.shape
         full = n1 // CHUNKS
         acc = np.empty(CHUNKS, s.dtype)
+        cap = len(out_r)
+        keyed = len(table) > 0
+        n = 0
         for i in range(n_rows):
             g = g0 + i // group
             if i % group == 0:
@@ -52,30 +70,21 @@ else:
             o = max(full, 1) * CHUNKS
             for c in range(n1 - o):
                 acc[c] = max(acc[c], s[i, o + c])
-            m = acc[0]
+            top = acc[0]
             for c in range(CHUNKS):
-                chmax[i, c] = acc[c]
-                m = max(m, acc[c])
-            rowmax[i] = m
-
-    @njit(cache=True, nogil=True, boundscheck=False)
-    def collect_hits(s, chmax, rowmax, thr, arg, out_r, out_j, out_k):  # pragma: no cover - compiled
-        """arg[i] = first j with s[i, j] == rowmax[i]; every entry >= thr[i] of the rows that have
-        more than one goes to out_* (row, j, key). Returns how many there are, which may exceed
-        the buffers (then only the first len(out_r) are written: call again with larger ones)."""
-        n_rows, n1 = s.shape
-        cap = len(out_r)
-        n = 0
-        for i in range(n_rows):
-            t = thr[i]
-            top = rowmax[i]
+                top = max(top, acc[c])
+            rowmax[i] = top
+            if keyed:
+                t = np.float64(table[np.uint16(top)])
+            else:
+                t = np.float64(top) - margin
             start = n
             first = n1
             for c in range(CHUNKS):
-                if chmax[i, c] >= t:
+                if np.float64(acc[c]) >= t:
                     for j in range(c, n1, CHUNKS):
                         v = s[i, j]
-                        if v >= t:
+                        if np.float64(v) >= t:
                             if v == top and j < first:
                                 first = j
                             if n < cap:
@@ -156,3 +165,85 @@ else:
                 arg[j] = np.int32(i) if gt else arg[j]
         for j in range(n_cols):
             col_arg[j] = arg[j]
+
+    @njit(cache=True, nogil=True, boundscheck=False)
+    def _near_groups(cmax, uk, uj, thr):  # pragma: no cover - compiled
+        """Per column u (sorted by candidate uk), the row groups whose screen maximum reaches thr[u],
+        as offsets into one array. Reads cmax (K, groups, N1) a contiguous row at a time."""
+        n_cols = len(uk)
+        n_groups = cmax.shape[1]
+        off = np.zeros(n_cols + 1, np.int64)
+        for fill in range(2):
+            if fill:
+                for u in range(n_cols):
+                    off[u + 1] += off[u]
+                groups = np.empty(off[n_cols], np.int64)
+                pos = off[:n_cols].copy()
+            else:
+                groups = np.empty(0, np.int64)
+                pos = off[:0]
+            s = 0
+            while s < n_cols:
+                e = s
+                while e < n_cols and uk[e] == uk[s]:
+                    e += 1
+                for g in range(n_groups):
+                    row = cmax[uk[s], g]
+                    for u in range(s, e):
+                        if row[uj[u]] >= thr[u]:
+                            if fill:
+                                groups[pos[u]] = g
+                                pos[u] += 1
+                            else:
+                                off[u + 1] += 1
+                s = e
+        return off, groups
+
+    @njit(cache=True, nogil=True, boundscheck=False, fastmath={"reassoc", "contract"})
+    def _settle_columns(f0, f1, off, groups, ucol, group, margin, col_arg, tie_u, tie_r):  # pragma: no cover
+        n0, c = f0.shape
+        vals = np.empty(n0 + group, np.float32)
+        rows = np.empty(n0 + group, np.int64)
+        cap = len(tie_u)
+        n_tied = 0
+        for u in range(len(ucol)):
+            y = f1[ucol[u]]
+            col_arg[u] = -1
+            m = 0
+            best = -np.inf
+            for p in range(off[u], off[u + 1]):
+                g = groups[p]
+                for r in range(g * group, min(n0, (g + 1) * group)):
+                    x = f0[r]
+                    acc = np.float32(0.0)
+                    for q in range(c):
+                        acc += x[q] * y[q]
+                    vals[m] = acc
+                    rows[m] = r
+                    m += 1
+                    best = max(best, np.float64(acc))
+            low = best - margin
+            n = 0
+            for p in range(m):
+                if vals[p] >= low:
+                    n += 1
+                    col_arg[u] = rows[p]
+            if n > 1:
+                col_arg[u] = -1
+                for p in range(m):
+                    if vals[p] >= low:
+                        if n_tied < cap:
+                            tie_u[n_tied] = u
+                            tie_r[n_tied] = rows[p]
+                        n_tied += 1
+        return n_tied
+
+    def settle_columns(f0, f1, cmax, uk, uj, ucol, thr, group, margin, col_arg, tie_u, tie_r):
+        """Column argmax of each column u (candidate uk[u], sorted; location uj[u]; row ucol[u] of
+        f1) among the query rows of the groups whose screen maximum reaches thr[u]: fp32 dots of
+        those rows, then the rows within ``margin`` (2 e32) of the best. A lone one is col_arg[u];
+        otherwise col_arg[u] = -1 and the tied (u, row) pairs go to tie_u/tie_r for the exact
+        values. Returns the number of tied pairs (call again with larger buffers if it exceeds
+        them)."""
+        off, groups = _near_groups(cmax, uk, uj, thr)
+        return _settle_columns(f0, f1, off, groups, ucol, group, margin, col_arg, tie_u, tie_r)

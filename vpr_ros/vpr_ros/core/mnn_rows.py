@@ -111,10 +111,11 @@ def _tiles(n0: int, k: int, n1: int, itemsize: int, block_bytes: int) -> tuple[i
 
 
 class _KernelRows:
-    """The compiled row pass of one block (see ``mnn_kernels``), with buffers reused across blocks."""
+    """The compiled row pass of one block (``mnn_kernels.scan_block``), buffers reused across blocks."""
 
-    def __init__(self, rows: int, n1: int, dtype: type) -> None:
-        self.chmax = np.empty((rows, mnn_kernels.CHUNKS), dtype)
+    def __init__(self, scr: Screen, rows: int, dtype: type) -> None:
+        self.table = scr.table if scr.table is not None else np.zeros(0, np.int16)
+        self.margin = 2.0 * scr.base  # the fp32 screen's 2e (bf16 thresholds come from the table)
         self.rowmax = np.empty(rows, dtype)
         self.arg = np.empty(rows, np.int64)
         self._grow(rows * 8, dtype)
@@ -122,15 +123,14 @@ class _KernelRows:
     def _grow(self, n: int, dtype: type) -> None:
         self.out_r, self.out_j, self.out_k = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, dtype)
 
-    def __call__(self, scr: Screen, s: np.ndarray, cmax: np.ndarray, g0: int):
-        n = len(s)
-        chmax, rowmax, arg = self.chmax[:n], self.rowmax[:n], self.arg[:n]
-        mnn_kernels.reduce_block(s, cmax, g0, GROUP, chmax, rowmax)
-        thr = scr.thresholds(rowmax)
-        found = mnn_kernels.collect_hits(s, chmax, rowmax, thr, arg, self.out_r, self.out_j, self.out_k)
+    def __call__(self, s: np.ndarray, cmax: np.ndarray, g0: int):
+        rowmax, arg = self.rowmax[:len(s)], self.arg[:len(s)]
+        found = mnn_kernels.scan_block(s, cmax, g0, GROUP, self.table, self.margin, rowmax, arg,
+                                       self.out_r, self.out_j, self.out_k)
         if found > len(self.out_r):
             self._grow(found, s.dtype)
-            mnn_kernels.collect_hits(s, chmax, rowmax, thr, arg, self.out_r, self.out_j, self.out_k)
+            mnn_kernels.scan_block(s, cmax, g0, GROUP, self.table, self.margin, rowmax, arg,
+                                   self.out_r, self.out_j, self.out_k)
         return arg.copy(), rowmax.copy(), self.out_r[:found].copy(), self.out_j[:found].copy(), \
             self.out_k[:found].copy()
 
@@ -149,11 +149,11 @@ def rows_pass(scr: Screen, n0: int, k: int, n1: int, width: int, block_bytes: in
     cmax = np.empty((k, -(-n0 // GROUP), n1), dtype)
     found: list[tuple[I64, I64, I64, np.ndarray]] = []
     if mnn_kernels.AVAILABLE:
-        kernel = _KernelRows(rows, n1, dtype)
+        kernel = _KernelRows(scr, rows, dtype)
         for kk in range(k):
             for r0 in range(0, n0, rows):
                 r1 = min(n0, r0 + rows)
-                arg, top, r, j, key = kernel(scr, scr.block(r0, r1, kk * n1, (kk + 1) * n1), cmax[kk], r0 // GROUP)
+                arg, top, r, j, key = kernel(scr.block(r0, r1, kk * n1, (kk + 1) * n1), cmax[kk], r0 // GROUP)
                 rarg[kk, r0:r1], rkey[kk, r0:r1] = arg, top
                 if len(r):
                     found.append((np.full(len(r), kk), r + r0, j, key))

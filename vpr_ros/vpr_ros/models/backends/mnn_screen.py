@@ -7,6 +7,8 @@ Threads are torch's (``torch.set_num_threads``).
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 
@@ -18,33 +20,53 @@ __all__ = ["TorchGemm", "torch_gemm", "screen", "SCREENS", "LargeMapsScreen", "n
 SCREENS = ("fp32", "fp32-torch", "bf16")
 
 
+class _Buffers(threading.local):
+    """Tensors kept across calls by one factory, per thread: the bf16 copies of the inputs and the
+    output block. A fresh 19 MB bf16 copy per call (K=20 SelaVPR maps) page-faults every time; a
+    thread runs one screen at a time, so its buffers are free again at the next call."""
+
+    def take(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        n = int(np.prod(shape))
+        buf = getattr(self, name, None)
+        if buf is None or buf.dtype != dtype or buf.numel() < n:
+            buf = torch.empty(n, dtype=dtype)
+            setattr(self, name, buf)
+        return buf[:n].view(shape)
+
+
 class TorchGemm:
     """Blocks of S = f0 F^T in torch, as numpy arrays (float32, or bf16 bit patterns as int16)."""
 
-    def __init__(self, f0: np.ndarray, f: np.ndarray, precision: str) -> None:
+    def __init__(self, f0: np.ndarray, f: np.ndarray, precision: str, buffers: _Buffers | None = None) -> None:
         if precision not in ("fp32", "bf16"):
             raise InputError(f"torch screen precision {precision!r} is unknown; use fp32 or bf16")
         self.precision = precision
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        self.a = torch.from_numpy(f0).to(dtype)
-        self.b = torch.from_numpy(f).to(dtype).T
-        self._out = torch.empty(0, dtype=dtype)
+        self._dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self._buffers = buffers or _Buffers()
+        self.a = self._input("a", f0)
+        self.b = self._input("b", f).T
+
+    def _input(self, name: str, x: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+        if self._dtype == torch.float32:
+            return t
+        return self._buffers.take(name, tuple(t.shape), self._dtype).copy_(t)
 
     def block(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         """S[r0:r1, c0:c1] in one output buffer reused across calls (no page faults per block): a
         block is valid until the next call, as ``BlockGemm`` allows."""
-        n = (r1 - r0) * (c1 - c0)
-        if self._out.numel() < n:
-            self._out = torch.empty(n, dtype=self._out.dtype)
-        out = torch.mm(self.a[r0:r1], self.b[:, c0:c1], out=self._out[:n].view(r1 - r0, c1 - c0))
+        out = self._buffers.take("out", (r1 - r0, c1 - c0), self._dtype)
+        torch.mm(self.a[r0:r1], self.b[:, c0:c1], out=out)
         return out.view(torch.int16).numpy() if self.precision == "bf16" else out.numpy()
 
 
 def torch_gemm(precision: str):  # -> core.mnn_batched.GemmFactory
-    """The factory ``mnn_pairs_many(..., gemm=...)`` takes."""
+    """The factory ``mnn_pairs_many(..., gemm=...)`` takes; it keeps its buffers across calls
+    (per thread)."""
     if precision not in ("fp32", "bf16"):
         raise InputError(f"torch screen precision {precision!r} is unknown; use fp32 or bf16")
-    return lambda f0, f: TorchGemm(f0, f, precision)
+    buffers = _Buffers()
+    return lambda f0, f: TorchGemm(f0, f, precision, buffers)
 
 
 def screen(name: str):
