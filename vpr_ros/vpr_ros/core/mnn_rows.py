@@ -1,13 +1,14 @@
 """The row pass of ``mnn_batched``: one sweep over S in blocks that finds every row's screen argmax
 and every *competitor* (an entry within 2e of its row's maximum, so possibly the reference's argmax).
 
-Scanning every entry of a block against its row's threshold is what used to cost most besides
-the GEMM. The similarity of local feature maps is smooth across a candidate's grid, so a row's
-competitors nearly always sit next to its peak. The pass therefore *peels*: it reads and masks
-the 8 grid neighbours of the argmax, takes the maximum of what is left, and only rows whose
-remaining maximum still reaches the threshold go on (with that entry as the next peak). After
-``PEELS`` peaks the few rows left are scanned whole. Every entry at or above the threshold is
-found in every case; smooth data is only faster.
+With numba the sweep is ``mnn_kernels.scan_block`` (a row at a time, hits read only from chunks
+whose maximum reaches the threshold). Without it, numpy: scanning every entry of a block against
+its row's threshold would cost most besides the GEMM. The similarity of local feature maps is
+smooth across a candidate's grid, so a row's competitors nearly always sit next to its peak. The
+numpy pass therefore *peels*: it reads and masks the 8 grid neighbours of the argmax, takes the
+maximum of what is left, and only rows whose remaining maximum still reaches the threshold go on
+(with that entry as the next peak). After ``PEELS`` peaks the few rows left are scanned whole.
+Either way every entry at or above the threshold is found; smooth data is only faster.
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ class _KernelRows:
 
 
 def rows_pass(scr: Screen, n0: int, k: int, n1: int, width: int, block_bytes: int):
-    """One pass over S (N0 x K*N1) in blocks.
+    """One pass over S (N0 x K*N1) in blocks, compiled (``mnn_kernels``) or in numpy.
 
     Returns (rarg (K, N0) screen argmax, rkey (K, N0) its key, cmax (K, N0/GROUP, N1) column maxima
     per group of GROUP query rows, competitors (k, i, j, key) of every ambiguous row, its argmax
@@ -147,18 +148,37 @@ def rows_pass(scr: Screen, n0: int, k: int, n1: int, width: int, block_bytes: in
     rarg = np.empty((k, n0), np.int64)
     rkey = np.empty((k, n0), dtype)
     cmax = np.empty((k, -(-n0 // GROUP), n1), dtype)
-    found: list[tuple[I64, I64, I64, np.ndarray]] = []
     if mnn_kernels.AVAILABLE:
-        kernel = _KernelRows(scr, rows, dtype)
-        for kk in range(k):
-            for r0 in range(0, n0, rows):
-                r1 = min(n0, r0 + rows)
-                arg, top, r, j, key = kernel(scr.block(r0, r1, kk * n1, (kk + 1) * n1), cmax[kk], r0 // GROUP)
-                rarg[kk, r0:r1], rkey[kk, r0:r1] = arg, top
-                if len(r):
-                    found.append((np.full(len(r), kk), r + r0, j, key))
-        return _result(rarg, rkey, cmax, found, with_argmax=False)
+        found = _rows_compiled(scr, rows, rarg, rkey, cmax)
+    else:
+        found = _rows_numpy(scr, rows, kc, width, rarg, rkey, cmax)
+    return _result(rarg, rkey, cmax, found, with_argmax=not mnn_kernels.AVAILABLE)
+
+
+def _rows_compiled(scr: Screen, rows: int, rarg: I64, rkey: np.ndarray, cmax: np.ndarray):
+    """The blocks of one candidate at a time through ``scan_block``; fills rarg, rkey and cmax and
+    returns the competitors (k, i, j, key) per block, each ambiguous row's argmax included."""
+    k, n0 = rarg.shape
+    n1 = cmax.shape[2]
+    kernel = _KernelRows(scr, rows, rkey.dtype)
+    found = []
+    for kk in range(k):
+        for r0 in range(0, n0, rows):
+            r1 = min(n0, r0 + rows)
+            arg, top, r, j, key = kernel(scr.block(r0, r1, kk * n1, (kk + 1) * n1), cmax[kk], r0 // GROUP)
+            rarg[kk, r0:r1], rkey[kk, r0:r1] = arg, top
+            if len(r):
+                found.append((np.full(len(r), kk), r + r0, j, key))
+    return found
+
+
+def _rows_numpy(scr: Screen, rows: int, kc: int, width: int, rarg: I64, rkey: np.ndarray, cmax: np.ndarray):
+    """The numpy row pass (peeling grid neighbours, ``_peel``), ``kc`` candidates per block; fills
+    rarg, rkey and cmax and returns the competitors (k, i, j, key) besides each row's argmax."""
+    k, n0 = rarg.shape
+    n1 = cmax.shape[2]
     offs = neighbour_offsets(width, n1)
+    found = []
     # Candidate-major tile order: one candidate map stays in cache while the query rows stream by.
     for k0 in range(0, k, kc):
         k1 = min(k, k0 + kc)
@@ -179,7 +199,7 @@ def rows_pass(scr: Screen, n0: int, k: int, n1: int, width: int, block_bytes: in
                 r = np.concatenate(hits.r)
                 found.append((r % (k1 - k0) + k0, r // (k1 - k0) + r0, np.concatenate(hits.j),
                               np.concatenate(hits.key)))
-    return _result(rarg, rkey, cmax, found, with_argmax=True)
+    return found
 
 
 def _result(rarg, rkey, cmax, found, with_argmax: bool):
