@@ -1,5 +1,10 @@
 """The compiled row pass (``core.mnn_kernels``) and the numpy peel against plain numpy reductions."""
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -77,3 +82,35 @@ def test_column_argmax_is_numpys(shape):
     cols = np.empty(shape[1], np.int64)
     mnn_kernels.column_argmax(s, cols)
     assert np.array_equal(cols, s.argmax(axis=0))
+
+
+_WARM_CHECK = """
+import json
+from vpr_ros.cli.bench_verify import simulated_local_maps
+from vpr_ros.core import mnn_batched, mnn_jit
+from vpr_ros.models.backends.mnn_screen import configured_screen
+
+names = ("scan_block", "settle_groups", "max_norms", "column_argmax", "_near_groups", "_settle_columns")
+def signatures():
+    return {name: len(getattr(mnn_jit, name).signatures) for name in names}
+screen = configured_screen("bf16")
+mnn_batched.warm(screen)
+before = signatures()
+q, cands = simulated_local_maps(40, 40, 32, 2)  # 1600 x 1600: more than one block, the screens run
+for gemm in (screen, None):
+    mnn_batched.mnn_pairs_many(q, cands, gemm)
+small_q, small = simulated_local_maps(8, 8, 16, 2)
+mnn_batched.mnn_pairs_many(small_q, small)
+print(json.dumps([before, signatures()]))
+"""
+
+
+def test_warm_loads_every_kernel_a_verification_uses():
+    """warm() (called by the node at startup) leaves no compilation for the first real call: in a
+    fresh interpreter, real calls after it add no kernel specialisation."""
+    out = subprocess.run([sys.executable, "-c", _WARM_CHECK], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, after = json.loads(out.stdout.strip().splitlines()[-1])
+    assert before["scan_block"] == 2 and all(before.values())  # int16 (bf16 keys) and float32
+    assert after == before

@@ -78,6 +78,7 @@ class LoopClosureDetector(KeyframeMapMixin):
         self.model = model
         self.model_id = model.model_id
         self._selector = KeyframeSelector(config.keyframes)
+        self.mnn_gemm = mnn_gemm
         self._verifier = Verifier(config.verify, mnn_gemm)
         self._consistency = ConsistencyFilter(config.verify)
         self._geometry = LoopGeometry(config.geometry, model)

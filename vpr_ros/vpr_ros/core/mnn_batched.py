@@ -32,6 +32,8 @@ same pairs (the tests run each).
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import numpy.typing as npt
 
@@ -40,7 +42,7 @@ from vpr_ros.core.errors import InputError
 from vpr_ros.core.mnn_bounds import BlockGemm, GemmFactory, NumpyFp32Gemm, Screen, error_bound
 from vpr_ros.core.mnn_rows import GROUP, rows_pass
 
-__all__ = ["BlockGemm", "GemmFactory", "NumpyFp32Gemm", "mnn_pairs_many", "mnn_counts_many", "error_bound"]
+__all__ = ["BlockGemm", "GemmFactory", "NumpyFp32Gemm", "mnn_pairs_many", "mnn_counts_many", "error_bound", "warm"]
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -255,3 +257,17 @@ def mnn_counts_many(local0: npt.ArrayLike, locals1: list[npt.ArrayLike], gemm: G
     """SelaVPR's score per candidate: the MNN count, with its quirk that a single pair scores 0."""
     counts = [len(i0) for i0, _ in mnn_pairs_many(local0, locals1, gemm, block_bytes)]
     return [0 if n == 1 else n for n in counts]
+
+
+def warm(gemm: GemmFactory | None = None) -> float:
+    """Loads (first time on a machine: compiles, ~2.5 s) the kernels the MNN count will use with
+    ``gemm``, so the first verification of a node does not stall; returns the seconds it took.
+    Runs every path once on tiny maps full of exact ties: the plain product, the screen (``gemm``,
+    or numpy's fp32), the row and column settles."""
+    start = time.perf_counter()
+    sign = np.array([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [1.0, 1.0]], np.float32) / np.sqrt(2.0)
+    q = np.tile(sign, (8, 1)).reshape(8, 4, 2)  # rows and columns repeat: every maximum is tied
+    for screen in {gemm, NumpyFp32Gemm} - {None}:
+        mnn_pairs_many(q, [q], screen, block_bytes=64)
+    mnn_pairs_many(q, [q])
+    return time.perf_counter() - start

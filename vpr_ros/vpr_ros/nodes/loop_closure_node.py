@@ -29,6 +29,7 @@ from visualization_msgs.msg import MarkerArray
 from vpr_ros_msgs.msg import LoopClosure as LoopClosureMsg
 from vpr_ros_msgs.srv import MapIO
 
+from vpr_ros.core import mnn_batched
 from vpr_ros.core.detector import LoopClosureDetector, StepResult
 from vpr_ros.core.errors import ConfigError, InputError, VprError
 from vpr_ros.core.pipeline import fix_mmap_threshold
@@ -73,6 +74,9 @@ class LoopClosureNode(Node):
             detector = LoopClosureDetector(self.config, factory(self.config),
                                            configured_screen(self.config.verify.mnn_screen))
         self.detector = detector
+        if self.config.verify.method != "global":  # compile/load the MNN kernels now, not at the first loop
+            secs = mnn_batched.warm(getattr(detector, "mnn_gemm", None))
+            self.get_logger().debug(f"MNN kernels ready in {secs:.2f} s")
         # What diagnostics call the backend: the model's own word when it has one (injected models).
         self.backend = str(getattr(detector.model, "backend", None) or (
             self.config.model.backend if detector_is_default else "custom"))
