@@ -5,10 +5,10 @@ both ways, first index on ties) without ever holding a whole similarity matrix: 
 are stacked into one (K*N1, c) matrix and S is produced one block of query rows at a time (a few MB).
 
 **Screen, then settle.** A block of S is computed by a fast GEMM (the *screen*, fp32 or bf16). Its
-values differ from the reference's fp32 values by at most ``e`` (``mnn_bounds``), so an entry more than 2e
-below its row's screen maximum can be neither the reference's argmax nor tied with it. The row pass
-(``mnn_rows``) lists, per row, every entry within 2e of the row maximum; a row with one entry is
-decided, a row with several (*ambiguous*) is settled among them. Columns are settled only where it
+values differ from the reference's fp32 values by at most ``e`` (``mnn_bounds``), so an entry
+more than 2e below its row's screen maximum can be neither the reference's argmax nor tied with it.
+The row pass (``mnn_rows``) lists, per row, every entry within 2e of the row maximum; a row with one
+entry is decided, a row with several (*ambiguous*) is settled among them. Columns are settled only where it
 matters: for each row's argmax j that is within 2e of column j's screen maximum, the groups of 32
 query rows whose column maximum is within 2e are recomputed in fp32 and, where more than one row
 lies within the fp32 bound, settled. So the screen precision changes speed, never the counts.
@@ -25,9 +25,9 @@ rounded fp32 values (ties to the first index), deterministic on every machine; s
 always settled, never guessed from the screen.
 
 The bounds, the screens and their thresholds are in ``mnn_bounds``; the row pass in ``mnn_rows``.
-With numba installed (``mnn_kernels``) the row pass, the fp32 settle, the norms of the bound and
-the plain product's column argmax are compiled loops; without it numpy runs them. Both give the
-same pairs (the tests run each).
+With numba installed (``mnn_kernels``) the row pass, the fp32 settles of rows and columns, the
+norms of the bound and the plain product's column argmax are compiled loops; without it numpy runs
+them. Both give the same pairs (the tests run each).
 """
 
 from __future__ import annotations
@@ -46,8 +46,6 @@ __all__ = ["BlockGemm", "GemmFactory", "NumpyFp32Gemm", "mnn_pairs_many", "mnn_c
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
-
-
 
 _BLOCK_BYTES = 2 << 20  # one screen block is about this big (the row pass reads it a few times)
 _CHUNK = 8192  # pairs per step of the settle
