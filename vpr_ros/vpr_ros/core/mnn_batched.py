@@ -8,10 +8,10 @@ are stacked into one (K*N1, c) matrix and S is produced one block of query rows 
 values differ from the reference's fp32 values by at most ``e`` (``mnn_bounds``), so an entry
 more than 2e below its row's screen maximum can be neither the reference's argmax nor tied with it.
 The row pass (``mnn_rows``) lists, per row, every entry within 2e of the row maximum; a row with one
-entry is decided, a row with several (*ambiguous*) is settled among them. Columns are settled only where it
-matters: for each row's argmax j that is within 2e of column j's screen maximum, the groups of 32
-query rows whose column maximum is within 2e are recomputed in fp32 and, where more than one row
-lies within the fp32 bound, settled. So the screen precision changes speed, never the counts.
+entry is decided, a row with several (*ambiguous*) is settled among them. Columns are settled only
+where it matters: for each row's argmax j that is within 2e of column j's screen maximum, the groups
+of 32 query rows whose column maximum is within 2e are recomputed in fp32 and, where more than one
+row lies within the fp32 bound, settled. So the screen precision changes speed, never the counts.
 
 **Settling** first takes fp32 dot products (any order: within 2 g_c of the reference); only where
 two competitors are within that bound, it computes them in float64 with a fixed sequential order
