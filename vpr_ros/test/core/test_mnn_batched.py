@@ -219,7 +219,17 @@ def test_numpy_bf16_rounding_is_torchs():
     x = rng.standard_normal(100_000).astype(np.float32)
     ties = (np.arange(1, 2001, dtype=np.uint32) << 16 | 0x8000).view(np.float32)  # exact halfway cases
     x = np.concatenate([x, ties, -ties, np.float32([0.0, -0.0, 1e-40, 3.0e38])])
-    assert np.array_equal(_bf16(x), torch.from_numpy(x).bfloat16().float().numpy())
+    torch_rounded = torch.from_numpy(x).bfloat16().float().numpy()
+    assert np.array_equal(_bf16(x), torch_rounded)
+    # The compiled norms (the bound with numba) round the same way: per row, |bf16(x) - x|^2.
+    rows = np.concatenate([x, np.zeros(-len(x) % 16, np.float32)]).reshape(-1, 16)
+    err = (np.concatenate([torch_rounded, np.zeros(-len(x) % 16, np.float32)]).reshape(-1, 16)
+           .astype(np.float64) - rows)
+    for cut in (slice(0, 6250), slice(6250, None)):  # the random values, then the halfway cases
+        part, d = rows[cut], err[cut]
+        sq, sq_d = mnn_kernels.max_norms(np.ascontiguousarray(part))
+        assert sq_d == pytest.approx(float(np.max(np.sum(d * d, axis=1))), rel=1e-12)
+        assert sq == pytest.approx(float(np.max(np.sum(part.astype(np.float64) ** 2, axis=1))), rel=1e-12)
 
 
 def test_configured_screen_choices_and_small_maps_plain():

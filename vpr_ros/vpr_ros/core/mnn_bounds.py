@@ -89,24 +89,17 @@ def bf16_round(x: F32) -> F32:
 def _max_norms(x: F32, of_bf16_error: bool) -> tuple[float, float]:
     """(largest row norm of x, largest row norm of bf16(x) - x or 0), rounded up: the fp32 sum of
     squares errs by < c 2^-24 relative. bf16(x) - x is exact in fp32 (Sterbenz: within a factor 2).
-    One pass in cache-sized chunks with in-place steps (this runs over every candidate map)."""
+    Compiled where numba is; else numpy in cache-sized chunks."""
     x = np.ascontiguousarray(x, np.float32)
     if mnn_kernels.AVAILABLE and len(x):
         sq, sq_d = mnn_kernels.max_norms(x)
         return float(np.sqrt(sq)) * (1.0 + 1e-4), float(np.sqrt(sq_d) if of_bf16_error else 0.0) * (1.0 + 1e-4)
-    buf = np.empty((min(_CHUNK, len(x)), x.shape[1]), np.uint32)
     best = best_d = 0.0
     for s in range(0, len(x), _CHUNK):
         part = x[s:s + _CHUNK]
         best = max(best, float(np.max(np.einsum("ij,ij->i", part, part), initial=0.0)))
         if of_bf16_error:
-            bits, u = part.view(np.uint32), buf[:len(part)]
-            np.right_shift(bits, 16, out=u)
-            np.bitwise_and(u, 1, out=u)
-            np.add(u, 0x7FFF, out=u)
-            np.add(u, bits, out=u)
-            np.bitwise_and(u, 0xFFFF0000, out=u)
-            d = np.subtract(u.view(np.float32), part, out=u.view(np.float32))
+            d = bf16_round(part) - part
             best_d = max(best_d, float(np.max(np.einsum("ij,ij->i", d, d), initial=0.0)))
     return float(np.sqrt(best)) * (1.0 + 1e-4), float(np.sqrt(best_d)) * (1.0 + 1e-4)
 
@@ -179,8 +172,3 @@ class Screen:
             return self.table[np.asarray(keys, np.int16).view(np.uint16)]
         v = np.asarray(keys, np.float64)
         return _round_down_f32(v - self._margin(v))
-
-    def values(self, keys: np.ndarray) -> F32:
-        if self.precision != "bf16":
-            return keys.astype(np.float32, copy=False)
-        return (keys.astype(np.int32) << 16).view(np.float32)
