@@ -76,32 +76,46 @@ def scan_block(s, cmax, g0, group, table, margin, rowmax, arg, out_r, out_j, out
     return n
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath={"reassoc", "contract"})
+def _dot(x, y):
+    """fp32 dot product in any order (within the fp32 bound of the reference's)."""
+    acc = np.float32(0.0)
+    for q in range(len(x)):
+        acc += x[q] * y[q]
+    return acc
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _pick(v, start, end, margin, tied):
+    """Among v[start:end], the entries within ``margin`` (2 e32) of the best: the position of a lone
+    one, or -1 with tied[p] set for each of several (the exact values must decide)."""
+    best = -np.inf
+    for p in range(start, end):
+        best = max(best, np.float64(v[p]))
+    low = best - margin
+    n = 0
+    win = -1
+    for p in range(start, end):
+        if v[p] >= low:
+            n += 1
+            win = p
+    if n < 2:
+        return win
+    for p in range(start, end):
+        tied[p] = v[p] >= low
+    return -1
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
 def settle_groups(f0, f1, rows, cols, starts, margin, win, tied):
     """Competitor pairs (rows[p], cols[p]) in contiguous groups starts[g]:starts[g+1]: an fp32
-    dot each (any order: within the fp32 bound of the reference), then per group the pairs
-    within ``margin`` (2 e32) of its best. A lone one wins (win[g] = its position); otherwise
-    win[g] = -1 and tied[p] marks the pairs the exact float64 values must decide."""
-    c = f0.shape[1]
+    dot each, then per group ``_pick``: win[g] is the lone winner's position or -1, and tied[p]
+    marks the pairs the exact float64 values must decide."""
     v = np.empty(len(rows), np.float32)
+    for p in range(len(rows)):
+        v[p] = _dot(f0[rows[p]], f1[cols[p]])
     for g in range(len(starts) - 1):
-        best = -np.inf
-        for p in range(starts[g], starts[g + 1]):
-            acc = np.float32(0.0)
-            x, y = f0[rows[p]], f1[cols[p]]
-            for q in range(c):
-                acc += x[q] * y[q]
-            v[p] = acc
-            best = max(best, np.float64(acc))
-        thr = best - margin
-        n = 0
-        for p in range(starts[g], starts[g + 1]):
-            if v[p] >= thr:
-                n += 1
-                win[g] = p
-        if n > 1:
-            win[g] = -1
-            for p in range(starts[g], starts[g + 1]):
-                tied[p] = v[p] >= thr
+        win[g] = _pick(v, starts[g], starts[g + 1], margin, tied)
+
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath={"reassoc", "contract"})
 def max_norms(x):
@@ -177,44 +191,34 @@ def _near_groups(cmax, uk, uj, thr):
             s = e
     return off, groups
 
-@njit(cache=True, nogil=True, boundscheck=False, fastmath={"reassoc", "contract"})
+@njit(cache=True, nogil=True, boundscheck=False)
 def _settle_columns(f0, f1, off, groups, ucol, group, margin, col_arg, tie_u, tie_r):
-    n0, c = f0.shape
+    n0 = f0.shape[0]
     vals = np.empty(n0 + group, np.float32)
     rows = np.empty(n0 + group, np.int64)
+    tied = np.zeros(n0 + group, np.bool_)
     cap = len(tie_u)
     n_tied = 0
     for u in range(len(ucol)):
         y = f1[ucol[u]]
-        col_arg[u] = -1
         m = 0
-        best = -np.inf
         for p in range(off[u], off[u + 1]):
-            g = groups[p]
-            for r in range(g * group, min(n0, (g + 1) * group)):
-                x = f0[r]
-                acc = np.float32(0.0)
-                for q in range(c):
-                    acc += x[q] * y[q]
-                vals[m] = acc
+            for r in range(groups[p] * group, min(n0, (groups[p] + 1) * group)):
+                vals[m] = _dot(f0[r], y)
                 rows[m] = r
                 m += 1
-                best = max(best, np.float64(acc))
-        low = best - margin
-        n = 0
-        for p in range(m):
-            if vals[p] >= low:
-                n += 1
-                col_arg[u] = rows[p]
-        if n > 1:
-            col_arg[u] = -1
+        win = _pick(vals, 0, m, margin, tied)
+        col_arg[u] = rows[win] if win >= 0 else -1
+        if win < 0:
             for p in range(m):
-                if vals[p] >= low:
+                if tied[p]:
                     if n_tied < cap:
                         tie_u[n_tied] = u
                         tie_r[n_tied] = rows[p]
                     n_tied += 1
+                    tied[p] = False
     return n_tied
+
 
 def settle_columns(f0, f1, cmax, uk, uj, ucol, thr, group, margin, col_arg, tie_u, tie_r):
     """Column argmax of each column u (candidate uk[u], sorted; location uj[u]; row ucol[u] of
