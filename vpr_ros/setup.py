@@ -37,7 +37,7 @@ setup(
         "pillow>=10",
         "scipy>=1.10",
         "evo>=1.25",
-        "numba>=0.60",  # compiled MNN row pass (core/mnn_kernels.py; a numpy fallback runs without it)
+        "numba>=0.60",  # compiled MNN row pass (core/matching/mnn_kernels.py; a numpy fallback runs without it)
     ],
     # gtsam (pose-graph proof, --optimize): its 4.3.0 wheel declares pytest>=9 at run time, so
     # scripts/setup.sh installs it --no-deps (requirements/gtsam.txt); here it is an extra.

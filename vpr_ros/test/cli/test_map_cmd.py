@@ -22,10 +22,10 @@ from vpr_ros.cli.session import replay_bag
 from vpr_ros.core.config import config_from_flat
 from vpr_ros.core.detector import LoopClosureDetector
 from vpr_ros.core.index import KeyframeIndex
-from vpr_ros.core.map_integrity import write_manifest
-from vpr_ros.core.store import load_keyframes, save_keyframes
+from vpr_ros.core.map.integrity import write_manifest
+from vpr_ros.core.map.snapshot import load_keyframes, save_keyframes
 from vpr_ros.core.types import Frame, LoopClosure
-from vpr_ros.core.verification import mnn_pairs
+from vpr_ros.core.matching.verification import mnn_pairs
 from vpr_ros.io.bag_writer import write_image_bag
 from vpr_ros.io.poses import pose_matrix
 

@@ -12,8 +12,8 @@ import pytest
 
 from vpr_ros.cli.main import main
 from vpr_ros.cli.map_access import open_map, write_map
-from vpr_ros.core import live_map_dirs
-from vpr_ros.core.place_text import TextReading
+from vpr_ros.core.map import live_map_dirs
+from vpr_ros.core.text.place_text import TextReading
 from vpr_ros.core.types import Keyframe
 
 DIM = 16

@@ -11,7 +11,7 @@ import vpr_ros.cli.replay as replay
 from conftest import TinyExtractor, corridor_image
 from vpr_ros.cli.main import main
 from vpr_ros.core.config import MapConfig
-from vpr_ros.core.store import load_keyframes
+from vpr_ros.core.map.snapshot import load_keyframes
 from vpr_ros.core.types import Frame
 from vpr_ros.io.bag_writer import write_image_bag
 

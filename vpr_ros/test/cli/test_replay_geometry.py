@@ -20,9 +20,9 @@ from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from vpr_ros.cli.bench_geometry import EUROC_DIR, direction_error_deg, load_euroc, rotation_error_deg
+from vpr_ros.cli.bench.geometry import EUROC_DIR, direction_error_deg, load_euroc, rotation_error_deg
 from vpr_ros.cli.main import main
-from vpr_ros.core.camera import load_camera
+from vpr_ros.core.geometry.camera import load_camera
 from vpr_ros.core.errors import BagError, ConfigError
 from vpr_ros.io.bags import ImageBag
 from vpr_ros.io.calibration import load_calibration, stereo_rig

@@ -10,7 +10,7 @@ from vpr_ros.cli.simulated_plates import door_numbers, simulated_plated_corridor
 from vpr_ros.core.config import config_from_flat
 from vpr_ros.core.errors import InputError
 from vpr_ros.core.eval.groundtruth import KeyframeRecord, load_vprbench_gt
-from vpr_ros.core.place_text import TextReading
+from vpr_ros.core.text.place_text import TextReading
 
 PAIRS = load_vprbench_gt(CORRIDOR / "ground_truth_new.npy")
 N = 30

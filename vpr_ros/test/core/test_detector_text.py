@@ -3,7 +3,7 @@
 from conftest import corridor_image
 from vpr_ros.core.config import config_from_flat
 from vpr_ros.core.detector import LoopClosureDetector
-from vpr_ros.core.place_text import TextReading
+from vpr_ros.core.text.place_text import TextReading
 from vpr_ros.core.types import Frame
 
 NS = 1_000_000_000

@@ -7,7 +7,7 @@ import faiss
 import numpy as np
 import pytest
 
-from vpr_ros.cli.bench_map import simulated_descriptors
+from vpr_ros.cli.bench.map import simulated_descriptors
 from vpr_ros.core.config import IndexConfig
 from vpr_ros.core.errors import ConfigError
 from vpr_ros.core.index import KeyframeIndex

@@ -2,7 +2,7 @@
 
 Real text: the EuRoC frame left_img_1.png shows a case labelled "Nova"; the toy street view db7.jpg
 a "cali" sticker on a car (test/data/*/ATTRIBUTION.md). Simulated: "Room 214" plates drawn with
-cv2.putText (cli/bench_ocr.simulated_sign) at a few sizes and angles, to check that boxes come back
+cv2.putText (cli/bench/ocr.simulated_sign) at a few sizes and angles, to check that boxes come back
 in original-image pixels, also when the reader shrinks the image first.
 """
 
@@ -18,8 +18,8 @@ import pytest
 
 pytest.importorskip("rapidocr_onnxruntime", reason="OCR package not installed (requirements/ocr.txt)")
 
-from vpr_ros.cli.bench_ocr import simulated_sign  # noqa: E402
-from vpr_ros.core.config_text import TextConfig  # noqa: E402
+from vpr_ros.cli.bench.ocr import simulated_sign  # noqa: E402
+from vpr_ros.core.config.text import TextConfig  # noqa: E402
 from vpr_ros.core.errors import InputError, ModelLoadError  # noqa: E402
 from vpr_ros.models.ocr import OCR_INSTALL, OcrReader, OcrUnavailableError  # noqa: E402
 
@@ -109,7 +109,7 @@ def test_missing_package_names_it_and_the_install_command(monkeypatch: pytest.Mo
 
 
 def test_importing_the_module_does_not_import_rapidocr() -> None:
-    code = ("import sys, vpr_ros.models.ocr, vpr_ros.cli.bench_ocr; "
+    code = ("import sys, vpr_ros.models.ocr, vpr_ros.cli.bench.ocr; "
             "assert 'rapidocr_onnxruntime' not in sys.modules, 'imported eagerly'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -118,7 +118,7 @@ def test_bench_ocr_writes_a_json_record(tmp_path: Path, capsys: pytest.CaptureFi
     import argparse
     import json
 
-    from vpr_ros.cli.bench_ocr import add_arguments, run_ocr_bench
+    from vpr_ros.cli.bench.ocr import add_arguments, run_ocr_bench
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import TinyExtractor, corridor_image
 from vpr_ros.core.errors import ModelLoadError
-from vpr_ros.core.place_text import TextReading
+from vpr_ros.core.text.place_text import TextReading
 from vpr_ros.models.text_fused import TextFusedExtractor, fused_text
 
 text_embedding = pytest.importorskip("vpr_ros.models.text_embedding")

@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 from sensor_msgs.msg import CameraInfo
 
-from vpr_ros.cli.bench_geometry import load_euroc
-from vpr_ros.core.camera import PinholeCamera, StereoRig
+from vpr_ros.cli.bench.geometry import load_euroc
+from vpr_ros.core.geometry.camera import PinholeCamera, StereoRig
 from vpr_ros.nodes.conversions import ns_to_stamp
 
 __all__ = ["load_euroc", "stereo_camera_infos", "camera_truth"]

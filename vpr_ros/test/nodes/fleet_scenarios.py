@@ -22,7 +22,7 @@ from vpr_ros.launch_args import central_launch_config
 from vpr_ros.nodes.conversions import rgb_to_image_msg
 
 from revisit_data import corridor_revisit
-from scenarios import run_scenario_main, scenario_parser, RELIABLE, TEST_PARAMS, Harness, NodeProcess, loop_dict, publish_paced, wait_ready, wait_settled
+from scenario_harness import run_scenario_main, scenario_parser, RELIABLE, TEST_PARAMS, Harness, NodeProcess, loop_dict, publish_paced, wait_ready, wait_settled
 
 FLEET_PARAMS = [*TEST_PARAMS, "-p", "verify.min_matches:=60", "-p", "queue.size:=100"]
 

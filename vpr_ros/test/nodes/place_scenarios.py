@@ -21,11 +21,11 @@ from sensor_msgs.msg import Image
 from vpr_ros_msgs.msg import Place
 from vpr_ros_msgs.srv import FindPlace, LabelPlace, MapIO
 
-from vpr_ros.cli.bench_geometry import load_euroc
+from vpr_ros.cli.bench.geometry import load_euroc
 from vpr_ros.nodes.conversions import rgb_to_image_msg
 
 from revisit_data import corridor_revisit
-from scenarios import run_scenario_main, scenario_parser, RELIABLE, TEST_PARAMS, Harness, NodeProcess, publish_paced, wait_ready, wait_settled
+from scenario_harness import run_scenario_main, scenario_parser, RELIABLE, TEST_PARAMS, Harness, NodeProcess, publish_paced, wait_ready, wait_settled
 
 NODE = "loop_closure_node"
 

@@ -11,174 +11,31 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import shutil
-import sqlite3
-import struct
-import zlib
 import json
 import math
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
-from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 from vpr_ros_msgs.msg import LoopClosure
-from vpr_ros_msgs.srv import MapIO
 
 from vpr_ros.core.config import config_to_flat
 from vpr_ros.launch_args import node_launch_config, to_ros_args
 from vpr_ros.nodes.conversions import ns_to_stamp, rgb_to_image_msg
 
 from revisit_data import corridor_revisit
-
-RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200, reliability=ReliabilityPolicy.RELIABLE)
-TEST_PARAMS = ["-p", "extractor_factory:=tiny_extractor:build", "-p", "qos.reliability:=reliable",
-               "-p", "qos.depth:=100", "-p", "diagnostics.period_sec:=0.2"]
-
-
-class NodeProcess:
-    """A real ``loop_closure_node`` process with its log in a file."""
-
-    def __init__(self, ros_args: list[str], log: Path) -> None:
-        self.log = log
-        self._file = log.open("w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "vpr_ros.nodes.loop_closure_node", *ros_args],
-                                     stdout=self._file, stderr=subprocess.STDOUT)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, timeout: float = 15.0) -> int:
-        if self.alive():
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait(5)
-        self._file.close()
-        return rc
-
-    def wait(self, timeout: float) -> int | None:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def tail(self) -> str:
-        return self.log.read_text()[-3000:] if self.log.exists() else ""
-
-
-class Harness(Node):
-    """Publishes camera input and records what the node under test publishes."""
-
-    def __init__(self) -> None:
-        super().__init__("vpr_test_harness")
-        self.loops: list[LoopClosure] = []
-        self.diagnostics: dict[str, dict[str, str]] = {}
-
-    def watch(self, namespace: str) -> None:
-        prefix = f"/{namespace}" if namespace else ""
-        self.create_subscription(LoopClosure, f"{prefix}/loop_closures", self.loops.append, RELIABLE)
-        self.create_subscription(DiagnosticArray, f"{prefix}/diagnostics",
-                                 lambda m: self._on_diag(namespace, m), 10)
-
-    def _on_diag(self, namespace: str, msg: DiagnosticArray) -> None:
-        self.diagnostics[namespace] = {kv.key: kv.value for kv in msg.status[0].values}
-
-    def diag(self, namespace: str, key: str, default: float = -1.0) -> float:
-        return float(self.diagnostics.get(namespace, {}).get(key, default))
-
-    def spin_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if predicate():
-                return True
-            rclpy.spin_once(self, timeout_sec=0.05)
-        return predicate()
-
-    def spin_for(self, seconds: float) -> None:
-        self.spin_until(lambda: False, seconds)
-
-    def call(self, srv_type: Any, name: str, request: Any, timeout: float = 10.0) -> Any:
-        client = self.create_client(srv_type, name)
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise RuntimeError(f"service {name} did not appear within {timeout} s")
-        future = client.call_async(request)
-        rclpy.spin_until_future_complete(self, future, timeout_sec=timeout)
-        if not future.done():
-            raise RuntimeError(f"service {name} did not answer within {timeout} s")
-        return future.result()
-
-
-def wait_ready(h: Harness, pub: Any, namespace: str, node: NodeProcess, timeout: float) -> None:
-    """Until the node's image subscription matched and its diagnostics arrive."""
-    ok = h.spin_until(lambda: not node.alive() or (pub.get_subscription_count() >= 1 and namespace in h.diagnostics),
-                      timeout)
-    if not ok or not node.alive():
-        raise RuntimeError(f"node not ready after {timeout} s (alive={node.alive()}):\n{node.tail()}")
-
-
-def wait_settled(h: Harness, namespace: str, received: int, timeout: float) -> bool:
-    """Until the node has received ``received`` frames and its queue is empty."""
-    return h.spin_until(lambda: h.diag(namespace, "frames_received") >= received
-                        and h.diag(namespace, "queue_depth") == 0
-                        and h.diag(namespace, "frames_processed") + h.diag(namespace, "frames_dropped")
-                        + h.diag(namespace, "frames_failed", 0)
-                        + sum(h.diag(namespace, k, 0) for k in h.diagnostics.get(namespace, {})
-                              if k.startswith("bad_input.") and k != "bad_input.nan_odometry") >= received, timeout)
-
-
-def publish_paced(h: Harness, pub: Any, msgs: list[Any], rate_hz: float) -> float:
-    """Publish at ``rate_hz`` while spinning; returns the wall time it took."""
-    start = time.monotonic()
-    for i, msg in enumerate(msgs):
-        pub.publish(msg)
-        h.spin_until(lambda: time.monotonic() >= start + (i + 1) / rate_hz, 1.0 / rate_hz + 0.5)
-    return time.monotonic() - start
-
-
-def huge_png(side: int) -> bytes:
-    """A real 64x64 PNG whose IHDR (CRC fixed) claims side x side pixels."""
-    data = bytearray(cv2.imencode(".png", np.zeros((64, 64, 3), np.uint8))[1].tobytes())
-    data[16:24] = struct.pack(">II", side, side)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
-
-
-def accounted(h: Harness, namespace: str) -> dict[str, float]:
-    """processed, every kind of drop, and received, from the node's last diagnostics."""
-    d = h.diagnostics.get(namespace, {})
-    bad = sum(float(v) for k, v in d.items() if k.startswith("bad_input.") and k != "bad_input.nan_odometry")
-    return {"received": h.diag(namespace, "frames_received"), "processed": h.diag(namespace, "frames_processed"),
-            "dropped": h.diag(namespace, "frames_dropped"), "failed": h.diag(namespace, "frames_failed", 0),
-            "bad": bad}
-
-
-def loop_dict(m: LoopClosure) -> dict[str, Any]:
-    return {"query_id": m.query_keyframe_id, "match_id": m.match_keyframe_id,
-            "query_stamp_ns": m.query_stamp.sec * 10**9 + m.query_stamp.nanosec,
-            "match_stamp_ns": m.match_stamp.sec * 10**9 + m.match_stamp.nanosec,
-            "header_stamp_ns": m.header.stamp.sec * 10**9 + m.header.stamp.nanosec,
-            "frame_id": m.header.frame_id, "query_robot_id": m.query_robot_id,
-            "match_robot_id": m.match_robot_id, "score": m.score,
-            "global_similarity": m.global_similarity, "retrieval_rank": m.retrieval_rank,
-            "local_matches": m.local_matches, "local_features": m.local_features,
-            "consistent_keyframes": m.consistent_keyframes, "verification_method": m.verification_method,
-            "descriptor_model": m.descriptor_model, "descriptor_dim": m.descriptor_dim,
-            "relative_pose_valid": m.relative_pose_valid}
+from map_scenarios import append_kill, autosave, map_faults, map_services
+from scenario_harness import (Harness, NodeProcess, RELIABLE, TEST_PARAMS, accounted, huge_png,
+                              loop_dict, publish_paced, run_scenario_main, scenario_parser,
+                              wait_ready, wait_settled)
 
 
 # -- scenarios ---------------------------------------------------------------------------------
@@ -198,45 +55,6 @@ def revisit(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     rc = node.stop()
     return {"loops": [loop_dict(m) for m in h.loops], "diag": diag, "settled": settled, "rc": rc,
             "log": node.tail()}
-
-
-def node_with_revisit(h: Harness, a: argparse.Namespace, log: Path) -> NodeProcess:
-    """A node (test parameters) that has processed the Corridor revisit of ``a.frames`` frames."""
-    node = NodeProcess(["--ros-args", *TEST_PARAMS], log)
-    pub = h.create_publisher(Image, "image", RELIABLE)
-    h.watch("")
-    wait_ready(h, pub, "", node, 20.0)
-    msgs = [rgb_to_image_msg(img, stamp) for stamp, img in corridor_revisit(a.frames)]
-    publish_paced(h, pub, msgs, 50.0)
-    wait_settled(h, "", len(msgs), 20.0)
-    return node
-
-
-def map_services(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
-    """save_map / reset / load_map through the services of a running node."""
-    node = node_with_revisit(h, a, Path(a.tmp) / "node_map.log")
-    srv = "/loop_closure_node/"
-    out: dict[str, Any] = {}
-    saved = h.call(MapIO, srv + "save_map", MapIO.Request(path=str(Path(a.tmp) / "map_a")))
-    out["save"] = [saved.success, saved.num_keyframes, saved.message]
-    no_path = h.call(MapIO, srv + "save_map", MapIO.Request(path=""))
-    out["save_no_path"] = [no_path.success, no_path.message]
-    reset = h.call(Trigger, srv + "reset", Trigger.Request())
-    out["reset"] = reset.success
-    h.spin_until(lambda: h.diag("", "index_size") == 0, 5.0)
-    out["index_after_reset"] = h.diag("", "index_size")
-    loaded = h.call(MapIO, srv + "load_map", MapIO.Request(path=str(Path(a.tmp) / "map_a")))
-    out["load"] = [loaded.success, loaded.num_keyframes, loaded.message]
-    h.spin_until(lambda: h.diag("", "index_size") == saved.num_keyframes, 5.0)
-    out["index_after_load"] = h.diag("", "index_size")
-    missing = h.call(MapIO, srv + "load_map", MapIO.Request(path=str(Path(a.tmp) / "no_such_map")))
-    out["load_missing"] = [missing.success, missing.message]
-    h.spin_for(0.3)
-    out["index_after_failed_load"] = h.diag("", "index_size")
-    out["alive"] = node.alive()
-    out["rc"] = node.stop()
-    out["log"] = node.tail()
-    return out
 
 
 def bad_inputs(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
@@ -370,98 +188,6 @@ def invalid_params(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _damaged_copies(good: Path, tmp: Path) -> dict[str, Path]:
-    """Copies of a saved map, each damaged in one way a disk or a user can damage it."""
-    out = {}
-    for name in ("bad_pose", "short_shard", "meta_not_json", "garbage_npy"):
-        out[name] = tmp / f"damaged_{name}"
-        shutil.copytree(good, out[name])
-    for name, sql in (("bad_pose", "UPDATE keyframes SET pose = x'0102' WHERE key = 1"),
-                      ("meta_not_json", "UPDATE meta SET value = '{not json' WHERE key = 'global_dim'")):
-        db = sqlite3.connect(out[name] / "map.sqlite")
-        with db:
-            db.execute(sql)
-        db.close()
-    np.save(out["short_shard"] / "local" / "00000.npy", np.load(good / "local" / "00000.npy")[:3])
-    (out["garbage_npy"] / "local" / "00000.npy").write_bytes(b"\x93NUMPY\x01\x00\x10\x00{garbage: 1}\n" + b"x" * 64)
-    return out
-
-
-def map_faults(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
-    """Damaged maps, odd and unwritable save paths: every call answers, the keyframes stay."""
-    tmp = Path(a.tmp)
-    node = node_with_revisit(h, a, tmp / "node_faults.log")
-    srv = "/loop_closure_node/"
-    good = h.call(MapIO, srv + "save_map", MapIO.Request(path=str(tmp / "good")))
-    out: dict[str, Any] = {"good": [good.success, good.num_keyframes, good.message], "calls": {}}
-    (tmp / "a_file").write_text("not a directory")
-    calls = [("load_map", str(p)) for p in _damaged_copies(tmp / "good", tmp).values()]
-    calls += [("save_map", p) for p in (".", "..", str(tmp / "a_file" / "map"), "/proc/vpr_ros_map")]
-    for service, path in calls:
-        try:
-            r = h.call(MapIO, srv + service, MapIO.Request(path=path))
-            out["calls"][f"{service} {path}"] = [r.success, r.message]
-        except RuntimeError as exc:  # no answer: the node died or hung
-            out["calls"][f"{service} {path}"] = [None, str(exc)]
-    h.spin_for(0.5)
-    out["index_after"] = h.diag("", "index_size")
-    again = h.call(MapIO, srv + "save_map", MapIO.Request(path=str(tmp / "after")))
-    out["save_after"] = [again.success, again.num_keyframes]
-    out["a_file"] = (tmp / "a_file").read_text()
-    out["alive"] = node.alive()
-    out["rc"] = node.stop()
-    out["log"] = node.tail()
-    return out
-
-
-def autosave(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
-    """Autosave every 0.5 s, a 0.05 MB memory budget, then SIGKILL: the autosaved map survives.
-
-    A second node autosaves to an unwritable path: counted, logged, never fatal.
-    """
-    tmp = Path(a.tmp)
-    (tmp / "a_file").write_text("x")
-    # map.append false: this scenario is about snapshot autosaves (live maps: append_kill).
-    common = [*TEST_PARAMS, "-p", "map.autosave_sec:=0.5", "-p", "map.memory_budget_mb:=0.05",
-              "-p", "map.append:=false"]
-    ok = NodeProcess(["--ros-args", "-r", "__ns:=/ok", *common, "-p", f"map.save_path:={tmp / 'auto'}"],
-                     tmp / "node_auto_ok.log")
-    bad = NodeProcess(["--ros-args", "-r", "__ns:=/bad", *common, "-p", f"map.save_path:={tmp / 'blocked'}"],
-                      tmp / "node_auto_bad.log")
-    status: dict[str, tuple[int, str]] = {}
-    for ns in ("ok", "bad"):
-        h.create_subscription(DiagnosticArray, f"/{ns}/diagnostics",
-                              lambda m, ns=ns: status.__setitem__(ns, (int.from_bytes(m.status[0].level, "little")
-                                                                       if isinstance(m.status[0].level, bytes)
-                                                                       else int(m.status[0].level),
-                                                                       m.status[0].message)), 10)
-    pubs = {ns: h.create_publisher(Image, f"/{ns}/image", RELIABLE) for ns in ("ok", "bad")}
-    h.watch("ok")
-    h.watch("bad")
-    wait_ready(h, pubs["ok"], "ok", ok, 20.0)
-    wait_ready(h, pubs["bad"], "bad", bad, 20.0)
-    # A user file appears at the save path after startup (startup refuses one that is already there):
-    # every autosave must be refused, counted, and leave the file alone.
-    (tmp / "blocked").write_text("user data")
-    msgs = [rgb_to_image_msg(img, stamp) for stamp, img in corridor_revisit(a.frames)[:a.frames]]
-    for m in msgs:
-        pubs["ok"].publish(m)
-        pubs["bad"].publish(m)
-        h.spin_for(0.05)
-    h.spin_until(lambda: h.diag("ok", "frames_processed") >= len(msgs)
-                 and h.diag("bad", "autosave_failures", 0) >= 1, 15.0)
-    before = h.diag("ok", "autosaves", 0)
-    h.spin_until(lambda: h.diag("ok", "autosaves", 0) > before, 3.0)  # a save after the last frame
-    h.spin_for(0.3)
-    out = {"ok": dict(h.diagnostics["ok"]), "bad": dict(h.diagnostics["bad"]), "status": status,
-           "alive": [ok.alive(), bad.alive()]}
-    ok.proc.kill()  # SIGKILL: no shutdown save; only the autosave remains
-    ok.proc.wait(5)
-    out["rc"] = [ok.stop(), bad.stop()]
-    out["log"] = ok.tail()[-1500:] + bad.tail()[-1500:]
-    return out
-
-
 def stereo_pose(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     """Real default model, EuRoC raw stereo + CameraInfo through the launch config: 1 revisits 0;
     ~/reset; 3 revisits 2 (the reset keeps 3 from closing on 0 or 1, whose accuracy is unknown).
@@ -557,35 +283,6 @@ def markers(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
             "diag": dict(h.diagnostics.get("mk", {}))}
 
 
-def append_kill(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
-    """map.save_path with map.append: every keyframe is on disk as it is made; ~/save_map copies the live
-    map to another path; then SIGKILL (no shutdown save) while frames still arrive."""
-    tmp = Path(a.tmp)
-    node = NodeProcess(["--ros-args", *TEST_PARAMS, "-p", f"map.save_path:={tmp / 'live'}",
-                        "-p", "map.autosave_sec:=0.0"], tmp / "node_live.log")
-    pub = h.create_publisher(Image, "image", RELIABLE)
-    h.watch("")
-    wait_ready(h, pub, "", node, 20.0)
-    msgs = [rgb_to_image_msg(img, stamp) for stamp, img in corridor_revisit(a.frames)]
-    half = len(msgs) // 2
-    publish_paced(h, pub, msgs[:half], 50.0)
-    wait_settled(h, "", half, 20.0)
-    srv = "/loop_closure_node/"
-    snap = h.call(MapIO, srv + "save_map", MapIO.Request(path=str(tmp / "snapshot")))
-    out: dict[str, Any] = {"snapshot": [snap.success, snap.num_keyframes, snap.message],
-                           "keyframes_at_snapshot": h.diag("", "keyframes", 0)}
-    publish_paced(h, pub, msgs[half:], 50.0)
-    wait_settled(h, "", len(msgs), 20.0)
-    h.spin_for(0.3)
-    out["keyframes"] = h.diag("", "keyframes", 0)
-    out["alive"] = node.alive()
-    node.proc.kill()  # SIGKILL: no shutdown save, nothing flushed by the node
-    node.proc.wait(5)
-    out["rc"] = node.stop()
-    out["log"] = node.tail()[-2000:]
-    return out
-
-
 def pipeline_modes(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     """The same corridor revisit into a pipelined (/pipe) and a sequential (/seq) node, faster than a
     slowed model, so the pipelined node always has a frame in each stage; both loop lists."""
@@ -635,35 +332,6 @@ def main() -> int:
     return run_scenario_main(SCENARIOS, a, ["--ros-args", "--params-file", a.params_file, *a.ros_arg]
                              if a.name == "yaml_params" else None)
 
-
-def scenario_parser(scenarios: dict[str, Callable[..., dict[str, Any]]], frames: int) -> argparse.ArgumentParser:
-    """The arguments every scenario script takes (name, --out, --tmp, --deadline, --frames)."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("name", choices=sorted(scenarios))
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--tmp", required=True)
-    parser.add_argument("--deadline", type=float, default=60.0)
-    parser.add_argument("--frames", type=int, default=frames)
-    return parser
-
-
-def run_scenario_main(scenarios: dict[str, Callable[..., dict[str, Any]]], a: argparse.Namespace,
-                      rclpy_args: list[str] | None = None) -> int:
-    """Run scenario ``a.name`` with a Harness under ``a.deadline``; its result (+ _wall_sec) goes to ``a.out``."""
-    # A hard stop in case a bounded wait is still too long: the test gets a clear timeout.
-    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("scenario deadline")))
-    signal.alarm(max(1, int(a.deadline)))
-    rclpy.init(args=rclpy_args)
-    harness = Harness()
-    start = time.monotonic()
-    try:
-        result = scenarios[a.name](harness, a)
-    finally:
-        harness.destroy_node()
-        rclpy.try_shutdown()
-    result["_wall_sec"] = time.monotonic() - start  # "_": not a case of the scenarios that return cases
-    Path(a.out).write_text(json.dumps(result, default=str))
-    return 0
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import pytest
 
 from vpr_ros.core.config import config_from_flat
 from vpr_ros.core.detector import LoopClosureDetector
-from vpr_ros.core.store import load_keyframes
+from vpr_ros.core.map.snapshot import load_keyframes
 from vpr_ros.core.types import Frame
 
 from conftest import scenario_runner

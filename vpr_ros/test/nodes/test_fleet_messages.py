@@ -9,7 +9,7 @@ pytest.importorskip("vpr_ros_msgs.msg")
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
 from vpr_ros_msgs.msg import KeyframeDescriptors, KeyframeGeometry  # noqa: E402
 
-from vpr_ros.core.remote_keyframes import decode_batch, decode_geometry, encode_batch, encode_geometry  # noqa: E402
+from vpr_ros.core.fleet.remote_keyframes import decode_batch, decode_geometry, encode_batch, encode_geometry  # noqa: E402
 from vpr_ros.core.types import Keyframe, KeyframeGeometry as CoreGeometry  # noqa: E402
 from vpr_ros.nodes.fleet import batch_to_msg, geometry_to_msg, msg_to_batch, msg_to_geometry_fields  # noqa: E402
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from vpr_ros.core import map_log
-from vpr_ros.core.store import load_keyframes, read_meta
+from vpr_ros.core.map import live_map
+from vpr_ros.core.map.snapshot import load_keyframes, read_meta
 
 
 def test_sigkilled_node_keeps_every_keyframe_in_its_live_map(run_scenario, tmp_path):
@@ -12,7 +12,7 @@ def test_sigkilled_node_keeps_every_keyframe_in_its_live_map(run_scenario, tmp_p
     assert r["alive"], logs
     n = int(r["keyframes"])
     assert n >= 4, logs
-    assert map_log.is_live_map(tmp_path / "live")
+    assert live_map.is_live_map(tmp_path / "live")
     meta, kept = load_keyframes(tmp_path / "live", "tiny-pixels@test")
     # Killed after the node reported n keyframes: all of them are on disk (n-1 at worst, the one
     # being written when the kill came; the node was idle, so none was).

@@ -9,9 +9,9 @@ import threading
 import numpy as np
 
 from vpr_ros.core.config import Config
-from vpr_ros.core.config_text import TextConfig
+from vpr_ros.core.config.text import TextConfig
 from vpr_ros.core.detector import LoopClosureDetector
-from vpr_ros.core.place_text import TextReading
+from vpr_ros.core.text.place_text import TextReading
 from vpr_ros.nodes.node_ocr import NodeOcr, keyframe_identity
 
 from tiny_extractor import TinyExtractor

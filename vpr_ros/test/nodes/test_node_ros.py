@@ -16,7 +16,7 @@ import yaml
 from vpr_ros.core.config import config_from_flat, flat_field_specs, flatten_parameters, load_config
 from vpr_ros.nodes.settings import node_parameter_names
 from vpr_ros.core.detector import LoopClosureDetector
-from vpr_ros.core.store import load_keyframes
+from vpr_ros.core.map.snapshot import load_keyframes
 from vpr_ros.core.types import Frame
 from vpr_ros.launch_args import node_launch_config
 
@@ -211,7 +211,7 @@ def test_stereo_loop_carries_the_ground_truth_pose_and_is_counted(run_scenario):
     import numpy as np
 
     from euroc_stream import camera_truth, load_euroc
-    from vpr_ros.cli.bench_geometry import rotation_error_deg
+    from vpr_ros.cli.bench.geometry import rotation_error_deg
     from vpr_ros.io.poses import pose_matrix
 
     r = run_scenario("stereo_pose", timeout=90)
@@ -240,7 +240,7 @@ def test_monocular_loop_carries_rotation_and_unit_direction_without_scale(run_sc
     import numpy as np
 
     from euroc_stream import camera_truth, load_euroc
-    from vpr_ros.cli.bench_geometry import direction_error_deg, rotation_error_deg
+    from vpr_ros.cli.bench.geometry import direction_error_deg, rotation_error_deg
     from vpr_ros.io.poses import pose_matrix
 
     r = run_scenario("stereo_pose", "--mono", timeout=90)

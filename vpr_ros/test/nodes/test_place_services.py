@@ -9,8 +9,8 @@ import pytest
 
 from vpr_ros.core.config import config_from_flat
 from vpr_ros.core.detector import LoopClosureDetector
-from vpr_ros.core.place_text import PlaceLabel
-from vpr_ros.core.store import load_keyframes
+from vpr_ros.core.text.place_text import PlaceLabel
+from vpr_ros.core.map.snapshot import load_keyframes
 from vpr_ros.core.types import Frame
 
 from conftest import scenario_runner

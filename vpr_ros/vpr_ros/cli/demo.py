@@ -16,22 +16,21 @@ import argparse
 import dataclasses
 import shutil
 import tempfile
-from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
 from vpr_ros.cli import demo_text
+from vpr_ros.cli.corridor import corridor_dir, corridor_frames
 from vpr_ros.cli.replay import build_config, load_extractor, parse_overrides, summary
 from vpr_ros.cli.report import write_report
 from vpr_ros.cli.session import ReplayResult, load_frame_index, replay_bag, save_frame_index
 from vpr_ros.cli.simulated import SIMULATED_LABEL, SimulatedRun, simulated_trajectory
 from vpr_ros.core.config import Config, config_from_flat
 from vpr_ros.core.detector import Extractor, LoopClosureDetector
-from vpr_ros.core.errors import BagError, ConfigError, InputError
+from vpr_ros.core.errors import BagError, ConfigError
 from vpr_ros.core.eval.groundtruth import Exclusion, IndexGroundTruth, load_vprbench_gt
 from vpr_ros.core.types import Frame
 from vpr_ros.io.bag_writer import write_image_bag
@@ -50,25 +49,6 @@ SESSION2_OFFSET_NS = 3600 * NS  # session 2 is recorded an hour after session 1
 # In one stream the second pass comes right after the first (11.1 s later at 10 Hz); an exclusion
 # window shorter than that lets the revisit match the first pass (and aliased places of the same pass).
 SINGLE_SESSION_GAP_SEC = 5.0
-
-
-def corridor_dir() -> Path:
-    """The embedded Corridor dataset (query/, ref/, ground_truth_new.npy)."""
-    return Path(str(resources.files("vpr_ros") / "data" / "corridor"))
-
-
-def corridor_frames(split: str, count: int | None = None) -> list[npt.NDArray[np.uint8]]:
-    """(120, 160, 3) uint8 RGB frames of traversal ``split`` ("ref" or "query"), in order."""
-    files = sorted((corridor_dir() / split).glob("*.jpg"))[:count]
-    if not files:
-        raise InputError(f"no Corridor frames in {corridor_dir() / split}; reinstall vpr_ros")
-    frames = []
-    for f in files:
-        bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise InputError(f"cannot read {f}; reinstall vpr_ros")
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    return frames
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 from typing import Any, Sequence
 
+from vpr_ros.cli.corridor import corridor_dir
 from vpr_ros.cli.simulated_plates import BOUNDARIES, SIMULATED_PLATES_LABEL, PlatedCorridor, simulated_plated_corridor
 from vpr_ros.core.config import Config, config_from_flat
 from vpr_ros.core.eval.groundtruth import KeyframeRecord, load_vprbench_gt
-from vpr_ros.core.place_text import TextReading
-from vpr_ros.core.text_rule import distinctive_text
+from vpr_ros.core.text.place_text import TextReading
+from vpr_ros.core.text.rule import distinctive_text
 from vpr_ros.models.text_readers import attach_text_reader, text_extractor  # noqa: F401 - demo uses them from here
 
 __all__ = ["add_arguments", "apply_arguments", "plated_corridor", "attach_text_reader", "text_extractor",
@@ -51,8 +52,6 @@ def apply_arguments(args: argparse.Namespace, config: Config) -> Config:
 
 def plated_corridor(ref: Sequence[Any], query: Sequence[Any], boundary: str = "both") -> PlatedCorridor:
     """The SIMULATED plated Corridor of the demo (seed 0, x4), places from the Corridor's ground truth."""
-    from vpr_ros.cli.demo import corridor_dir
-
     pairs = load_vprbench_gt(corridor_dir() / "ground_truth_new.npy")
     return simulated_plated_corridor(ref, query, pairs, scale=PLATE_SCALE, boundary=boundary, seed=0)
 

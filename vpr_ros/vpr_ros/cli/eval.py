@@ -20,7 +20,7 @@ from vpr_ros.core.errors import InputError
 from vpr_ros.core.eval.groundtruth import load_vprbench_gt
 from vpr_ros.core.eval.metrics import recall_at_n
 from vpr_ros.core.index import KeyframeIndex
-from vpr_ros.core.verification import mnn_count
+from vpr_ros.core.matching.verification import mnn_count
 from vpr_ros.io.output_checks import check_output_dir
 
 logger = logging.getLogger(__name__)

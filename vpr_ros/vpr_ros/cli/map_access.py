@@ -16,12 +16,12 @@ from typing import Sequence
 
 import numpy as np
 
-from vpr_ros.core import map_log, map_loops
-from vpr_ros.core.atomic_dir import siblings
+from vpr_ros.core.map import live_map, loops_table
+from vpr_ros.core.map.atomic_dir import siblings
 from vpr_ros.core.errors import InputError, MapStoreError
 from vpr_ros.core.index import KeyframeIndex
-from vpr_ros.core.map_integrity import read_manifest
-from vpr_ros.core.store import DB, INDEX, MapMeta, check_save_target, load_keyframes, save_keyframes
+from vpr_ros.core.map.integrity import read_manifest
+from vpr_ros.core.map.snapshot import DB, INDEX, MapMeta, check_save_target, load_keyframes, save_keyframes
 from vpr_ros.core.types import Keyframe, LoopClosure
 
 __all__ = ["MapData", "Ident", "open_map", "write_map", "disk_usage", "check_out_path", "check_outside",
@@ -34,7 +34,7 @@ Ident = tuple[str, str, int]
 
 @dataclasses.dataclass
 class MapData:
-    """A map read into memory. keyframes in key order; loops as stored (core/map_loops.py)."""
+    """A map read into memory. keyframes in key order; loops as stored (core/map/loops_table.py)."""
 
     path: Path
     meta: MapMeta
@@ -53,7 +53,7 @@ def _check_map_dir(path: Path, flag: str) -> None:
                          "~/save_map")
     if not path.is_dir():
         raise InputError(f"{flag} {path} is a file; give a map directory (it holds {DB})")
-    if not (path / DB).is_file() and not map_log.is_live_map(path):
+    if not (path / DB).is_file() and not live_map.is_live_map(path):
         raise InputError(f"{flag} {path} is not a vpr_ros map (no {DB} in it); give a map directory "
                          "written by --map-save or ~/save_map")
     left = [p.name for p in siblings(path) if os.path.lexists(p)]
@@ -71,8 +71,8 @@ def open_map(path: str | Path, *, load_local: bool = True, flag: str = "map") ->
     path = Path(path).expanduser()
     _check_map_dir(path, flag)
     meta, keyframes = load_keyframes(path, load_local=load_local)
-    if map_log.is_live_map(path):  # the node's live map: every local record is crc-checked as it is read
-        log = map_log.MapLog(path)
+    if live_map.is_live_map(path):  # the node's live map: every local record is crc-checked as it is read
+        log = live_map.MapLog(path)
         try:
             return MapData(path, meta, keyframes, list(log.loops), False)
         finally:
@@ -80,7 +80,7 @@ def open_map(path: str | Path, *, load_local: bool = True, flag: str = "map") ->
     try:
         db = sqlite3.connect((path / DB).absolute().as_uri() + "?mode=ro", uri=True)
         try:
-            loops = map_loops.read_table(db, path)
+            loops = loops_table.read_table(db, path)
         finally:
             db.close()
     except (sqlite3.Error, ValueError) as exc:

@@ -7,7 +7,7 @@ and the scores, so a reader can see why a loop was accepted. Plots are inline SV
 base64 JPEG data URIs, so the file can be mailed or attached to an issue as it is.
 
 MNN pairs are recomputed from the keyframes' stored local features (the exact MNN the verifier ran;
-core/verification.py), not stored, so the map stays small and the lines always match the features.
+core/matching/verification.py), not stored, so the map stays small and the lines always match the features.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 
 from vpr_ros.cli.map_access import Ident, MapData
 from vpr_ros.core.types import Keyframe, LoopClosure
-from vpr_ros.core.verification import mnn_pairs
+from vpr_ros.core.matching.verification import mnn_pairs
 
 __all__ = ["render_report", "MAX_LINES"]
 

@@ -1,11 +1,11 @@
 """``vpr-ros map label|query``: name places in a saved map, and find keyframes by text.
 
 ``label`` adds place labels to keyframes named by id (``--id N [--robot R --session S] --label L``)
-or by a labels YAML (``--yaml FILE``, core/place_labels.py). A live map (the node's) gets them in
+or by a labels YAML (``--yaml FILE``, core/text/labels.py). A live map (the node's) gets them in
 place through its log, durable when the command returns; a snapshot map is rewritten through the
 store's crash-safe replace. A label the keyframe already has is not added again.
 
-``query`` ranks keyframes whose labels or OCR text match ``--text`` (core/text_query.py) and prints
+``query`` ranks keyframes whose labels or OCR text match ``--text`` (core/text/query.py) and prints
 them with robot, session, id, stamp and position. Sentence embeddings (models/text_embedding.py) are
 loaded only when token matching leaves room in ``--limit``; ``--no-embedding`` never loads them.
 """
@@ -23,11 +23,11 @@ import numpy as np
 import numpy.typing as npt
 
 from vpr_ros.cli.map_access import open_map, write_map
-from vpr_ros.core import map_log
+from vpr_ros.core.map import live_map
 from vpr_ros.core.errors import InputError
-from vpr_ros.core.place_labels import find_keyframe, load_labels
-from vpr_ros.core.place_text import PlaceLabel
-from vpr_ros.core.text_query import PlaceMatch, find_places
+from vpr_ros.core.text.labels import find_keyframe, load_labels
+from vpr_ros.core.text.place_text import PlaceLabel
+from vpr_ros.core.text.query import PlaceMatch, find_places
 from vpr_ros.core.types import Keyframe
 
 __all__ = ["add_parsers", "run_label", "run_query", "match_rows"]
@@ -87,9 +87,9 @@ def _labels_from_args(args: argparse.Namespace, keyframes: Sequence[Keyframe]) -
 
 def run_label(args: argparse.Namespace) -> int:
     path = Path(args.map).expanduser()
-    if map_log.is_live_map(path):
+    if live_map.is_live_map(path):
         open_map(path, load_local=False)  # the same checks and messages as every map tool
-        log = map_log.MapLog(path, writable=True)  # refuses while a node appends to it
+        log = live_map.MapLog(path, writable=True)  # refuses while a node appends to it
         try:
             new = _new_labels(log.keyframes, _labels_from_args(args, log.keyframes))
             for key, labels in new.items():

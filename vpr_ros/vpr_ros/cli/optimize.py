@@ -1,7 +1,7 @@
 """The ``--optimize`` step of ``vpr-ros replay`` and ``vpr-ros demo``: pose graph of the replayed stream.
 
 Builds a GTSAM pose graph from the keyframes of the replayed robot and session that have odometry
-(consecutive keyframes joined by odometry) and the loops between them (``core/posegraph.py``),
+(consecutive keyframes joined by odometry) and the loops between them (``core/geometry/pose_graph.py``),
 optimises it robustly, and writes into the replay's output folder:
 
 * ``metrics.json`` gains ``ate_before_m`` / ``ate_after_m`` (null without a ground truth),
@@ -26,7 +26,7 @@ import numpy.typing as npt
 from matplotlib.figure import Figure
 
 from vpr_ros.core.eval.trajectory import absolute_trajectory_error
-from vpr_ros.core.posegraph import LoopEdge, PoseGraphOptions, PoseGraphResult, optimize_pose_graph, pose_graph_edges
+from vpr_ros.core.geometry.pose_graph import LoopEdge, PoseGraphOptions, PoseGraphResult, optimize_pose_graph, pose_graph_edges
 from vpr_ros.core.types import Keyframe, LoopClosure
 from vpr_ros.io.trajectory_export import write_g2o, write_tum
 

@@ -90,7 +90,7 @@ def check_paths(args: argparse.Namespace) -> None:
     for path in args.map_load or ():
         check_map_load_source(path)
     if args.map_save:
-        # core/store.py refuses foreign targets too; checking here fails before any work is done
+        # core/map/snapshot.py refuses foreign targets too; checking here fails before any work is done
         check_map_save_target(args.map_save, protected=(args.bag, args.out))
 
 

@@ -76,7 +76,7 @@ def evaluate(result: ReplayResult, gt: GroundTruth | None) -> tuple[dict[str, An
         "num_map_keyframes": result.num_map_keyframes,
         "num_loop_closures": len(result.loop_closures),
         "odometry_rejected": result.odometry_rejected,
-        "text_rule": dict(result.text_rule),  # core/text_rule.py COUNTERS; {} when text.rule is off
+        "text_rule": dict(result.text_rule),  # core/text/rule.py COUNTERS; {} when text.rule is off
         "corrupt_messages": result.stats.corrupt,
         "corrupt_examples": result.stats.corrupt_examples,
         "stamps_backwards_skipped": result.stamps_backwards,

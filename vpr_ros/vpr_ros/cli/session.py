@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Mapping
 
 from tqdm import tqdm
 
-from vpr_ros.core.atomic_dir import fsync_dir
+from vpr_ros.core.map.atomic_dir import fsync_dir
 from vpr_ros.core.detector import LoopClosureDetector, StepResult
 from vpr_ros.core.errors import MapStoreError, StampOrderError
 from vpr_ros.core.eval.groundtruth import KeyframeRecord
@@ -77,11 +77,11 @@ class ReplayResult:
     #: frames skipped because their stamp went backwards (not in num_frames); first few described
     stamps_backwards: int = 0
     stamps_backwards_examples: list[str] = dataclasses.field(default_factory=list)
-    #: accepted loops whose relative pose was not valid, by reason (core/geometry.py REJECTION_REASONS),
+    #: accepted loops whose relative pose was not valid, by reason (core/geometry/relative_pose.py REJECTION_REASONS),
     #: published without a pose or dropped (geometry.on_invalid)
     geometry_rejections: dict[str, int] = dataclasses.field(default_factory=dict)
     odometry_rejected: int = 0  # own-stream candidates the odometry gate dropped before verification
-    #: the text rule's counters summed over the replay (core/text_rule.py COUNTERS); empty when it is off
+    #: the text rule's counters summed over the replay (core/text/rule.py COUNTERS); empty when it is off
     text_rule: dict[str, int] = dataclasses.field(default_factory=dict)
     _lookup: dict[Key, KeyframeRecord] = dataclasses.field(default_factory=dict, init=False, repr=False)
 

@@ -16,22 +16,22 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from vpr_ros.core import map_log
+from vpr_ros.core.map import live_map
 from vpr_ros.core.config import Config
 from vpr_ros.core.detector_map import KeyframeMapMixin
 from vpr_ros.core.errors import ConfigError, InputError, StampOrderError
-from vpr_ros.core.geometry import PoseEstimate
+from vpr_ros.core.geometry.relative_pose import PoseEstimate
 from vpr_ros.core.index import KeyframeIndex, l2_normalise
-from vpr_ros.core.keyframe_geometry import frame_geometry
+from vpr_ros.core.geometry.keyframe_geometry import frame_geometry
 from vpr_ros.core.keyframes import ConsistencyFilter, KeyframeSelector, is_excluded
-from vpr_ros.core.loop_geometry import LoopGeometry
-from vpr_ros.core.map_thumbnails import encode_thumbnail
-from vpr_ros.core.mnn_batched import GemmFactory
-from vpr_ros.core.odometry_gate import OdometryGate
-from vpr_ros.core.place_text import TextReading
-from vpr_ros.core.text_rule import TextReader, TextRule
+from vpr_ros.core.geometry.loop_pose import LoopGeometry
+from vpr_ros.core.map.thumbnails import encode_thumbnail
+from vpr_ros.core.matching.mnn_batched import GemmFactory
+from vpr_ros.core.geometry.odometry_gate import OdometryGate
+from vpr_ros.core.text.place_text import TextReading
+from vpr_ros.core.text.rule import TextReader, TextRule
 from vpr_ros.core.types import Candidate, Descriptors, Frame, Keyframe, KeyframeGeometry, LoopClosure, Verification
-from vpr_ros.core.verification import Verifier
+from vpr_ros.core.matching.verification import Verifier
 
 __all__ = ["Extractor", "StepResult", "LoopClosureDetector"]
 
@@ -61,7 +61,7 @@ class StepResult:
     # Why the accepted loop got no valid pose (geometry.REJECTION_REASONS), None if it did or none ran.
     geometry_rejection: str | None = None
     odometry_rejected: int = 0  # candidates of the own stream dropped by the odometry gate
-    # The text rule's counters of this step (core/text_rule.py COUNTERS); empty when text.rule is off.
+    # The text rule's counters of this step (core/text/rule.py COUNTERS); empty when text.rule is off.
     text_rule: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
@@ -89,7 +89,7 @@ class LoopClosureDetector(KeyframeMapMixin):
         self.text_reader: TextReader | None = None
         # Fleet mode: fills the local features of remote candidates on demand (nodes/fleet.py).
         self.fetch_local: Callable[[Sequence[Candidate], Sequence[Keyframe]], None] | None = None
-        self._store: map_log.MapLog | None = None  # the live map every new keyframe is appended to
+        self._store: live_map.MapLog | None = None  # the live map every new keyframe is appended to
         self.store_failures = 0
         self.reset()
 
@@ -105,7 +105,7 @@ class LoopClosureDetector(KeyframeMapMixin):
         self._last_stamp_ns: int | None = None
         self._own_keys: list[int] = []
         # key -> (map, its key) of keyframes whose local features stay on disk (read per candidate)
-        self._local_refs: dict[int, tuple[map_log.MapLog, int]] = {}
+        self._local_refs: dict[int, tuple[live_map.MapLog, int]] = {}
         self.detach_store()
 
     @property

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from vpr_ros.core import live_map_dirs, map_log, map_text
+from vpr_ros.core.map import live_map, live_map_dirs, text_table
 from vpr_ros.core.errors import InputError, MapStoreError
-from vpr_ros.core.store import load_keyframes, save_keyframes
-from vpr_ros.core.place_text import PlaceLabel, TextReading
+from vpr_ros.core.map.snapshot import load_keyframes, save_keyframes
+from vpr_ros.core.text.place_text import PlaceLabel, TextReading
 from vpr_ros.core.types import Keyframe, LoopClosure
 
 if TYPE_CHECKING:
@@ -45,8 +45,8 @@ class KeyframeMapMixin:
     _index: KeyframeIndex
     _own_keys: list[int]
     _next_id: int
-    _local_refs: dict[int, tuple[map_log.MapLog, int]]
-    _store: map_log.MapLog | None
+    _local_refs: dict[int, tuple[live_map.MapLog, int]]
+    _store: live_map.MapLog | None
 
     def local_features(self, key: int) -> npt.NDArray[np.float32] | None:
         """(h, w, c) float32 local features of keyframe ``key``: from memory, or read from its map on disk."""
@@ -72,11 +72,11 @@ class KeyframeMapMixin:
         return dataclasses.replace(kf, local=local, geometry=geometry)
 
     @property
-    def store(self) -> map_log.MapLog | None:
+    def store(self) -> live_map.MapLog | None:
         return self._store
 
     def attach_store(self, path: str | Path, fresh: bool = False) -> int:
-        """Append every keyframe, from now on as it is made, to the live map at ``path`` (core/map_log.py).
+        """Append every keyframe, from now on as it is made, to the live map at ``path`` (core/map/live_map.py).
 
         A live map already there (same model, weights and preprocessing, else MapStoreError) is
         loaded first and continued; a missing path, an empty directory or a snapshot map is replaced
@@ -85,7 +85,7 @@ class KeyframeMapMixin:
         ``fresh``: start a new live map even where one exists (after a reset).
         """
         self.detach_store()
-        log = live_map_dirs.open_for_append(path, map_log.fingerprint(self.model), self.model.global_dim,
+        log = live_map_dirs.open_for_append(path, live_map.fingerprint(self.model), self.model.global_dim,
                                             self.config.map.local_encoding, fresh=fresh, lazy_geometry=True)
         try:
             added = self._add_loaded(path, log.keyframes, log) if len(log) else 0
@@ -113,7 +113,7 @@ class KeyframeMapMixin:
     def _append_to_store(self, key: int, kf: Keyframe) -> None:
         try:
             log_key = self._store.append(kf)
-        except (map_log.MapStoreError, OSError, map_log.sqlite3.Error) as exc:
+        except (live_map.MapStoreError, OSError, live_map.sqlite3.Error) as exc:
             # The keyframe stays in memory (with its local features): detection goes on without the disk.
             self.store_failures += 1
             logger.error("could not append keyframe %d to map %s: %s", kf.id, self._store.root, exc)
@@ -127,7 +127,7 @@ class KeyframeMapMixin:
         if self._store is not None:
             try:
                 self._store.append_loops(loops)
-            except (map_log.MapStoreError, OSError, map_log.sqlite3.Error) as exc:
+            except (live_map.MapStoreError, OSError, live_map.sqlite3.Error) as exc:
                 self.store_failures += 1  # the loop is still published; only the map's record of it is missing
                 logger.error("could not append loops to map %s: %s", self._store.root, exc)
 
@@ -160,13 +160,13 @@ class KeyframeMapMixin:
         twice, or a map saved earlier in this session) are skipped, and the count is logged, so
         loading is idempotent. Any error raises MapStoreError with the map unchanged.
         """
-        if map_log.is_live_map(path):
-            log = map_log.MapLog(path, map_log.fingerprint(self.model), lazy_geometry=True)
+        if live_map.is_live_map(path):
+            log = live_map.MapLog(path, live_map.fingerprint(self.model), lazy_geometry=True)
             return self._add_loaded(path, log.keyframes, log)
         _, loaded = load_keyframes(path, self.model_id, load_local=self.config.map.store_local)
         return self._add_loaded(path, loaded, None)
 
-    def _add_loaded(self, path: str | Path, loaded: Sequence[Keyframe], log: map_log.MapLog | None) -> int:
+    def _add_loaded(self, path: str | Path, loaded: Sequence[Keyframe], log: live_map.MapLog | None) -> int:
         if loaded and loaded[0].global_.shape[0] != self.model.global_dim:
             raise MapStoreError(f"map {path} holds {loaded[0].global_.shape[0]}-d descriptors, the "
                                 f"model gives {self.model.global_dim}-d")
@@ -218,12 +218,12 @@ class KeyframeMapMixin:
         Raises MapStoreError for a label that cannot be stored (empty, too long) and IndexError for a
         key the map does not hold; the map is unchanged then.
         """
-        map_text.check_label(label)
+        text_table.check_label(label)
         kf = self._keyframes[key]
         kf.labels = (*kf.labels, label)
         self._update_store(kf, lambda log, log_key: log.add_label(log_key, label))
 
-    def _update_store(self, kf: Keyframe, change: Callable[[map_log.MapLog, int], None]) -> None:
+    def _update_store(self, kf: Keyframe, change: Callable[[live_map.MapLog, int], None]) -> None:
         if self._store is None:
             return
         log_key = self._store.key_of(kf.robot_id, kf.session_id, kf.id)
@@ -231,7 +231,7 @@ class KeyframeMapMixin:
             return
         try:
             change(self._store, log_key)
-        except (map_log.MapStoreError, OSError, map_log.sqlite3.Error) as exc:
+        except (live_map.MapStoreError, OSError, live_map.sqlite3.Error) as exc:
             self.store_failures += 1
             logger.error("could not store text/labels of keyframe %d in map %s: %s", kf.id, self._store.root, exc)
 

@@ -9,8 +9,8 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:  # types.py stays importable by models without pulling in OpenCV
-    from vpr_ros.core.camera import PinholeCamera, StereoRig
-    from vpr_ros.core.place_text import PlaceLabel, TextReading
+    from vpr_ros.core.geometry.camera import PinholeCamera, StereoRig
+    from vpr_ros.core.text.place_text import PlaceLabel, TextReading
 
 __all__ = ["Frame", "Descriptors", "Keyframe", "KeyframeGeometry", "Candidate", "Verification", "LoopClosure"]
 
@@ -83,7 +83,7 @@ class Keyframe:
     global_: (D,) float32, L2-normalised. local: (h, w, c) float32 or None.
     pose: (4, 4) float64 world_T_body or None. id is unique within (robot_id, session_id) and
     globally unique inside one index (the index assigns it). thumbnail: a small JPEG of the image
-    for map tools (``map.thumbnails``), or None. text: what OCR read on it (core/place_text.py),
+    for map tools (``map.thumbnails``), or None. text: what OCR read on it (core/text/place_text.py),
     None until OCR looked at it, () when it found nothing. labels: names given to the place.
     """
 

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
-from vpr_ros.core.camera import (PinholeCamera, StereoRig, camera_from_camera_info, load_camera, stereo_from_extrinsics,
+from vpr_ros.core.geometry.camera import (PinholeCamera, StereoRig, camera_from_camera_info, load_camera, stereo_from_extrinsics,
                                  stereo_from_projections)
 from vpr_ros.core.errors import ConfigError
 

@@ -22,9 +22,9 @@ from typing import Any, Callable
 import numpy as np
 import numpy.typing as npt
 
-from vpr_ros.core.camera import StereoRig
+from vpr_ros.core.geometry.camera import StereoRig
 from vpr_ros.core.errors import BagError, ConfigError
-from vpr_ros.core.keyframe_geometry import depth_from_raw
+from vpr_ros.core.geometry.keyframe_geometry import depth_from_raw
 from vpr_ros.core.types import Frame
 from vpr_ros.io.calibration import Calibration, calibration_from_camera_info, stereo_rig
 

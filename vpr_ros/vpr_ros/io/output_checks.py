@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vpr_ros.core.errors import BagError, MapStoreError
 
-from vpr_ros.core.store import check_save_target
+from vpr_ros.core.map.snapshot import check_save_target
 
 __all__ = ["check_output_dir", "check_map_save_target", "check_map_load_source"]
 

@@ -27,9 +27,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from vpr_ros.core.config_text import TextConfig
+from vpr_ros.core.config.text import TextConfig
 from vpr_ros.core.errors import InputError, ModelLoadError
-from vpr_ros.core.place_text import TextReading
+from vpr_ros.core.text.place_text import TextReading
 
 __all__ = ["OcrReader", "OcrUnavailableError", "OCR_PACKAGE", "OCR_INSTALL", "ocr_versions"]
 
@@ -86,7 +86,7 @@ class OcrReader:
     """Reads lines of text from an image. Deterministic: the same image gives the same readings.
 
     Built from :class:`TextConfig` (``ocr_threads``, ``ocr_max_side_px``). Not thread-safe: use one
-    reader per thread (core/ocr_worker.py owns one).
+    reader per thread (core/text/ocr_worker.py owns one).
 
     Raises:
         OcrUnavailableError: rapidocr-onnxruntime is not installed or its models cannot be loaded.

@@ -1,7 +1,7 @@
 """A text-aware global descriptor (issue 13, optional; ``text.fused_weight`` > 0): the image
 descriptor concatenated with a weighted sentence embedding of the text read on the image.
 
-For an image with distinctive text (the codes and words of the text rule, core/text_rule.py: readings
+For an image with distinctive text (the codes and words of the text rule, core/text/rule.py: readings
 at or above ``text.min_confidence``, room numbers and rare words, sorted and joined by spaces) the
 global descriptor is ``[g, w * e] / sqrt(1 + w^2)``, else ``[g, 0]``;
 g: the model's (D,) L2-normalised descriptor, e: the (384,) all-MiniLM-L6-v2 embedding
@@ -9,7 +9,7 @@ g: the model's (D,) L2-normalised descriptor, e: the (384,) all-MiniLM-L6-v2 emb
 stays cosine: two images with text score ``(cos_g + w^2 cos_e) / (1 + w^2)``, an image with text
 against one without ``cos_g / sqrt(1 + w^2)``. This is the multi-modal VPR idea (fuse image and text
 because text survives appearance change) in a form that runs on a CPU: it changes retrieval, not
-verification (local features pass through untouched), unlike the text rule (core/text_rule.py).
+verification (local features pass through untouched), unlike the text rule (core/text/rule.py).
 
 The wrapper is also the detector's ``text_reader``: it returns the readings of an image it has just
 extracted, so each keyframe is read once. It reads every frame it extracts (not only keyframes):
@@ -26,8 +26,8 @@ from typing import Any, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from vpr_ros.core.place_text import TextReading
-from vpr_ros.core.text_rule import distinctive_text
+from vpr_ros.core.text.place_text import TextReading
+from vpr_ros.core.text.rule import distinctive_text
 from vpr_ros.core.types import Descriptors
 
 __all__ = ["TextFusedExtractor", "fused_text"]

@@ -8,9 +8,9 @@ detector the reader its configuration asks for.
 from __future__ import annotations
 
 from vpr_ros.core.config import Config
-from vpr_ros.core.config_text import TextConfig
+from vpr_ros.core.config.text import TextConfig
 from vpr_ros.core.detector import Extractor, LoopClosureDetector
-from vpr_ros.core.text_rule import TextReader
+from vpr_ros.core.text.rule import TextReader
 from vpr_ros.models.text_fused import TextFusedExtractor
 
 __all__ = ["text_extractor", "attach_text_reader"]

@@ -122,7 +122,7 @@ def render_debug_image(query: U8Image, match: U8Image | None, pairs: tuple[np.nd
 
     query, match: (H, W, 3) uint8 RGB (match is resized to the query's height; None draws a grey
     panel). pairs: flat location indices (M,), (M,) on the (h, w) local grids grid0/grid1, as
-    :func:`vpr_ros.core.verification.mnn_pairs` returns them. Returns (H, 2W', 3) uint8 RGB.
+    :func:`vpr_ros.core.matching.verification.mnn_pairs` returns them. Returns (H, 2W', 3) uint8 RGB.
     """
     height, width = query.shape[:2]
     if match is None:

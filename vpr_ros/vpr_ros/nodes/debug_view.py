@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 from sensor_msgs.msg import Image
 
 from vpr_ros.core.types import Keyframe, LoopClosure
-from vpr_ros.core.verification import mnn_pairs
+from vpr_ros.core.matching.verification import mnn_pairs
 from vpr_ros.nodes import conversions as conv
 
 __all__ = ["DebugView"]

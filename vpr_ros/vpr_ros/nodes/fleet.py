@@ -33,12 +33,12 @@ from vpr_ros_msgs.msg import KeyframeDescriptors, KeyframeGeometry
 from vpr_ros_msgs.msg import LoopClosure as LoopClosureMsg
 from vpr_ros_msgs.srv import GetKeyframeFeatures
 
-from vpr_ros.core.bandwidth import TokenBucket
+from vpr_ros.core.fleet.bandwidth import TokenBucket
 from vpr_ros.core.detector import LoopClosureDetector
 from vpr_ros.core.errors import FleetError, VprError
-from vpr_ros.core.feature_cache import FetchedFeatures
+from vpr_ros.core.fleet.feature_cache import FetchedFeatures
 from vpr_ros.core.keyframes import find_key
-from vpr_ros.core.remote_keyframes import (WIRE_ENCODING, DescriptorBatch, check_model, decode_batch,
+from vpr_ros.core.fleet.remote_keyframes import (WIRE_ENCODING, DescriptorBatch, check_model, decode_batch,
                                            decode_geometry, decode_locals, encode_batch, encode_geometry,
                                            encode_locals)
 from vpr_ros.core.types import Candidate, Keyframe, LoopClosure

@@ -27,10 +27,10 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CameraInfo, Image
 
-from vpr_ros.core.camera import (PinholeCamera, StereoRig, camera_from_camera_info, stereo_from_camera_infos,
+from vpr_ros.core.geometry.camera import (PinholeCamera, StereoRig, camera_from_camera_info, stereo_from_camera_infos,
                                  stereo_from_projections)
 from vpr_ros.core.errors import VprError
-from vpr_ros.core.keyframe_geometry import depth_from_raw
+from vpr_ros.core.geometry.keyframe_geometry import depth_from_raw
 from vpr_ros.nodes.conversions import image_msg_to_rgb, stamp_to_ns
 from vpr_ros.nodes.settings import NodeSettings
 

@@ -29,7 +29,7 @@ from visualization_msgs.msg import MarkerArray
 from vpr_ros_msgs.msg import LoopClosure as LoopClosureMsg
 from vpr_ros_msgs.srv import MapIO
 
-from vpr_ros.core import mnn_batched
+from vpr_ros.core.matching import mnn_batched
 from vpr_ros.core.detector import LoopClosureDetector, StepResult
 from vpr_ros.core.errors import ConfigError, InputError, VprError
 from vpr_ros.core.pipeline import fix_mmap_threshold

@@ -1,7 +1,7 @@
 """The node's map I/O: ``~/save_map``, ``~/load_map``, ``~/reset``, periodic autosave, shutdown save.
 
 With ``map.append`` (default) and ``map.save_path`` set, :meth:`MapKeeper.start` attaches a live map
-there (core/map_log.py): every keyframe is on disk as it is made, autosave has nothing to do, and
+there (core/map/live_map.py): every keyframe is on disk as it is made, autosave has nothing to do, and
 ``~/save_map`` to another path writes a snapshot (copy) of the live map.
 
 ROS-free on purpose (the node turns results into service responses), so that every way a map
@@ -22,7 +22,7 @@ from typing import Callable
 from vpr_ros.core.config import MapConfig
 from vpr_ros.core.detector import LoopClosureDetector
 from vpr_ros.core.errors import VprError
-from vpr_ros.core.store import check_save_target
+from vpr_ros.core.map.snapshot import check_save_target
 from vpr_ros.core.types import Keyframe
 
 __all__ = ["MapResult", "MapKeeper", "keyframe_bytes", "check_save_path"]

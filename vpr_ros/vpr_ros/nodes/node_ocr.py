@@ -1,6 +1,6 @@
 """OCR of the node's keyframes (``text.ocr``, docs/place_text.md "In the node").
 
-background: every new keyframe's image goes to the OCR worker (core/ocr_worker.py) after the keyframe
+background: every new keyframe's image goes to the OCR worker (core/text/ocr_worker.py) after the keyframe
 is stored; the worker reads at most ``text.ocr_rate_hz`` keyframes per second on its own thread and
 its results join the map through ``detector.set_text`` under the node's detector lock. inline: the
 detector reads each new keyframe itself before verification (``detector.text_reader``).
@@ -15,11 +15,11 @@ import dataclasses
 import threading
 from typing import Any, Callable, Sequence
 
-from vpr_ros.core.config_text import TextConfig
+from vpr_ros.core.config.text import TextConfig
 from vpr_ros.core.detector import LoopClosureDetector
 from vpr_ros.core.errors import VprError
-from vpr_ros.core.ocr_worker import OcrWorker
-from vpr_ros.core.place_text import TextReading
+from vpr_ros.core.text.ocr_worker import OcrWorker
+from vpr_ros.core.text.place_text import TextReading
 from vpr_ros.core.types import Keyframe
 
 __all__ = ["NodeOcr", "Identity", "keyframe_identity"]

@@ -23,10 +23,10 @@ from vpr_ros.core.config import Config
 from vpr_ros.core.detector import LoopClosureDetector, StepResult
 from vpr_ros.core.errors import ConfigError, VprError
 from vpr_ros.core.keyframes import find_key
-from vpr_ros.core.place_labels import load_labels
-from vpr_ros.core.place_text import PlaceLabel
-from vpr_ros.core.text_query import Embedder, PlaceMatch, find_places
-from vpr_ros.core.text_rule import COUNTERS as TEXT_RULE_COUNTERS
+from vpr_ros.core.text.labels import load_labels
+from vpr_ros.core.text.place_text import PlaceLabel
+from vpr_ros.core.text.query import Embedder, PlaceMatch, find_places
+from vpr_ros.core.text.rule import COUNTERS as TEXT_RULE_COUNTERS
 from vpr_ros.core.types import Keyframe, LoopClosure, Verification
 from vpr_ros.io.poses import matrix_to_pose
 from vpr_ros.nodes.conversions import ns_to_stamp

@@ -15,7 +15,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from vpr_ros.core.detector import StepResult
-from vpr_ros.core.geometry import REJECTION_REASONS
+from vpr_ros.core.geometry.relative_pose import REJECTION_REASONS
 
 __all__ = ["NodeStats", "BAD_INPUT_KINDS", "STAGES", "GEOMETRY_COUNTERS"]
 

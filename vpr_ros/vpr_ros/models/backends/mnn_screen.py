@@ -1,4 +1,4 @@
-"""torch screens for ``core.mnn_batched`` (the core itself does not import torch).
+"""torch screens for ``core.matching.mnn_batched`` (the core itself does not import torch).
 
 ``torch_gemm("bf16")`` runs the blocks through oneDNN's bf16 GEMM (fp32 accumulation, bf16 output)
 and hands them over as raw bit patterns; ``torch_gemm("fp32")`` through torch's fp32 GEMM (MKL).
@@ -60,7 +60,7 @@ class TorchGemm:
         return out.view(torch.int16).numpy() if self.precision == "bf16" else out.numpy()
 
 
-def torch_gemm(precision: str):  # -> core.mnn_batched.GemmFactory
+def torch_gemm(precision: str):  # -> core.matching.mnn_batched.GemmFactory
     """The factory ``mnn_pairs_many(..., gemm=...)`` takes; it keeps its buffers across calls
     (per thread)."""
     if precision not in ("fp32", "bf16"):
