@@ -79,7 +79,7 @@ def test_decentralised_fleet_matches_central_answer_survives_rejoin_and_refuses_
     # Robot C runs another model: everything it received was refused, counted and logged.
     c = r["diag_c"]
     assert int(c["fleet.refused.model_mismatch"]) >= 2 and c["fleet.remote_keyframes"] == "0", logs
-    assert r["first"]["rc"] == [] and "refused keyframes of robot 'ra'" in r["log"], logs
+    assert r["first"]["rc"] == [] and "refused input of robot 'ra'" in r["log"], logs
     # B leaves and rejoins (a new process, no map): it gets A's history and closes the same loops.
     assert r["rc_b"] == 0 and r["b2_has_a"] and r["b2_remote_before_play"] == FRAMES, logs
     assert r["settled_b2"], logs

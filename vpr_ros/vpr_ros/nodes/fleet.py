@@ -13,8 +13,10 @@ Every robot's ``loop_closure_node`` does the same four things, with no central p
 4. publishes the inter-robot loop on its ``loop_closures`` and on ``<prefix>/loops``; the matched
    robot republishes it on its own ``loop_closures``, so both robots hold the merged constraint.
 
-A batch or request from another model (or descriptor dimension) is refused, counted and logged.
-Callbacks only queue: batches are indexed by the processing thread (:meth:`FleetLink.drain`) under
+Every field of what a peer sends is checked before use (core/fleet/validation.py): a batch, a
+feature answer or a fleet loop that fails is refused, counted as ``fleet.refused.<reason>`` and
+logged (once per peer), and never raises out of a callback. One peer robot and all peers together
+may add keyframes up to a memory budget (core/fleet/budget.py). Callbacks only queue: batches are indexed by the processing thread (:meth:`FleetLink.drain`) under
 the detector lock, and feature requests are answered without that lock.
 """
 
@@ -25,33 +27,41 @@ import threading
 import time
 from typing import Any, Callable, Protocol, Sequence
 
-import numpy as np
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import serialize_message
-from vpr_ros_msgs.msg import KeyframeDescriptors, KeyframeGeometry
+from vpr_ros_msgs.msg import KeyframeDescriptors
 from vpr_ros_msgs.msg import LoopClosure as LoopClosureMsg
 from vpr_ros_msgs.srv import GetKeyframeFeatures
 
 from vpr_ros.core.fleet.bandwidth import TokenBucket
 from vpr_ros.core.detector import LoopClosureDetector
 from vpr_ros.core.errors import FleetError, VprError
+from vpr_ros.core.fleet.budget import RemoteBudget, remote_keyframe_bytes
 from vpr_ros.core.fleet.feature_cache import FetchedFeatures
+from vpr_ros.core.fleet.loop_guard import LoopGuard
+from vpr_ros.core.fleet.remote_keyframes import (WIRE_ENCODING, DescriptorBatch, check_batch, decode_answer,
+                                                 decode_batch, decode_geometry, encode_batch, encode_geometry,
+                                                 encode_locals, head)
+from vpr_ros.core.fleet.validation import MAX_BATCH, REFUSAL_REASONS, Refused, check_name, model_local_channels
 from vpr_ros.core.keyframes import find_key
-from vpr_ros.core.fleet.remote_keyframes import (WIRE_ENCODING, DescriptorBatch, check_model, decode_batch,
-                                           decode_geometry, decode_locals, encode_batch, encode_geometry,
-                                           encode_locals)
 from vpr_ros.core.types import Candidate, Keyframe, LoopClosure
 from vpr_ros.nodes import conversions as conv
+from vpr_ros.nodes.fleet_loops import FleetLoopsMixin
+from vpr_ros.nodes.fleet_msgs import batch_to_msg, geometry_to_msg, msg_to_batch, msg_to_geometry_fields
 from vpr_ros.nodes.settings import NodeSettings
 
-__all__ = ["Fleet", "FleetLink", "FLEET_COUNTERS", "history_qos"]
+__all__ = ["Fleet", "FleetLink", "FLEET_COUNTERS", "history_qos", "batch_to_msg", "msg_to_batch",
+           "geometry_to_msg", "msg_to_geometry_fields"]
+
+MAX_PEERS = 256        # distinct (robot, session) peers and features services one robot keeps
 
 #: Counters every fleet mode reports in diagnostics (``fleet.<name>``).
 FLEET_COUNTERS = ("keyframes_sent", "batches_sent", "bytes_sent", "bytes_sent.descriptors",
-                  "bytes_sent.features", "bytes_sent.loops", "remote_keyframes", "refused.model_mismatch",
-                  "refused.malformed", "features_requested", "features_received", "fetch_failures",
-                  "bytes_received.features", "inter_robot_loops.found", "inter_robot_loops.received")
+                  "bytes_sent.features", "bytes_sent.loops", "remote_keyframes",
+                  *(f"refused.{r}" for r in REFUSAL_REASONS), "features_requested", "features_received",
+                  "fetch_failures", "bytes_received.features", "inter_robot_loops.found",
+                  "inter_robot_loops.received")
 
 
 class Fleet(Protocol):
@@ -76,42 +86,7 @@ def history_qos(depth: int) -> QoSProfile:
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-def batch_to_msg(batch: DescriptorBatch, stamp: Any) -> KeyframeDescriptors:
-    msg = KeyframeDescriptors(robot_id=batch.robot_id, session_id=batch.session_id, descriptor_model=batch.model_id,
-                              descriptor_dim=batch.dim, features_service=batch.features_service,
-                              keyframe_ids=batch.ids.tolist(), encoding=batch.encoding,
-                              stamps=[conv.ns_to_stamp(int(t)) for t in batch.stamps_ns])
-    msg.header.stamp = stamp
-    msg.descriptors = batch.descriptors
-    if batch.poses is not None:
-        msg.poses = batch.poses.reshape(-1).tolist()
-    return msg
-
-
-def msg_to_batch(msg: KeyframeDescriptors) -> DescriptorBatch:
-    poses = np.asarray(msg.poses, np.float64)
-    return DescriptorBatch(msg.robot_id, msg.session_id, msg.descriptor_model, int(msg.descriptor_dim),
-                           np.asarray(msg.keyframe_ids, np.uint64),
-                           np.array([conv.stamp_to_ns(s) for s in msg.stamps], np.int64), bytes(msg.descriptors),
-                           poses.reshape(-1, 4, 4) if poses.size else None, msg.features_service, msg.encoding)
-
-
-_GEOMETRY_FIELDS = ("valid", "image_height", "image_width", "keypoints", "descriptor_type", "descriptor_size",
-                    "descriptors", "points3d", "k", "d", "distortion_model", "t_body_cam")
-
-
-def geometry_to_msg(fields: dict[str, Any]) -> KeyframeGeometry:
-    msg = KeyframeGeometry()
-    for name, value in fields.items():
-        setattr(msg, name, value)
-    return msg
-
-
-def msg_to_geometry_fields(msg: KeyframeGeometry) -> dict[str, Any]:
-    return {name: getattr(msg, name) for name in _GEOMETRY_FIELDS}
-
-
-class FleetLink:
+class FleetLink(FleetLoopsMixin):
     """One robot's side of the decentralised fleet (see the module docstring)."""
 
     def __init__(self, node: Node, detector: LoopClosureDetector, lock: threading.Lock, settings: NodeSettings,
@@ -125,10 +100,19 @@ class FleetLink:
         rate = settings.fleet_bandwidth_bytes_per_sec
         self._bucket = TokenBucket(rate, rate, time.monotonic())  # 1 s of burst
         self._outbox: collections.deque[Keyframe] = collections.deque()
-        self._inbox: collections.deque[DescriptorBatch] = collections.deque()
-        # (session, id) -> detector key of our own keyframes, for feature answers: the features are read
-        # through the detector (from the live map on disk), never pinned in RAM here.
-        self._own: dict[tuple[str, int], int] = {}
+        self._inbox: collections.deque[tuple[DescriptorBatch, int]] = collections.deque()  # (batch, reserved)
+        # (session, id) -> detector key of our own keyframes, for feature answers and fleet loops: the
+        # features are read through the detector (from the live map on disk), never pinned in RAM here.
+        self._own: dict[tuple[str, int], int] = {(kf.session_id, kf.id): key for key, kf in
+                                                 enumerate(detector.keyframes) if kf.robot_id == self.robot_id}
+        dim = detector.model.global_dim
+        total_mb = settings.fleet_remote_budget_mb
+        if detector.config.map.memory_budget_mb > 0:  # other robots' keyframes count within the map's budget
+            total_mb = min(total_mb, detector.config.map.memory_budget_mb)
+        self._budget = RemoteBudget(settings.fleet_peer_budget_mb * 1e6, total_mb * 1e6, remote_keyframe_bytes(dim))
+        # A fleet loop waits this long for the batch carrying its query keyframe (budget-delayed batches).
+        self._loop_guard: LoopGuard[LoopClosureMsg] = LoopGuard(max(2.0, 5 * settings.fleet_request_timeout_sec))
+        self._channels = model_local_channels(detector.model)  # fetched features must have the own model's channels
         self._fetched = FetchedFeatures(int(settings.fleet_feature_cache_mb * 1e6))
         self._servers: dict[tuple[str, str], str] = {}   # (robot, session) -> its features service
         self._clients: dict[str, Any] = {}
@@ -153,10 +137,13 @@ class FleetLink:
         with self._mutex:
             if key is not None:
                 self._own[(kf.session_id, kf.id)] = key
+            if kf.local is not None and kf.local.ndim == 3:
+                self._channels = int(kf.local.shape[-1])
             self._outbox.append(kf)
 
     def _flush(self) -> None:
-        """Timer: send queued keyframes in batches while the budget allows."""
+        """Timer: send queued keyframes in batches while the budget allows; release waiting fleet loops."""
+        self._release_loops()
         while True:
             with self._mutex:
                 kfs = list(self._outbox)[:self._settings.fleet_batch_size]
@@ -193,59 +180,74 @@ class FleetLink:
 
     # -- receiving ----------------------------------------------------------------------------
     def _on_batch(self, msg: KeyframeDescriptors) -> None:
+        try:
+            self._take_batch(msg)
+        except Refused as exc:
+            self._refuse(msg.robot_id, msg.session_id, exc.reason, str(exc))
+        except Exception as exc:  # noqa: BLE001 - nothing a peer sends may end the executor
+            self._refuse(msg.robot_id, msg.session_id, "malformed", f"{type(exc).__name__}: {exc}")
+
+    def _take_batch(self, msg: KeyframeDescriptors) -> None:
         if msg.robot_id == self.robot_id and msg.session_id == self._detector.config.detector.session_id:
             return  # our own broadcast
-        try:
-            batch = msg_to_batch(msg)
-            check_model(batch.model_id, batch.dim, self._detector.model_id, self._detector.model.global_dim,
-                        f"robot {batch.robot_id!r}")
-        except (FleetError, ValueError) as exc:
-            self._refuse(msg.robot_id, msg.session_id, "model_mismatch" if isinstance(exc, FleetError)
-                         else "malformed", str(exc))
-            return
-        if batch.features_service and batch.features_service not in self._clients:
-            # Created here, on the executor thread; the processing thread only uses them.
-            self._clients[batch.features_service] = self._node.create_client(GetKeyframeFeatures,
-                                                                             batch.features_service)
+        batch = msg_to_batch(msg)
+        check_batch(batch, self._detector.model_id, self._detector.model.global_dim)
+        robot, peer, service = batch.robot_id, (batch.robot_id, batch.session_id), batch.features_service
         with self._mutex:
-            self._servers[(batch.robot_id, batch.session_id)] = batch.features_service
-            self._inbox.append(batch)
+            if peer not in self._servers and len(self._servers) >= MAX_PEERS:
+                raise Refused("peers", f"already {len(self._servers)} robot sessions in the fleet")
+        if service and service not in self._clients:
+            if len(self._clients) >= MAX_PEERS:
+                raise Refused("peers", f"already {len(self._clients)} features services in the fleet")
+            try:  # created here, on the executor thread; the processing thread only uses them
+                self._clients[service] = self._node.create_client(GetKeyframeFeatures, service)
+            except Exception as exc:  # noqa: BLE001 - rclpy's name checks are the last word
+                raise Refused("name", f"features service {service[:40]!r}: {exc}") from None
+        n = len(batch.ids)
+        with self._mutex:
+            self._servers[peer] = service
+            self._loop_guard.seen(robot, batch.session_id, batch.ids.tolist(), batch.stamps_ns.tolist())
+            reserved = self._budget.reserve(robot, n)
+            if reserved:
+                self._inbox.append((head(batch, reserved), reserved))
+        if reserved < n:
+            self._refuse(robot, batch.session_id, "budget", f"{n - reserved} keyframes over the budget "
+                         f"(fleet.peer_budget_mb, fleet.remote_budget_mb, map.memory_budget_mb)", n - reserved)
 
-    def _refuse(self, robot: str, session: str, kind: str, text: str) -> None:
-        self._count(f"fleet.refused.{kind}", 1)
-        if (robot, session) not in self._refused:  # logged once per peer, counted every time
-            self._refused.add((robot, session))
-            self._node.get_logger().error(f"fleet: refused keyframes of robot {robot!r}: {text}")
+    def _refuse(self, robot: str, session: str, kind: str, text: str, n: int = 1) -> None:
+        self._count(f"fleet.refused.{kind}", n)
+        robot = robot if len(robot) <= 40 else robot[:40] + "..."
+        peer = (robot, session[:40], kind)
+        if peer not in self._refused and len(self._refused) < 1000:  # logged once per peer and reason
+            self._refused.add(peer)
+            self._node.get_logger().error(f"fleet: refused input of robot {robot!r}: {text}")
         else:
-            self._warn(f"fleet_{kind}", f"fleet: refused keyframes of robot {robot!r} ({kind})")
+            self._warn(f"fleet_{kind}", f"fleet: refused input of robot {robot!r} ({kind})")
 
     def drain(self) -> None:
         with self._mutex:
             batches = list(self._inbox)
             self._inbox.clear()
-        for batch in batches:
+        for batch, reserved in batches:
+            added = 0
             try:
                 keyframes = decode_batch(batch, self._detector.model_id, self._detector.model.global_dim)
-            except FleetError as exc:
-                self._refuse(batch.robot_id, batch.session_id, "malformed", str(exc))
-                continue
-            try:
                 with self._lock:
                     added = self._detector.add_remote_keyframes(keyframes)
-            except VprError as exc:  # runs on the processing thread: a bad batch must not end it
-                self._refuse(batch.robot_id, batch.session_id, "malformed", str(exc))
-                continue
+            except (VprError, ValueError) as exc:  # runs on the processing thread: a bad batch must not end it
+                self._refuse(batch.robot_id, batch.session_id, getattr(exc, "reason", "malformed"), str(exc))
+            finally:
+                with self._mutex:
+                    self._budget.settle(batch.robot_id, reserved, added)
             self._count("fleet.remote_keyframes", added)
-
-    def _on_fleet_loop(self, msg: LoopClosureMsg) -> None:
-        if msg.match_robot_id == self.robot_id and msg.query_robot_id != self.robot_id:
-            self._loop_pub.publish(msg)
-            self._count("fleet.inter_robot_loops.received", 1)
-            self._count("loop_closures", 1)
 
     # -- local features on demand ----------------------------------------------------------------
     def fetch_local(self, candidates: Sequence[Candidate], keyframes: Sequence[Keyframe]) -> None:
-        """Detector hook (processing thread): attach the local features of promising remote candidates."""
+        """Detector hook (processing thread): attach the local features of promising remote candidates.
+
+        What a peer answers is checked keyframe by keyframe (shape against the own model's, NaN/Inf,
+        ids asked for); a keyframe without usable features is a fetch failure and is not verified,
+        the other candidates are."""
         min_sim = self._detector.config.verify.min_global_similarity
         groups: dict[tuple[str, str], list[Keyframe]] = collections.defaultdict(list)
         for c, kf in zip(candidates, keyframes):
@@ -254,11 +256,15 @@ class FleetLink:
         for (robot, session), kfs in groups.items():
             self._count("fleet.features_requested", len(kfs))
             try:
-                got = self._request(robot, session, [kf.id for kf in kfs])
-            except FleetError as exc:
+                got, refused = self._request(robot, session, [kf.id for kf in kfs])
+            except Exception as exc:  # noqa: BLE001 - a peer's answer must never cost the frame
+                if isinstance(exc, Refused):
+                    self._refuse(robot, session, exc.reason, f"feature answer: {exc}")
                 self._count("fleet.fetch_failures", len(kfs))
                 self._warn("fleet_fetch", f"fleet: no local features from robot {robot!r}: {exc}")
                 continue
+            for exc in refused:
+                self._refuse(robot, session, exc.reason, f"feature answer: {exc}")
             for kf in kfs:
                 if kf.id in got:  # kept (up to fleet.feature_cache_mb): later queries verify without asking
                     kf.local, geometry = got[kf.id]
@@ -269,8 +275,9 @@ class FleetLink:
             self._count("fleet.features_received", sum(kf.id in got for kf in kfs))
             self._count("fleet.fetch_failures", sum(kf.id not in got for kf in kfs))
 
-    def _request(self, robot: str, session: str, ids: list[int]) -> dict[int, tuple[Any, Any]]:
-        """id -> (local (h, w, c) float32, KeyframeGeometry or None) of the keyframes the owner holds."""
+    def _request(self, robot: str, session: str, ids: list[int]) -> tuple[dict[int, tuple[Any, Any]], list[Refused]]:
+        """id -> (local (h, w, c) float32, KeyframeGeometry or None) of the keyframes the owner holds
+        and answered usably, and the refusals of the keyframes it answered unusably."""
         with self._mutex:
             service = self._servers.get((robot, session), "")
         client = self._clients.get(service)
@@ -286,20 +293,38 @@ class FleetLink:
             raise FleetError(f"no answer from {service} within {timeout:g} s (fleet.request_timeout_sec)")
         response = future.result()
         if not response.success:
-            raise FleetError(response.message)
+            raise FleetError(response.message[:200])
         self._count("fleet.bytes_received.features", len(response.local_features))
         if response.encoding != WIRE_ENCODING:
-            raise FleetError(f"features encoded as {response.encoding!r}; only {WIRE_ENCODING!r} is known")
-        ids = [int(i) for i in response.keyframe_ids]
-        locals_ = decode_locals(ids, list(response.local_shapes), bytes(response.local_features))
-        if response.geometries and len(response.geometries) != len(ids):
-            raise FleetError(f"{len(response.geometries)} keyframe geometries for {len(ids)} keyframes")
-        geometries = [decode_geometry(msg_to_geometry_fields(g)) for g in response.geometries] or [None] * len(ids)
-        return {i: (locals_[i], g) for i, g in zip(ids, geometries)}
+            raise Refused("malformed", f"features encoded as {response.encoding[:40]!r}; only {WIRE_ENCODING!r} is known")
+        got_ids = [int(i) for i in response.keyframe_ids]
+        if response.geometries and len(response.geometries) != len(got_ids):
+            raise Refused("malformed", f"{len(response.geometries)} keyframe geometries for {len(got_ids)} keyframes")
+        locals_, refused = decode_answer(got_ids, list(response.local_shapes), bytes(response.local_features),
+                                         ids, self._channels)
+        out: dict[int, tuple[Any, Any]] = {}
+        for k, kid in enumerate(got_ids):
+            if kid not in locals_:
+                continue
+            try:
+                geometry = decode_geometry(msg_to_geometry_fields(response.geometries[k])) if response.geometries else None
+            except (FleetError, ValueError, TypeError) as exc:
+                refused.append(exc if isinstance(exc, Refused) else Refused("malformed", f"geometry of {kid}: {exc}"))
+                continue
+            out[kid] = (locals_[kid], geometry)
+        return out, refused
 
     def _on_get_features(self, request: GetKeyframeFeatures.Request,
                          response: GetKeyframeFeatures.Response) -> GetKeyframeFeatures.Response:
         response.encoding = WIRE_ENCODING
+        try:
+            check_name(request.descriptor_model, "descriptor_model")
+            if len(request.keyframe_ids) > MAX_BATCH:
+                raise Refused("malformed", f"{len(request.keyframe_ids)} keyframes asked for, at most {MAX_BATCH}")
+        except Refused as exc:
+            self._count(f"fleet.refused.{exc.reason}", 1)
+            response.success, response.message = False, str(exc)
+            return response
         if request.descriptor_model != self._detector.model_id:
             self._count("fleet.refused.model_mismatch", 1)
             response.success, response.message = False, (
@@ -342,4 +367,6 @@ class FleetLink:
         return {"fleet.bytes_per_keyframe": f"{per_kf:.1f}", "fleet.outbox": str(outbox),
                 "fleet.peers": str(len({r for r, _ in self._servers})),
                 "fleet.features_cached_mb": f"{self._fetched.bytes / 1e6:.1f}",
+                "fleet.remote_mb": f"{self._budget.held_bytes / 1e6:.1f}", "fleet.loops_waiting": str(len(self._loop_guard)),
                 "fleet.budget_bytes_per_sec": str(self._settings.fleet_bandwidth_bytes_per_sec)}
+

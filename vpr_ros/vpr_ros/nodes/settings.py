@@ -78,6 +78,13 @@ NODE_PARAMETERS: tuple[FieldSpec, ...] = (
     _spec("odom.max_age_sec", float, 0.2,
           "An image gets the odometry pose closest to its stamp when it is at most this far, seconds.",
           lo=0.0, hi=60.0),
+    _spec("input.timeout_sec", float, 5.0,
+          "Diagnostics warn (and the log says why, naming the image topics that exist) when no image has "
+          "arrived this long after start, or since the last one, seconds (0 disables).", lo=0.0, hi=3600.0),
+    _spec("input.max_loss_ratio", float, 0.2,
+          "Diagnostics warn when more than this share of the recent frames was lost before reaching the "
+          "node (header stamp gaps against the camera's period; diagnostics 'input.frames_lost').",
+          lo=0.0, hi=1.0),
     _spec("log_throttle_sec", float, 5.0, "Minimum interval between two warnings about bad input, seconds.",
           lo=0.0, hi=3600.0),
     _spec("extractor_factory", str, "",
@@ -105,6 +112,13 @@ NODE_PARAMETERS: tuple[FieldSpec, ...] = (
           "Memory for other robots' local features fetched on demand, MB; beyond it the features fetched "
           "longest ago are dropped and fetched again when needed (diagnostics 'fleet.features_evicted').",
           lo=1.0, hi=1e6),
+    _spec("fleet.peer_budget_mb", float, 256.0,
+          "Memory one other robot's keyframes may take in this robot's map, MB (descriptor, index copy and "
+          "record: 7.3 kB per 768-d keyframe); keyframes beyond it are refused ('fleet.refused.budget').",
+          lo=0.001, hi=1e6),
+    _spec("fleet.remote_budget_mb", float, 1024.0,
+          "Memory all other robots' keyframes together may take, MB; at most map.memory_budget_mb when that "
+          "is set; keyframes beyond it are refused ('fleet.refused.budget').", lo=0.001, hi=1e6),
 )
 
 #: Parameters that may change while the node runs.
@@ -132,6 +146,8 @@ class NodeSettings:
     sync_buffer_size: int = 10
     odom_enabled: bool = True
     odom_max_age_sec: float = 0.2
+    input_timeout_sec: float = 5.0
+    input_max_loss_ratio: float = 0.2
     log_throttle_sec: float = 5.0
     extractor_factory: str = ""
     fleet_enabled: bool = False
@@ -141,6 +157,8 @@ class NodeSettings:
     fleet_history_depth: int = 1000
     fleet_request_timeout_sec: float = 2.0
     fleet_feature_cache_mb: float = 512.0
+    fleet_peer_budget_mb: float = 256.0
+    fleet_remote_budget_mb: float = 1024.0
 
 
 def all_parameter_specs() -> list[FieldSpec]:

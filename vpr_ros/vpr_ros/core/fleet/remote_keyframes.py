@@ -19,11 +19,13 @@ import numpy as np
 import numpy.typing as npt
 
 from vpr_ros.core.errors import FleetError, InputError
+from vpr_ros.core.fleet.validation import (MAX_BATCH, Refused, check_descriptors, check_ids, check_local,
+                                           check_local_shapes, check_name, check_poses, check_service_name)
 from vpr_ros.core.index import l2_normalise
 from vpr_ros.core.types import Keyframe, KeyframeGeometry
 
-__all__ = ["WIRE_ENCODING", "DescriptorBatch", "encode_batch", "decode_batch", "encode_locals", "decode_locals",
-           "encode_geometry", "decode_geometry", "check_model"]
+__all__ = ["WIRE_ENCODING", "DescriptorBatch", "encode_batch", "check_batch", "head", "decode_batch", "encode_locals",
+           "decode_locals", "decode_answer", "encode_geometry", "decode_geometry", "check_model"]
 
 WIRE_ENCODING = "float16"
 _WIRE = np.dtype("<f2")
@@ -52,6 +54,10 @@ class DescriptorBatch:
         return len(self.ids) * 16 + len(self.descriptors) + poses
 
 
+def _short(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:40] + "...")
+
+
 def check_model(model_id: str, dim: int, own_model_id: str, own_dim: int, what: str) -> None:
     """Raise FleetError when another robot's model or descriptor dimension differs from ours."""
     if model_id != own_model_id or dim != own_dim:
@@ -77,26 +83,58 @@ def encode_batch(keyframes: Sequence[Keyframe], model_id: str, dim: int, feature
                            features_service)
 
 
+def check_batch(batch: DescriptorBatch, own_model_id: str, own_dim: int) -> npt.NDArray[np.float16]:
+    """Every field of a received batch (core/fleet/validation.py); returns its (N, dim) descriptors.
+
+    Raises :class:`~vpr_ros.core.fleet.validation.Refused` (a FleetError with a ``reason``): names,
+    model and dimension, encoding, ids in [0, 2^63) and unique, stamps, sizes, NaN/Inf, poses.
+    """
+    for name, what in ((batch.robot_id, "robot_id"), (batch.session_id, "session_id"),
+                       (batch.model_id, "descriptor_model")):
+        check_name(name, what)
+    check_service_name(batch.features_service)
+    what = f"robot {batch.robot_id!r} (session {batch.session_id!r})"
+    try:
+        check_model(batch.model_id, batch.dim, own_model_id, own_dim, what)
+    except FleetError as exc:
+        raise Refused("model_mismatch", str(exc)) from None
+    n = len(batch.ids)
+    if batch.encoding != WIRE_ENCODING:
+        raise Refused("malformed", f"{what} sent descriptors encoded as {_short(batch.encoding)}; only "
+                      f"{WIRE_ENCODING!r} is known")
+    if not 0 < n <= MAX_BATCH or len(batch.stamps_ns) != n or len(batch.descriptors) != n * batch.dim * _WIRE.itemsize:
+        raise Refused("malformed", f"{what} sent a malformed batch: {n} ids (1-{MAX_BATCH}), {len(batch.stamps_ns)} "
+                      f"stamps, {len(batch.descriptors)} descriptor bytes for {batch.dim}-d float16")
+    check_ids(batch.ids, f"{what} keyframe ids")
+    if np.any(np.asarray(batch.stamps_ns, np.int64) < 0):
+        raise Refused("stamp", f"{what} sent a negative stamp")
+    check_poses(batch.poses, n)
+    values = np.frombuffer(batch.descriptors, _WIRE).reshape(n, batch.dim)
+    check_descriptors(values)
+    return values
+
+
+def head(batch: DescriptorBatch, k: int) -> DescriptorBatch:
+    """The first ``k`` keyframes of ``batch`` (what a budget lets in)."""
+    if k >= len(batch.ids):
+        return batch
+    return dataclasses.replace(batch, ids=batch.ids[:k], stamps_ns=batch.stamps_ns[:k],
+                               descriptors=batch.descriptors[:k * batch.dim * _WIRE.itemsize],
+                               poses=None if batch.poses is None else batch.poses[:k])
+
+
 def decode_batch(batch: DescriptorBatch, own_model_id: str, own_dim: int) -> list[Keyframe]:
     """A received batch -> remote keyframes (``local`` None, globals re-normalised float32).
 
-    Raises FleetError when the model differs or the batch is malformed (sizes disagree, NaN).
+    Raises FleetError (:class:`Refused`, with its reason) when the model differs or any field is
+    unusable (:func:`check_batch`).
     """
-    what = f"robot {batch.robot_id!r} (session {batch.session_id!r})"
-    check_model(batch.model_id, batch.dim, own_model_id, own_dim, what)
-    n = len(batch.ids)
-    if batch.encoding != WIRE_ENCODING:
-        raise FleetError(f"{what} sent descriptors encoded as {batch.encoding!r}; only {WIRE_ENCODING!r} is known")
-    if len(batch.stamps_ns) != n or len(batch.descriptors) != n * batch.dim * _WIRE.itemsize:
-        raise FleetError(f"{what} sent a malformed batch: {n} ids, {len(batch.stamps_ns)} stamps, "
-                         f"{len(batch.descriptors)} descriptor bytes for {batch.dim}-d float16")
-    poses = batch.poses
-    if poses is not None and poses.shape != (n, 4, 4):
-        raise FleetError(f"{what} sent {poses.size} pose values for {n} keyframes (16 each)")
+    values = check_batch(batch, own_model_id, own_dim)
     try:
-        globals_ = l2_normalise(np.frombuffer(batch.descriptors, _WIRE).reshape(n, batch.dim))
+        globals_ = l2_normalise(values)
     except InputError as exc:
-        raise FleetError(f"{what} sent unusable descriptors: {exc}") from None
+        raise Refused("nonfinite", f"robot {batch.robot_id!r} sent unusable descriptors: {exc}") from None
+    poses = batch.poses
     return [Keyframe(id=int(i), stamp_ns=int(t), robot_id=batch.robot_id, session_id=batch.session_id,
                      global_=g, pose=None if poses is None or not np.all(np.isfinite(poses[k])) else poses[k].copy())
             for k, (i, t, g) in enumerate(zip(batch.ids, batch.stamps_ns, globals_))]
@@ -138,6 +176,35 @@ def decode_locals(ids: Sequence[int], shapes: Sequence[int], data: bytes) -> dic
     return out
 
 
+def decode_answer(ids: Sequence[int], shapes: Sequence[int], data: bytes, requested: Sequence[int],
+                  channels: int | None) -> tuple[dict[int, npt.NDArray[np.float32]], list[Refused]]:
+    """A peer's feature answer, checked (core/fleet/validation.py): id -> (h, w, c) float32 of the
+    keyframes whose features are usable, and one Refused per keyframe that is not (an id not asked
+    for or repeated, another channel count than the own model's ``channels``, NaN/Inf).
+
+    Raises Refused when the answer as a whole cannot be read (ids, shapes and bytes disagree).
+    """
+    ids = check_ids(ids, "feature answer ids")
+    maps = check_local_shapes(ids, shapes, len(data), _WIRE.itemsize)
+    wanted = set(int(i) for i in requested)
+    out: dict[int, npt.NDArray[np.float32]] = {}
+    refused: list[Refused] = []
+    offset = 0
+    for kid, shape in zip(ids, maps):
+        size = int(np.prod(shape)) * _WIRE.itemsize
+        chunk, offset = data[offset:offset + size], offset + size
+        try:
+            if kid not in wanted:
+                raise Refused("id", f"feature answer holds keyframe {kid}, which was not asked for")
+            local = np.frombuffer(chunk, _WIRE).reshape(shape).astype(np.float32)
+            check_local(local, channels, kid)
+        except Refused as exc:
+            refused.append(exc)
+            continue
+        out[kid] = local
+    return out, refused
+
+
 _KEYPOINT_DESCRIPTORS = {"uint8": np.dtype("u1"), "float32": np.dtype("<f4")}
 
 
@@ -168,6 +235,8 @@ def decode_geometry(fields: Mapping[str, Any]) -> KeyframeGeometry | None:
     pts = np.asarray(fields["points3d"], np.float32)
     k, t = np.asarray(fields["k"], np.float64), np.asarray(fields["t_body_cam"], np.float64)
     data = bytes(fields["descriptors"])
+    if not all(np.all(np.isfinite(v)) for v in (kp, k, t, np.asarray(fields["d"], np.float64))):
+        raise Refused("nonfinite", "keyframe geometry has NaN or inf keypoints or calibration")
     if (dtype is None or len(kp) % 2 or len(pts) != 3 * n or len(data) != n * size * dtype.itemsize
             or k.size != 9 or t.size != 16):
         raise FleetError(f"malformed keyframe geometry: {len(kp)} keypoint values, {len(pts)} point values, "
