@@ -44,6 +44,7 @@ def generate_launch_description():
         _declare("namespace"),
         _declare("robot_id"),
         _declare("image_topic"),
+        _declare("image_compressed"),
         _declare("camera_info_topic"),
         _declare("depth_topic"),
         _declare("right_image_topic"),

@@ -47,6 +47,7 @@ def generate_launch_description():
         _declare("backend"),
         _declare("config", default_config),
         _declare("image_topic"),
+        _declare("image_compressed"),
         _declare("camera_info_topic"),
         _declare("depth_topic"),
         _declare("right_image_topic"),

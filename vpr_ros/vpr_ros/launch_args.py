@@ -35,6 +35,9 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
                      "empty uses the namespace, or the config file's value without a namespace."),
     "image_topic": ("image", "Camera topic to subscribe to (sensor_msgs/Image, or CompressedImage "
                              "when image.compressed is true)."),
+    "image_compressed": ("", "true: image_topic carries sensor_msgs/CompressedImage (jpeg/png, e.g. "
+                             ".../image_raw/compressed), false: sensor_msgs/Image (image.compressed); "
+                             "empty keeps the config file's."),
     "camera_info_topic": ("", "sensor_msgs/CameraInfo topic of the image: its calibration gives loops a measured "
                               "relative pose, and image sizes are checked against it; empty disables it."),
     "depth_topic": ("", "Depth image aligned to the image (sensor_msgs/Image 16UC1 mm or 32FC1 m, same stamps) "
@@ -112,6 +115,8 @@ def node_launch_config(args: Mapping[str, str]) -> NodeLaunchConfig:
                        ("map_save", "map.save_path")):
         if values[arg]:
             overrides[param] = values[arg]
+    if values["image_compressed"]:
+        overrides["image.compressed"] = _bool("image_compressed", values["image_compressed"])
     robot_id = values["robot_id"] or namespace.replace("/", "_")
     if robot_id:
         overrides["detector.robot_id"] = robot_id

@@ -13,11 +13,13 @@ import pytest
 import yaml
 
 from vpr_ros.core.config import flat_field_specs
+from vpr_ros.nodes.settings import all_parameter_specs
 from vpr_ros.launch_args import (LAUNCH_ARGUMENTS, MULTI_ROBOT_ARGUMENTS, multi_robot_launch_configs,
                                  node_launch_config, to_ros_args)
 
 LAUNCH_DIR = Path(__file__).resolve().parents[2] / "launch"
-NODE_ONLY = {"use_sim_time", "camera_info.enabled", "depth.enabled", "stereo.enabled", "odom.enabled"}
+NODE_ONLY = {"use_sim_time", "camera_info.enabled", "depth.enabled", "stereo.enabled", "odom.enabled",
+             "image.compressed"}
 
 
 def test_defaults_override_nothing_from_the_config_file():
@@ -48,6 +50,22 @@ def test_every_argument_maps_to_a_declared_parameter_or_remapping():
     assert cfg.parameters == ["/c.yaml", cfg.overrides]
     core = {s.name for s in flat_field_specs()}
     assert set(cfg.overrides) <= core | NODE_ONLY
+
+
+def test_image_compressed_argument_sets_the_node_parameter_and_empty_keeps_the_config_files():
+    # Issue 18: a compressed camera topic needed image.compressed, which no launch argument could set.
+    cfg = node_launch_config({"image_topic": "/cam/image_raw/compressed", "image_compressed": "true"})
+    assert cfg.overrides["image.compressed"] is True
+    assert dict(cfg.remappings)["image"] == "/cam/image_raw/compressed"
+    argv = to_ros_args(cfg)
+    assert "image.compressed:=true" in argv and "image:=/cam/image_raw/compressed" in argv
+    assert node_launch_config({"image_compressed": "False"}).overrides["image.compressed"] is False
+    assert "image.compressed" not in node_launch_config({"image_compressed": ""}).overrides
+    assert all(c.overrides["image.compressed"] for c in multi_robot_launch_configs({"image_compressed": "on"}))
+    with pytest.raises(ValueError, match="image_compressed"):
+        node_launch_config({"image_compressed": "jpeg"})
+    settings = {s.name: s for s in all_parameter_specs()}
+    assert settings["image.compressed"].type is bool  # the parameter the argument sets exists
 
 
 def test_explicit_robot_id_wins_over_namespace():

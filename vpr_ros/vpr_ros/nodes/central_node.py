@@ -30,6 +30,7 @@ from rclpy.utilities import remove_ros_args
 from vpr_ros.core.errors import VprError
 from vpr_ros.core.types import Keyframe, LoopClosure
 from vpr_ros.nodes import conversions as conv
+from vpr_ros.nodes.input_health import params_file_problem
 from vpr_ros.nodes.loop_closure_node import LoopClosureNode
 
 __all__ = ["SharedMap", "parse_robots", "main"]
@@ -99,6 +100,10 @@ class _Member:
 def main(args: list[str] | None = None) -> int:
     """Entry point; non-zero exit on a startup failure (bad parameter, model or robots list)."""
     argv = sys.argv if args is None else args
+    problem = params_file_problem(argv)
+    if problem:  # rcl would raise an RCLError traceback
+        print(f"central_node: startup failed: {problem}", file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(prog="central_node", description=__doc__.split("\n")[0])
     parser.add_argument("--robots", default="robot1,robot2", help="comma-separated robot namespaces")
     try:

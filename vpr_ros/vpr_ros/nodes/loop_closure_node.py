@@ -39,6 +39,7 @@ from vpr_ros.nodes.fleet import FLEET_COUNTERS, Fleet, FleetLink
 from vpr_ros.nodes.extractors import ExtractorFactory, default_extractor, load_extractor_factory
 from vpr_ros.nodes.frame_pipeline import FramePipeline
 from vpr_ros.nodes.geometry_inputs import GEOMETRY_INPUT_COUNTERS, GeometryInputs
+from vpr_ros.nodes.input_watch import InputWatch, init_rclpy
 from vpr_ros.nodes.map_services import MapKeeper, MapResult
 from vpr_ros.nodes.markers import MarkerTrail
 from vpr_ros.nodes.params import declare_and_read, image_qos
@@ -106,7 +107,9 @@ class LoopClosureNode(Node):
 
         sensor_qos = qos or image_qos(self.settings)
         image_type = CompressedImage if self.settings.image_compressed else Image
-        self.create_subscription(image_type, "image", self._on_image, sensor_qos)
+        self._watch = InputWatch(self, image_type, self.settings, self._warn)  # missing, lossy or refused input
+        self._watch.attach(self.create_subscription(image_type, "image", self._on_image, sensor_qos,
+                                                    event_callbacks=self._watch.event_callbacks()))
         if self.settings.odom_enabled:
             self.create_subscription(Odometry, "odom", self._on_odom, sensor_qos)
         self._inputs.subscribe(self, sensor_qos)  # camera_info, depth, right/image, right/camera_info
@@ -139,6 +142,7 @@ class LoopClosureNode(Node):
 
     # -- callbacks (never block) -----------------------------------------------------------
     def _on_image(self, msg: Image | CompressedImage) -> None:
+        self._watch.frame(msg.header.stamp)
         self._pipeline.put(msg)
 
     def _on_odom(self, msg: Odometry) -> None:
@@ -167,6 +171,7 @@ class LoopClosureNode(Node):
             self.fleet.drain()
 
     def _autosave(self) -> None:
+        self.maps.retry_store()  # keyframes waiting for a full disk
         result = self.maps.autosave()
         if result is None:
             return
@@ -196,6 +201,7 @@ class LoopClosureNode(Node):
                 self._debug_view.show(loop, kf, image, [self.detector.keyframe_with_local(k) for k, m in
                                                         enumerate(self.detector.keyframes)
                                                         if (m.robot_id, m.session_id, m.id) == ident])
+        self._watch.loops(result.loop_closures)
         if self.fleet is not None:
             self.fleet.keyframe(kf)
             self.fleet.loops(result.loop_closures)
@@ -270,12 +276,16 @@ class LoopClosureNode(Node):
         if self._inputs.camera_size is not None:
             extra["camera_size"] = f"{self._inputs.camera_size[1]}x{self._inputs.camera_size[0]}"
         over = self.maps.over_budget()
+        store, store_warning = self.maps.store_status()
+        extra.update(store)
+        watched, input_problems = self._watch.diagnostics()
+        extra.update(watched)
         markers = self._markers.message(self.config.detector.map_frame, self.get_clock().now().nanoseconds)
         if markers is not None:  # keyframe positions need odometry; without it nothing is drawn
             self._marker_pub.publish(markers)
         self._diag_pub.publish(self.stats.to_msg(
             self.get_clock().now().to_msg(), f"{self.get_name()}: loop closure",
-            self.config.detector.robot_id, extra, warnings=[over] if over else []))
+            self.config.detector.robot_id, extra, warnings=[w for w in (over, store_warning) if w] + input_problems))
 
     def close(self) -> None:
         """Stop the processing threads and save the map when ``map.save_path`` is set."""
@@ -294,7 +304,9 @@ class LoopClosureNode(Node):
 def main(args: list[str] | None = None) -> int:
     """Entry point (``ros2 run vpr_ros loop_closure_node``); non-zero exit on a startup failure."""
     fix_mmap_threshold()  # as in replay: RSS grows by what the map keeps, not by heap fragmentation
-    rclpy.init(args=args)
+    failed = init_rclpy(args, "loop_closure_node")  # a missing --params-file: one line, not a traceback
+    if failed is not None:
+        return failed
     node = None
     try:
         node = LoopClosureNode()
