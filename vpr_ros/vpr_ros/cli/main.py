@@ -7,6 +7,7 @@ import importlib
 import logging
 import sys
 
+from vpr_ros.cli.terminal import EscapeLogRecords, printable
 from vpr_ros.core.errors import VprError
 
 # subcommand -> module; each module exposes add_parser(subparsers) that sets func=run(args)->int
@@ -39,14 +40,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(_chosen(argv)).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # warnings quote bag topics and messages: escaped too
+        if not any(isinstance(f, EscapeLogRecords) for f in handler.filters):
+            handler.addFilter(EscapeLogRecords())
     try:
         return int(args.func(args) or 0)
     except VprError as exc:
-        print(f"vpr-ros {args.command}: error: {exc}", file=sys.stderr)
+        # messages quote paths, ids and labels read from files: shown, never obeyed (cli/terminal.py)
+        print(f"vpr-ros {args.command}: error: {printable(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:
         # a full disk, a file removed under us: the user's environment, not a bug, so no traceback
-        print(f"vpr-ros {args.command}: error: {exc}; check free disk space, permissions and the "
+        print(f"vpr-ros {args.command}: error: {printable(exc)}; check free disk space, permissions and the "
               "paths given", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

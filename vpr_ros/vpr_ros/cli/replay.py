@@ -13,7 +13,8 @@ import yaml
 from vpr_ros.cli.arg_types import non_negative_int, positive_float
 from vpr_ros.models.text_readers import attach_text_reader, text_extractor
 from vpr_ros.cli.replay_inputs import add_arguments as add_geometry_arguments, geometry_inputs
-from vpr_ros.cli.report import write_report
+from vpr_ros.cli.report import REPORT_FILES, write_report
+from vpr_ros.cli.terminal import say
 from vpr_ros.cli.session import (FRAME_INDEX_FILE, STAMP_POLICIES, ReplayResult, load_frame_index,
                                  replay_bag, save_frame_index)
 from vpr_ros.core.config import Config, config_from_flat, load_config
@@ -86,7 +87,7 @@ def ground_truth(args: argparse.Namespace, config: Config, map_sessions: set[str
 def check_paths(args: argparse.Namespace) -> None:
     """Fail before the first frame (and before the model loads) on any output that cannot be
     written and any input that is missing, so an hour-long replay never dies at its end."""
-    check_output_dir(args.out, must_not_exist=("loop_closures",))
+    check_output_dir(args.out, must_not_exist=("loop_closures", *REPORT_FILES))
     for path in args.map_load or ():
         check_map_load_source(path)
     if args.map_save:
@@ -122,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
     if args.map_save:
         save_map(detector, args.map_save, result)
     metrics = write_report(args.out, result, gt, frame_id=config.detector.map_frame)
-    print(summary(metrics, Path(args.out)))
+    for line in summary(metrics, Path(args.out)).splitlines():
+        say(line)  # bag topics and messages quoted from the bag: shown, never obeyed
     if args.optimize:
         from vpr_ros.cli.optimize import run_optimize_step  # gtsam/evo only when asked for
 
@@ -200,7 +202,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     help="pose ground truth: a loop is true when positions are within R metres")
     p.add_argument("--gt-query-offset", type=non_negative_int, default=0, metavar="N",
                    help="with --gt-npy on a single stream: the query traversal starts at frame N")
-    p.add_argument("--out", required=True, help="output folder (its loop_closures/ bag must not exist)")
+    p.add_argument("--out", required=True, help="output folder (its loop_closures/ bag and report files must not "
+                                                "exist: never overwritten)")
     p.add_argument("--on-stamp-backwards", choices=STAMP_POLICIES, default="skip",
                    help="a frame older than the previous one: skip it and count it in metrics.json "
                         "(default), or abort the replay")

@@ -23,9 +23,13 @@ from vpr_ros.core.eval.metrics import (PRCurve, average_precision, latency_stats
                                        recall_at_n)
 from vpr_ros.core.types import LoopClosure
 from vpr_ros.io.bag_writer import write_loop_closures
+from vpr_ros.io.output_files import atomic_files
 from vpr_ros.io.poses import matrix_to_pose
 
-__all__ = ["evaluate", "write_report", "geometry_metrics", "POSE_COLUMNS"]
+__all__ = ["evaluate", "write_report", "geometry_metrics", "POSE_COLUMNS", "REPORT_FILES"]
+
+#: the files next to the bag, each written whole or not at all (io/output_files.py)
+REPORT_FILES = ("loop_closures.csv", "queries.csv", "pr_curve.csv", "pr_curve.png", "trajectory.png", "metrics.json")
 
 #: loop_closures.csv columns of the relative pose T_match_query (query body in the match body frame):
 #: translation (metres, or a unit direction when translation_scale_known is 0), quaternion, and the
@@ -127,9 +131,9 @@ def evaluate(result: ReplayResult, gt: GroundTruth | None) -> tuple[dict[str, An
     return metrics, curve, correct
 
 
-def _write_csvs(out: Path, result: ReplayResult, correct: list[bool | None], curve: PRCurve | None,
+def _write_csvs(out: dict[str, Path], result: ReplayResult, correct: list[bool | None], curve: PRCurve | None,
                 gt: GroundTruth | None) -> None:
-    with open(out / "loop_closures.csv", "w", newline="") as f:
+    with open(out["loop_closures.csv"], "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["query_session", "query_id", "query_stamp_ns", "query_frame", "match_session",
                     "match_id", "match_stamp_ns", "match_frame", "global_similarity", "retrieval_rank",
@@ -142,7 +146,7 @@ def _write_csvs(out: Path, result: ReplayResult, correct: list[bool | None], cur
                         m.keyframe_id, m.stamp_ns, m.frame_index, f"{lc.global_similarity:.4f}",
                         lc.retrieval_rank, lc.local_matches, lc.local_features, f"{lc.score:.3f}",
                         lc.consistent_keyframes, "" if ok is None else int(ok), *_pose_cells(lc)])
-    with open(out / "queries.csv", "w", newline="") as f:
+    with open(out["queries.csv"], "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["query_id", "query_frame", "has_true_loop", "best_match_frame", "best_score",
                     "best_similarity", "best_rank", "best_correct"])
@@ -156,7 +160,7 @@ def _write_csvs(out: Path, result: ReplayResult, correct: list[bool | None], cur
                         "" if best is None else f"{best.similarity:.4f}",
                         "" if best is None else best.rank, "" if ok is None else int(ok)])
     if curve is not None:
-        with open(out / "pr_curve.csv", "w", newline="") as f:
+        with open(out["pr_curve.csv"], "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["threshold", "precision", "recall"])
             w.writerows(zip(curve.thresholds.tolist(), curve.precision.tolist(), curve.recall.tolist()))
@@ -176,10 +180,8 @@ def _plot_pr(path: Path, curve: PRCurve, metrics: dict[str, Any]) -> None:
     fig.savefig(path)
 
 
-def _plot_trajectory(path: Path, result: ReplayResult, correct: list[bool | None]) -> bool:
+def _plot_trajectory(path: Path, result: ReplayResult, correct: list[bool | None]) -> None:
     posed = [r for r in result.records if r.position is not None]
-    if not posed:
-        return False
     fig = Figure(figsize=(6, 6), dpi=100)
     ax = fig.add_subplot()
     for session in sorted({r.session_id for r in posed}):
@@ -197,7 +199,6 @@ def _plot_trajectory(path: Path, result: ReplayResult, correct: list[bool | None
     ax.legend(loc="best")
     fig.tight_layout()
     fig.savefig(path)
-    return True
 
 
 def write_report(out_dir: str | Path, result: ReplayResult, gt: GroundTruth | None, *,
@@ -208,13 +209,20 @@ def write_report(out_dir: str | Path, result: ReplayResult, gt: GroundTruth | No
     metrics, curve, correct = evaluate(result, gt)
     metrics.update(extra or {})
     write_loop_closures(out / "loop_closures", result.loop_closures, frame_id=frame_id)
-    _write_csvs(out, result, correct, curve, gt)
     files = {"bag": "loop_closures", "csv": "loop_closures.csv", "queries": "queries.csv"}
     if curve is not None:
-        _plot_pr(out / "pr_curve.png", curve, metrics)
         files.update(pr_curve="pr_curve.png", pr_curve_csv="pr_curve.csv")
-    if _plot_trajectory(out / "trajectory.png", result, correct):
+    if any(r.position is not None for r in result.records):
         files["trajectory"] = "trajectory.png"
     metrics["files"] = files
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    names = [*list(files.values())[1:], "metrics.json"]
+    # our own outputs (replay refuses existing ones first): replaced whole, a link replaced and never followed
+    with atomic_files([out / n for n in names], replace=True) as temps:
+        tmp = dict(zip(names, temps))
+        _write_csvs(tmp, result, correct, curve, gt)
+        if curve is not None:
+            _plot_pr(tmp["pr_curve.png"], curve, metrics)
+        if "trajectory" in files:
+            _plot_trajectory(tmp["trajectory.png"], result, correct)
+        tmp["metrics.json"].write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -9,18 +9,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
 from tqdm import tqdm
 
-from vpr_ros.core.map.atomic_dir import fsync_dir
+from vpr_ros.cli.frame_index import FRAME_INDEX_FILE, Key, load_frame_index, save_frame_index
 from vpr_ros.core.detector import LoopClosureDetector, StepResult
-from vpr_ros.core.errors import MapStoreError, StampOrderError
+from vpr_ros.core.errors import BagError, StampOrderError
 from vpr_ros.core.eval.groundtruth import KeyframeRecord
 from vpr_ros.core.pipeline import PipelinedDetector, fix_mmap_threshold, set_compute_threads
 from vpr_ros.core.types import Frame, Keyframe, LoopClosure
@@ -28,17 +26,13 @@ from vpr_ros.io.bags import ImageBag, ReadStats
 from vpr_ros.io.frame_sync import GeometryInputs
 
 __all__ = ["CandidateOutcome", "QueryOutcome", "ReplayResult", "replay_bag", "save_frame_index",
-           "load_frame_index", "FRAME_INDEX_FILE", "STAMP_POLICIES"]
+           "load_frame_index", "FRAME_INDEX_FILE", "STAMP_POLICIES", "no_frames_error"]
 
 logger = logging.getLogger(__name__)
 
 #: What a replay does with a frame older than the previous one: skip and count it, or stop.
 STAMP_POLICIES = ("skip", "abort")
 
-#: Sidecar written next to a saved map: which bag frame each keyframe came from (for index ground truth).
-FRAME_INDEX_FILE = "vpr_frame_index.json"
-
-Key = tuple[str, str, int]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,37 +92,22 @@ def _record(kf: Keyframe, frame_index: int) -> KeyframeRecord:
                           position)
 
 
-def save_frame_index(map_dir: str | Path, records: list[KeyframeRecord]) -> None:
-    """Write the frame index of every keyframe into ``map_dir`` (next to the saved map).
-
-    Written to a temporary file, fsynced and renamed, so a crash leaves the old or the new file.
-    """
-    rows = [[r.robot_id, r.session_id, r.keyframe_id, r.frame_index] for r in records]
-    path = Path(map_dir) / FRAME_INDEX_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(json.dumps({"keyframes": rows}))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise MapStoreError(f"cannot write {path}: {exc.strerror or exc}; the map was saved, but evaluation "
-                            "against it will lack bag frame indices — check the disk has space") from None
-
-
-def load_frame_index(map_dir: str | Path) -> dict[Key, int]:
-    """Read the sidecar of :func:`save_frame_index`; empty when the map was saved by something else."""
-    path = Path(map_dir) / FRAME_INDEX_FILE
-    if not path.exists():
-        return {}
-    try:
-        rows = json.loads(path.read_text())["keyframes"]
-        return {(str(r), str(s), int(i)): int(f) for r, s, i, f in rows}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise MapStoreError(f"{path} is damaged or unreadable ({exc}); delete it or save the map again") from exc
+def no_frames_error(bag_path: str | Path, image_topic: str, messages: int, stats: ReadStats,
+                    backwards: list[str]) -> BagError:
+    """Why a replay processed no frame at all: a run that found nothing because it looked at nothing
+    must not pass for one that found no loop (exit 2, not 0)."""
+    why = []
+    if stats.corrupt:
+        why.append(f"{stats.corrupt} message(s) unreadable or unusable, e.g. {stats.corrupt_examples[0]}")
+    if backwards:
+        why.append(f"{len(backwards)} frame(s) skipped because their stamp went backwards, e.g. {backwards[0]}")
+    if stats.lost_messages:
+        why.append(f"{stats.lost_messages} image message(s) lost in the damaged bag")
+    if not why:
+        why.append("the topic holds no image message")
+    return BagError(f"bag {bag_path}: no frame of {image_topic} could be replayed ({messages} message(s) on the "
+                    f"topic; {'; '.join(why)}); no map was saved and no results were written — give the "
+                    "right --image-topic, or convert the images to a supported encoding (docs/replay.md)")
 
 
 def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic: str,
@@ -146,6 +125,7 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
     ``pipeline``: read, decode and run the model one frame ahead on a worker thread while this thread
     searches and verifies (core/pipeline.py); same results, in the same order, as without.
     ``on_frame(frames)``: called after each processed frame with the count so far (benchmarks sample memory).
+    A bag of which no frame could be processed raises BagError (:func:`no_frames_error`).
     """
     if on_stamp_backwards not in STAMP_POLICIES:
         raise ValueError(f"on_stamp_backwards={on_stamp_backwards!r}; choose one of {STAMP_POLICIES}")
@@ -231,6 +211,8 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
                 stream.close()  # before the bag closes under the worker
             bar.close()
         stats = bag.stats if stats_at_stop is None else stats_at_stop
+        if frames == 0 and max_frames != 0:
+            raise no_frames_error(bag_path, image_topic, bag.num_images, stats, backwards)
     return ReplayResult(records, num_map, outcomes, loops, timings, frames, stats,
                         detector.model_id, int(detector.model.global_dim), odometry_rejected=gated,
                         stamps_backwards=len(backwards), stamps_backwards_examples=backwards[:5],

@@ -56,7 +56,7 @@ def check_output_dir(path: str | Path, must_not_exist: tuple[str, ...] = ()) -> 
     path = Path(path)
     _check_creatable(path, "output folder", BagError)
     for name in must_not_exist:
-        if (path / name).exists():
+        if os.path.lexists(path / name):  # a dangling link too: writing through it would create its target
             raise BagError(f"{path / name} already exists and is not overwritten; remove it or give "
                            "another --out folder")
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import stat
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -101,13 +103,26 @@ def _entry(item: Any, where: str) -> LabelEntry:
 MAX_LABELS_BYTES = 16 * 2**20
 
 
+def _check_regular(st: os.stat_result, path: Path) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"labels file {path} cannot be read: it is a directory; give a YAML file")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"labels file {path} cannot be read: it is not a regular file (a FIFO, socket or "
+                         "device, which may never end); write the labels to a YAML file and give its path")
+
+
 def read_labels_yaml(path: str | Path) -> list[LabelEntry]:
     """The entries of a labels file, checked. Raises InputError naming the file (and entry)."""
     import yaml  # PyYAML (base.txt); imported here so core stays light for the detector
 
     path = Path(path).expanduser()
     try:
-        with open(path, "rb") as f:  # bounded: /dev/zero or a huge file must not fill the memory
+        # A FIFO, socket or device is refused before it is opened (opening a FIFO blocks until a writer
+        # comes); O_NONBLOCK and the fstat below cover one swapped in between.
+        _check_regular(os.stat(path), path)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open(fd, "rb") as f:  # bounded: a huge file must not fill the memory
+            _check_regular(os.fstat(f.fileno()), path)
             raw = f.read(MAX_LABELS_BYTES + 1)
     except OSError as exc:
         raise InputError(f"labels file {path} cannot be read ({exc.strerror or exc}); check the path") from None
