@@ -110,7 +110,7 @@ def test_label_refuses_a_live_map_a_node_is_appending_to(live_map, capsys):
         rc, _, err = run(capsys, "label", live_map, "--id", 1, "--label", "x")
     finally:
         writer.close()
-    assert rc == 2 and "being appended to by another process" in err
+    assert rc == 2 and "in use by another writer" in err
 
 
 @pytest.mark.parametrize("which", ["snapshot_map", "live_map"])

@@ -44,8 +44,8 @@ def map_services(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     no_path = h.call(MapIO, srv + "save_map", MapIO.Request(path=""))
     out["save_no_path"] = [no_path.success, no_path.message]
     reset = h.call(Trigger, srv + "reset", Trigger.Request())
-    out["reset"] = reset.success
-    h.spin_until(lambda: h.diag("", "index_size") == 0, 5.0)
+    out["reset"] = [reset.success, reset.message]
+    h.spin_for(0.5)  # a reset keeps the keyframes: the index size must not drop
     out["index_after_reset"] = h.diag("", "index_size")
     loaded = h.call(MapIO, srv + "load_map", MapIO.Request(path=str(Path(a.tmp) / "map_a")))
     out["load"] = [loaded.success, loaded.num_keyframes, loaded.message]

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from vpr_ros.core.map import live_map, loops_table
-from vpr_ros.core.map.atomic_dir import siblings
+from vpr_ros.core.map.atomic_dir import leftovers
 from vpr_ros.core.errors import InputError, MapStoreError
 from vpr_ros.core.index import KeyframeIndex
 from vpr_ros.core.map.integrity import read_manifest
@@ -56,7 +56,7 @@ def _check_map_dir(path: Path, flag: str) -> None:
     if not (path / DB).is_file() and not live_map.is_live_map(path):
         raise InputError(f"{flag} {path} is not a vpr_ros map (no {DB} in it); give a map directory "
                          "written by --map-save or ~/save_map")
-    left = [p.name for p in siblings(path) if os.path.lexists(p)]
+    left = [p.name for p in leftovers(path)]  # marked by the store as its own; a user's MAP.old is not
     if left:
         raise InputError(f"{flag} {path}: an interrupted save left {', '.join(left)} next to it; these "
                          "read-only tools change nothing, so load the map once (vpr-ros replay --map-load, "
@@ -122,13 +122,16 @@ def check_out_path(out: str | Path, inputs: Sequence[Path], what: str) -> Path:
 
 
 def write_map(out: str | Path, keyframes: Sequence[Keyframe], loops: Sequence[LoopClosure],
-              model_id: str, global_dim: int) -> Path:
-    """Save a map through the store (crash-safe replace); the FAISS file is an exact index of the
-    descriptors (any loader rebuilds its own index from them, so its type does not matter)."""
+              model_id: str, global_dim: int, sidecars_from: Path | None = None) -> Path:
+    """Save a map through the store (crash-safe replace, refused while another writer owns ``out``); the
+    FAISS file is an exact index of the descriptors (any loader rebuilds its own index from them, so its
+    type does not matter). ``sidecars_from``: the map whose files the store does not own (the replay's
+    frame index) are kept in the new one — a tool rewriting a map keeps every file it does not own."""
     index = KeyframeIndex(global_dim)
     if keyframes:
         index.add(np.arange(len(keyframes)), np.stack([k.global_ for k in keyframes]))
-    return save_keyframes(out, keyframes, model_id, global_dim, index_writer=index.save, loops=loops)
+    return save_keyframes(out, keyframes, model_id, global_dim, index_writer=index.save, loops=loops,
+                          sidecars_from=sidecars_from)
 
 
 def index_mismatches(data: MapData) -> tuple[int, str]:

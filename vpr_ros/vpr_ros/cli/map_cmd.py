@@ -10,6 +10,7 @@ naming it; ``verify`` exits 1 when the map is damaged and names the damaged file
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import datetime
@@ -18,11 +19,14 @@ import sys
 from pathlib import Path
 
 from vpr_ros.cli import map_text_cmd
+from vpr_ros.cli.map_verify import verify_map
 from vpr_ros.cli.map_access import (DB, INDEX_FILE, Ident, MapData, check_out_path, check_outside, disk_usage,
-                                    index_mismatches, open_map, write_map)
-from vpr_ros.core.errors import InputError, MapStoreError
+                                    open_map, write_map)
+from vpr_ros.cli.terminal import say
+from vpr_ros.core.errors import InputError
 from vpr_ros.core.types import Keyframe, LoopClosure
 from vpr_ros.io.output_checks import check_output_dir
+from vpr_ros.io.output_files import atomic_files, check_new_file
 from vpr_ros.io.poses import matrix_to_pose
 from vpr_ros.io.trajectory_export import write_g2o
 
@@ -62,6 +66,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     report.add_argument("map", help="map directory")
     report.add_argument("--out", required=True, help="HTML file to write (outside the map directory)")
     report.add_argument("--max-loops", type=int, default=200, help="loops shown in the gallery (default 200)")
+    report.add_argument("--force", action="store_true", help="replace --out if it is an existing file (never a link)")
     report.set_defaults(func=run_report)
     map_text_cmd.add_parsers(cmds)  # label, query: places with names (issue 13)
 
@@ -99,22 +104,22 @@ def run_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(s, indent=1))
         return 0
-    print(f"map {s['path']}: model {s['model_id']} ({s['global_dim']}-d, local {s['local_shape']}), "
-          f"{s['keyframes']} keyframes ({s['with_pose']} with pose, {s['with_thumbnail']} with thumbnail), "
-          f"{s['loops']} loops, robots {', '.join(s['robots']) or '-'}")
+    say(f"map {s['path']}: model {s['model_id']} ({s['global_dim']}-d, local {s['local_shape']}), "
+        f"{s['keyframes']} keyframes ({s['with_pose']} with pose, {s['with_thumbnail']} with thumbnail), "
+        f"{s['loops']} loops, robots {', '.join(s['robots']) or '-'}")
     if s["time_span"]:
-        print(f"time span {s['time_span'][0]} .. {s['time_span'][1]}")
+        say(f"time span {s['time_span'][0]} .. {s['time_span'][1]}")
     for x in s["sessions"]:
-        print(f"  robot {x['robot_id']} session {x['session_id']}: {x['keyframes']} keyframes, "
-              f"{x['first']} .. {x['last']} ({x['duration_s']} s)")
+        say(f"  robot {x['robot_id']} session {x['session_id']}: {x['keyframes']} keyframes, "
+            f"{x['first']} .. {x['last']} ({x['duration_s']} s)")
     d = s["disk_bytes"]
-    print(f"disk {d['total'] / 1e6:.2f} MB ({s['disk_per_keyframe_bytes'] / 1e3:.1f} kB per keyframe; "
-          f"thumbnails {s['thumbnail_bytes_per_keyframe'] / 1e3:.1f} kB of it): {DB} {d['map.sqlite'] / 1e6:.2f} MB, "
-          f"local {d['local'] / 1e6:.2f} MB, {INDEX_FILE} {d['index.faiss'] / 1e6:.2f} MB")
+    say(f"disk {d['total'] / 1e6:.2f} MB ({s['disk_per_keyframe_bytes'] / 1e3:.1f} kB per keyframe; "
+        f"thumbnails {s['thumbnail_bytes_per_keyframe'] / 1e3:.1f} kB of it): {DB} {d['map.sqlite'] / 1e6:.2f} MB, "
+        f"local {d['local'] / 1e6:.2f} MB, {INDEX_FILE} {d['index.faiss'] / 1e6:.2f} MB")
     if s["live"]:
-        print("live map (appended by the node): every local-feature record carries a crc32, checked when read")
+        say("live map (appended by the node): every local-feature record carries a crc32, checked when read")
     elif not s["checksums"]:
-        print("no manifest.json: damage cannot be detected; vpr-ros map compact adds one")
+        say("no manifest.json: damage cannot be detected; vpr-ros map compact adds one")
     return 0
 
 
@@ -144,6 +149,7 @@ def run_merge(args: argparse.Namespace) -> int:
             ident = (kf.robot_id, kf.session_id, int(kf.id))
             if ident in where and (kf.robot_id, kf.session_id) not in remap:
                 dropped += 1  # the very same keyframe (a map merged with a copy of itself)
+                _union_text(where[ident], kf)  # what either copy was told about the place is kept
                 continue
             if (kf.robot_id, kf.session_id) in remap:
                 kf.id = int(kf.id) + remap[(kf.robot_id, kf.session_id)]
@@ -154,9 +160,21 @@ def run_merge(args: argparse.Namespace) -> int:
     loops = list({(lp.query_robot_id, lp.query_session_id, lp.query_id, lp.match_robot_id, lp.match_session_id,
                    lp.match_id): lp for lp in loops}.values())
     out = write_map(args.out, keyframes, loops, first.meta["model_id"], int(first.meta["global_dim"]))
-    print(f"merged {len(maps)} maps into {out}: {len(keyframes)} keyframes, {len(loops)} loops"
-          + (f"; {dropped} keyframes present in two maps were kept once" if dropped else ""))
+    say(f"merged {len(maps)} maps into {out}: {len(keyframes)} keyframes, {len(loops)} loops"
+        + (f"; {dropped} keyframes present in two maps were kept once" if dropped else ""))
     return 0
+
+
+def _union_text(kept: Keyframe, other: Keyframe) -> None:
+    """Labels and OCR readings of ``other`` (a second copy of ``kept``) that ``kept`` lacks, in order."""
+    labels = list(kept.labels)
+    seen = {(lb.label, lb.source) for lb in labels}
+    labels += [lb for lb in other.labels if (lb.label, lb.source) not in seen]
+    kept.labels = tuple(labels)
+    if other.text:
+        readings = list(kept.text or ())
+        readings += [r for r in other.text if r not in readings]
+        kept.text = tuple(readings)
 
 
 def _collisions(m: MapData, where: dict[Ident, Keyframe], policy: str) -> dict[tuple[str, str], int]:
@@ -176,7 +194,7 @@ def _collisions(m: MapData, where: dict[Ident, Keyframe], policy: str) -> dict[t
         top = max(i for rr, ss, i in where if (rr, ss) == (r, s))
         low = min(int(k.id) for k in m.keyframes if (k.robot_id, k.session_id) == (r, s))
         remap[(r, s)] = top + 1 - low
-        print(f"map {m.path}: renumbered robot {r} session {s} keyframe ids by +{remap[(r, s)]}", file=sys.stderr)
+        say(f"map {m.path}: renumbered robot {r} session {s} keyframe ids by +{remap[(r, s)]}", file=sys.stderr)
     return remap
 
 
@@ -191,10 +209,25 @@ def run_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_outside(out, [data.path], "export")
     check_output_dir(out, must_not_exist=EXPORT_FILES)
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:  # all three files or none: a full disk leaves nothing that blocks the rerun
+        with atomic_files([out / name for name in EXPORT_FILES]) as tmp:
+            poses, edges, no_pose = _export(data, *tmp)
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only when empty: the folder this call created
+        raise
+    say(f"exported {len(data.keyframes)} keyframes ({len(poses)} g2o vertices) and {len(data.loops)} loops "
+        f"({len(edges)} g2o edges; {no_pose} without a relative pose and covariance) to {out}")
+    return 0
+
+
+def _export(data: MapData, keyframes_csv: Path, loops_csv: Path, loops_g2o: Path) -> tuple[list, list, int]:
     vertex: dict[Ident, int] = {}
     poses = []
-    with open(out / "keyframes.csv", "w", newline="") as f:
+    with open(keyframes_csv, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["key", "robot_id", "session_id", "keyframe_id", "stamp_ns", "g2o_vertex",
                     "x", "y", "z", "qx", "qy", "qz", "qw"])
@@ -208,7 +241,7 @@ def run_export(args: argparse.Namespace) -> int:
                 fields = [f"{c:.9g}" for c in (x, y, z, *q)]
             w.writerow([key, kf.robot_id, kf.session_id, kf.id, kf.stamp_ns, v, *fields])
     edges, no_pose = [], 0
-    with open(out / "loops.csv", "w", newline="") as f:
+    with open(loops_csv, "w", newline="") as f:
         w = csv.writer(f)
         scalar = [n for n in LoopClosure.__dataclass_fields__ if n not in ("relative_pose", "covariance")]
         w.writerow(scalar + ["x", "y", "z", "qx", "qy", "qz", "qw"])
@@ -224,43 +257,24 @@ def run_export(args: argparse.Namespace) -> int:
                 no_pose += 1
             else:  # relative_pose is T_match_query: the edge from the match vertex to the query vertex
                 edges.append((i, j, lp.relative_pose, lp.covariance))
-    write_g2o(out / "loops.g2o", poses, edges)
-    print(f"exported {len(data.keyframes)} keyframes ({len(poses)} g2o vertices) and {len(data.loops)} loops "
-          f"({len(edges)} g2o edges; {no_pose} without a relative pose and covariance) to {out}")
-    return 0
+    write_g2o(loops_g2o, poses, edges)
+    return poses, edges, no_pose
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    try:
-        data = open_map(args.map, load_local=True)
-        bad, why = index_mismatches(data)
-    except MapStoreError as exc:
-        print(f"DAMAGED: {exc}")
-        return 1
-    if bad:
-        print(f"DAMAGED: map {data.path}: {INDEX_FILE} does not match the descriptors: {why}; loading rebuilds "
-              "the index from the descriptors, and vpr-ros map compact rewrites the file")
-        return 1
-    idents = data.by_ident()
-    dangling = sum((lp.query_robot_id, lp.query_session_id, lp.query_id) not in idents
-                   or (lp.match_robot_id, lp.match_session_id, lp.match_id) not in idents for lp in data.loops)
-    if dangling:
-        print(f"DAMAGED: map {data.path}: {DB} table loops names {dangling} keyframes the map does not hold")
-        return 1
-    how = ("crc32 of every local-feature record and structure (live map)" if data.meta.get("live") else
-           "checksums and structure" if data.has_manifest else "structure only (no manifest.json, no checksums)")
-    print(f"OK: map {data.path}: {len(data.keyframes)} keyframes, {len(data.loops)} loops; {how}; "
-          f"{INDEX_FILE} matches the descriptors")
-    return 0
+    verdict = verify_map(args.map)  # the checks --map-load makes, and more (cli/map_verify.py)
+    say(verdict.message)
+    return 0 if verdict.ok else 1
 
 
 def run_compact(args: argparse.Namespace) -> int:
     data = open_map(args.map, load_local=True)
     check_out_path(args.out, [data.path], "compact")
     before = disk_usage(data.path)["total"]
-    out = write_map(args.out, data.keyframes, data.loops, data.meta["model_id"], int(data.meta["global_dim"]))
-    print(f"compacted {data.path} ({before / 1e6:.2f} MB) into {out} ({disk_usage(out)['total'] / 1e6:.2f} MB): "
-          f"{len(data.keyframes)} keyframes, {len(data.loops)} loops")
+    out = write_map(args.out, data.keyframes, data.loops, data.meta["model_id"], int(data.meta["global_dim"]),
+                    sidecars_from=data.path)
+    say(f"compacted {data.path} ({before / 1e6:.2f} MB) into {out} ({disk_usage(out)['total'] / 1e6:.2f} MB): "
+        f"{len(data.keyframes)} keyframes, {len(data.loops)} loops")
     return 0
 
 
@@ -270,13 +284,12 @@ def run_report(args: argparse.Namespace) -> int:
     if args.max_loops < 0:
         raise InputError(f"--max-loops {args.max_loops} is negative; give 0 or more")
     data = open_map(args.map, load_local=True)
-    out = Path(args.out).expanduser()
-    if out.is_dir():
-        raise InputError(f"--out {args.out} is a directory; give an HTML file name such as report.html")
+    out = check_new_file(args.out, force=args.force)  # before the work: no link, no file replaced unasked
     check_outside(out, [data.path], "report")
     html = render_report(data, map_summary(data), args.max_loops)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(html, encoding="utf-8")
-    print(f"wrote {out} ({len(html) / 1e3:.0f} kB): {len(data.keyframes)} keyframes, "
-          f"{min(len(data.loops), args.max_loops)} of {len(data.loops)} loops in the gallery")
+    with atomic_files([out], replace=args.force) as (tmp,):
+        tmp.write_text(html, encoding="utf-8")
+    say(f"wrote {out} ({len(html) / 1e3:.0f} kB): {len(data.keyframes)} keyframes, "
+        f"{min(len(data.loops), args.max_loops)} of {len(data.loops)} loops in the gallery")
     return 0

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vpr_ros.cli.map_access import open_map, write_map
+from vpr_ros.cli.terminal import printable_json, say
 from vpr_ros.core.map import live_map
 from vpr_ros.core.errors import InputError
 from vpr_ros.core.text.labels import find_keyframe, load_labels
@@ -104,16 +105,17 @@ def run_label(args: argparse.Namespace) -> int:
         if new:
             for key, labels in new.items():
                 data.keyframes[key].labels = (*data.keyframes[key].labels, *labels)
-            write_map(data.path, data.keyframes, data.loops, data.meta["model_id"], int(data.meta["global_dim"]))
+            write_map(data.path, data.keyframes, data.loops, data.meta["model_id"], int(data.meta["global_dim"]),
+                      sidecars_from=data.path)
         keyframes = data.keyframes
     added = sum(len(v) for v in new.values())
-    print(f"map {path}: added {added} label(s) to {len(new)} keyframe(s)")
+    say(f"map {path}: added {added} label(s) to {len(new)} keyframe(s)")
     for key, labels in sorted(new.items()):
         k = keyframes[key]
-        print(f"  key {key} (robot {k.robot_id} session {k.session_id} id {k.id}): "
-              + ", ".join(repr(lb.label) for lb in labels))
+        say(f"  key {key} (robot {k.robot_id} session {k.session_id} id {k.id}): "
+            + ", ".join(repr(lb.label) for lb in labels))
     if not new:
-        print("  (every keyframe named already had its label)")
+        say("  (every keyframe named already had its label)")
     return 0
 
 
@@ -170,16 +172,17 @@ def run_query(args: argparse.Namespace) -> int:
     used = embedder is not None and embedder._model is not None
     with_text = sum(bool(k.text) or bool(k.labels) for k in data.keyframes)
     if args.json:
-        print(json.dumps({"map": str(data.path), "query": args.text, "embedding": used,
-                          "keyframes_with_text": with_text, "matches": rows}, indent=1, ensure_ascii=False))
+        print(printable_json(json.dumps({"map": str(data.path), "query": args.text, "embedding": used,
+                                         "keyframes_with_text": with_text, "matches": rows}, indent=1,
+                                        ensure_ascii=False)))
         return 0
-    print(f"map {data.path}: {len(rows)} match(es) for {args.text!r} ({with_text} of {len(data.keyframes)} "
-          f"keyframes carry text or labels{'; embeddings %.2f s' % embedder.seconds if used else ''})")
+    say(f"map {data.path}: {len(rows)} match(es) for {args.text!r} ({with_text} of {len(data.keyframes)} "
+        f"keyframes carry text or labels{'; embeddings %.2f s' % embedder.seconds if used else ''})")
     if not with_text:
-        print("  the map has no OCR text or labels: record with text.ocr background, or add labels with "
-              "vpr-ros map label")
+        say("  the map has no OCR text or labels: record with text.ocr background, or add labels with "
+            "vpr-ros map label")
     for r in rows:
         where = "no pose" if r["position"] is None else "x {:.2f} y {:.2f} z {:.2f}".format(*r["position"])
-        print(f"{r['rank']:3d}. key {r['key']} robot {r['robot_id']} session {r['session_id']} id {r['id']} "
-              f"{r['stamp']} {where}  score {r['score']:.3f} {r['how']}: {r['evidence']}")
+        say(f"{r['rank']:3d}. key {r['key']} robot {r['robot_id']} session {r['session_id']} id {r['id']} "
+            f"{r['stamp']} {where}  score {r['score']:.3f} {r['how']}: {r['evidence']}")
     return 0

@@ -11,7 +11,7 @@ import dataclasses
 import functools
 import logging
 import time
-from typing import Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -90,7 +90,11 @@ class LoopClosureDetector(KeyframeMapMixin):
         # Fleet mode: fills the local features of remote candidates on demand (nodes/fleet.py).
         self.fetch_local: Callable[[Sequence[Candidate], Sequence[Keyframe]], None] | None = None
         self._store: live_map.MapLog | None = None  # the live map every new keyframe is appended to
-        self.store_failures = 0
+        self.store_failures = 0  # failed writes to the live map (each retry counts)
+        self.store_refused = 0   # keyframes or loops the live map cannot hold (kept in memory only)
+        self.store_error = ""    # the last write error while keyframes wait for the disk, else ""
+        self._pending: list[tuple[str, Any]] = []
+        self._sessions = 0
         self.reset()
 
     # -- map -------------------------------------------------------------------------------
@@ -107,6 +111,32 @@ class LoopClosureDetector(KeyframeMapMixin):
         # key -> (map, its key) of keyframes whose local features stay on disk (read per candidate)
         self._local_refs: dict[int, tuple[live_map.MapLog, int]] = {}
         self.detach_store()
+
+    def new_session(self) -> str:
+        """Start a new session of this robot (the node's ``~/reset``); returns its id.
+
+        The temporal state (last stamp, keyframe selection, consistency, odometry gate) is cleared and
+        new keyframes get the session id ``<detector.session_id>_r<N>``. Every keyframe in memory and in
+        the live map is kept: the previous session's become an earlier session of this robot, so a
+        revisit (a bag played again) matches them. Nothing on disk is deleted.
+        """
+        det = self.config.detector
+        if not self._sessions:
+            self._base_session = det.session_id
+        base = self._base_session
+        taken = {kf.session_id for kf in self._keyframes if kf.robot_id == det.robot_id}
+        while True:
+            self._sessions += 1
+            session = f"{base}_r{self._sessions}"
+            if session not in taken:
+                break
+        self.config = dataclasses.replace(self.config, detector=dataclasses.replace(det, session_id=session))
+        self._selector.reset()
+        self._consistency.reset()
+        self._gate.reset()
+        self._last_stamp_ns = None
+        self._own_keys = []
+        return session
 
     @property
     def num_keyframes(self) -> int:
@@ -239,7 +269,6 @@ class LoopClosureDetector(KeyframeMapMixin):
                 loop, gated = None, gated + 1
             if loop is not None:
                 loops.append(loop)
-                self._store_loops(loops)
         timings["geometry"] = (time.perf_counter() - t4) * 1e3
 
         key = len(self._keyframes)
@@ -250,6 +279,8 @@ class LoopClosureDetector(KeyframeMapMixin):
         self._next_id += 1
         if self._store is not None:
             self._append_to_store(key, kf)
+            if loops:
+                self._store_loops(loops)  # after the keyframe the loop names (one write queue, in order)
         timings["search"] = (t2 - t1) * 1e3
         timings["verify"] = (t3 - t2) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3

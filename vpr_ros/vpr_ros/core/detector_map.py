@@ -7,6 +7,13 @@ the per-frame pipeline). It uses the detector's state: ``config``, ``model``, ``
 (live map, its key) of keyframes whose local features stay on disk), ``_store`` (the live map new
 keyframes are appended to, or None), ``store_failures`` and ``_is_own``. Text read on keyframes and
 place labels (issue 13) arrive after the keyframe and update it in memory and in the live map.
+
+Writes to the live map go through one queue in order (a keyframe, then the loops that name it), so a
+loop never reaches the disk before its keyframe. A write that fails for lack of space or an I/O error
+keeps the keyframe in memory and in the queue; the queue is retried at every new keyframe and by
+:meth:`flush_store` (the node calls it periodically), and ``store_pending`` says how many wait. A
+keyframe the map cannot hold at all (an id beyond 64 bits from another robot) is dropped from the
+queue and counted in ``store_refused``; it never blocks the own keyframes behind it.
 """
 
 from __future__ import annotations
@@ -14,13 +21,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from vpr_ros.core.map import live_map, live_map_dirs, text_table
 from vpr_ros.core.errors import InputError, MapStoreError
+from vpr_ros.core.map.ownership import DirLock
 from vpr_ros.core.map.snapshot import load_keyframes, save_keyframes
 from vpr_ros.core.text.place_text import PlaceLabel, TextReading
 from vpr_ros.core.types import Keyframe, LoopClosure
@@ -47,6 +55,9 @@ class KeyframeMapMixin:
     _next_id: int
     _local_refs: dict[int, tuple[live_map.MapLog, int]]
     _store: live_map.MapLog | None
+    _pending: list[tuple[str, Any]]
+    store_refused: int
+    store_error: str
 
     def local_features(self, key: int) -> npt.NDArray[np.float32] | None:
         """(h, w, c) float32 local features of keyframe ``key``: from memory, or read from its map on disk."""
@@ -75,18 +86,18 @@ class KeyframeMapMixin:
     def store(self) -> live_map.MapLog | None:
         return self._store
 
-    def attach_store(self, path: str | Path, fresh: bool = False) -> int:
+    def attach_store(self, path: str | Path) -> int:
         """Append every keyframe, from now on as it is made, to the live map at ``path`` (core/map/live_map.py).
 
         A live map already there (same model, weights and preprocessing, else MapStoreError) is
-        loaded first and continued; a missing path, an empty directory or a snapshot map is replaced
-        by a new live map. Keyframes in memory are appended, then their local features are dropped
-        from RAM and read from the map per candidate. Returns the number of keyframes loaded.
-        ``fresh``: start a new live map even where one exists (after a reset).
+        loaded first and continued; a missing path or an empty directory gets a new live map; a
+        snapshot map or anything else is refused and left untouched. Keyframes in memory are appended,
+        then their local features are dropped from RAM and read from the map per candidate. Returns
+        the number of keyframes loaded.
         """
         self.detach_store()
         log = live_map_dirs.open_for_append(path, live_map.fingerprint(self.model), self.model.global_dim,
-                                            self.config.map.local_encoding, fresh=fresh, lazy_geometry=True)
+                                            self.config.map.local_encoding, lazy_geometry=True)
         try:
             added = self._add_loaded(path, log.keyframes, log) if len(log) else 0
         except BaseException:
@@ -101,7 +112,9 @@ class KeyframeMapMixin:
         return added
 
     def detach_store(self) -> None:
-        """Stop appending (the live map stays on disk as it is)."""
+        """Stop appending (the live map stays on disk as it is; keyframes still waiting for the disk
+        stay in memory only)."""
+        self._pending = []
         if getattr(self, "_store", None) is not None:
             for key, (log, _) in list(self._local_refs.items()):
                 if log is self._store:  # keep what is still needed in memory before the map closes
@@ -110,46 +123,83 @@ class KeyframeMapMixin:
             self._store.close()
         self._store = None
 
-    def _append_to_store(self, key: int, kf: Keyframe) -> None:
-        try:
-            log_key = self._store.append(kf)
-        except (live_map.MapStoreError, OSError, live_map.sqlite3.Error) as exc:
-            # The keyframe stays in memory (with its local features): detection goes on without the disk.
-            self.store_failures += 1
-            logger.error("could not append keyframe %d to map %s: %s", kf.id, self._store.root, exc)
-            return
+    @property
+    def store_pending(self) -> int:
+        """Keyframes made but not yet on disk (the live map's last writes failed; they are retried)."""
+        return sum(kind == "kf" for kind, _ in self._pending)
+
+    def _append_to_store(self, key: int, kf: Keyframe | None = None) -> None:
+        self._pending.append(("kf", key))
+        self.flush_store()
+
+    def _store_loops(self, loops: list[LoopClosure]) -> None:
+        if self._store is not None:
+            self._pending.append(("loops", list(loops)))
+            self.flush_store()
+
+    def flush_store(self) -> int:
+        """Write what waits for the live map, in order; returns how many keyframes still wait."""
+        while self._store is not None and self._pending:
+            kind, item = self._pending[0]
+            try:
+                if kind == "kf":
+                    self._write_keyframe(item)
+                else:
+                    self._store.append_loops(item)
+            except (OSError, live_map.sqlite3.OperationalError) as exc:  # no space, I/O: retried later
+                self.store_failures += 1
+                if not self.store_error:
+                    logger.error("map %s: could not write to the disk (%s); %d keyframes wait in memory and are "
+                                 "retried", self._store.root, exc, self.store_pending)
+                self.store_error = f"{type(exc).__name__}: {exc}"
+                return self.store_pending
+            except (MapStoreError, live_map.sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
+                self.store_refused += 1  # this item can never be stored; the rest must not wait behind it
+                logger.error("map %s: cannot store this %s (%s); it stays in memory only",
+                             self._store.root, "keyframe" if kind == "kf" else "loop", exc)
+            self._pending.pop(0)
+            if not self._pending and self.store_error:
+                logger.warning("map %s: the disk takes writes again; every waiting keyframe is on disk",
+                               self._store.root)
+                self.store_error = ""
+        return self.store_pending
+
+    def _write_keyframe(self, key: int) -> None:
+        kf = self.keyframe_with_local(key)
+        log_key = self._store.append(kf)
         # Local features and geometry now live on disk: RAM keeps the descriptor and metadata only.
         self._local_refs[key] = (self._store, log_key)
         if kf.local is not None or kf.geometry is not None:
             self._keyframes[key] = dataclasses.replace(self._keyframes[key], local=None, geometry=None)
 
-    def _store_loops(self, loops: list[LoopClosure]) -> None:
-        if self._store is not None:
-            try:
-                self._store.append_loops(loops)
-            except (live_map.MapStoreError, OSError, live_map.sqlite3.Error) as exc:
-                self.store_failures += 1  # the loop is still published; only the map's record of it is missing
-                logger.error("could not append loops to map %s: %s", self._store.root, exc)
-
-    def save_map(self, path: str | Path, loops: Sequence[LoopClosure] = ()) -> int:
+    def save_map(self, path: str | Path, loops: Sequence[LoopClosure] = (), owner: DirLock | None = None) -> int:
         """Save every keyframe of the map (and ``loops``, accepted loops to keep) to ``path``; returns
         the keyframe count.
 
-        ``path`` must be missing, an empty directory or a vpr_ros map (replaced crash-safely);
-        anything else raises MapStoreError and is left untouched, as is the map in memory. With a
-        live map attached this is a snapshot (copy) of it; saving onto the live map itself is a no-op.
+        ``path`` must be missing, an empty directory or a vpr_ros map no other writer owns (replaced
+        crash-safely); anything else raises MapStoreError and is left untouched, as is the map in
+        memory. ``owner``: this caller's ownership of ``path`` (core/map/ownership.py). With a live
+        map attached this is a snapshot (copy) of it, or, while keyframes wait for its disk, a snapshot
+        from memory that holds them; saving onto the live map itself writes what waits and raises
+        MapStoreError if anything still does.
         """
         if self._store is not None:
+            self.flush_store()
             target = Path(path).expanduser()
             if target.exists() and target.resolve() == self._store.root.resolve():
+                if self._pending:
+                    raise MapStoreError(f"{self.store_pending} keyframes are not in map {self._store.root} yet "
+                                        f"({self.store_error}); they are in memory only — free disk space, or "
+                                        "save a snapshot to a path on another disk with ~/save_map")
                 return len(self._keyframes)  # every keyframe is already on disk
-            written = live_map_dirs.snapshot(self._store, target)
-            logger.info("snapshot of %d keyframes written to %s", len(self._store), written)
-            return len(self._store)
+            if not self._pending:
+                written = live_map_dirs.snapshot(self._store, target)
+                logger.info("snapshot of %d keyframes written to %s", len(self._store), written)
+                return len(self._store)
         keyframes = ([self.keyframe_with_local(k) for k in range(len(self._keyframes))] if self._local_refs
                      else self._keyframes)
         written = save_keyframes(path, keyframes, self.model_id, self.model.global_dim,
-                                 index_writer=self._index.save, loops=loops)
+                                 index_writer=self._index.save, loops=loops, owner=owner)
         logger.info("saved %d keyframes to %s", len(self._keyframes), written)
         return len(self._keyframes)
 
@@ -213,15 +263,27 @@ class KeyframeMapMixin:
         self._update_store(kf, lambda log, log_key: log.set_text(log_key, kf.text))
 
     def add_label(self, key: int, label: PlaceLabel) -> None:
-        """Give keyframe ``key``'s place a name or address (kept like :meth:`set_text`).
+        """Give keyframe ``key``'s place a name or address, in memory and, with a live map attached,
+        durably on disk when this returns.
 
-        Raises MapStoreError for a label that cannot be stored (empty, too long) and IndexError for a
-        key the map does not hold; the map is unchanged then.
+        Raises MapStoreError for a label that cannot be stored (empty, too long) or not made durable
+        (the keyframe is not on disk yet, the write failed: the message says why), and IndexError for
+        a key the map does not hold; the map is unchanged then, in memory and on disk.
         """
         text_table.check_label(label)
         kf = self._keyframes[key]
+        if self._store is not None:
+            log_key = self._store.key_of(kf.robot_id, kf.session_id, kf.id)
+            if log_key is None:
+                raise MapStoreError(f"keyframe {kf.id} is not on disk yet ({self.store_error or 'its write failed'}); "
+                                    "the label was not stored — try again when the map's disk has space")
+            try:
+                self._store.add_label(log_key, label)
+            except (OSError, live_map.sqlite3.Error) as exc:
+                self.store_failures += 1
+                raise MapStoreError(f"the label could not be written to map {self._store.root} ({exc}); it was not "
+                                    "stored — try again when the disk has space") from None
         kf.labels = (*kf.labels, label)
-        self._update_store(kf, lambda log, log_key: log.add_label(log_key, label))
 
     def _update_store(self, kf: Keyframe, change: Callable[[live_map.MapLog, int], None]) -> None:
         if self._store is None:

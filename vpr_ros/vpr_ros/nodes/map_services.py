@@ -4,6 +4,11 @@ With ``map.append`` (default) and ``map.save_path`` set, :meth:`MapKeeper.start`
 there (core/map/live_map.py): every keyframe is on disk as it is made, autosave has nothing to do, and
 ``~/save_map`` to another path writes a snapshot (copy) of the live map.
 
+Without a live map, the node owns ``map.save_path`` from start to shutdown (core/map/ownership.py): no
+other node, replay or map tool may write that map meanwhile. ``~/reset`` starts a new session and keeps
+every keyframe, in memory and on disk. While keyframes wait for a full disk (``store_pending``), the
+processing thread retries every :data:`RETRY_SEC`.
+
 ROS-free on purpose (the node turns results into service responses), so that every way a map
 operation can fail ends here as ``MapResult(success=False, message)``: a service callback that
 raises takes the whole executor, and with it every keyframe in memory, down.
@@ -22,10 +27,13 @@ from typing import Callable
 from vpr_ros.core.config import MapConfig
 from vpr_ros.core.detector import LoopClosureDetector
 from vpr_ros.core.errors import VprError
+from vpr_ros.core.map.ownership import DirLock
 from vpr_ros.core.map.snapshot import check_save_target
 from vpr_ros.core.types import Keyframe
 
-__all__ = ["MapResult", "MapKeeper", "keyframe_bytes", "check_save_path"]
+__all__ = ["MapResult", "MapKeeper", "keyframe_bytes", "check_save_path", "RETRY_SEC"]
+
+RETRY_SEC = 5.0  # how often keyframes waiting for the live map's disk are retried without new keyframes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +84,8 @@ class MapKeeper:
         self._bytes = 0
         self._changed = False
         self._last_save = time.monotonic()
+        self._last_retry = time.monotonic()
+        self._owner: DirLock | None = None  # map.save_path while this node saves snapshots there
         self._recount()
 
     # -- memory --------------------------------------------------------------------------
@@ -118,7 +128,8 @@ class MapKeeper:
             return MapResult(False, f"refusing map.save_path: {refusal}")
         if not self.config.append:
             try:
-                check_save_target(path)
+                target = check_save_target(path)
+                self._owner = DirLock(target) if target.is_dir() else DirLock.empty(target)
             except Exception as exc:  # noqa: BLE001
                 return self._failed("use", path, exc)
             return MapResult(True, f"no live map (map.append false); snapshots go to {path}")
@@ -135,14 +146,37 @@ class MapKeeper:
     def close(self) -> None:
         with self.lock:
             self.detector.detach_store()
+        if self._owner is not None:
+            self._owner.release()
+            self._owner = None
 
+    def retry_store(self, now: float | None = None) -> None:
+        """Retry keyframes waiting for the live map's disk (processing thread, between frames)."""
+        now = time.monotonic() if now is None else now
+        if self.detector.store_pending and now - self._last_retry >= RETRY_SEC:
+            self._last_retry = now
+            with self.lock:
+                self.detector.flush_store()
+
+    def store_status(self) -> tuple[dict[str, str], str | None]:
+        """Diagnostics of the live map's writes, and a warning while keyframes wait or were refused."""
+        d = self.detector
+        values = {"map_store_pending": str(d.store_pending), "map_store_failures": str(d.store_failures),
+                  "map_store_refused": str(d.store_refused)}
+        if d.store_pending:
+            return values, (f"{d.store_pending} keyframes are not on disk ({d.store_error}); they are kept in "
+                            "memory and retried — free disk space")
+        if d.store_refused:
+            return values, f"{d.store_refused} keyframes or loops could not be stored in the map (see the log)"
+        return values, None
     def save(self, path: str) -> MapResult:
         refusal = check_save_path(path)
         if refusal is not None:
             return MapResult(False, f"refusing to save the map: {refusal}")
         try:
             with self.lock:
-                n = self.detector.save_map(path)
+                owner = self._owner if self._owner is not None and path == self.config.save_path else None
+                n = self.detector.save_map(path, owner=owner)
                 self._changed = False
                 self._last_save = time.monotonic()
         except Exception as exc:  # noqa: BLE001 - any failure is an answer, never a dead node
@@ -162,17 +196,15 @@ class MapKeeper:
         return MapResult(True, f"loaded {n} keyframes from {path}", n)
 
     def reset(self) -> MapResult:
+        """A new session: the temporal state is cleared, every keyframe is kept (memory and disk)."""
         try:
             with self.lock:
-                live = self.detector.store is not None
-                self.detector.reset()
-                if live:  # as a save after a reset did: the map at save_path starts over
-                    self.detector.attach_store(self.config.save_path, fresh=True)
-                self._recount()
+                session = self.detector.new_session()
                 self._changed = True
         except Exception as exc:  # noqa: BLE001
             return self._failed("reset", "the map", exc)
-        return MapResult(True, "map and temporal state cleared")
+        return MapResult(True, f"temporal state cleared; new session {session!r} (the {self.detector.num_keyframes} "
+                               "keyframes of the map are kept, in memory and on disk)", self.detector.num_keyframes)
 
     def autosave_due(self, now: float | None = None) -> bool:
         period = self.config.autosave_sec

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sqlite3
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,15 +83,92 @@ def test_torn_tail_record_is_ignored_then_truncated_by_the_next_writer(tmp_path)
     assert len(back) == 4 and np.allclose(back.read_local(3), extra.local, atol=1e-2)
 
 
-def test_row_whose_record_never_reached_the_disk_is_dropped_at_the_end_only(tmp_path):
+def _files(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("damage", ["cut_tail", "empty_segment", "missing_segment", "local_is_a_file"])
+def test_row_without_its_record_is_damage_and_no_row_is_ever_deleted(tmp_path, damage):
     log, _ = _log(tmp_path / "m", "float16", 4)
     log.close()
-    seg = tmp_path / "m" / "local" / "00000.seg"
+    root = tmp_path / "m"
+    seg = root / "local" / "00000.seg"
     rec = HEADER + payload_size(LOCAL, "float16")
-    os.truncate(seg, 3 * rec + 5)  # power loss: the last committed row's record is cut
+    if damage == "cut_tail":
+        os.truncate(seg, 3 * rec + 5)  # records are fdatasynced before their rows: no power loss does this
+    elif damage == "empty_segment":
+        os.truncate(seg, 0)
+    elif damage == "missing_segment":
+        seg.unlink()
+    else:
+        shutil.rmtree(root / "local")
+        (root / "local").write_bytes(b"not a directory")
+    before = _files(root)
+    with pytest.raises(MapStoreError, match="damaged"):
+        live_map.MapLog(root, FP)  # a reader (map verify, --map-load)
+    with pytest.raises(MapStoreError, match="damaged"):
+        live_map_dirs.open_for_append(root, FP, DIM, "float16")  # a node continuing the map
+    assert _files(root) == before  # nothing changed, every row is still there
+    db = sqlite3.connect(root / "log.sqlite")
+    assert db.execute("SELECT count(*) FROM keyframes").fetchone()[0] == 4
+
+
+def test_garbage_wal_is_damage_not_a_silent_rollback(tmp_path):
+    log, _ = _log(tmp_path / "m", "float16", 2)
+    log.close()
+    root = tmp_path / "m"
+    (root / "log.sqlite-wal").write_bytes(os.urandom(4096))
+    before = _files(root)
+    with pytest.raises(MapStoreError, match="not a SQLite write-ahead log"):
+        live_map.MapLog(root, FP)
+    with pytest.raises(MapStoreError, match="not a SQLite write-ahead log"):
+        live_map_dirs.open_for_append(root, FP, DIM, "float16")
+    assert _files(root) == before
+
+
+def test_a_killed_writers_wal_is_not_damage(tmp_path):
+    """A WAL a killed writer left (valid header, committed frames) opens, with every keyframe."""
+    import subprocess
+    import sys
+    code = ("import sys, os; sys.path[:0] = sys.argv[2:]\n"
+            "from test_map_log import _log\n"
+            "from pathlib import Path\n"
+            "log, _ = _log(Path(sys.argv[1]), 'float16', 3)\n"
+            "os.kill(os.getpid(), 9)\n")
+    here = str(Path(__file__).parent)
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "m"), here, *sys.path], check=False)
+    assert (tmp_path / "m" / "log.sqlite-wal").stat().st_size > 0
     assert len(live_map.MapLog(tmp_path / "m", FP)) == 3
-    os.truncate(seg, rec + 5)  # now rows 1..3 lack records: also a tail
-    assert len(live_map.MapLog(tmp_path / "m", FP)) == 1
+
+
+def test_readers_create_no_file_in_the_map(tmp_path):
+    log, _ = _log(tmp_path / "m", "float16", 2)
+    log.close()
+    root = tmp_path / "m"
+    for name in ("log.sqlite-wal", "log.sqlite-shm"):
+        if (root / name).exists():
+            (root / name).unlink()  # a cleanly closed map: everything is in log.sqlite
+    before = _files(root)
+    back = live_map.MapLog(root, FP)
+    back.read_local(1)
+    back.close()
+    assert _files(root) == before
+
+
+def test_a_symlinked_segment_is_never_written_through(tmp_path):
+    log, _ = _log(tmp_path / "m", "float16", 2)
+    log.close()
+    root = tmp_path / "m"
+    user = tmp_path / "precious.txt"
+    user.write_bytes(b"user data")
+    seg = root / "local" / "00000.seg"
+    user_copy = seg.read_bytes()
+    seg.unlink()
+    (root / "local" / "00000.seg").symlink_to(user)
+    with pytest.raises(MapStoreError, match="symbolic link"):
+        live_map_dirs.open_for_append(root, FP, DIM, "float16")
+    assert user.read_bytes() == b"user data"
+    assert len(user_copy) > 0
 
 
 def test_damaged_record_is_named_never_returned(tmp_path):
@@ -262,7 +342,7 @@ def test_snapshot_save_and_v1_save_over_a_live_map(tmp_path):
 
 def test_second_writer_is_refused_until_the_first_closes(tmp_path):
     first, _ = _log(tmp_path / "m", n=1)
-    with pytest.raises(MapStoreError, match="being appended to by another"):
+    with pytest.raises(MapStoreError, match="in use by another writer"):
         live_map.MapLog(tmp_path / "m", FP, writable=True)
     assert len(live_map.MapLog(tmp_path / "m", FP)) == 1  # readers are never blocked
     first.close()

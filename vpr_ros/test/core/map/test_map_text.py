@@ -96,7 +96,9 @@ def test_damaged_text_row_costs_only_that_keyframes_text(tmp_path, caplog):
     assert "damaged text/label rows were skipped" in caplog.text
 
 
-def test_text_of_a_torn_tail_keyframe_does_not_stick_to_the_next_append(tmp_path):
+def test_a_keyframe_whose_record_is_cut_keeps_its_text_labels_and_row(tmp_path):
+    """A cut record is damage (records reach the disk before rows): the map is refused as it is, and its
+    rows, text, labels and thumbnails are never deleted (they were, before: the 'torn tail' was dropped)."""
     log, _ = _log(tmp_path / "live", "float16", 2)
     third = synthetic_keyframes(3, seed=2)[2]
     third.thumbnail = b"\xff\xd8old"
@@ -105,13 +107,10 @@ def test_text_of_a_torn_tail_keyframe_does_not_stick_to_the_next_append(tmp_path
     log.add_label(2, PlaceLabel("Room 214"))
     log.close()
     seg = tmp_path / "live" / "local" / "00000.seg"
-    os.truncate(seg, seg.stat().st_size - HEADER)  # power loss: keyframe 2's record is cut, its row stays
-    w = live_map.MapLog(tmp_path / "live", FP, writable=True)
-    assert len(w) == 2
-    extra = synthetic_keyframes(6, seed=4)[5]
-    extra.thumbnail = b"\xff\xd8jpeg"  # its thumbnail row reuses the dropped key too
-    assert w.append(extra) == 2
-    w.close()
-    back = live_map.MapLog(tmp_path / "live", FP)
-    assert back.keyframes[2].id == 5 and back.keyframes[2].text is None and back.keyframes[2].labels == ()
-    assert back.keyframes[2].thumbnail == b"\xff\xd8jpeg"
+    os.truncate(seg, seg.stat().st_size - HEADER)
+    with pytest.raises(MapStoreError, match="lacks the record of keyframe key 2"):
+        live_map.MapLog(tmp_path / "live", FP, writable=True)
+    db = sqlite3.connect(tmp_path / "live" / "log.sqlite")
+    assert db.execute("SELECT count(*) FROM keyframes").fetchone()[0] == 3
+    assert db.execute("SELECT count(*) FROM place_labels WHERE key = 2").fetchone()[0] == 1
+    assert db.execute("SELECT count(*) FROM place_text WHERE key = 2").fetchone()[0] == 1

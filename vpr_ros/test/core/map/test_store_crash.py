@@ -17,6 +17,7 @@ import pytest
 
 from store_maps import DIM, MODEL, index_writer, snapshot, synthetic_keyframes
 from vpr_ros.core.map import atomic_dir
+from vpr_ros.core.map.atomic_dir import MARKER
 from vpr_ros.core.errors import MapStoreError
 from vpr_ros.core.map.snapshot import load_keyframes, save_keyframes
 
@@ -94,6 +95,8 @@ def test_recovers_what_a_crash_leaves(tmp_path, leftover, expected):
             (tmp_path / name / "map.sqlite").unlink()
         else:
             shutil.copytree(old if what == "old" else new, tmp_path / name)
+        if name != "map":
+            (tmp_path / name / MARKER).write_bytes(b"")  # what a save puts into what it may leave behind
     shutil.rmtree(tmp_path / "work")
     assert len(load_keyframes(tmp_path / "map", MODEL)[1]) == expected
     assert sorted(os.listdir(tmp_path)) == ["map"]
@@ -109,9 +112,32 @@ def test_leftover_names_that_are_not_ours_are_never_touched(tmp_path):
     before = snapshot(tmp_path)
     with pytest.raises(MapStoreError, match="not a vpr_ros map"):
         load_keyframes(tmp_path / "map", MODEL)
-    with pytest.raises(MapStoreError, match="map.tmp-save exists and is not a vpr_ros map"):
+    with pytest.raises(MapStoreError, match="map.tmp-save exists and is not a vpr_ros save's leftover"):
         _save(tmp_path / "map", synthetic_keyframes(2))
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "two_renames"])
+def test_a_users_own_map_copy_next_to_the_map_is_never_removed(tmp_path, monkeypatch, exchange):
+    """MAP.old / MAP.tmp-save that a person made (a complete map copy, no save marker) survive loads and
+    saves; the store never removes or renames what it did not mark as its own."""
+    monkeypatch.setattr(atomic_dir, "USE_EXCHANGE", exchange)
+    _save(tmp_path / "map", synthetic_keyframes(3))
+    shutil.copytree(tmp_path / "map", tmp_path / "map.old")  # the user's backup
+    before = snapshot(tmp_path / "map.old")
+    assert len(load_keyframes(tmp_path / "map", MODEL)[1]) == 3
+    if exchange:
+        _save(tmp_path / "map", synthetic_keyframes(4, seed=1))
+        assert len(load_keyframes(tmp_path / "map", MODEL)[1]) == 4
+    else:  # the fallback needs the name: refused, and nothing changed
+        with pytest.raises(MapStoreError, match="map.old exists and is not a vpr_ros save's leftover"):
+            _save(tmp_path / "map", synthetic_keyframes(4, seed=1))
+        assert len(load_keyframes(tmp_path / "map", MODEL)[1]) == 3
+    assert snapshot(tmp_path / "map.old") == before
+    # ...and the backup's name is no save target while the map is next to it
+    with pytest.raises(MapStoreError, match="temporary copy"):
+        _save(tmp_path / "map.old", synthetic_keyframes(2))
+    assert snapshot(tmp_path / "map.old") == before
 
 
 _FULL_DISK = """

@@ -110,11 +110,21 @@ def test_failed_save_keeps_the_previous_map(tmp_path):
     bad[1].global_ = np.ones(DIM + 1, np.float32)
     with pytest.raises(MapStoreError, match="descriptor of shape"):
         save_keyframes(target, bad, MODEL, DIM)
-    bad = synthetic_keyframes(2)
-    bad[1].stamp_ns = 2**70  # beyond SQLite's int64
-    with pytest.raises(MapStoreError, match="a keyframe cannot be stored"):
-        save_keyframes(target, bad, MODEL, DIM)
     assert snapshot(tmp_path) == before
+
+
+def test_a_keyframe_sqlite_cannot_hold_never_blocks_saving_the_others(tmp_path, caplog):
+    """Another robot's keyframe with an id or stamp beyond int64 used to make every save fail (and so lose
+    the own keyframes at shutdown): it is left out with a warning, the rest is saved and indexed."""
+    kfs = synthetic_keyframes(4)
+    kfs[1].robot_id, kfs[1].id = "rogue", 2**63  # from a peer
+    kfs[2].stamp_ns = 2**70
+    out = save_keyframes(tmp_path / "map", kfs, MODEL, DIM, index_writer=index_writer(kfs))
+    meta, back = load_keyframes(out, MODEL)
+    assert [k.id for k in back] == [kfs[0].id, kfs[3].id]
+    assert "64-bit" in caplog.text
+    from vpr_ros.core.index import KeyframeIndex
+    assert len(KeyframeIndex.load(out / "index.faiss")) == 2  # the index matches what was kept
 
 
 def test_check_save_target_accepts_what_a_save_accepts(tmp_path):

@@ -11,6 +11,8 @@ parent over a pipe. The parent kills it with SIGKILL after a random delay, then 
 * once a snapshot was acknowledged, the snapshot path always opens (old or new copy, never neither).
 
 The CI test (test/cli/bench/test_map_crash_harness.py) runs ~20 small trials; this benchmark >= 100.
+``--loops`` and ``--replay`` kill the node's write path and ``vpr-ros replay --map-save`` instead
+(cli/bench/crash_loops.py).
 """
 
 from __future__ import annotations
@@ -285,6 +287,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corridor", default="", metavar="PRESET",
                         help="instead: loop decisions on the Corridor with the real model PRESET, map in RAM vs "
                              "a live map in each encoding (e.g. lite0-gem)")
+    parser.add_argument("--loops", action="store_true",
+                        help="instead: SIGKILL the node's write path (detector + live map, SIMULATED revisits with "
+                             "loop closures); the map must pass map verify after every kill")
+    parser.add_argument("--replay", action="store_true",
+                        help="instead: SIGKILL vpr-ros replay --map-save around its save; the map must pass map "
+                             "verify after every kill")
     parser.add_argument("--memory-keyframes", type=int, default=0,
                         help="instead: build a live map of this many simulated keyframes and report RSS of a "
                              "detector searching it (e.g. 10000; needs ~5 GB of disk at int8)")
@@ -297,6 +305,12 @@ def run_crash_bench(args: argparse.Namespace) -> int:
         if args.corridor:
             print(json.dumps(run_corridor_decisions(Path(tmp), args.corridor), indent=1))
             return 0
+        if args.loops or args.replay:
+            from vpr_ros.cli.bench.crash_loops import run_detector_trials, run_replay_trials
+            out = (run_detector_trials(Path(tmp), args.trials, args.seed) if args.loops
+                   else run_replay_trials(Path(tmp), args.trials, args.seed))
+            print(json.dumps(out, indent=1))
+            return 0 if not out["problems"] else 1
         if args.memory_keyframes:
             print(json.dumps(run_memory(Path(tmp), args.memory_keyframes, shape, args.encoding), indent=1))
             return 0

@@ -12,9 +12,13 @@ directory there, and swaps it in:
   recovered too.
 
 Nothing is removed or replaced unless the caller's ``classify`` recognises it as its own, so a path
-holding someone else's files is refused with a message, never emptied. Saves and recoveries in one
-parent directory hold an exclusive ``flock`` on it, so two threads or processes saving the same map
-(an autosave and a service call) take turns instead of sharing ``<name>.tmp-save``.
+holding someone else's files is refused with a message, never emptied. A sibling is removed as a
+leftover only when it holds the :data:`MARKER` file that a save puts into the directories it will
+leave behind (its temporary directory while writing, the previous content before the swap): a user's
+own ``MAP.old`` backup is never touched, and ``MAP.old``-style names are refused as save targets
+next to a map. Saves and recoveries in one parent directory hold an exclusive ``flock`` on it, so two
+threads or processes saving the same map take turns instead of sharing ``<name>.tmp-save``; the map
+directory itself is owned by one writer at a time (core/map/ownership.py).
 """
 
 from __future__ import annotations
@@ -30,19 +34,22 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from vpr_ros.core.errors import MapStoreError
+from vpr_ros.core.map.ownership import DirLock
 
 try:
     import fcntl
 except ImportError:  # Windows: saves are not serialised against each other there
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["Classify", "TMP_SUFFIX", "OLD_SUFFIX", "OURS", "REPLACEABLE", "replace_dir", "recover",
-           "resolve_target", "dir_lock", "fsync_file", "fsync_dir"]
+__all__ = ["Classify", "TMP_SUFFIX", "OLD_SUFFIX", "MARKER", "OURS", "REPLACEABLE", "replace_dir", "recover",
+           "resolve_target", "dir_lock", "fsync_file", "fsync_dir", "leftovers"]
 
 logger = logging.getLogger(__name__)
 
 TMP_SUFFIX = ".tmp-save"
 OLD_SUFFIX = ".old"
+#: The file that marks a directory as a save's own leftover (removable); classifiers accept the name.
+MARKER = ".vpr_ros-save-leftover"
 
 #: ``classify(path)`` says what a path holds: "missing", "empty" (an empty directory), "complete"
 #: (our artefact, fully written), "legacy" (ours, but from a writer that marked no completion),
@@ -80,6 +87,44 @@ def siblings(path: Path) -> tuple[Path, Path]:
     return path.with_name(path.name + TMP_SUFFIX), path.with_name(path.name + OLD_SUFFIX)
 
 
+def _marked(path: Path) -> bool:
+    """A save's own leftover: it holds the marker, or is an empty directory (a kill right after mkdir)."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    try:
+        return os.path.isfile(path / MARKER) or not os.listdir(path)
+    except OSError:
+        return False
+
+
+def _remove(path: Path) -> None:
+    """Remove a marked leftover, its marker last, so a kill midway leaves it marked for the next try."""
+    for entry in os.listdir(path):
+        if entry != MARKER:
+            p = path / entry
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else os.unlink(p)
+    if os.path.lexists(path / MARKER):
+        os.unlink(path / MARKER)
+    os.rmdir(path)
+
+
+def _mark(path: Path) -> None:
+    with open(path / MARKER, "wb") as f:
+        os.fsync(f.fileno())
+    fsync_dir(path)
+
+
+def _unmark(path: Path) -> None:
+    if os.path.lexists(path / MARKER):
+        os.unlink(path / MARKER)
+        fsync_dir(path)
+
+
+def leftovers(path: Path) -> list[Path]:
+    """The siblings of ``path`` that an interrupted save left (marked as such); others are not ours."""
+    return [p for p in siblings(path) if os.path.lexists(p) and _marked(p)]
+
+
 def resolve_target(path: str | Path, classify: Classify) -> Path:
     """The absolute path a save may replace, or MapStoreError saying why not (nothing is touched).
 
@@ -103,6 +148,12 @@ def resolve_target(path: str | Path, classify: Classify) -> Path:
     if p.parent == p or (cwd is not None and (real == cwd or real in cwd.parents)):
         raise MapStoreError(f"cannot save map to {path}: it is the current directory or one of its parents; "
                             "nothing was written — give a new directory name, e.g. maps/run1")
+    for suffix in (TMP_SUFFIX, OLD_SUFFIX):
+        stem = p.with_name(p.name[:-len(suffix)]) if p.name.endswith(suffix) else None
+        if stem is not None and stem.name and classify(stem) in ("complete", "legacy"):
+            raise MapStoreError(f"cannot save map to {path}: next to the map {stem.name} that name is the one a "
+                                "save of it uses for its own temporary copy; nothing was written — choose "
+                                "another name")
     state = classify(p)
     if state not in REPLACEABLE:
         what = ("a file or something else that is not a directory" if p.exists() and not p.is_dir()
@@ -136,8 +187,8 @@ def recover(path: Path, classify: Classify) -> list[str]:
     same directory in progress (its temporary directory is not a leftover).
     """
     tmp, old = siblings(path)
-    if os.path.lexists(path) and not os.path.lexists(tmp) and not os.path.lexists(old):
-        return []  # the common case, without waiting for the lock
+    if os.path.lexists(path) and not os.path.lexists(path / MARKER) and not leftovers(path):
+        return []  # the common case (a user's own MAP.old included), without waiting for the lock
     with dir_lock(path.parent):
         return _recover_locked(path, classify)
 
@@ -146,9 +197,9 @@ def _recover_locked(path: Path, classify: Classify) -> list[str]:
     done: list[str] = []
     tmp, old = siblings(path)
     if not os.path.lexists(path):
-        if classify(tmp) == "complete":
+        if _marked(tmp) and classify(tmp) == "complete":
             source = tmp
-        elif classify(old) in ("complete", "legacy"):
+        elif _marked(old) and classify(old) in ("complete", "legacy"):
             source = old
         else:
             return done
@@ -157,9 +208,11 @@ def _recover_locked(path: Path, classify: Classify) -> list[str]:
         done.append(f"restored {path} from {source.name} (left by an interrupted save)")
         logger.warning("%s", done[-1])
     if classify(path) in ("complete", "legacy"):
+        if os.path.isfile(path / MARKER) and not path.is_symlink():
+            _unmark(path)  # a save was killed after marking the previous content, before the swap
         for leftover in (tmp, old):
-            if os.path.lexists(leftover) and not leftover.is_symlink() and classify(leftover) in OURS:
-                shutil.rmtree(leftover)
+            if _marked(leftover) and classify(leftover) in OURS:
+                _remove(leftover)
                 fsync_dir(path.parent)
                 done.append(f"removed {leftover.name} (left by an interrupted save)")
                 logger.info("%s", done[-1])
@@ -192,59 +245,88 @@ def _fsync_tree(root: Path) -> None:
         fsync_dir(Path(d))
 
 
-def replace_dir(path: str | Path, write: Callable[[Path], None], classify: Classify) -> Path:
+def replace_dir(path: str | Path, write: Callable[[Path], None], classify: Classify,
+                owner: DirLock | None = None) -> Path:
     """Make ``path`` hold what ``write(tmp_dir)`` writes, crash-safely; returns the absolute path.
 
     ``write`` must fsync the files it creates. Raises MapStoreError when ``path`` may not be
-    replaced; any other error of ``write`` propagates after the temporary directory is removed, with
-    ``path`` unchanged.
+    replaced (also while another writer owns it, core/map/ownership.py); any other error of ``write``
+    propagates after the temporary directory is removed, with ``path`` unchanged. ``owner``: the
+    caller's ownership of ``path`` (a node saving snapshots there), which moves to the new directory.
     """
     target = resolve_target(path, classify)
     target.parent.mkdir(parents=True, exist_ok=True)
     with dir_lock(target.parent):
-        _replace_locked(path, target, write, classify)
+        _replace_locked(path, target, write, classify, owner)
     return target
 
 
-def _replace_locked(path: str | Path, target: Path, write: Callable[[Path], None], classify: Classify) -> None:
+def _replace_locked(path: str | Path, target: Path, write: Callable[[Path], None], classify: Classify,
+                    owner: DirLock | None) -> None:
     _recover_locked(target, classify)
     state = classify(target)
     if state not in REPLACEABLE:  # e.g. another program wrote there since resolve_target looked
         raise MapStoreError(f"cannot save map to {path}: it changed while saving and is no longer a map or "
                             "empty; it was left untouched and nothing was written")
-    tmp, old = siblings(target)
-    for leftover in (tmp, old):
-        if os.path.lexists(leftover):
-            if leftover.is_symlink() or classify(leftover) not in OURS:
-                raise MapStoreError(f"cannot save map to {path}: {leftover} exists and is not a vpr_ros map; "
-                                    "nothing was written — move it away or choose another map path")
-            shutil.rmtree(leftover)
-    tmp.mkdir()
+    mine = owner is not None and owner.holds(target)
+    held = DirLock(target) if state != "missing" and not mine else None  # refuses while another writer owns it
     try:
+        _swap_in(path, target, state, write, classify, owner)
+    finally:
+        if held is not None:
+            held.release()
+
+
+def _swap_in(path: str | Path, target: Path, state: str, write: Callable[[Path], None], classify: Classify,
+             owner: DirLock | None) -> None:
+    tmp, old = siblings(target)
+    if os.path.lexists(tmp):
+        if not _marked(tmp) or classify(tmp) not in OURS:
+            raise MapStoreError(f"cannot save map to {path}: {tmp} exists and is not a vpr_ros save's leftover; "
+                                "nothing was written — move it away or choose another map path")
+        _remove(tmp)
+    tmp.mkdir()
+    new_lock = None
+    try:
+        _mark(tmp)  # every directory a save can leave behind carries the marker
         write(tmp)
         _fsync_tree(tmp)
+        new_lock = DirLock(tmp) if owner is not None else None  # owned before the path names it
         fsync_dir(target.parent)
         if state == "missing" or state == "empty":
             os.rename(tmp, target)  # atomic; over an empty directory too
-        elif _exchange(tmp, target):
-            pass  # tmp now holds the previous content
         else:
-            _swap_by_renames(tmp, target, old)
+            _mark(target)  # the previous content is the save's leftover from now on
+            if not _exchange(tmp, target):  # else tmp now holds the previous content
+                _swap_by_renames(tmp, target, old)
     except BaseException:
+        if new_lock is not None:
+            new_lock.release()
+        if os.path.isfile(target / MARKER) and os.path.isdir(tmp):
+            _unmark(target)  # the swap did not happen: the previous content is the map again
         if tmp.is_dir() and classify(tmp) in OURS:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if owner is not None:
+        owner.adopt(new_lock)
+    _unmark(target)  # the new map came with the temporary directory's marker
     fsync_dir(target.parent)
     try:  # the new content is in place: failing to tidy up must not report the save as failed
-        for previous in (tmp, old):  # the replaced map, now in a sibling (not a crash leftover)
-            if os.path.lexists(previous) and not previous.is_symlink() and classify(previous) in OURS:
-                shutil.rmtree(previous)
+        for previous in (tmp, old):  # the replaced map, now in a marked sibling (not a user's copy)
+            if _marked(previous) and classify(previous) in OURS:
+                _remove(previous)
         fsync_dir(target.parent)
     except OSError as exc:
         logger.warning("saved %s but could not remove the previous content (%s); the next save does", target, exc)
 
 
 def _swap_by_renames(tmp: Path, target: Path, old: Path) -> None:
+    if os.path.lexists(old):
+        if not _marked(old):
+            raise MapStoreError(f"cannot save map to {target}: {old} exists and is not a vpr_ros save's leftover "
+                                "(a copy of yours?); it was left untouched and nothing was written — move it "
+                                "away, this file system needs that name for the swap")
+        _remove(old)
     os.rename(target, old)
     try:
         os.rename(tmp, target)

@@ -20,8 +20,15 @@ Append order: the local record is written and fdatasync'ed, then the row is comm
 (SIGKILL, OOM) loses nothing committed; only a power loss may roll back the last commits (never
 corrupting the database), which leaves their records as an ignored tail. FULL would add an fsync of
 the WAL per keyframe for power-loss durability of the last ~second, which a loop-closure map at ~1
-keyframe/s does not need. Opening checks every row's record header; rows whose records are missing
-at the end (power loss) are dropped with a warning, anywhere else they are damage (MapStoreError).
+keyframe/s does not need. Opening checks every row's record header: a record that is missing (a
+segment file deleted or emptied, ``local`` not a directory) is damage, since every record is on disk
+before its row commits, so the map is refused (MapStoreError, ``map verify``: DAMAGED) and no row is
+ever deleted. So is a ``log.sqlite-wal`` whose header is not SQLite's (SQLite would silently drop the
+commits it holds) and a segment that is a symbolic link (a writer would write through it).
+
+Readers change nothing in the directory: without a ``-wal`` file the database is opened immutable (no
+``-wal``/``-shm`` created); with one (a writer is or was running) read-only. One writer at a time
+(core/map/ownership.py): a second writer, or a tool replacing the map, is refused.
 """
 
 from __future__ import annotations
@@ -38,26 +45,23 @@ import numpy as np
 import numpy.typing as npt
 
 from vpr_ros.core.map import geometry_table, loops_table, text_table, thumbnails
-from vpr_ros.core.map.atomic_dir import fsync_dir
+from vpr_ros.core.map.atomic_dir import MARKER, fsync_dir
+from vpr_ros.core.map.live_checks import LOG, check_local, check_wal, open_segment
+from vpr_ros.core.map.ownership import DirLock
 from vpr_ros.core.errors import MapStoreError
 from vpr_ros.core.map.rows import drop_torn_tail, keyframe_from_row
 from vpr_ros.core.map.local_segments import ENCODINGS, HEADER, SegmentReader, encode, payload_size, record_bytes
 from vpr_ros.core.text.place_text import PlaceLabel, TextReading
 from vpr_ros.core.types import Keyframe, KeyframeGeometry, LoopClosure
 
-try:
-    import fcntl
-except ImportError:  # Windows: writers are not locked against each other there
-    fcntl = None  # type: ignore[assignment]
-
 __all__ = ["LIVE", "LOG", "LIVE_FORMAT", "MapLog", "fingerprint", "classify_live", "is_live_map", "is_live_name_set",
            "keyframes_with_local", "record_end"]
 
 logger = logging.getLogger(__name__)
 
-LIVE, LOG, LIVE_FORMAT = "live.json", "log.sqlite", 2
+LIVE, LIVE_FORMAT = "live.json", 2
 _KIND = "vpr_ros live map"
-_NAMES = frozenset({LIVE, LOG, LOG + "-wal", LOG + "-shm", LOG + "-journal", "local"})
+_NAMES = frozenset({LIVE, LOG, LOG + "-wal", LOG + "-shm", LOG + "-journal", "local", MARKER})
 SEGMENT_BYTES = 1 << 28
 _COLS = "key, id, robot_id, session_id, stamp_ns, pose, global, segment, offset"
 
@@ -125,6 +129,20 @@ def _check_model(root: Path, doc: dict[str, Any], want: dict[str, Any]) -> None:
                 "with the same model.preset, weights and input settings, or start a new map")
 
 
+def _reader(root: Path) -> sqlite3.Connection:
+    """A read-only connection that creates no file in the map (see the module docstring)."""
+    flag = "mode=ro" if os.path.exists(root / (LOG + "-wal")) else "immutable=1"
+    return sqlite3.connect((root / LOG).as_uri() + "?" + flag, uri=True, check_same_thread=False)
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """ROLLBACK that never hides the error being handled (after SQLITE_FULL the transaction may be gone)."""
+    try:
+        db.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        logger.debug("rollback after a failed write: %s", exc)
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
@@ -148,14 +166,16 @@ class MapLog:
         self.global_dim: int = self.doc["global_dim"]
         self._db: sqlite3.Connection | None = None
         self._file: Any = None
-        self._lock_fd: int | None = None
+        self._owner: DirLock | None = None
         self._reader: SegmentReader | None = None
         # lazy_geometry: keyframes' geometry stays on disk (read_geometry), as their local features do.
         self.geometry: geometry_table.LazyGeometry | None = None
         self._lazy = lazy_geometry
-        if writable and fcntl is not None:
-            self._lock_writer()
         try:
+            if writable:
+                self._owner = DirLock(self.root)  # refuses while another writer owns the map
+            check_wal(self.root)
+            check_local(self.root)
             self._load(writable)
         except BaseException:
             self.close()  # a failed open leaves no connection, file or lock behind
@@ -163,8 +183,7 @@ class MapLog:
 
     def _load(self, writable: bool) -> None:
         try:
-            db = _connect(self.root / LOG) if writable else sqlite3.connect(
-                (self.root / LOG).as_uri() + "?mode=ro", uri=True, check_same_thread=False)
+            db = _connect(self.root / LOG) if writable else _reader(self.root)
         except (sqlite3.Error, ValueError) as exc:
             raise MapStoreError(f"map {self.root}: cannot open {LOG} ({exc}); re-create it or load another "
                                 "map") from None
@@ -211,18 +230,6 @@ class MapLog:
                 db.close()
 
     # -- open ----------------------------------------------------------------------------
-    def _lock_writer(self) -> None:
-        # Two appenders would both write at their own idea of the segment's end; the kernel drops the
-        # lock with the process, so a killed writer never blocks the next one.
-        fd = os.open(self.root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise MapStoreError(f"map {self.root} is being appended to by another process (or another detector "
-                                "in this one); give each writer its own map.save_path") from None
-        self._lock_fd = fd
-
     def _open_tail(self) -> None:
         """Writer: continue the last used segment, cutting off a torn or uncommitted tail record."""
         last = next((loc for loc in reversed(self.locations) if loc is not None), None)
@@ -231,7 +238,7 @@ class MapLog:
             if name.endswith(".seg") and int(name[:-4]) > self._segment:
                 os.unlink(self.root / "local" / name)  # records of no committed keyframe
         path = self.root / "local" / f"{self._segment:05d}.seg"
-        self._file = open(path, "r+b" if path.exists() else "w+b")
+        self._file = open_segment(path)
         if os.path.getsize(path) > end:
             logger.warning("map %s: dropped %d bytes of a keyframe being written when the writer stopped",
                            self.root, os.path.getsize(path) - end)
@@ -263,6 +270,8 @@ class MapLog:
         key = len(self.keyframes)
         loc = None
         db = self._db
+        shape_before, reader_before = self.local_shape, self._reader
+        segment_before = (self._segment, self._end)
         db.execute("BEGIN IMMEDIATE")
         try:
             if kf.local is not None:
@@ -278,7 +287,13 @@ class MapLog:
             text_table.append_rows(db, key, kf)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
+            # the meta row of a first record and a segment switch were rolled back with it
+            self.local_shape, self._reader = shape_before, reader_before
+            if (self._segment, self._end) != segment_before and self._segment != segment_before[0]:
+                self._file.close()
+                self._segment, self._end = segment_before
+                self._file = open_segment(self.root / "local" / f"{self._segment:05d}.seg")
             raise
         if loc is not None:
             self._end = loc[1] + HEADER + self._record_payload()
@@ -318,7 +333,7 @@ class MapLog:
             change(self._db)
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            _rollback(self._db)
             raise
 
     def append_loops(self, loops: list[LoopClosure]) -> None:
@@ -341,7 +356,7 @@ class MapLog:
         if self._end and self._end + len(record) > self.doc["segment_bytes"]:
             self._file.close()
             self._segment, self._end = self._segment + 1, 0
-            self._file = open(self.root / "local" / f"{self._segment:05d}.seg", "w+b")
+            self._file = open_segment(self.root / "local" / f"{self._segment:05d}.seg")
             fsync_dir(self.root / "local")
         self._file.seek(self._end)
         self._file.write(record)
@@ -361,9 +376,9 @@ class MapLog:
             self._reader.close()
         if self.geometry is not None:
             self.geometry.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # releases the writer lock
-            self._lock_fd = None
+        if self._owner is not None:
+            self._owner.release()  # the map has no writer any more
+            self._owner = None
 
 
 def record_end(log: MapLog, segment_offset: tuple[int, int]) -> int:

@@ -90,15 +90,19 @@ def _copy_into(log: MapLog, root: Path) -> None:
 
 
 def open_for_append(path: str | Path, fp: dict[str, Any], global_dim: int, encoding: str,
-                    segment_bytes: int = SEGMENT_BYTES, fresh: bool = False, lazy_geometry: bool = False) -> MapLog:
-    """Open the live map at ``path`` for appending, creating it first when ``path`` is missing, empty or a
-    snapshot map (replaced crash-safely, core/map/atomic_dir.py). A live map of another model is refused;
-    anything that is not a map is refused and left untouched. ``fresh``: replace a live map there too.
+                    segment_bytes: int = SEGMENT_BYTES, lazy_geometry: bool = False) -> MapLog:
+    """Open the live map at ``path`` for appending (continuing it), creating it first when ``path`` is
+    missing or an empty directory (crash-safely, core/map/atomic_dir.py). A live map of another model, a
+    snapshot map (it would be emptied) and anything that is not a map are refused and left untouched.
     ``lazy_geometry``: see :class:`MapLog`."""
     target = Path(path).expanduser()
     atomic_dir.recover(Path(os.path.abspath(target)), classify_dir)
-    if is_live_map(target) and not fresh:
+    if is_live_map(target):
         return MapLog(target, fp, writable=True, lazy_geometry=lazy_geometry)
+    if classify_dir(Path(os.path.abspath(target))) in ("complete", "legacy"):
+        raise MapStoreError(f"map {path} is a snapshot map (saved with map.append false, ~/save_map or --map-save); "
+                            "a live map cannot continue it and it was left untouched — load it with "
+                            "map.load_path and give map.save_path a new directory for the live map")
     try:
         root = atomic_dir.replace_dir(target, lambda tmp: init_dir(tmp, fp, global_dim, encoding, segment_bytes),
                                       classify_dir)

@@ -7,21 +7,16 @@ MapStoreError that names the file and row, never a numpy or type error deep in t
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vpr_ros.core.map import geometry_table, text_table, thumbnails
 from vpr_ros.core.errors import MapStoreError
 from vpr_ros.core.types import Keyframe
 
 __all__ = ["keyframe_from_row", "drop_torn_tail"]
-
-logger = logging.getLogger("vpr_ros.core.map.live_map")
-
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
@@ -63,26 +58,15 @@ def keyframe_from_row(db_path: Path, global_dim: int, map_has_local: bool, i: in
 
 
 def drop_torn_tail(root: Path, rows: list[tuple], reader: Any, db: sqlite3.Connection | None) -> list[tuple]:
-    """A live map's committed rows (core/map/live_map.py) without the tail whose local-feature records never
-    reached the disk (a power loss after the row committed). ``db``: the writer's connection, which
-    deletes those rows and everything keyed by them (their keys are reused by the next appends);
-    None for readers, which only ignore them. A record missing before the tail is damage."""
-    good = [row[7] is None or (reader is not None and reader.header_ok(row[7], row[8], row[0])) for row in rows]
-    n = len(rows)
-    while n and not good[n - 1]:
-        n -= 1
-    if not all(good[:n]):
-        bad = rows[good.index(False)]
-        raise MapStoreError(f"map {root}: local feature segment local/{bad[7]:05d}.seg lacks the record of "
-                            f"keyframe key {bad[0]}; the map is damaged — re-create it or load another")
-    if n < len(rows):
-        logger.warning("map %s: the last %d keyframes' local features never reached the disk (power loss?); "
-                       "they are ignored", root, len(rows) - n)
-        if db is not None:
-            db.execute("DELETE FROM keyframes WHERE key >= ?", (n,))
-            db.execute(f"DELETE FROM {geometry_table.TABLE} WHERE key >= ?", (n,))
-            thumbnails.ensure_table(db)
-            db.execute(f"DELETE FROM {thumbnails.TABLE} WHERE key >= ?", (n,))
-            text_table.ensure_tables(db)
-            text_table.delete_from(db, n)
-    return rows[:n]
+    """A live map's committed rows (core/map/live_map.py), checked: every row's local-feature record is on
+    disk. A writer fdatasyncs each record before its row commits, so a row without its record (a segment
+    file deleted, emptied or cut) is damage, never a power loss: MapStoreError, and no row is deleted, by
+    a reader or by the writer (``db``), so the map stays as it is for inspection."""
+    for row in rows:
+        if row[7] is not None and (reader is None or not reader.header_ok(row[7], row[8], row[0])):
+            missing = sum(r[7] is not None and (reader is None or not reader.header_ok(r[7], r[8], r[0])) for r in rows)
+            raise MapStoreError(f"map {root}: local feature segment local/{row[7]:05d}.seg lacks the record of "
+                                f"keyframe key {row[0]} ({missing} of {len(rows)} keyframes lack theirs); records "
+                                "reach the disk before their rows, so the map is damaged — it was left as it is: "
+                                "keep it for inspection and start a new map (map.save_path)")
+    return rows

@@ -45,7 +45,9 @@ from vpr_ros.core.map.live_map import classify_live, is_live_name_set
 from vpr_ros.core.map.atomic_dir import fsync_dir, fsync_file
 from vpr_ros.core.errors import MapStoreError
 from vpr_ros.core.index import KeyframeIndex
+from vpr_ros.core.map.ownership import DirLock, probe
 from vpr_ros.core.map.rows import keyframe_from_row
+from vpr_ros.core.map.storable import copy_sidecars, only_storable
 from vpr_ros.core.map.integrity import MANIFEST, read_manifest, read_npy, verify_file, write_manifest, write_npy
 from vpr_ros.core.types import Keyframe, LoopClosure
 
@@ -57,9 +59,10 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 SHARD = 256
 DB, INDEX = "map.sqlite", "index.faiss"
-#: Files other writers put into a map directory (cli/session.py's frame index); replaced with the map.
+#: Files other writers put into a map directory (cli/session.py's frame index). The store does not own
+#: them: a save that rewrites a map's own content (``sidecars_from``) carries them over.
 SIDECARS = frozenset({"vpr_frame_index.json", "vpr_frame_index.json.tmp"})
-_TOP_NAMES = frozenset({DB, DB + "-journal", INDEX, MANIFEST, "local"}) | SIDECARS
+_TOP_NAMES = frozenset({DB, DB + "-journal", INDEX, MANIFEST, "local", atomic_dir.MARKER}) | SIDECARS
 _SHARD_NAME = re.compile(r"\d{5}\.npy")
 _F32 = np.dtype(np.float32)
 
@@ -175,19 +178,27 @@ def _check_index(path: Path, count: int) -> None:
 
 def save_keyframes(path: str | Path, keyframes: Sequence[Keyframe], model_id: str,
                    global_dim: int, index_writer: Callable[[Path], None] | None = None,
-                   loops: Sequence[LoopClosure] = ()) -> Path:
+                   loops: Sequence[LoopClosure] = (), owner: DirLock | None = None,
+                   sidecars_from: Path | None = None) -> Path:
     """Write ``keyframes`` (their list position is the key) as a map directory at ``path``.
 
     ``path`` may be missing, an empty directory or a vpr_ros map (replaced crash-safely); anything
-    else is refused with MapStoreError and left untouched. ``index_writer(path)`` writes the FAISS
-    index file when given. ``loops``: accepted loop closures stored with the map (core/map/loops_table.py).
-    Returns the absolute directory written (a link to a map is followed).
+    else, or a map another writer owns (core/map/ownership.py), is refused with MapStoreError and left
+    untouched. ``index_writer(path)`` writes the FAISS index file when given. ``loops``: accepted loop
+    closures stored with the map (core/map/loops_table.py). ``owner``: the caller's ownership of
+    ``path``. ``sidecars_from``: a map directory whose files the store does not own (the frame index)
+    are copied into the new map (tools rewriting a map: label, compact). Returns the absolute
+    directory written (a link to a map is followed).
     """
+    keyframes, loops, index_writer = only_storable(keyframes, loops, index_writer, global_dim)
     local_shape = _validate(keyframes, global_dim)
+
+    def write(root: Path) -> None:
+        _write(root, keyframes, model_id, global_dim, local_shape, index_writer, loops)
+        copy_sidecars(sidecars_from, SIDECARS, root)
+
     try:
-        return atomic_dir.replace_dir(
-            path, lambda root: _write(root, keyframes, model_id, global_dim, local_shape, index_writer, loops),
-            classify_dir)
+        return atomic_dir.replace_dir(path, write, classify_dir, owner)
     except MapStoreError:
         raise
     except (OSError, sqlite3.Error, RuntimeError, MemoryError) as exc:
@@ -205,6 +216,7 @@ def check_save_target(path: str | Path) -> Path:
     path may be replaced and the nearest existing parent is a writable directory. Touches nothing.
     """
     target = atomic_dir.resolve_target(path, classify_dir)
+    probe(target)  # another writer owns it: refused now, not after the long work
     parent = next(p for p in target.parents if os.path.lexists(p))
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise MapStoreError(f"cannot save map to {path}: {parent} is not a writable directory; choose "
