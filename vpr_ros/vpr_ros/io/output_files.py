@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from vpr_ros.core.errors import InputError
-from vpr_ros.core.map.atomic_dir import fsync_dir
+from vpr_ros.core.map.atomic_dir import fsync_dir, fsync_file
 
 __all__ = ["check_new_file", "atomic_files", "TMP_MARK"]
 
@@ -65,14 +65,6 @@ def _temporary(path: Path) -> Path:
     raise FileExistsError(errno.EEXIST, "no free temporary name", str(path.parent))
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _take_name(tmp: Path, path: Path) -> None:
     """Give ``tmp`` the name ``path`` unless something has it (InputError): link, else rename."""
     try:
@@ -105,7 +97,7 @@ def atomic_files(paths: Sequence[str | Path], *, replace: bool = False,
             temps.append(_temporary(p))
         yield list(temps)
         for tmp in temps:
-            _fsync(tmp)  # on disk before it takes the name
+            fsync_file(tmp)  # on disk before it takes the name
         for tmp, p in zip(temps, paths):
             if replace:
                 os.replace(tmp, p)
