@@ -55,4 +55,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 bash scripts/build_msgs.sh "$VENV"
+# The numpy-1.26 environment of the ROS-distribution set, for the second core run of `make test`.
+bash scripts/setup_np126.sh
 echo "setup: ready ($VENV)"

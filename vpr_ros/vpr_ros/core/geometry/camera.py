@@ -71,8 +71,14 @@ class PinholeCamera:
             out = cv2.fisheye.undistortPoints(pts, self.K, self.D[:4])
         else:
             # OpenCV's default 5 iterations leave ~0.02 px near EuRoC's borders; iterate to convergence.
-            out = cv2.undistortPoints(pts, self.K, self.D if self.D.size else None, None, None, None,
-                                      (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-12))
+            # OpenCV 4 (next to a ROS distribution's numpy 1.x) takes the criteria in undistortPointsIter,
+            # OpenCV 5 in undistortPoints itself.
+            criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-12)
+            dist = self.D if self.D.size else None
+            if hasattr(cv2, "undistortPointsIter"):
+                out = cv2.undistortPointsIter(pts, self.K, dist, None, None, criteria)
+            else:
+                out = cv2.undistortPoints(pts, self.K, dist, None, None, None, criteria)
         return out.reshape(-1, 2)
 
     def ideal_pixels(self, pixels: npt.ArrayLike) -> F64:
