@@ -119,11 +119,11 @@ def test_query_prints_ranked_keyframes_with_poses(which, request, capsys):
     rc, out, err = run(capsys, "query", path, "--text", "room 214", "--no-embedding", "--limit", 3)
     assert rc == 0, err
     lines = [ln for ln in out.splitlines() if ln.lstrip()[:2].rstrip(".").isdigit()]
-    assert len(lines) == 3
+    assert len(lines) == 1  # "Room 216" and "ROOM 218" share "room", not the number: never matches
     assert lines[0].startswith("  1. key 1 robot r1 session s1 id 1 1970-01-01T00:00:02.000+00:00 x 1.00 y 0.00 z 0.00")
     assert 'token: text "ROOM 214" (confidence 0.95)' in lines[0]
-    assert "key 3 " in lines[1] or "key 5 " in lines[1]  # partial: "room" only
-    assert "4 of 8 keyframes carry text" in out
+    assert "1 match(es) for 'room 214'" in out and "4 of 8 keyframes carry text" in out
+    assert "similar" not in out  # an exact match: nothing else to show
 
 
 def test_query_json_and_embedding(snapshot_map, capsys):
@@ -163,4 +163,30 @@ def test_query_on_a_map_without_text_says_how_to_get_some(tmp_path, capsys):
         k.text = None
     path = write_map(tmp_path / "bare", kfs, [], MODEL, DIM)
     rc, out, _ = run(capsys, "query", path, "--text", "room 214")
-    assert rc == 0 and "0 match(es)" in out and "vpr-ros map label" in out
+    assert rc == 0 and "no exact match for 'room 214'" in out and "vpr-ros map label" in out
+
+
+def test_query_for_a_room_the_map_lacks_says_so_first_and_ranks_no_other_number(tmp_path, capsys):
+    """Issue 19: "room 214" on a map of seven "370" plates printed seven ranked "matches"."""
+    kfs = keyframes()
+    for k in kfs:
+        k.text = (TextReading("ROOM 370", 0.95),) if k.id < 7 else (TextReading("EXIT", 0.9),)
+    path = write_map(tmp_path / "plates", kfs, [], MODEL, DIM)
+    rc, out, err = run(capsys, "query", path, "--text", "room 214", "--no-embedding")
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith(f"map {path}: no exact match for 'room 214' (8 of 8 keyframes carry text")
+    assert not [ln for ln in lines if ln.lstrip()[:2].rstrip(".").isdigit()]  # nothing ranked as a match
+    assert lines[1] == "similar (not the same number; these are other places, not matches):"
+    assert len(lines) == 2 + 5 and all('"ROOM 370"' in ln and ln.startswith("    - key ") for ln in lines[2:])
+    rc, out, _ = run(capsys, "query", path, "--text", "room 214", "--json")  # the embedding model too
+    doc = json.loads(out)
+    assert doc["matches"] == [] and doc["exact_match"] is False and len(doc["similar_not_same_number"]) == 5
+    # A match holding the number but not every word is shown, after saying it is not exact.
+    kfs[7].text = (TextReading("Office 214", 0.9),)
+    path = write_map(tmp_path / "office", kfs, [], MODEL, DIM)
+    rc, out, _ = run(capsys, "query", path, "--text", "room 214", "--no-embedding")
+    lines = out.splitlines()
+    assert "no exact match for 'room 214'; 1 partial or related match(es) below" in lines[0]
+    assert lines[1].startswith("  1. key 7 ") and '"Office 214"' in lines[1]
+    assert lines[2].startswith("similar (not the same number")

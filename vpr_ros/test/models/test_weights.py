@@ -156,3 +156,41 @@ def test_cli_weights_and_models(server: str, cache: Path, capsys: pytest.Capture
     out = capsys.readouterr().out
     assert "cricavpr" in out and "global 10752-d, local 16x16x768" in out and "available" in out
     assert "missing: vpr-ros weights download selavpr-msls" in out
+
+
+def _served_name(src: W.WeightSource) -> str:
+    """The name the official source gives the file: the last part of a direct (non-Drive) URL; Drive
+    pages give no name in the URL, so the README's name (the registry's filename) stands."""
+    direct = [u for u in src.urls if "drive.usercontent.google.com" not in u]
+    return direct[0].rsplit("/", 1)[-1] if direct else src.filename
+
+
+@pytest.mark.parametrize("name", sorted(W.SOURCES))
+def test_offline_messages_name_the_file_the_user_will_have_and_it_is_accepted(name: str, cache: Path) -> None:
+    """Issue 19: offline, `weights download megaloc` said to copy MegaLoc_model.safetensors while Hugging
+    Face serves model.safetensors. Every preset: the message names the served file, and that file works."""
+    served = _served_name(W.SOURCES[name])
+    with pytest.raises(ModelLoadError) as missing:
+        W.require_cached_weights(name)
+    assert f"copy {served} " in str(missing.value), missing.value
+    with pytest.raises(ModelLoadError) as offline:
+        W.download(name, url=f"http://127.0.0.1:{_closed_port()}/x", progress=False, timeout_s=5)
+    assert f"copy {served} to {cache}" in str(offline.value), offline.value
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / served).write_bytes(PAYLOAD)  # what the user copied, under the name they have
+    assert W.cached_weights_path(name) == cache / served
+    assert W.verify(name) == hashlib.sha256(PAYLOAD).hexdigest()
+    assert W.download(name, url=f"http://127.0.0.1:{_closed_port()}/x", progress=False) == cache / served
+
+
+def test_megaloc_is_found_under_both_names_and_the_cli_verifies_the_served_one(cache: Path, capsys) -> None:
+    assert W.SOURCES["megaloc"].hand_name == "model.safetensors"
+    cache.mkdir(parents=True)
+    (cache / "model.safetensors").write_bytes(PAYLOAD)
+    args = _cli(weights_cli, ["weights", "verify", "megaloc"])
+    assert args.func(args) == 0 and f"megaloc: OK sha256 {hashlib.sha256(PAYLOAD).hexdigest()}" in capsys.readouterr().out
+    args = _cli(models_cli, ["models"])
+    assert args.func(args) == 0
+    assert f"weights download:megaloc: available ({cache / 'model.safetensors'})" in capsys.readouterr().out
+    (cache / "MegaLoc_model.safetensors").write_bytes(PAYLOAD)  # what `weights download` writes: preferred
+    assert W.cached_weights_path("megaloc") == cache / "MegaLoc_model.safetensors"

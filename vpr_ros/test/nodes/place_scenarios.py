@@ -100,7 +100,7 @@ def labels(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     out["bad"] = {"empty": label(h, "", "   ", 3), "unknown_id": label(h, "", "Lab", 999),
                   "other_robot": label(h, "", "Lab", 3, robot="nobody"), "negative": label(h, "", "Lab", -5),
                   "too_long": label(h, "", "x" * 300, 3)}
-    out["find"] = {q: find(h, "", q) for q in ("room 214", "KITCHEN", "", "?!", "nothing like it")}
+    out["find"] = {q: find(h, "", q) for q in ("room 214", "KITCHEN", "", "?!", "nothing like it", "room 215")}
     out["find_huge"] = find(h, "", "214 " * 50_000)  # refused at once, with a short message
     out["find_limit"] = find(h, "", "room kitchen", limit=1)
     publish_paced(h, pub, frames[a.frames:], 50.0)

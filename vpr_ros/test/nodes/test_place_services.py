@@ -79,6 +79,11 @@ def test_labels_survive_save_and_restart_and_revisits_publish_the_place(run_plac
     huge = r["find_huge"]
     assert not huge["success"] and "keep it to 256" in huge["message"] and len(huge["message"]) < 300, huge
     assert find["nothing like it"]["success"] and find["nothing like it"]["matches"] == [], find
+    # Issue 19: another room number is never a match ("Room 214" shares only "room" with "room 215").
+    other = find["room 215"]
+    assert other["success"] and other["matches"] == [], other
+    assert other["message"].startswith("no exact match for 'room 215'"), other
+    assert "no exact match" not in find["room 214"]["message"], find["room 214"]
     assert len(r["find_limit"]["matches"]) == 1, r["find_limit"]
 
     # Revisiting the labelled places: `place` carries the labels and the evidence, exactly where the

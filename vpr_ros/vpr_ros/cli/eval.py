@@ -91,20 +91,33 @@ def evaluate(model, dataset: Path, rerank_k: int) -> dict:
     return result
 
 
+class _DefaultsShown(argparse.RawDescriptionHelpFormatter):
+    """Every option's default in --help, unless it is required, None or already said in its help."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.required or action.default in (None, argparse.SUPPRESS) or "default" in text:
+            return text
+        return text + " (default: %(default)s)"
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("eval", help="recall@N on a VPR-Bench style image set")
+    parser = subparsers.add_parser("eval", help="recall@N on a VPR-Bench style image set",
+                                   description=__doc__.replace("``", "'"),  # what it does and the layout
+                                   formatter_class=_DefaultsShown)
     parser.add_argument("--dataset", type=Path, required=True,
                         help="folder with query/, ref/ and ground_truth_new.npy (read without "
                              "executing code: only numpy arrays, integers and lists are accepted "
                              "from its pickle)")
     parser.add_argument("--preset", default="lite0-gem", help="model preset (vpr-ros models)")
     parser.add_argument("--weights", default=None, help="weights file (default: the preset's)")
-    parser.add_argument("--backend", default=None, help="torch | onnxruntime | tensorrt")
+    parser.add_argument("--backend", default=None, help="torch | onnxruntime | tensorrt (default: the preset's)")
     parser.add_argument("--precision", default="fp32",
                         help="fp32 | bf16 (torch) | int8 (onnxruntime) | fp16 (CUDA)")
-    parser.add_argument("--threads", type=positive_int, default=1)
+    parser.add_argument("--threads", type=positive_int, default=1, help="model threads (CPU)")
     parser.add_argument("--rerank-k", type=positive_int, default=5, help="candidates re-ranked by MNN")
-    parser.add_argument("--out", type=Path, default=None, help="write eval.json here")
+    parser.add_argument("--out", type=Path, default=None, help="write eval.json into this directory "
+                                                                "(default: print only)")
     parser.set_defaults(func=run)
 
 

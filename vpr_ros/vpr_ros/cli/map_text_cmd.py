@@ -6,7 +6,9 @@ place through its log, durable when the command returns; a snapshot map is rewri
 store's crash-safe replace. A label the keyframe already has is not added again.
 
 ``query`` ranks keyframes whose labels or OCR text match ``--text`` (core/text/query.py) and prints
-them with robot, session, id, stamp and position. Sentence embeddings (models/text_embedding.py) are
+them with robot, session, id, stamp and position; it says first when none matches exactly, and never
+lists another number as a match (door plates "ROOM 370" for "room 214" only under "similar (not the
+same number)"). Sentence embeddings (models/text_embedding.py) are
 loaded only when token matching leaves room in ``--limit``; ``--no-embedding`` never loads them.
 """
 
@@ -28,7 +30,7 @@ from vpr_ros.core.map import live_map
 from vpr_ros.core.errors import InputError
 from vpr_ros.core.text.labels import find_keyframe, load_labels
 from vpr_ros.core.text.place_text import PlaceLabel
-from vpr_ros.core.text.query import PlaceMatch, find_places
+from vpr_ros.core.text.query import PlaceMatch, find_places, similar_places
 from vpr_ros.core.types import Keyframe
 
 __all__ = ["add_parsers", "run_label", "run_query", "match_rows"]
@@ -169,14 +171,19 @@ def run_query(args: argparse.Namespace) -> int:
     embedder = None if args.no_embedding else _LazyEmbedder(args.threads)
     matches = find_places(data.keyframes, args.text, args.limit, embedder, args.min_confidence)
     rows = match_rows(data.keyframes, matches)
+    similar = match_rows(data.keyframes, similar_places(data.keyframes, args.text, min(args.limit, 5),
+                                                        args.min_confidence))
+    exact = any(m.exact for m in matches)
     used = embedder is not None and embedder._model is not None
     with_text = sum(bool(k.text) or bool(k.labels) for k in data.keyframes)
     if args.json:
         print(printable_json(json.dumps({"map": str(data.path), "query": args.text, "embedding": used,
-                                         "keyframes_with_text": with_text, "matches": rows}, indent=1,
-                                        ensure_ascii=False)))
+                                         "keyframes_with_text": with_text, "exact_match": exact, "matches": rows,
+                                         "similar_not_same_number": similar}, indent=1, ensure_ascii=False)))
         return 0
-    say(f"map {data.path}: {len(rows)} match(es) for {args.text!r} ({with_text} of {len(data.keyframes)} "
+    found = (f"{len(rows)} match(es) for {args.text!r}" if exact else f"no exact match for {args.text!r}"
+             + (f"; {len(rows)} partial or related match(es) below" if rows else ""))
+    say(f"map {data.path}: {found} ({with_text} of {len(data.keyframes)} "
         f"keyframes carry text or labels{'; embeddings %.2f s' % embedder.seconds if used else ''})")
     if not with_text:
         say("  the map has no OCR text or labels: record with text.ocr background, or add labels with "
@@ -185,4 +192,9 @@ def run_query(args: argparse.Namespace) -> int:
         where = "no pose" if r["position"] is None else "x {:.2f} y {:.2f} z {:.2f}".format(*r["position"])
         say(f"{r['rank']:3d}. key {r['key']} robot {r['robot_id']} session {r['session_id']} id {r['id']} "
             f"{r['stamp']} {where}  score {r['score']:.3f} {r['how']}: {r['evidence']}")
+    if similar and not exact:
+        say("similar (not the same number; these are other places, not matches):")
+        for r in similar:
+            say(f"    - key {r['key']} robot {r['robot_id']} session {r['session_id']} id {r['id']} {r['stamp']}: "
+                f"{r['evidence']}")
     return 0

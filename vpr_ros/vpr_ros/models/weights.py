@@ -45,6 +45,19 @@ class WeightSource:
     #: Human page to fetch it by hand (browser) when the direct URL is refused.
     page: str
     description: str
+    #: The name the official source gives the file when it differs from ``filename`` (Hugging Face serves
+    #: MegaLoc as ``model.safetensors``): what a user fetching it by hand has; accepted in the cache too.
+    served_as: str = ""
+
+    @property
+    def hand_name(self) -> str:
+        """The file name a user who downloads it by hand (browser, other machine) will have."""
+        return self.served_as or self.filename
+
+    def copy_hint(self, where: Path | str) -> str:
+        """How to put a hand-downloaded copy in place, naming the file the user will actually have."""
+        also = f" (or as {self.filename})" if self.served_as else ""
+        return f"copy {self.hand_name} to {where}{also}"
 
 
 SOURCES: dict[str, WeightSource] = {
@@ -75,7 +88,8 @@ SOURCES: dict[str, WeightSource] = {
         WeightSource("megaloc", "megaloc", "MegaLoc_model.safetensors",
                      ("https://huggingface.co/gberton/MegaLoc/resolve/main/model.safetensors",),
                      "https://huggingface.co/gberton/MegaLoc",
-                     "MegaLoc (MIT), current Hugging Face safetensors file, read without pickle"),
+                     "MegaLoc (MIT), current Hugging Face safetensors file, read without pickle",
+                     served_as="model.safetensors"),
         WeightSource("megaloc-v1", "megaloc", "megaloc.torch",
                      ("https://github.com/gmberton/MegaLoc/releases/download/v1.0/megaloc.torch",),
                      "https://github.com/gmberton/MegaLoc/releases/tag/v1.0",
@@ -108,9 +122,14 @@ def record_path(path: Path) -> Path:
 
 
 def cached_weights_path(name: str) -> Path | None:
-    """Path of the cached file for ``name``, or None when it has not been downloaded."""
-    path = weights_dir() / get_source(name).filename
-    return path if path.is_file() else None
+    """Path of the cached file for ``name`` (its cache name, else the name its source serves it under),
+    or None when it has not been downloaded."""
+    src = get_source(name)
+    for filename in dict.fromkeys((src.filename, src.hand_name)):
+        path = weights_dir() / filename
+        if path.is_file():
+            return path
+    return None
 
 
 def require_cached_weights(name: str) -> Path:
@@ -120,8 +139,8 @@ def require_cached_weights(name: str) -> Path:
         src = get_source(name)
         raise ModelLoadError(
             f"weights {name!r} are not in {weights_dir()}; on a machine with internet run "
-            f"`vpr-ros weights download {name}` (or fetch {src.page} in a browser) and copy "
-            f"{src.filename} there, or set model.weights to the file")
+            f"`vpr-ros weights download {name}` (or fetch {src.page} in a browser) and "
+            f"{src.copy_hint('there')}, or set model.weights to the file")
     return path
 
 
@@ -186,9 +205,10 @@ def download(name: str, url: str | None = None, progress: bool = True, timeout_s
     """
     src = get_source(name)
     dest = weights_dir() / src.filename
-    if dest.is_file():
-        verify(name, dest)
-        return dest
+    cached = cached_weights_path(name)
+    if cached is not None:
+        verify(name, cached)
+        return cached
     dest.parent.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
     for candidate in ((url,) if url else src.urls):
@@ -202,8 +222,8 @@ def download(name: str, url: str | None = None, progress: bool = True, timeout_s
         return dest
     raise ModelLoadError(
         f"could not download {name!r} ({'; '.join(errors)}). Without internet: on another machine run "
-        f"`vpr-ros weights download {name}` or open {src.page} in a browser, copy {src.filename} to "
-        f"{dest.parent}, then run `vpr-ros weights verify {name}`")
+        f"`vpr-ros weights download {name}` or open {src.page} in a browser, {src.copy_hint(dest.parent)}, "
+        f"then run `vpr-ros weights verify {name}`")
 
 
 def _fetch(url: str, dest: Path, progress: bool, timeout_s: float) -> str:

@@ -64,7 +64,8 @@ class FramePipeline:
     Hooks into the node: ``publish(result, image)`` after each processed frame (under the detector
     lock), ``between_frames()`` between frames and when idle (autosave, fleet drain),
     ``before_frame()`` right before a frame is searched (fleet drain), ``pose_at(stamp_ns)`` the
-    odometry pose of a frame or None, ``bad(kind, exc)`` and ``warn(key, text)`` the node's
+    odometry pose of a frame or None (it may wait up to ``odom.wait_sec`` for odometry that has not
+    arrived yet: nodes/odom_buffer.py; stage 1's thread, never a callback), ``bad(kind, exc)`` and ``warn(key, text)`` the node's
     counting and throttled logging.
     """
 

@@ -169,7 +169,9 @@ class PlaceServices:
             shown = text if len(text) <= 80 else text[:80] + "..."
             return self._answer(response, False, f"query {shown!r} failed: {exc}")
         response.matches = [self._match_msg(keyframes[m.key], m) for m in found]
-        return self._answer(response, True, f"{len(found)} of {len(keyframes)} keyframes match {text!r}{note}")
+        # Say first when nothing matches exactly; another number never is a match (core/text/query.py).
+        exact = "" if any(m.exact for m in found) else f"no exact match for {text!r}; "
+        return self._answer(response, True, f"{exact}{len(found)} of {len(keyframes)} keyframes match {text!r}{note}")
 
     def _embedder(self) -> tuple[Embedder | None, str]:
         """The sentence embedder (loaded at the first query), or None and a note why tokens only."""

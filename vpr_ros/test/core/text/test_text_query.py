@@ -7,7 +7,7 @@ import pytest
 
 from vpr_ros.core.errors import InputError
 from vpr_ros.core.text.place_text import PlaceLabel, TextReading
-from vpr_ros.core.text.query import find_places
+from vpr_ros.core.text.query import find_places, similar_places
 from vpr_ros.core.types import Keyframe
 
 
@@ -49,9 +49,10 @@ def test_label_then_full_then_loose_then_partial():
     # separators dropped counts half: "ROOM 2-14" below the exact plate read with less confidence
     assert keys.index(1) < keys.index(2)
     assert "without separators" in got[keys.index(2)].evidence
-    # partial: "214" (rare here) beats "room" (on most plates)
-    assert keys.index(9) < keys.index(0) and got[keys.index(9)].score < 2.0
-    assert 7 not in keys and 8 not in keys
+    # partial: "Office 214" holds the number but not "room"; "ROOM 216" is another room, never a match
+    assert keys[-1] == 9 and got[-1].score < 2.0 and not got[-1].exact
+    assert all(m.exact for m in got[:-1])
+    assert 0 not in keys and 7 not in keys and 8 not in keys
 
 
 def test_lines_of_one_sign_are_joined():
@@ -129,3 +130,27 @@ def test_embedding_sees_each_line_once_not_the_joined_lines(embedder):
     got = find_places(kfs, "way out of the building", embedder=Recorder())
     assert sorted(seen) == sorted(["way out of the building", "EXIT", "Level 2"])  # deduplicated, no "EXIT / Level 2"
     assert all(m.how == "embedding" for m in got)
+
+
+def plates_370() -> list[Keyframe]:
+    """Issue 19: a map of seven "370" plates (and one other sign), no room 214."""
+    return [*(kf(i, [("ROOM 370", 0.95)]) for i in range(7)), kf(7, [("EXIT", 0.9)])]
+
+
+def test_a_number_not_on_the_map_matches_nothing():
+    assert find_places(plates_370(), "room 214", limit=10) == []
+    assert find_places(plates_370(), "214") == []
+    # ... but the look-alikes are there for a caller that says they are not the same number.
+    similar = similar_places(plates_370(), "room 214", limit=3)
+    assert [m.key for m in similar] == [0, 1, 2] and not any(m.exact for m in similar)
+    assert all("370" in m.evidence for m in similar)
+    assert similar_places(plates_370(), "exit") == []  # no digits in the query: nothing to tell apart
+    # The number itself still finds its plates, with separators too.
+    assert [m.key for m in find_places(plates_370(), "room 3-70")] == list(range(7))
+
+
+def test_embedding_never_returns_another_number(embedder):
+    got = find_places(plates_370(), "room 214", embedder=embedder)
+    assert got == []  # "Room 370" is close in embedding space, but another room
+    kfs = [kf(0, [("Room 370", 0.95)]), kf(1, [("Lecture hall 214", 0.9)])]
+    assert [m.key for m in find_places(kfs, "room 214", embedder=embedder)] == [1]

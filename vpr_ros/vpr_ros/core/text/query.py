@@ -20,6 +20,12 @@ a plate reading just "ROOM 214" beats a poster that mentions room 214 among othe
 Numbers and separators: a query number matches a reading whose digits are equal once separators are
 dropped ("214" vs "ROOM 2-14", or query "2-14" vs "214"), but counts only half, because "2-14" may
 also be floor 2, room 14; an exact digit run always ranks above such a loose one.
+
+Numbers are never optional (issue 19): a keyframe matches a query with digits only through a label or
+reading that holds every number of the query, so "room 214" on a map of "ROOM 370" plates finds
+nothing, by tokens or by embedding. :func:`similar_places` lists those look-alikes separately, for a
+caller that says so ("similar (not the same number)"). ``PlaceMatch.exact``: the label equals the
+query, or one source holds every query token (tiers 3 and 2).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from vpr_ros.core.errors import InputError
 from vpr_ros.core.text.place_text import digit_runs, tokens
 from vpr_ros.core.types import Keyframe
 
-__all__ = ["PlaceMatch", "Embedder", "find_places", "HOW", "MIN_COSINE", "MAX_QUERY_CHARS"]
+__all__ = ["PlaceMatch", "Embedder", "find_places", "similar_places", "HOW", "MIN_COSINE", "MAX_QUERY_CHARS"]
 
 HOW = ("label", "token", "embedding")
 #: all-MiniLM-L6-v2 cosines of unrelated short sign texts reach ~0.42 ("kitchen" vs "Toilets"), related
@@ -51,13 +57,15 @@ MAX_QUERY_CHARS = 256
 class PlaceMatch:
     """A keyframe that matches a text query. key: its map key (position in the keyframe list).
 
-    how: "label" | "token" | "embedding" (module docstring); evidence: the label or reading that matched.
+    how: "label" | "token" | "embedding" (module docstring); evidence: the label or reading that matched;
+    exact: a label equal to the query, or a label or reading holding every query token.
     """
 
     key: int
     score: float
     how: str
     evidence: str
+    exact: bool = False
 
 
 class Embedder(Protocol):
@@ -93,6 +101,15 @@ def _idf(query: Sequence[str], keyframe_sources: Sequence[list[_Source]]) -> dic
     return {q: math.log((n + 1) / (df[q] + 1)) + 1.0 for q in query}  # smoothed, always >= 1
 
 
+def _has_numbers(query: Sequence[str], src: _Source) -> bool:
+    """Whether ``src`` holds every number of the query (exactly, or with separators dropped)."""
+    q_digits = [q for q in query if q.isdigit()]
+    q_joined = "".join(q_digits) if len(q_digits) > 1 else None
+    if q_joined is not None and q_joined in src.tokens | src.joined:
+        return True
+    return all(q in src.tokens or q in src.joined for q in q_digits)
+
+
 def _token_match(query: Sequence[str], idf: dict[str, float], src: _Source) -> tuple[int, float, bool]:
     """(tier 2 = all tokens, 1 = some, 0 = none; strength; any loose number) of one source."""
     q_digits = [q for q in query if q.isdigit()]
@@ -123,11 +140,24 @@ def _evidence(src: _Source, loose: bool = False, cosine: float | None = None) ->
 
 def find_places(keyframes: Sequence[Keyframe], query: str, limit: int = 10, embedder: Embedder | None = None,
                 min_confidence: float = 0.0, min_cosine: float = MIN_COSINE) -> list[PlaceMatch]:
-    """Keyframes whose labels or OCR text match ``query``, best first, at most ``limit``.
+    """Keyframes whose labels or OCR text match ``query``, best first, at most ``limit``; with digits in
+    the query only those holding every number of it.
 
     Raises:
         InputError: the query has no letters or digits, is longer than MAX_QUERY_CHARS, or limit < 1.
     """
+    return _search(keyframes, query, limit, embedder, min_confidence, min_cosine)[0]
+
+
+def similar_places(keyframes: Sequence[Keyframe], query: str, limit: int = 10,
+                   min_confidence: float = 0.0) -> list[PlaceMatch]:
+    """Keyframes that share words but not the number with ``query`` ("ROOM 370" for "room 214"), best
+    first; never matches, for "similar (not the same number)" lists. Empty for a query without digits."""
+    return _search(keyframes, query, limit, None, min_confidence, MIN_COSINE)[1]
+
+
+def _search(keyframes: Sequence[Keyframe], query: str, limit: int, embedder: Embedder | None,
+            min_confidence: float, min_cosine: float) -> tuple[list[PlaceMatch], list[PlaceMatch]]:
     if len(query) > MAX_QUERY_CHARS:
         raise InputError(f"text query of {len(query)} characters; keep it to {MAX_QUERY_CHARS} (a place name, "
                          "number or address)")
@@ -140,6 +170,7 @@ def find_places(keyframes: Sequence[Keyframe], query: str, limit: int = 10, embe
     per_kf = [_sources(kf, min_confidence) for kf in keyframes]
     idf = _idf(q, per_kf)
     best: dict[int, tuple[int, float, str, str]] = {}  # key -> (tier, strength, how, evidence)
+    near: dict[int, tuple[int, float, str, str]] = {}  # the same, for sources without the query's numbers
     for key, srcs in enumerate(per_kf):
         for src in srcs:
             if src.kind == "label" and tokens(src.text) == query_tokens:
@@ -149,21 +180,28 @@ def find_places(keyframes: Sequence[Keyframe], query: str, limit: int = 10, embe
                 if tier == 0:
                     continue
                 cand = (tier, strength, "token", _evidence(src, loose))
-            if key not in best or cand[:2] > best[key][:2]:
-                best[key] = cand
+            found = best if cand[0] == 3 or _has_numbers(q, src) else near
+            if key not in found or cand[:2] > found[key][:2]:
+                found[key] = cand
     if embedder is not None and len(best) < limit:
-        best.update(_embedding_matches(query, per_kf, set(best), embedder, min_cosine))
+        best.update(_embedding_matches(query, q, per_kf, set(best), embedder, min_cosine))
+    return _ranked(best, limit), _ranked({k: v for k, v in near.items() if k not in best}, limit)
+
+
+def _ranked(found: dict[int, tuple[int, float, str, str]], limit: int) -> list[PlaceMatch]:
     # Rounded before sorting, so equal shown scores always fall back to the tier, then the key.
-    rows = [(round(tier + strength, 6), tier, key, how, ev) for key, (tier, strength, how, ev) in best.items()]
+    rows = [(round(tier + strength, 6), tier, key, how, ev) for key, (tier, strength, how, ev) in found.items()]
     ranked = sorted(rows, key=lambda m: (-m[0], -m[1], m[2]))
-    return [PlaceMatch(key, score, how, ev) for score, _, key, how, ev in ranked[:limit]]
+    return [PlaceMatch(key, score, how, ev, tier >= 2) for score, tier, key, how, ev in ranked[:limit]]
 
 
-def _embedding_matches(query: str, per_kf: Sequence[list[_Source]], skip: Iterable[int], embedder: Embedder,
-                       min_cosine: float) -> dict[int, tuple[int, float, str, str]]:
+def _embedding_matches(query: str, q: Sequence[str], per_kf: Sequence[list[_Source]], skip: Iterable[int],
+                       embedder: Embedder, min_cosine: float) -> dict[int, tuple[int, float, str, str]]:
     skip = set(skip)
     # Each line alone: the joined lines would double the strings to embed (measured: ~8 ms each on one core).
-    todo = [(key, src) for key, srcs in enumerate(per_kf) if key not in skip for src in srcs if src.kind != "lines"]
+    # A text without the query's numbers is another place however close its embedding ("Room 370").
+    todo = [(key, src) for key, srcs in enumerate(per_kf) if key not in skip for src in srcs
+            if src.kind != "lines" and _has_numbers(q, src)]
     if not todo:
         return {}
     strings = list(dict.fromkeys(src.text for _, src in todo))
