@@ -266,7 +266,12 @@ def test_report_gallery_matches_the_loops(corridor_map, tmp_path, capsys):
     assert "<script" not in page and "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
     _, kfs = load_keyframes(path)
     by = {k.id: k for k in kfs}
-    for fig, lp in zip(figures, loops):  # MNN lines recomputed from the stored local features
+    by_pair = {(str(lp.query_id), str(lp.match_id)): lp for lp in loops}
+    # the gallery is in suspicion order (core/eval/loop_class.py): find each figure's loop by its ids
+    shown = [by_pair[(q, m)] for q, m in (re.search(r'data-query="[^"]*?(\d+)\)" data-match="[^"]*?(\d+)\)"',
+                                                    fig).groups() for fig in figures)]
+    assert sorted(map(id, shown)) == sorted(map(id, loops))
+    for fig, lp in zip(figures, shown):  # MNN lines recomputed from the stored local features
         pairs = len(mnn_pairs(by[lp.query_id].local, by[lp.match_id].local)[0])
         assert pairs == lp.local_matches  # the verifier's own count
         assert fig.count('class="mnn"') == min(pairs, 60) and fig.count('class="thumb"') == 2

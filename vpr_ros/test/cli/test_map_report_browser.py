@@ -7,6 +7,7 @@ resource error, the DOM it builds holds the gallery with one figure per loop, an
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sqlite3
@@ -21,6 +22,7 @@ from test_map_cmd import build_map
 from vpr_ros.cli.main import main
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SHOT_DIR = os.environ.get("VPR_TEST_SCREENSHOT_DIR")  # set it to keep the first-screen screenshot
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (scripts/setup.sh installs it)")
 
 
@@ -73,3 +75,41 @@ def test_report_renders_in_chromium_with_every_loop(tmp_path):
     assert _darkness(tmp_path / "report.png") > _darkness(tmp_path / "bare.png") + 5
     img = cv2.imread(str(tmp_path / "report.png"))
     assert img.shape[:2] == (2400, 1280) and np.std(img) > 20
+
+
+def _class_pixels(img: np.ndarray) -> dict[str, int]:
+    """Pixels of each loop class's colour (core/eval/loop_class.py) in a BGR screenshot."""
+    from vpr_ros.core.eval import loop_class
+
+    counts = {}
+    for cls, (r, g, b, _) in loop_class.COLOURS.items():
+        bgr = np.array([b, g, r]) * 255
+        counts[cls] = int((np.abs(img.astype(float) - bgr).max(axis=2) < 12).sum())
+    return counts
+
+
+def test_first_screen_shows_the_loop_gallery(tmp_path):
+    """At 1280x800 (a laptop's first screen) the gallery is visible: its thumbnails darken the view
+    compared with the same map without thumbnails, and the figures' frames show the class colours."""
+    build_map(tmp_path / "map")
+    assert main(["map", "report", str(tmp_path / "map"), "--out", str(tmp_path / "report.html"),
+                 "--min-matches", "60"]) == 0
+    shutil.copytree(tmp_path / "map", tmp_path / "bare")
+    with sqlite3.connect(tmp_path / "bare" / "map.sqlite") as db:
+        db.execute("DELETE FROM thumbnails")
+        db.execute("DELETE FROM meta WHERE key='manifest'")
+    (tmp_path / "bare" / "manifest.json").unlink()
+    assert main(["map", "report", str(tmp_path / "bare"), "--out", str(tmp_path / "bare.html"),
+                 "--min-matches", "60"]) == 0
+    size = "--window-size=1280,800"
+    for name in ("report", "bare"):
+        shot = _chromium(tmp_path / f"{name}.html", tmp_path, f"--screenshot={tmp_path / f'{name}.png'}", size)
+        assert _page_errors(shot.stderr) == []
+    img = cv2.imread(str(tmp_path / "report.png"))
+    assert img.shape[:2] == (800, 1280)
+    # thumbnails on the first screen (the bare page has grey boxes where they are)
+    assert _darkness(tmp_path / "report.png") > _darkness(tmp_path / "bare.png") + 5
+    # the class-coloured frames of the gallery's figures (6 px wide, a thumbnail high each)
+    assert max(_class_pixels(img).values()) > 6 * 100, _class_pixels(img)
+    if SHOT_DIR:  # keep the screenshot to look at
+        shutil.copy(tmp_path / "report.png", Path(SHOT_DIR) / "report_first_screen.png")

@@ -265,6 +265,7 @@ def markers(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     for i, (stamp, img) in enumerate(frames):
         odom = Odometry()  # the revisit drives the same straight line again: x = place index, metres
         odom.header.stamp = ns_to_stamp(stamp)
+        odom.header.frame_id = "odom"  # the markers must be drawn in this frame
         odom.pose.pose.position.x = float(i % a.frames)
         odom.pose.pose.position.y = 0.0 if i < a.frames else 0.2
         odom.pose.pose.orientation.w = 1.0

@@ -264,7 +264,7 @@ def test_markers_draw_keyframes_and_loop_edges_with_odometry(run_scenario):
     assert r["count"] >= 1, logs
     assert r["keyframe_points"] == 24, logs  # every keyframe has an odometry pose, so every one is drawn
     assert r["loops"] >= 1 and r["edge_points"] == 2 * r["loops"], logs  # one line (two points) per loop
-    assert r["frame_id"] == "map" and r["rc"] == 0, logs
+    assert r["frame_id"] == "odom" and r["rc"] == 0, logs  # the odometry's frame, not detector.map_frame
 
 
 def test_pipelined_and_sequential_nodes_publish_the_same_loops(run_scenario):

@@ -8,6 +8,10 @@ Corridor has no poses), so the odometry gate can reject aliased places; ``--opti
 the pose graph and reports the ATE against the simulated ground truth (``cli/optimize.py``).
 ``--simulated-plates`` replays a SIMULATED variant with room-number plates read by OCR, and
 ``--text-rule`` uses the text in verification (``cli/demo_text.py``, docs/place_text.md).
+
+Every mode also saves the map the last replay ends with, its loops included (``OUT/map``: session 1's
+keyframes + session 2's, or the single stream), and the HTML report of it (``OUT/report.html``,
+``vpr-ros map report``: the gallery of loops, most suspicious first).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy.typing as npt
 
 from vpr_ros.cli import demo_text
 from vpr_ros.cli.corridor import corridor_dir, corridor_frames
+from vpr_ros.cli.map_cmd import write_report_file
 from vpr_ros.cli.replay import build_config, load_extractor, parse_overrides, summary
 from vpr_ros.cli.report import write_report
 from vpr_ros.cli.session import ReplayResult, load_frame_index, replay_bag, save_frame_index
@@ -88,7 +93,8 @@ def build_demo_bags(bag_dir: str | Path, single_session: bool = False, count: in
 
 #: Marks an output folder as the demo's own, and what a re-run replaces in it.
 DEMO_MARKER = ".vpr_ros_demo"
-DEMO_OUTPUTS = ("bags", "map_session1", "session2", "single_session")
+DEMO_OUTPUTS = ("bags", "map_session1", "session2", "single_session", "map")
+MAP_DIR, REPORT_HTML = "map", "report.html"  # the final map with its loops, and its HTML report
 
 
 def replay_two_sessions(bags: DemoBags, config: Config, model: Extractor, map_dir: Path, *,
@@ -127,8 +133,11 @@ def run_demo(out: str | Path, config: Config, model: Extractor, *, single_sessio
         # Our own earlier run: replace it, so `make demo` can be repeated.
         for name in DEMO_OUTPUTS:
             shutil.rmtree(out / name, ignore_errors=True)
-    elif (out / "bags").exists():
-        raise BagError(f"{out} holds a 'bags' folder that no demo wrote; choose another --out")
+        (out / REPORT_HTML).unlink(missing_ok=True)
+    else:
+        for name in ("bags", MAP_DIR, REPORT_HTML):
+            if (out / name).exists() or (out / name).is_symlink():
+                raise BagError(f"{out} holds a '{name}' that no demo wrote; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     marker.write_text("written by vpr-ros demo; the next demo run with this --out replaces it\n")
     pairs = load_vprbench_gt(corridor_dir() / "ground_truth_new.npy")
@@ -156,7 +165,10 @@ def run_demo(out: str | Path, config: Config, model: Extractor, *, single_sessio
     if config.text.ocr == "inline":
         extra["ocr"] = demo_text.ocr_metrics(list(zip(result.records, (kf.text for kf in detector.keyframes))),
                                              config.text.min_confidence, plated, bags.num_ref if single_session else 0)
-    metrics = write_report(report_dir, result, gt, frame_id=config.detector.map_frame, extra=extra)
+    simulated = ([f"{SIMULATED_LABEL.upper()} odometry"] if single_session else []) + \
+        ([] if plated is None else [plated.label])
+    metrics = write_report(report_dir, result, gt, frame_id=config.detector.map_frame, extra=extra,
+                           data_label=", ".join(simulated), min_matches=config.verify.min_matches)
     if optimize:
         metrics.update(_optimize_simulated(report_dir, detector, result, bags))
     metrics["report_dir"] = str(report_dir)
@@ -165,8 +177,19 @@ def run_demo(out: str | Path, config: Config, model: Extractor, *, single_sessio
         query = result.record((lc.query_robot_id, lc.query_session_id, lc.query_id))
         match = result.record((lc.match_robot_id, lc.match_session_id, lc.match_id))
         loops.append((query, match, lc, gt.is_true(query, match)))
+    metrics.update(_save_map_and_report(out, detector, result, {(q.key, m.key): ok for q, m, _, ok in loops}))
     metrics["_loops"] = loops  # for printing; not written to metrics.json
     return metrics
+
+
+def _save_map_and_report(out: Path, detector: LoopClosureDetector, result: ReplayResult,
+                         truth: dict) -> dict[str, Any]:
+    """The map the demo ends with (every keyframe, the replay's loops) and its HTML report, each loop
+    marked correct or wrong by the ground truth (``truth``: (query key, match key) -> bool)."""
+    detector.save_map(out / MAP_DIR, result.loop_closures)
+    write_report_file(out / MAP_DIR, out / REPORT_HTML, min_matches=detector.config.verify.min_matches,
+                      truth=truth)
+    return {"map_dir": str(out / MAP_DIR), "report_html": str(out / REPORT_HTML)}
 
 
 def _optimize_simulated(report_dir: Path, detector: LoopClosureDetector, result: ReplayResult,
@@ -181,7 +204,8 @@ def _optimize_simulated(report_dir: Path, detector: LoopClosureDetector, result:
           if (r.robot_id, r.session_id) == (det.robot_id, det.session_id)}
     return optimize_stream(report_dir, detector.keyframes, result.loop_closures, robot_id=det.robot_id,
                            session_id=det.session_id, ground_truth=gt,
-                           ground_truth_label=f"{SIMULATED_LABEL} ground truth")
+                           ground_truth_label=f"{SIMULATED_LABEL} ground truth",
+                           data_label=f"{SIMULATED_LABEL.upper()} odometry")
 
 
 def _name(frame_index: int, num_ref: int, single: bool, role: str) -> str:
@@ -236,7 +260,11 @@ def run(args: argparse.Namespace) -> int:
         print(format_optimize_summary(metrics))
         print(f"trajectory plot ({SIMULATED_LABEL}): {Path(metrics['report_dir']) / 'trajectory_optimized.png'}")
     if not args.single_session:
-        print(f"session 1 map saved in {out / 'map_session1'}; bags in {out / 'bags'}")
+        print(f"session 1 map alone (what session 2 loaded) saved in {out / 'map_session1'}; bags in {out / 'bags'}")
+    what = "both sessions" if not args.single_session else "the single stream"
+    print(f"map with {what} and its {metrics['num_loop_closures']} loops: {metrics['map_dir']} "
+          f"(vpr-ros map info|export|report)")
+    print(f"HTML report, loop gallery first: {metrics['report_html']}")
     return 0
 
 

@@ -31,7 +31,7 @@ from vpr_ros.io.poses import matrix_to_pose
 from vpr_ros.io.trajectory_export import write_g2o
 
 __all__ = ["add_parser", "run_info", "run_merge", "run_export", "run_verify", "run_compact", "run_report",
-           "map_summary"]
+           "write_report_file", "map_summary"]
 
 EXPORT_FILES = ("keyframes.csv", "loops.csv", "loops.g2o")
 
@@ -67,6 +67,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--out", required=True, help="HTML file to write (outside the map directory)")
     report.add_argument("--max-loops", type=int, default=200, help="loops shown in the gallery (default 200)")
     report.add_argument("--force", action="store_true", help="replace --out if it is an existing file (never a link)")
+    report.add_argument("--min-matches", type=int, default=None, metavar="N",
+                        help="verify.min_matches the loops were accepted with, for the suspect rule (default: "
+                             "the parameter's default)")
     report.set_defaults(func=run_report)
     map_text_cmd.add_parsers(cmds)  # label, query: places with names (issue 13)
 
@@ -279,17 +282,26 @@ def run_compact(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    say(write_report_file(args.map, args.out, max_loops=args.max_loops, force=args.force,
+                          min_matches=args.min_matches))
+    return 0
+
+
+def write_report_file(map_path: str | Path, out_file: str | Path, *, max_loops: int = 200, force: bool = False,
+                      min_matches: int | None = None, truth: dict | None = None) -> str:
+    """``vpr-ros map report`` (also the demo's ``report.html``, with the ground truth's verdict per loop:
+    map_report.render_report); returns the line saying what it wrote."""
     from vpr_ros.cli.map_report import render_report  # OpenCV decoding only when asked for
 
-    if args.max_loops < 0:
-        raise InputError(f"--max-loops {args.max_loops} is negative; give 0 or more")
-    data = open_map(args.map, load_local=True)
-    out = check_new_file(args.out, force=args.force)  # before the work: no link, no file replaced unasked
+    if max_loops < 0:
+        raise InputError(f"--max-loops {max_loops} is negative; give 0 or more")
+    data = open_map(map_path, load_local=True)
+    out = check_new_file(out_file, force=force)  # before the work: no link, no file replaced unasked
     check_outside(out, [data.path], "report")
-    html = render_report(data, map_summary(data), args.max_loops)
+    html = render_report(data, map_summary(data), max_loops, truth=truth,
+                         **({} if min_matches is None else {"min_matches": min_matches}))
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_files([out], replace=args.force) as (tmp,):
+    with atomic_files([out], replace=force) as (tmp,):
         tmp.write_text(html, encoding="utf-8")
-    say(f"wrote {out} ({len(html) / 1e3:.0f} kB): {len(data.keyframes)} keyframes, "
-        f"{min(len(data.loops), args.max_loops)} of {len(data.loops)} loops in the gallery")
-    return 0
+    return (f"wrote {out} ({len(html) / 1e3:.0f} kB): {len(data.keyframes)} keyframes, "
+            f"{min(len(data.loops), max_loops)} of {len(data.loops)} loops in the gallery")

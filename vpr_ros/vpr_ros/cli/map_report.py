@@ -1,9 +1,12 @@
 """``vpr-ros map report``: one static, self-contained HTML page about a map (no server, no JavaScript).
 
-Sections: the map's model, sessions and robots; keyframes over time (one lane per robot/session,
-loop edges drawn between the two keyframes); the trajectory seen from above when keyframes have
-poses; and a gallery of loop closures, each the query | match thumbnails with the MNN pairs as lines
-and the scores, so a reader can see why a loop was accepted. Plots are inline SVG and thumbnails
+First screen: the map's model and counts, then the gallery of loop closures, most suspicious first
+(core/eval/loop_class.py: class, MNN count relative to ``verify.min_matches``, similarity), each the
+query | match thumbnails with the MNN pairs as lines, the scores, place labels and OCR text, and a
+frame in the class colour (correct / suspect / rejected, the colours of the plots and RViz markers),
+so a reader sees the doubtful loops first and why each was accepted. Below: sessions and robots,
+keyframes over time (one lane per robot/session, loop edges between the two keyframes), the
+trajectory seen from above when keyframes have poses, and the table of loop edges. Plots are inline SVG and thumbnails
 base64 JPEG data URIs, so the file can be mailed or attached to an issue as it is.
 
 MNN pairs are recomputed from the keyframes' stored local features (the exact MNN the verifier ran;
@@ -14,12 +17,13 @@ from __future__ import annotations
 
 import base64
 import html
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
 
 from vpr_ros.cli.map_access import Ident, MapData
+from vpr_ros.core.eval import loop_class
 from vpr_ros.core.types import Keyframe, LoopClosure
 from vpr_ros.core.matching.verification import mnn_pairs
 
@@ -27,13 +31,15 @@ __all__ = ["render_report", "MAX_LINES"]
 
 #: MNN lines drawn per loop: more only blacken the picture; the caption gives the full count.
 MAX_LINES = 60
-_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+# lanes and MNN lines: no green, orange or red, which are the loop classes' colours (loop_class.COLOURS)
+_PALETTE = ("#1f77b4", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#393b79", "#7f7f7f")
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1200px}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}
 th{background:#f3f3f3}.gallery{display:flex;flex-wrap:wrap;gap:1em}
-figure.loop{margin:0;border:1px solid #ddd;padding:.4em;background:#fafafa}
-figcaption{font-size:.85em;max-width:420px}svg{background:#fff}.muted{color:#777}
+figure.loop{margin:0;border:1px solid #ddd;border-left:6px solid var(--c);padding:.4em;background:#fafafa}
+figcaption{font-size:.85em;max-width:420px}svg{background:#fff}.muted{color:#777}h1{font-size:1.3em}
+.cls{color:#fff;background:var(--c);padding:0 .4em;border-radius:3px}.legend span{margin-right:1em}
 """
 
 
@@ -45,13 +51,40 @@ def _colour(i: int) -> str:
     return _PALETTE[i % len(_PALETTE)]
 
 
+Classes = Mapping[tuple[Ident, Ident], str]  # (query, match) -> loop class
+
+
+def _edge_colour(lp: LoopClosure, classes: Classes) -> str:
+    return loop_class.hex_colour(classes[(_q(lp), _m(lp))])
+
+
+def _text(kf: Keyframe | None) -> str:
+    """The keyframe's place labels and OCR text, for the caption."""
+    if kf is None:
+        return ""
+    labels = ", ".join(lb.label for lb in kf.labels)
+    read = ", ".join(r.text for r in kf.text or ())
+    return "; ".join(x for x in (f"label {labels}" if labels else "", f"OCR {read}" if read else "") if x)
+
+
+def _legend(min_matches: int) -> str:
+    what = {loop_class.CORRECT: "accepted with clear evidence",
+            loop_class.SUSPECT: f"weak evidence: fewer than {loop_class.SUSPECT_MNN_RATIO:g} x verify.min_matches "
+                                f"= {loop_class.SUSPECT_MNN_RATIO * min_matches:g} MNN, or geometry found no valid pose",
+            loop_class.REJECTED: "rejected by a check, or wrong by the ground truth"}
+    return '<p class="legend">' + "".join(
+        f'<span><span class="cls" style="--c:{loop_class.hex_colour(c)}">{_e(c)}</span> {_e(what[c])}</span>'
+        for c in loop_class.CLASSES) + "</p>"
+
+
 def _table(head: Sequence[str], rows: Sequence[Sequence[object]], cls: str = "") -> str:
     th = "".join(f"<th>{_e(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
     return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _timeline(data: MapData, lanes: dict[tuple[str, str], int], shown: Sequence[LoopClosure]) -> str:
+def _timeline(data: MapData, lanes: dict[tuple[str, str], int], shown: Sequence[LoopClosure],
+              classes: Classes) -> str:
     """Keyframes over time, one lane per (robot, session); loop edges as curves between lanes."""
     kfs = data.keyframes
     if not kfs:
@@ -84,13 +117,14 @@ def _timeline(data: MapData, lanes: dict[tuple[str, str], int], shown: Sequence[
         (x0, y0), (x1, y1) = xy(kfs[q]), xy(kfs[m])
         bend = min(y0, y1) - 15 if y0 == y1 else (y0 + y1) / 2
         parts.append(f'<path class="loop-edge" d="M{x0:.1f},{y0:.1f} Q{(x0 + x1) / 2:.1f},{bend:.1f} '
-                     f'{x1:.1f},{y1:.1f}" fill="none" stroke="#d62728" stroke-width="1" opacity="0.6"/>')
+                     f'{x1:.1f},{y1:.1f}" fill="none" stroke="{_edge_colour(lp, classes)}" stroke-width="1" opacity="0.6"/>')
     parts.append(f'<text x="{left}" y="{h - 6}" font-size="11">0 s</text><text x="{w - 80}" y="{h - 6}" '
                  f'font-size="11">{span / 1e9:.1f} s</text></svg>')
     return "".join(parts)
 
 
-def _trajectory(data: MapData, lanes: dict[tuple[str, str], int], shown: Sequence[LoopClosure]) -> str:
+def _trajectory(data: MapData, lanes: dict[tuple[str, str], int], shown: Sequence[LoopClosure],
+                classes: Classes) -> str:
     """Keyframe positions seen from above (x, y of the odometry poses) with loop edges."""
     posed = [(i, k) for i, k in enumerate(data.keyframes) if k.pose is not None]
     if not posed:
@@ -112,7 +146,7 @@ def _trajectory(data: MapData, lanes: dict[tuple[str, str], int], shown: Sequenc
         q, m = by.get(_q(lp)), by.get(_m(lp))
         if q in pos and m in pos:
             parts.append(f'<line class="loop-edge" x1="{pos[q][0]:.1f}" y1="{pos[q][1]:.1f}" x2="{pos[m][0]:.1f}" '
-                         f'y2="{pos[m][1]:.1f}" stroke="#d62728" stroke-width="1"/>')
+                         f'y2="{pos[m][1]:.1f}" stroke="{_edge_colour(lp, classes)}" stroke-width="1"/>')
     parts.append(f'<text x="4" y="{height - 4}" font-size="11">{(hi - lo).max():.1f} m across</text></svg>')
     return "".join(parts)
 
@@ -133,7 +167,8 @@ def _thumb_size(kf: Keyframe | None) -> tuple[int, int] | None:
     return None if img is None else (int(img.shape[1]), int(img.shape[0]))
 
 
-def _loop_figure(n: int, lp: LoopClosure, q: Keyframe | None, m: Keyframe | None) -> str:
+def _loop_figure(n: int, lp: LoopClosure, q: Keyframe | None, m: Keyframe | None, min_matches: int,
+                 cls: str, truth: bool | None = None) -> str:
     real = [_thumb_size(q), _thumb_size(m)]
     sizes = [real[0] or (160, 120), real[1] or (160, 120)]
     gap = 12
@@ -171,19 +206,31 @@ def _loop_figure(n: int, lp: LoopClosure, q: Keyframe | None, m: Keyframe | None
     lines = (f"lines: {drawn} of {pairs} MNN pairs recomputed from the stored local features"
              if q is not None and m is not None and q.local is not None and m.local is not None
              else "no stored local features, no MNN lines")
-    cap = (f"#{n}: query {_e(lp.query_robot_id)}/{_e(lp.query_session_id)}/{lp.query_id} | match "
+    text = [f"{role}: {_e(t)}" for role, t in (("query", _text(q)), ("match", _text(m))) if t]
+    verdict = "" if truth is None else f" (ground truth: {'correct' if truth else 'wrong'})"
+    cap = (f'#{n} <span class="cls">{cls}</span>{verdict} MNN {loop_class.mnn_ratio(lp, min_matches):.2f} x '
+           f"verify.min_matches<br>query {_e(lp.query_robot_id)}/{_e(lp.query_session_id)}/{lp.query_id} | match "
            f"{_e(lp.match_robot_id)}/{_e(lp.match_session_id)}/{lp.match_id}<br>"
            f"score {lp.score:.3g} ({_e(lp.verification_method)}), {lp.local_matches} MNN of {lp.local_features}, "
            f"similarity {lp.global_similarity:.3f}, rank {lp.retrieval_rank}, inliers {lp.geometric_inliers}<br>"
-           f"{_e(pose)}; {lines}")
-    return (f'<figure class="loop" data-query="{_e(_q(lp))}" data-match="{_e(_m(lp))}" data-mnn="{pairs}">'
+           f"{_e(pose)}; {lines}" + ("<br>" + "<br>".join(text) if text else ""))
+    return (f'<figure class="loop" data-class="{cls}" style="--c:{loop_class.hex_colour(cls)}" '
+            f'data-query="{_e(_q(lp))}" data-match="{_e(_m(lp))}" data-mnn="{pairs}">'
             f'{"".join(parts)}<figcaption>{cap}</figcaption></figure>')
 
 
-def render_report(data: MapData, summary: dict, max_loops: int = 200) -> str:
-    """The whole HTML page (a str) for ``data``; ``summary`` is ``map_cmd.map_summary(data)``."""
+def render_report(data: MapData, summary: dict, max_loops: int = 200,
+                  min_matches: int = loop_class.DEFAULT_MIN_MATCHES,
+                  truth: Mapping[tuple[Ident, Ident], bool] | None = None) -> str:
+    """The whole HTML page (a str) for ``data``; ``summary`` is ``map_cmd.map_summary(data)``;
+    ``min_matches``: the verify.min_matches the loops were accepted with (for the suspicion rule);
+    ``truth``: the ground truth's verdict per loop (query, match), when known (the demo)."""
     lanes = {(s["robot_id"], s["session_id"]): i for i, s in enumerate(summary["sessions"])}
-    shown = data.loops[:max_loops]
+    verdict = {(_q(lp), _m(lp)): (truth or {}).get((_q(lp), _m(lp))) for lp in data.loops}
+    classes = {k: loop_class.classify(lp, min_matches, truth=verdict[k])
+               for lp in data.loops for k in [(_q(lp), _m(lp))]}
+    shown = sorted(data.loops, key=lambda lp: loop_class.suspicion_key(
+        lp, min_matches, truth=verdict[(_q(lp), _m(lp))]))[:max_loops]
     by = data.by_ident()
     disk = summary["disk_bytes"]
     per_kf = (f"{summary['disk_per_keyframe_bytes'] / 1e3:.1f} kB "
@@ -199,16 +246,17 @@ def render_report(data: MapData, summary: dict, max_loops: int = 200) -> str:
         f"{lp.global_similarity:.3f}", lp.geometry_method if lp.relative_pose is not None else "-"]
         for lp in shown], "loops")
     figures = "".join(_loop_figure(n, lp, data.keyframes[by[_q(lp)]] if _q(lp) in by else None,
-                                   data.keyframes[by[_m(lp)]] if _m(lp) in by else None)
+                                   data.keyframes[by[_m(lp)]] if _m(lp) in by else None, min_matches,
+                                   classes[(_q(lp), _m(lp))], verdict[(_q(lp), _m(lp))])
                       for n, lp in enumerate(shown, 1))
     more = (f'<p class="muted">showing {len(shown)} of {len(data.loops)} loops (--max-loops)</p>'
             if len(shown) < len(data.loops) else "")
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>vpr_ros map '
             f'{_e(data.path.name)}</title><style>{_CSS}</style></head><body>'
             f'<h1>vpr_ros map <code>{_e(data.path)}</code></h1>{overview}'
+            f'<h2>Loop closures, most suspicious first</h2>{_legend(min_matches)}'
+            f'<section id="gallery" class="gallery" data-loops="{len(shown)}">{figures}</section>{more}'
             f'<h2>Sessions and robots</h2>{sessions}'
-            f'<h2>Keyframes over time</h2>{_timeline(data, lanes, shown)}'
-            f'<h2>Trajectory (odometry, from above)</h2>{_trajectory(data, lanes, shown)}'
-            f'<h2>Loop edges</h2>{edges}'
-            f'<h2>Loop closures</h2><section id="gallery" class="gallery" data-loops="{len(shown)}">{figures}'
-            f'</section>{more}</body></html>')
+            f'<h2>Keyframes over time</h2>{_timeline(data, lanes, shown, classes)}'
+            f'<h2>Trajectory (odometry, from above)</h2>{_trajectory(data, lanes, shown, classes)}'
+            f'<h2>Loop edges</h2>{edges}</body></html>')

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from matplotlib.figure import Figure
 
+from vpr_ros.core.eval import loop_class
 from vpr_ros.core.eval.trajectory import absolute_trajectory_error
 from vpr_ros.core.geometry.pose_graph import LoopEdge, PoseGraphOptions, PoseGraphResult, optimize_pose_graph, pose_graph_edges
 from vpr_ros.core.types import Keyframe, LoopClosure
@@ -52,10 +53,11 @@ def _loop_edges(loops: Sequence[LoopClosure], node: Mapping[tuple[str, str, int]
 def optimize_stream(out: str | Path, keyframes: Sequence[Keyframe], loops: Sequence[LoopClosure], *,
                     robot_id: str, session_id: str, ground_truth: Mapping[int, F64] | None = None,
                     ground_truth_label: str = "ground truth", options: PoseGraphOptions | None = None,
-                    ) -> dict[str, Any]:
+                    data_label: str = "") -> dict[str, Any]:
     """Optimise the pose graph of stream (robot_id, session_id) and write the outputs into ``out``.
 
     ground_truth: keyframe id -> (4, 4) world_T_body (every keyframe of the stream), or None.
+    data_label: what is simulated about the data ("SIMULATED odometry"), leads the plot's title.
     Returns the metrics added to ``out/metrics.json``.
     """
     out = Path(out)
@@ -89,7 +91,7 @@ def optimize_stream(out: str | Path, keyframes: Sequence[Keyframe], loops: Seque
     else:
         plot_before, plot_after = odometry, result.poses
     files["plot"] = _plot(out / "trajectory_optimized.png", gt, plot_before, plot_after, edges, result,
-                          ground_truth_label).name
+                          ground_truth_label, data_label).name
     metrics["pose_graph"] = {
         "keyframes": len(own), "odometry_edges": len(own) - 1, "loop_edges": len(edges),
         "loops_skipped": skipped, "loops_rejected_by_optimizer": result.loops_rejected,
@@ -106,26 +108,28 @@ def _merge_metrics(path: Path, new: Mapping[str, Any]) -> None:
 
 
 def _plot(path: Path, gt: F64 | None, before: F64, after: F64, edges: Sequence[LoopEdge],
-          result: PoseGraphResult, gt_label: str) -> Path:
+          result: PoseGraphResult, gt_label: str, data_label: str = "") -> Path:
     fig = Figure(figsize=(11, 4.8))
     ax0 = fig.add_subplot(1, 2, 1)
     ax1 = fig.add_subplot(1, 2, 2, sharex=ax0, sharey=ax0)  # same scale: the drift removed is visible
-    for ax, poses, title in ((ax0, before, "before: odometry"), (ax1, after, "after: pose graph optimised")):
+    kept_c, down_c = loop_class.COLOURS[loop_class.CORRECT], loop_class.COLOURS[loop_class.REJECTED]
+    for ax, poses, title, what in ((ax0, before, "before: odometry", "keyframe poses (odometry)"),
+                                   (ax1, after, "after: pose graph optimised", "keyframe poses (optimised)")):
         if gt is not None:
             ax.plot(*_path_xy(gt), color="0.6", lw=3, label=gt_label)
-        ax.plot(*_path_xy(poses), ".-", color="tab:blue", ms=2, lw=1, label="keyframes")
+        ax.plot(*_path_xy(poses), ".-", color="tab:blue", ms=2, lw=1, label=what)
         for k, e in enumerate(edges):
             kept = result.loop_weights[k] >= 0.5
             ax.plot([poses[e.match, 0, 3], poses[e.query, 0, 3]], [poses[e.match, 1, 3], poses[e.query, 1, 3]],
-                    color="tab:green" if kept else "tab:red", lw=0.6, alpha=0.7)
-        ax.plot([], [], color="tab:green", label="loop (kept)")
-        ax.plot([], [], color="tab:red", label="loop (down-weighted below 0.5)")
+                    color=kept_c if kept else down_c, lw=0.6, alpha=0.7)
+        ax.plot([], [], color=kept_c, label="loop closure (kept by the optimiser)")
+        ax.plot([], [], color=down_c, label="loop closure (rejected: down-weighted below 0.5)")
         ax.set_title(title)
         ax.set_xlabel("x [m]")
         ax.set_ylabel("y [m]")
         ax.legend(fontsize=7, loc="best")
-    fig.suptitle(f"keyframe trajectory{' vs ' + gt_label if gt is not None else ''} (aligned, SE(3))"
-                 if gt is not None else "keyframe trajectory")
+    title = f"keyframe trajectory vs {gt_label} (aligned, SE(3))" if gt is not None else "keyframe trajectory"
+    fig.suptitle(f"{data_label}: {title}" if data_label else title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path

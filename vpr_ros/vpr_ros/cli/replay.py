@@ -10,9 +10,10 @@ from typing import Any
 
 import yaml
 
-from vpr_ros.cli.arg_types import non_negative_int, positive_float
 from vpr_ros.models.text_readers import attach_text_reader, text_extractor
 from vpr_ros.cli.replay_inputs import add_arguments as add_geometry_arguments, geometry_inputs
+from vpr_ros.cli.replay_gt import (add_arguments as add_gt_arguments, build_ground_truth, check_against_bag,
+                                   read_gt_file)
 from vpr_ros.cli.report import REPORT_FILES, write_report
 from vpr_ros.cli.terminal import say
 from vpr_ros.cli.session import (FRAME_INDEX_FILE, STAMP_POLICIES, ReplayResult, load_frame_index,
@@ -20,14 +21,15 @@ from vpr_ros.cli.session import (FRAME_INDEX_FILE, STAMP_POLICIES, ReplayResult,
 from vpr_ros.core.config import Config, config_from_flat, load_config
 from vpr_ros.core.detector import Extractor, LoopClosureDetector
 from vpr_ros.core.errors import ConfigError, MapStoreError
-from vpr_ros.core.eval.groundtruth import (Exclusion, GroundTruth, IndexGroundTruth, PoseGroundTruth,
-                                           load_vprbench_gt)
+from vpr_ros.core.eval.groundtruth import GroundTruth
+from vpr_ros.io.gt_files import GroundTruthFile
 from vpr_ros.io.output_checks import check_map_load_source, check_map_save_target, check_output_dir
 from vpr_ros.nodes.settings import node_parameter_names
 
 __all__ = ["add_parser", "run", "parse_overrides", "build_config", "load_extractor", "ground_truth"]
 
 logger = logging.getLogger(__name__)
+LOOPS_LISTED = 10  # loops printed after a replay; the CSV has all
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -60,28 +62,9 @@ def load_extractor(config: Config) -> Extractor:
 
 
 def ground_truth(args: argparse.Namespace, config: Config, map_sessions: set[str],
-                 pairs: dict[int, frozenset[int]] | None = None) -> GroundTruth | None:
-    """The ground truth chosen on the command line (None: no evaluation).
-
-    With ``--gt-npy`` and a loaded map, the replayed bag is the query traversal and the loaded
-    sessions other than this one are the reference; with ``--gt-query-offset N`` one stream holds the
-    reference frames 0..N-1 and then the query frames. ``pairs``: the ``--gt-npy`` file, already read.
-    """
-    exclusion = Exclusion(config.detector.min_loop_gap_sec, config.detector.exclude_last_n)
-    if args.gt_npy:
-        if pairs is None:
-            pairs = load_vprbench_gt(args.gt_npy)
-        if args.gt_query_offset:
-            return IndexGroundTruth(pairs, query_offset=args.gt_query_offset, exclusion=exclusion)
-        refs = map_sessions - {config.detector.session_id}
-        if not refs:
-            raise ConfigError("--gt-npy needs the reference traversal: load its map with --map-load "
-                              "(saved from another session), or give --gt-query-offset for one stream")
-        return IndexGroundTruth(pairs, query_sessions=[config.detector.session_id], ref_sessions=refs,
-                                exclusion=exclusion)
-    if args.gt_radius_m is not None:
-        return PoseGroundTruth(args.gt_radius_m, exclusion)
-    return None
+                 gt_file: GroundTruthFile | None = None) -> GroundTruth | None:
+    """The ground truth chosen on the command line (None: no evaluation); cli/replay_gt.py."""
+    return build_ground_truth(args, config, gt_file if gt_file is not None else read_gt_file(args), map_sessions)
 
 
 def check_paths(args: argparse.Namespace) -> None:
@@ -97,11 +80,10 @@ def check_paths(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = build_config(args.config, parse_overrides(args.set))
-    if args.gt_radius_m is not None and not args.odom_topic:
-        raise ConfigError("--gt-radius-m needs poses; give --odom-topic (nav_msgs/Odometry or PoseStamped)")
+    gt_file = read_gt_file(args)  # every ground-truth file is read and checked before the model loads
     check_paths(args)
     inputs = geometry_inputs(args)
-    pairs = load_vprbench_gt(args.gt_npy) if args.gt_npy else None
+    check_against_bag(gt_file, args)
     from vpr_ros.models.backends.mnn_screen import configured_screen  # torch, like the extractor
 
     detector = LoopClosureDetector(config, text_extractor(config, load_extractor(config)),
@@ -112,18 +94,18 @@ def run(args: argparse.Namespace) -> int:
         detector.load_map(path)
         map_frames = load_frame_index(path)
         frame_index.update(map_frames)
-        if args.gt_npy and not map_frames:
+        if gt_file is not None and gt_file.table is not None and not map_frames:
             logger.warning("map %s has no %s (it was not saved by vpr-ros replay); its keyframes have "
-                           "no frame index, so --gt-npy counts none of their loops as true",
+                           "no frame index, so the ground truth counts none of their loops as true",
                            path, FRAME_INDEX_FILE)
-    gt = ground_truth(args, config, {kf.session_id for kf in detector.keyframes}, pairs)
+    gt = ground_truth(args, config, {kf.session_id for kf in detector.keyframes}, gt_file)
     result = replay_bag(detector, args.bag, args.image_topic, args.odom_topic,
                         frame_index=frame_index, progress=not args.no_progress,
                         on_stamp_backwards=args.on_stamp_backwards, inputs=inputs, pipeline=args.pipeline)
     if args.map_save:
         save_map(detector, args.map_save, result)
     metrics = write_report(args.out, result, gt, frame_id=config.detector.map_frame)
-    for line in summary(metrics, Path(args.out)).splitlines():
+    for line in summary(metrics, Path(args.out)).splitlines() + loop_lines(result, Path(args.out)):
         say(line)  # bag topics and messages quoted from the bag: shown, never obeyed
     if args.optimize:
         from vpr_ros.cli.optimize import run_optimize_step  # gtsam/evo only when asked for
@@ -141,6 +123,24 @@ def save_map(detector: LoopClosureDetector, path: str, result: ReplayResult) -> 
         # the store maps its own failures to MapStoreError; this covers what reaches us unmapped
         raise MapStoreError(f"cannot save the map to {path}: {exc}; check free disk space and "
                             "permissions, then replay again") from None
+
+
+def loop_lines(result: ReplayResult, out: Path, first: int = LOOPS_LISTED) -> list[str]:
+    """The first loops found, one line each: query frame/keyframe -> match, MNN count, similarity."""
+    loops = result.loop_closures
+    if not loops:
+        return []
+    lines = [f"loops found (the first {min(first, len(loops))} of {len(loops)}; all in "
+             f"{out / 'loop_closures.csv'}):"]
+    for lc in loops[:first]:
+        q = result.record((lc.query_robot_id, lc.query_session_id, lc.query_id))
+        m = result.record((lc.match_robot_id, lc.match_session_id, lc.match_id))
+        other = "" if (m.robot_id, m.session_id) == (q.robot_id, q.session_id) else f"{m.session_id} "
+        frame = m.frame_index if m.frame_index >= 0 else "?"  # a loaded map without its frame index
+        lines.append(f"  query frame {q.frame_index}/keyframe {q.keyframe_id} -> {other}frame {frame}/"
+                     f"keyframe {m.keyframe_id}, {lc.local_matches} MNN matches, similarity "
+                     f"{lc.global_similarity:.3f}")
+    return lines
 
 
 def summary(metrics: dict[str, Any], out: Path) -> str:
@@ -193,15 +193,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--map-save", metavar="DIR",
                    help="save the keyframe map after replaying (a new or empty directory, or a "
                         "vpr_ros map, which is replaced; anything else is refused before replaying)")
-    gt = p.add_mutually_exclusive_group()
-    gt.add_argument("--gt-npy", metavar="FILE",
-                    help="VPR-Bench ground_truth_new.npy: query frame index -> reference frame "
-                         "indices. Read without executing code: only numpy arrays, integers and "
-                         "lists are accepted from its pickle, anything else is refused")
-    gt.add_argument("--gt-radius-m", type=positive_float, metavar="R",
-                    help="pose ground truth: a loop is true when positions are within R metres")
-    p.add_argument("--gt-query-offset", type=non_negative_int, default=0, metavar="N",
-                   help="with --gt-npy on a single stream: the query traversal starts at frame N")
     p.add_argument("--out", required=True, help="output folder (its loop_closures/ bag and report files must not "
                                                 "exist: never overwritten)")
     p.add_argument("--on-stamp-backwards", choices=STAMP_POLICIES, default="skip",
@@ -213,6 +204,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "frame is searched and verified (same results; --no-pipeline: one thread)")
     p.add_argument("--optimize", action="store_true",
                    help="optimise a pose graph of odometry + loops (GTSAM) and export g2o/TUM (needs --odom-topic)")
+    add_gt_arguments(p)
     add_geometry_arguments(p)
     p.set_defaults(func=run)
     return p

@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from vpr_ros.cli.session import ReplayResult
+from vpr_ros.core.eval import loop_class
 from vpr_ros.core.eval.groundtruth import GroundTruth
 from vpr_ros.core.eval.metrics import (PRCurve, average_precision, latency_stats,
                                        max_recall_at_full_precision, pr_curve, precision_recall_f1,
@@ -166,44 +167,64 @@ def _write_csvs(out: dict[str, Path], result: ReplayResult, correct: list[bool |
             w.writerows(zip(curve.thresholds.tolist(), curve.precision.tolist(), curve.recall.tolist()))
 
 
-def _plot_pr(path: Path, curve: PRCurve, metrics: dict[str, Any]) -> None:
+def _titled(title: str, data_label: str) -> str:
+    """``title``, led by what is simulated about the data (e.g. "SIMULATED odometry"), if anything."""
+    return f"{data_label}: {title}" if data_label else title
+
+
+def _plot_pr(path: Path, curve: PRCurve, metrics: dict[str, Any], data_label: str = "") -> Figure:
     fig = Figure(figsize=(5, 4), dpi=100)
     ax = fig.add_subplot()
     ax.step(np.r_[0.0, curve.recall], np.r_[1.0, curve.precision], where="post", label="best candidate")
     if metrics.get("precision") is not None:
         ax.plot([metrics["recall"]], [metrics["precision"]], "o", color="C3", label="operating point")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02),
-           title=f"AUC {metrics['auc']:.3f}, max R@P=1 {metrics['max_recall_at_100_precision']:.3f}")
+           title=_titled(f"AUC {metrics['auc']:.3f}, max R@P=1 {metrics['max_recall_at_100_precision']:.3f}",
+                         data_label))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
     fig.tight_layout()
     fig.savefig(path)
+    return fig
 
 
-def _plot_trajectory(path: Path, result: ReplayResult, correct: list[bool | None]) -> None:
+def _plot_trajectory(path: Path, result: ReplayResult, correct: list[bool | None], data_label: str = "",
+                     min_matches: int = loop_class.DEFAULT_MIN_MATCHES) -> Figure:
     posed = [r for r in result.records if r.position is not None]
     fig = Figure(figsize=(6, 6), dpi=100)
     ax = fig.add_subplot()
-    for session in sorted({r.session_id for r in posed}):
-        xy = np.array([r.position[:2] for r in posed if r.session_id == session])
-        ax.plot(xy[:, 0], xy[:, 1], ".-", markersize=2, linewidth=0.8, label=f"session {session}")
+    for robot, session in sorted({(r.robot_id, r.session_id) for r in posed}):
+        xy = np.array([r.position[:2] for r in posed if (r.robot_id, r.session_id) == (robot, session)])
+        ax.plot(xy[:, 0], xy[:, 1], ".-", markersize=2, linewidth=0.8,
+                label=f"keyframe positions (robot '{robot}', session '{session}')")
+    classes = set()
     for lc, ok in zip(result.loop_closures, correct):
         q = result.record((lc.query_robot_id, lc.query_session_id, lc.query_id))
         m = result.record((lc.match_robot_id, lc.match_session_id, lc.match_id))
         if q.position is not None and m.position is not None:
-            colour = "tab:gray" if ok is None else ("tab:green" if ok else "tab:red")
-            ax.plot([q.position[0], m.position[0]], [q.position[1], m.position[1]], color=colour,
-                    linewidth=0.8)
-    ax.set(xlabel="x [m]", ylabel="y [m]", title="keyframes and loop closures (green: true, red: false)")
+            cls = loop_class.classify(lc, min_matches, truth=ok)  # the one colour code of loops
+            classes.add(cls)
+            ax.plot([q.position[0], m.position[0]], [q.position[1], m.position[1]],
+                    color=loop_class.COLOURS[cls], linewidth=0.8)
+    truth = "ground truth" if any(ok is not None for ok in correct) else "no ground truth"
+    for cls in (c for c in loop_class.CLASSES if c in classes):
+        ax.plot([], [], color=loop_class.COLOURS[cls], label=f"loop closure: {loop_class.LABELS[cls]} ({truth})")
+    ax.set(xlabel="x [m]", ylabel="y [m]", title=_titled("keyframes and loop closures", data_label))
     ax.set_aspect("equal", adjustable="datalim")
-    ax.legend(loc="best")
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
+    return fig
 
 
 def write_report(out_dir: str | Path, result: ReplayResult, gt: GroundTruth | None, *,
-                 frame_id: str = "map", extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write every output file into ``out_dir`` (created; the bag must not exist yet); returns metrics."""
+                 frame_id: str = "map", extra: dict[str, Any] | None = None, data_label: str = "",
+                 min_matches: int = loop_class.DEFAULT_MIN_MATCHES) -> dict[str, Any]:
+    """Write every output file into ``out_dir`` (created; the bag must not exist yet); returns metrics.
+
+    data_label: what is simulated about the data ("SIMULATED odometry"), put in every plot title;
+    min_matches: verify.min_matches of the run, for the loops' suspect class (core/eval/loop_class.py).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics, curve, correct = evaluate(result, gt)
@@ -221,8 +242,8 @@ def write_report(out_dir: str | Path, result: ReplayResult, gt: GroundTruth | No
         tmp = dict(zip(names, temps))
         _write_csvs(tmp, result, correct, curve, gt)
         if curve is not None:
-            _plot_pr(tmp["pr_curve.png"], curve, metrics)
+            _plot_pr(tmp["pr_curve.png"], curve, metrics, data_label)
         if "trajectory" in files:
-            _plot_trajectory(tmp["trajectory.png"], result, correct)
+            _plot_trajectory(tmp["trajectory.png"], result, correct, data_label, min_matches)
         tmp["metrics.json"].write_text(json.dumps(metrics, indent=2))
     return metrics

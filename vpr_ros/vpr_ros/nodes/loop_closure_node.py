@@ -10,7 +10,6 @@ ever blocks.
 
 from __future__ import annotations
 
-import collections
 import sys
 import threading
 import time
@@ -41,6 +40,7 @@ from vpr_ros.nodes.frame_pipeline import FramePipeline
 from vpr_ros.nodes.geometry_inputs import GEOMETRY_INPUT_COUNTERS, GeometryInputs
 from vpr_ros.nodes.input_watch import InputWatch, init_rclpy
 from vpr_ros.nodes.map_services import MapKeeper, MapResult
+from vpr_ros.nodes.odom_buffer import ODOM_COUNTERS, OdomBuffer
 from vpr_ros.nodes.markers import MarkerTrail
 from vpr_ros.nodes.params import declare_and_read, image_qos
 from vpr_ros.nodes.place_services import PlaceServices
@@ -83,7 +83,8 @@ class LoopClosureNode(Node):
             self.config.model.backend if detector_is_default else "custom"))
         fleet_on = self.settings.fleet_enabled or fleet_factory is not None
         fleet_counters = tuple(f"fleet.{c}" for c in FLEET_COUNTERS) if fleet_on else ()
-        self.stats = NodeStats(GEOMETRY_INPUT_COUNTERS + fleet_counters)
+        odom_counters = ODOM_COUNTERS if self.settings.odom_enabled else ()
+        self.stats = NodeStats(GEOMETRY_INPUT_COUNTERS + odom_counters + fleet_counters)
         self._detector_lock = threading.Lock()
         self.maps = MapKeeper(self.detector, self._detector_lock, self.config.map, self.get_logger(),
                               self.stats.count)
@@ -95,8 +96,8 @@ class LoopClosureNode(Node):
         started = self.maps.start()  # a live map at save_path (map.append), or a checked snapshot target
         if not started.success:
             raise VprError(f"map.save_path: {started.message}")
-        self._odom: collections.deque[tuple[int, Any]] = collections.deque(maxlen=400)
-        self._odom_lock = threading.Lock()
+        # Odometry by stamp: waits odom.wait_sec for an image's own odometry, interpolates (nodes/odom_buffer.py).
+        self._odom = OdomBuffer(self.settings.odom_max_age_sec, self.settings.odom_wait_sec, count=self.stats.count)
         self._inputs = GeometryInputs(self.settings, self.stats.count, self._warn)
         self._pipeline = FramePipeline(self.detector, self._detector_lock, self.settings, self.stats, self._inputs,
                                        publish=self._publish, between_frames=self._between_frames,
@@ -115,7 +116,8 @@ class LoopClosureNode(Node):
         self._inputs.subscribe(self, sensor_qos)  # camera_info, depth, right/image, right/camera_info
         self._loop_pub = self.create_publisher(LoopClosureMsg, "loop_closures", 100)
         self._diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
-        self._markers, self._marker_pub = MarkerTrail(), self.create_publisher(MarkerArray, "markers", 2)
+        self._markers = MarkerTrail(self.config.verify.min_matches)  # in the odometry's frame, see _on_odom
+        self._marker_pub = self.create_publisher(MarkerArray, "markers", 2)
         self._debug_view = DebugView(self.create_publisher(Image, "debug_image", 2).publish,
                                      self.config.detector.map_frame)
         self.create_service(MapIO, "~/save_map", self._on_save_map)
@@ -152,8 +154,8 @@ class LoopClosureNode(Node):
         except InputError as exc:
             self._bad("nan_odometry", exc)
             return
-        with self._odom_lock:
-            self._odom.append((conv.stamp_to_ns(msg.header.stamp), pose))
+        self._odom.add(conv.stamp_to_ns(msg.header.stamp), pose)
+        self._markers.odometry_frame(msg.header.frame_id)  # keyframe positions live in this frame
 
     def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
         for p in params:
@@ -207,11 +209,7 @@ class LoopClosureNode(Node):
             self.fleet.loops(result.loop_closures)
 
     def _pose_at(self, stamp_ns: int) -> Any:
-        with self._odom_lock:
-            if not self._odom:
-                return None
-            t, pose = min(self._odom, key=lambda item: abs(item[0] - stamp_ns))
-        return pose if abs(t - stamp_ns) <= self.settings.odom_max_age_sec * 1e9 else None
+        return self._odom.pose_at(stamp_ns) if self.settings.odom_enabled else None
 
     # -- bad input -----------------------------------------------------------------------
     def _bad(self, kind: str, exc: Exception) -> None:

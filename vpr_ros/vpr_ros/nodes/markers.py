@@ -6,9 +6,14 @@ and tests check it without DDS. Markers, in namespace ``ns``:
 * id 0, ``DELETEALL`` first, so a republished array replaces the previous one (fewer loops after a
   reset leave no stale lines behind);
 * ``<ns>/keyframes`` (id 1): one ``SPHERE_LIST`` of keyframe positions;
-* ``<ns>/loops`` (id 2): one ``LINE_LIST`` query -> match per loop, coloured per vertex by how it was
-  verified: green = with a measured relative pose, yellow = appearance only (same place, no pose),
-  red = rejected (by geometry, odometry or the optimiser; optional input).
+* ``<ns>/loops`` (id 2): one ``LINE_LIST`` query -> match per loop, coloured per vertex by the one
+  colour code of loops (core/eval/loop_class.py, also used by the HTML report and the plots):
+  green = correct, orange = suspect (MNN count close to ``verify.min_matches``, or geometry found no
+  valid pose), red = rejected (by geometry, odometry or the optimiser; optional input).
+
+Every marker is in the frame of the odometry the keyframe positions came from (the
+``header.frame_id`` of the ``nav_msgs/Odometry`` messages, :meth:`MarkerTrail.odometry_frame`), so
+keyframes and the loop edges between them sit where the odometry put them.
 """
 
 from __future__ import annotations
@@ -24,13 +29,13 @@ from geometry_msgs.msg import Point
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
+from vpr_ros.core.eval import loop_class
 from vpr_ros.core.types import Keyframe, LoopClosure
 
 __all__ = ["loop_closure_markers", "LOOP_COLOURS", "KeyframeKey", "MarkerTrail"]
 
 KeyframeKey = tuple[str, str, int]  # (robot_id, session_id, keyframe id)
-LOOP_COLOURS = {"pose": (0.1, 0.8, 0.2, 1.0), "appearance": (1.0, 0.85, 0.1, 1.0),
-                "rejected": (0.9, 0.1, 0.1, 1.0)}
+LOOP_COLOURS = loop_class.COLOURS  # per class: correct, suspect, rejected
 
 
 def _stamp(stamp_ns: int) -> Time:
@@ -52,8 +57,8 @@ def _marker(kind: int, marker_id: int, ns: str, frame_id: str, stamp_ns: int) ->
 
 def loop_closure_markers(positions: Mapping[KeyframeKey, npt.ArrayLike], loops: Sequence[LoopClosure], *,
                          frame_id: str, stamp_ns: int, rejected: Sequence[LoopClosure] = (),
-                         ns: str = "vpr_ros", keyframe_size_m: float = 0.2,
-                         line_width_m: float = 0.05) -> MarkerArray:
+                         ns: str = "vpr_ros", keyframe_size_m: float = 0.2, line_width_m: float = 0.05,
+                         min_matches: int = loop_class.DEFAULT_MIN_MATCHES) -> MarkerArray:
     """MarkerArray of keyframe ``positions`` ((3,) metres in ``frame_id``) and loop edges.
 
     Loops whose query or match has no position (another robot's keyframe, no odometry) are left out.
@@ -73,8 +78,7 @@ def loop_closure_markers(positions: Mapping[KeyframeKey, npt.ArrayLike], loops: 
         m = positions.get((lc.match_robot_id, lc.match_session_id, lc.match_id))
         if q is None or m is None:
             continue
-        kind = "rejected" if was_rejected else ("pose" if lc.relative_pose_valid else "appearance")
-        r, g, b, a = LOOP_COLOURS[kind]
+        r, g, b, a = LOOP_COLOURS[loop_class.classify(lc, min_matches, rejected=was_rejected)]
         edges.points += [_point(q), _point(m)]
         edges.colors += [ColorRGBA(r=r, g=g, b=b, a=a)] * 2
     return MarkerArray(markers=[clear, keyframes, edges])
@@ -87,8 +91,10 @@ class MarkerTrail:
     apart. ``message`` returns None while nothing changed or no keyframe has a pose (no odometry).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, min_matches: int = loop_class.DEFAULT_MIN_MATCHES) -> None:
         self._lock = threading.Lock()
+        self._min_matches = min_matches
+        self._odom_frame = ""  # header.frame_id of the odometry the positions come from
         self._positions: dict[KeyframeKey, npt.NDArray[np.float64]] = {}
         self._loops: list[LoopClosure] = []
         self._changed = False
@@ -101,6 +107,12 @@ class MarkerTrail:
             self._loops.extend(loops)
             self._changed = self._changed or bool(loops)
 
+    def odometry_frame(self, frame_id: str) -> None:
+        """The frame of the odometry messages (their header.frame_id): the markers' frame."""
+        with self._lock:
+            self._changed = self._changed or (bool(frame_id) and frame_id != self._odom_frame)
+            self._odom_frame = frame_id or self._odom_frame
+
     def clear(self) -> None:
         with self._lock:
             self._positions.clear()
@@ -108,9 +120,11 @@ class MarkerTrail:
             self._changed = True
 
     def message(self, frame_id: str, stamp_ns: int) -> MarkerArray | None:
+        """The markers, in the odometry's frame; ``frame_id`` only while no odometry named one."""
         with self._lock:
             if not self._changed or not self._positions:
                 return None
             self._changed = False
-            return loop_closure_markers(dict(self._positions), list(self._loops), frame_id=frame_id,
-                                        stamp_ns=stamp_ns)
+            return loop_closure_markers(dict(self._positions), list(self._loops),
+                                        frame_id=self._odom_frame or frame_id, stamp_ns=stamp_ns,
+                                        min_matches=self._min_matches)

@@ -76,8 +76,13 @@ NODE_PARAMETERS: tuple[FieldSpec, ...] = (
           "Subscribe to 'odom' (nav_msgs/Odometry) to tag keyframes with poses and drive the "
           "keyframes.min_translation_m / min_rotation_deg gates."),
     _spec("odom.max_age_sec", float, 0.2,
-          "An image gets the odometry pose closest to its stamp when it is at most this far, seconds.",
-          lo=0.0, hi=60.0),
+          "An image gets the odometry pose at its stamp, interpolated between the two poses around it "
+          "(translation linear, rotation slerp) when both are at most this far, else the nearer one within "
+          "this, seconds; none farther (diagnostics 'odom_missing').", lo=0.0, hi=60.0),
+    _spec("odom.wait_sec", float, 0.1,
+          "How long the processing thread waits for odometry stamped at or after an image that has not "
+          "arrived yet (drivers publish it just after the image), seconds; only while odometry flows.",
+          lo=0.0, hi=5.0),
     _spec("input.timeout_sec", float, 5.0,
           "Diagnostics warn (and the log says why, naming the image topics that exist) when no image has "
           "arrived this long after start, or since the last one, seconds (0 disables).", lo=0.0, hi=3600.0),
@@ -146,6 +151,7 @@ class NodeSettings:
     sync_buffer_size: int = 10
     odom_enabled: bool = True
     odom_max_age_sec: float = 0.2
+    odom_wait_sec: float = 0.1
     input_timeout_sec: float = 5.0
     input_max_loss_ratio: float = 0.2
     log_throttle_sec: float = 5.0

@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 import pickle
 from pathlib import Path
-from typing import Collection, Mapping, Protocol, Sequence
+from typing import Callable, Collection, Mapping, Protocol, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from vpr_ros.core.errors import InputError
+from vpr_ros.core.eval.gt_arrays import table_from_array
 
 __all__ = ["KeyframeRecord", "Exclusion", "GroundTruth", "PoseGroundTruth", "IndexGroundTruth",
            "load_vprbench_gt", "read_object_npy"]
@@ -72,27 +73,35 @@ class GroundTruth(Protocol):
 
 
 class PoseGroundTruth:
-    """A pair is a true loop when the positions are within ``radius_m`` and it is not excluded."""
+    """A pair is a true loop when the positions are within ``radius_m`` and it is not excluded.
 
-    def __init__(self, radius_m: float, exclusion: Exclusion = Exclusion()) -> None:
+    ``position_of``: where a keyframe truly was (e.g. from a ground-truth trajectory file, by stamp or
+    frame index); default: its odometry position (``KeyframeRecord.position``). None: unknown, never true.
+    """
+
+    def __init__(self, radius_m: float, exclusion: Exclusion = Exclusion(),
+                 position_of: Callable[[KeyframeRecord], npt.NDArray[np.float64] | None] | None = None) -> None:
         if not radius_m > 0:
             raise InputError(f"gt radius {radius_m!r} m must be positive; give e.g. --gt-radius-m 3")
         self.radius_m = float(radius_m)
         self.exclusion = exclusion
+        self.position_of = position_of or (lambda record: record.position)
 
     def is_true(self, query: KeyframeRecord, match: KeyframeRecord) -> bool:
-        if query.position is None or match.position is None or self.exclusion.excluded(query, match):
+        q, m = self.position_of(query), self.position_of(match)
+        if q is None or m is None or self.exclusion.excluded(query, match):
             return False
-        return float(np.linalg.norm(query.position - match.position)) <= self.radius_m
+        return float(np.linalg.norm(q - m)) <= self.radius_m
 
     def has_true(self, query: KeyframeRecord, database: Sequence[KeyframeRecord]) -> bool:
-        if query.position is None:
+        q = self.position_of(query)
+        if q is None:
             return False
-        usable = [m for m in database if m.position is not None and not self.exclusion.excluded(query, m)]
+        usable = [p for p in (self.position_of(m) for m in database if not self.exclusion.excluded(query, m))
+                  if p is not None]
         if not usable:
             return False
-        positions = np.stack([m.position for m in usable])
-        return bool(np.any(np.linalg.norm(positions - query.position, axis=1) <= self.radius_m))
+        return bool(np.any(np.linalg.norm(np.stack(usable) - q, axis=1) <= self.radius_m))
 
 
 class IndexGroundTruth:
@@ -197,19 +206,16 @@ def read_object_npy(path: str | Path) -> npt.NDArray[np.generic]:
     return array
 
 
-def load_vprbench_gt(path: str | Path) -> dict[int, frozenset[int]]:
-    """Read VPR-Bench ``ground_truth_new.npy``: rows ``[query_idx, [ref_idx, ...]]`` -> {q: {r, ...}}.
+def load_vprbench_gt(path: str | Path, form: str = "auto") -> dict[int, frozenset[int]]:
+    """Read VPR-Bench ``ground_truth_new.npy`` -> {query: {ref, ...}}.
 
-    The file is a pickled object array (VPR-Bench's format); it is read by
+    Rows ``[query_idx, [ref_idx, ...]]`` (VPR-Bench's own form; a plain (N, 2) integer array is read
+    as rows [query, ref]), or a per-query (N,) object array, or a loop matrix: see
+    :func:`gt_arrays.table_from_array`, which refuses any other shape. The file is read by
     :func:`read_object_npy`, which never executes code from the file.
     """
-    path = Path(path)
     array = read_object_npy(path)
-    pairs: dict[int, frozenset[int]] = {}
-    try:
-        for row in array:
-            query, refs = row[0], row[1]
-            pairs[int(query)] = frozenset(int(r) for r in np.atleast_1d(refs))
-    except (TypeError, IndexError, ValueError, OverflowError) as exc:
-        raise InputError(f"ground truth {path} is not rows of [query_idx, [ref_idx, ...]]: {exc}") from exc
-    return pairs
+    if form == "auto" and array.dtype != object and array.ndim == 2 and array.shape[1] == 2 and not (
+            array.shape[0] == 2 and np.isin(array, (0, 1)).all()):
+        form = "vprbench"
+    return table_from_array(array, str(path), form).pairs
