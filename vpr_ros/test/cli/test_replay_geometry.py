@@ -192,6 +192,7 @@ def test_monocular_calibration_file_gives_rotation_and_a_unit_direction(tmp_path
     assert np.linalg.norm(pose[:3, 3]) == pytest.approx(1.0, abs=1e-5)
     (msg,) = _bag_messages(tmp_path / "out" / "loop_closures")
     assert msg.relative_pose_valid and not msg.translation_scale_known
+    assert (msg.geometry_method, msg.geometry_rejection) == ("essential", "")
 
 
 @pytest.mark.parametrize("on_invalid, published", [("reject", 0), ("publish", 1)])
@@ -205,6 +206,10 @@ def test_loops_without_a_valid_pose_are_counted_by_reason(tmp_path, on_invalid, 
     rows = list(csv.DictReader(open(tmp_path / "out" / "loop_closures.csv")))
     assert [(r["relative_pose_valid"], r["geometry_rejection"], r["t_x"]) for r in rows] == \
         [("0", "low_inlier_ratio", "")] * published
+    # the message carries the reason too (issue 20: docs/geometry.md named a field it did not have)
+    msgs = _bag_messages(tmp_path / "out" / "loop_closures") if published else []
+    assert [(m.relative_pose_valid, m.geometry_method, m.geometry_rejection) for m in msgs] == \
+        [(False, "pnp", "low_inlier_ratio")] * published
 
 
 # -- the bag side alone: calibration from R/P, pairing by stamp, what is counted ---------------------

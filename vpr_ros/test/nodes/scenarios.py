@@ -239,6 +239,7 @@ def stereo_pose(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     h.spin_for(0.5)  # loops go out before frames_processed counts the frame
     diag = dict(h.diagnostics[""])
     loops = [{**loop_dict(m), "translation_scale_known": m.translation_scale_known,
+              "geometry_method": m.geometry_method, "geometry_rejection": m.geometry_rejection,
               "geometric_inliers": m.geometric_inliers,
               "position": [m.relative_pose.pose.position.x, m.relative_pose.pose.position.y,
                            m.relative_pose.pose.position.z],

@@ -223,6 +223,7 @@ def test_stereo_loop_carries_the_ground_truth_pose_and_is_counted(run_scenario):
     assert pairs == [("left_img_1", "left_img_0"), ("left_img_3", "left_img_2")], r["_logs"]
     for loop, (query, match) in zip(r["loops"], pairs):
         assert loop["relative_pose_valid"] and loop["translation_scale_known"] and loop["geometric_inliers"] >= 100
+        assert (loop["geometry_method"], loop["geometry_rejection"]) == ("pnp", "")
         T = pose_matrix(loop["position"], loop["orientation"])
         truth = camera_truth(euroc, query, match)
         assert rotation_error_deg(T, truth) < 2.0
@@ -249,6 +250,7 @@ def test_monocular_loop_carries_rotation_and_unit_direction_without_scale(run_sc
     euroc = load_euroc()
     for loop, (query, match) in zip(r["loops"], [("left_img_1", "left_img_0"), ("left_img_3", "left_img_2")]):
         assert loop["relative_pose_valid"] and not loop["translation_scale_known"]
+        assert loop["geometry_method"] == "essential"
         T = pose_matrix(loop["position"], loop["orientation"])
         truth = camera_truth(euroc, query, match)
         assert rotation_error_deg(T, truth) < 3.0

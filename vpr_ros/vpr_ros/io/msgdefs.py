@@ -56,5 +56,6 @@ def loop_closure_fields(lc: LoopClosure) -> dict[str, Any]:
         "score": float(lc.score), "consistent_keyframes": int(lc.consistent_keyframes),
         "relative_pose_valid": bool(lc.relative_pose_valid),
         "translation_scale_known": bool(lc.translation_scale_known),
+        "geometry_method": str(lc.geometry_method), "geometry_rejection": str(lc.geometry_rejection),
         "descriptor_model": lc.descriptor_model, "descriptor_dim": int(lc.descriptor_dim),
     }
