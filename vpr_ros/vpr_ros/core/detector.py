@@ -132,7 +132,7 @@ class LoopClosureDetector(KeyframeMapMixin):
                 break
         self.config = dataclasses.replace(self.config, detector=dataclasses.replace(det, session_id=session))
         self._selector.reset()
-        self._consistency.reset()
+        self._consistency.reset(keep_places=True)
         self._gate.reset()
         self._last_stamp_ns = None
         self._own_keys = []
@@ -257,7 +257,7 @@ class LoopClosureDetector(KeyframeMapMixin):
 
         best = next((v for v in verifications if v.accepted), None)
         match = None if best is None else self._keyframes[best.candidate.keyframe_id]
-        streak = self._consistency.update(kf.id, match)
+        streak = self._consistency.update(kf, match)
         loops = []
         rejection = None
         t4 = time.perf_counter()
@@ -269,6 +269,7 @@ class LoopClosureDetector(KeyframeMapMixin):
                 loop, gated = None, gated + 1
             if loop is not None:
                 loops.append(loop)
+                self._consistency.confirm()  # a published loop: its streak's matches become same-place links
         timings["geometry"] = (time.perf_counter() - t4) * 1e3
 
         key = len(self._keyframes)

@@ -1,4 +1,4 @@
-"""Keyframe selection and temporal rules (exclusion of recent keyframes, k-consecutive consistency)."""
+"""Keyframe selection and temporal rules (exclusion of recent keyframes, k-consecutive consistency by place)."""
 
 from __future__ import annotations
 
@@ -86,42 +86,122 @@ def is_excluded(query: Keyframe, other: Keyframe, config: DetectorConfig) -> boo
     return query.id - other.id <= config.exclude_last_n
 
 
-@dataclasses.dataclass
-class _Match:
-    query_id: int
+@dataclasses.dataclass(frozen=True)
+class _Place:
+    """A keyframe as the consistency rule sees it: its stream, id and position (None without a pose)."""
+
     stream: tuple[str, str]
-    match_id: int
+    id: int
+    position: npt.NDArray[np.float64] | None
+
+    @property
+    def ident(self) -> tuple[str, str, int]:
+        return (*self.stream, self.id)
+
+    @classmethod
+    def of(cls, kf: Keyframe) -> _Place:
+        return cls((kf.robot_id, kf.session_id), kf.id, None if kf.pose is None else kf.pose[:3, 3].copy())
+
+
+#: How far the same-place links are followed (lap 3 -> lap 2 -> lap 1), and how many keyframes one
+#: place may gather (bounds the cost, and what one wrong loop can make consistent).
+_LINK_HOPS, _MAX_PLACE = 2, 64
 
 
 class ConsistencyFilter:
     """k-consecutive temporal consistency: publish only after ``temporal_consistency`` consecutive
-    query keyframes matched keyframes of the same stream whose ids lie within ``consistency_window``
-    of the previous match."""
+    query keyframes matched agreeing keyframes.
+
+    ``consistency_by_place`` false (the old rule): two successive matches agree when they are keyframes
+    of the same stream (robot, session) whose ids differ by at most ``consistency_window``. True (the
+    default): they agree when they are the same place, seen in any earlier lap or session: each match
+    stands for itself and for the keyframes it was verified as the same place as (both ends of every
+    published loop, followed over two links: lap 3 -> lap 2 -> lap 1), and two matches agree when
+    any keyframe of the one and any of the other lie in one stream with ids within the window, or with
+    both poses within ``consistency_radius_m`` (odometry of one stream shares one frame). So a third
+    lap whose best matches alternate between laps 1 and 2 of one place stays consistent.
+    """
 
     def __init__(self, config: VerifyConfig | None = None) -> None:
         self.config = config or VerifyConfig()
-        self._prev: _Match | None = None
+        self._links: dict[tuple[str, str, int], set[tuple[str, str, int]]] = {}
+        self._places: dict[tuple[str, str, int], _Place] = {}
+        self.reset()
+
+    def reset(self, keep_places: bool = False) -> None:
+        """Forget the current streak; and the same-place links too unless ``keep_places`` (a new session
+        of the same map keeps them: its keyframes stay)."""
+        self._prev: tuple[int, _Place] | None = None
         self._streak = 0
+        self._pending: list[tuple[_Place, _Place]] = []
+        if not keep_places:
+            self._links.clear()
+            self._places.clear()
 
-    def reset(self) -> None:
-        self._prev, self._streak = None, 0
-
-    def update(self, query_id: int, match: Keyframe | None) -> int:
-        """Feed the best accepted match of keyframe ``query_id`` (None when there was none).
+    def update(self, query: Keyframe | int, match: Keyframe | None) -> int:
+        """Feed the best accepted match of keyframe ``query`` (its id is enough for the old rule) or
+        None when there was none.
 
         Returns the current streak length (0 when no match); publish when it reaches
-        ``temporal_consistency``.
+        ``temporal_consistency``, then call :meth:`confirm` when the loop is published.
         """
+        query_id = query if isinstance(query, int) else query.id
         if match is None:
-            self._prev, self._streak = None, 0
+            self._prev, self._streak, self._pending = None, 0, []
             return 0
-        cur = _Match(query_id, (match.robot_id, match.session_id), match.id)
+        cur = _Place.of(match)
         prev = self._prev
-        agrees = (prev is not None and prev.query_id == query_id - 1 and prev.stream == cur.stream
-                  and abs(prev.match_id - cur.match_id) <= self.config.consistency_window)
+        agrees = prev is not None and prev[0] == query_id - 1 and self._agree(prev[1], cur)
         self._streak = self._streak + 1 if agrees else 1
-        self._prev = cur
+        if not agrees:
+            self._pending = []
+        if not isinstance(query, int):
+            keep = self.config.temporal_consistency - 1  # the streak a published loop confirms
+            self._pending = [*(self._pending[-keep:] if keep else []), (_Place.of(query), cur)]
+        self._prev = (query_id, cur)
         return self._streak
+
+    def confirm(self) -> None:
+        """The last update's match was published as a loop: it and the earlier matches of its streak
+        become same-place links (only with ``consistency_by_place``)."""
+        if not self.config.consistency_by_place:
+            return
+        for query, match in self._pending:
+            for a, b in ((query, match), (match, query)):
+                self._places.setdefault(a.ident, a)
+                self._links.setdefault(a.ident, set()).add(b.ident)
+        self._pending = []
+
+    def same_place(self, place: _Place) -> list[_Place]:
+        """``place`` and the keyframes linked to it as the same place (at most ``_MAX_PLACE``)."""
+        seen = {place.ident: place}
+        frontier = [place.ident]
+        for _ in range(_LINK_HOPS):
+            nxt = []
+            for ident in frontier:
+                for other in sorted(self._links.get(ident, ())):
+                    if other not in seen and len(seen) < _MAX_PLACE:
+                        seen[other] = self._places[other]
+                        nxt.append(other)
+            frontier = nxt
+        return list(seen.values())
+
+    def _near(self, a: _Place, b: _Place) -> bool:
+        if a.stream != b.stream:
+            return False
+        if abs(a.id - b.id) <= self.config.consistency_window:
+            return True
+        radius = self.config.consistency_radius_m
+        return (self.config.consistency_by_place and radius > 0 and a.position is not None
+                and b.position is not None and float(np.linalg.norm(a.position - b.position)) <= radius)
+
+    def _agree(self, prev: _Place, cur: _Place) -> bool:
+        if self._near(prev, cur):
+            return True
+        if not self.config.consistency_by_place:
+            return False
+        here = self.same_place(cur)
+        return any(self._near(p, c) for p in self.same_place(prev) for c in here)
 
 
 def find_key(keyframes: Sequence[Keyframe], robot_id: str, session_id: str, keyframe_id: int) -> int | None:

@@ -148,6 +148,11 @@ class VerifyConfig:
     consistency_window: int = dataclasses.field(default=2, metadata=_meta(
         "Two consecutive matches agree when their match keyframe ids differ by at most this.", lo=0,
         hi=MAX_COUNT))
+    consistency_by_place: bool = dataclasses.field(default=True, metadata=_meta(
+        "Matches also agree when they are one place of an earlier lap or session (keyframes linked by "
+        "published loops, or poses within consistency_radius_m); false: the old rule, ids of one stream."))
+    consistency_radius_m: float = dataclasses.field(default=2.0, metadata=_meta(
+        "consistency_by_place: poses of one stream within this, metres, agree (0: off)", lo=0.0, hi=MAX_METRES))
 
     def __post_init__(self) -> None:
         _check_fields(self, "verify")
