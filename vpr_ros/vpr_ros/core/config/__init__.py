@@ -1,7 +1,7 @@
 """Configuration of the loop-closure pipeline: frozen dataclasses that are the single source of
 defaults (``schema``: the ``Config`` tree, flat dotted parameter names, YAML loading), with the
-sections of the geometry step (``geometry``) and of text (``text``) and the shared checks
-(``checks``). Imports only core.errors; everything else in vpr_ros may import it.
+sections of verification (``verify``), the geometry step (``geometry``) and text (``text``) and the
+shared checks (``checks``). Imports only core.errors; everything else in vpr_ros may import it.
 """
 
 from vpr_ros.core.config.checks import (BACKENDS, DEVICES, LOCAL_ENCODINGS, MAX_COUNT, MAX_METRES, MAX_SEC,
