@@ -4,6 +4,7 @@ Per candidate, side by side in one run: MNN alone vs MNN + keypoint refinement +
 maps of lite0-gem's size (20x20x112) and SelaVPR's (61x61x128, random maps). Then the accuracy on
 real images: the EuRoC V1_01 stereo revisit pairs (PnP and essential against ground truth) and
 EuRoC images warped by known pure rotations, for each refinement (cell centres, ORB, SIFT).
+``--rendered``: errors and NEES through ``vpr-ros replay`` on SIMULATED rooms (geometry_rendered.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from vpr_ros.cli.bench.geometry_rendered import add_rendered_arguments, run_rendered_bench
 from vpr_ros.core.geometry.camera import PinholeCamera, load_camera, stereo_from_extrinsics
 from vpr_ros.core.config import GeometryConfig
 from vpr_ros.core.geometry.correspondences import grid_layout
@@ -89,6 +91,7 @@ def _cell_centre_essential(q: KeyframeGeometry, m: KeyframeGeometry, cells0: npt
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=30, help="timed candidates per map size")
     parser.add_argument("--data", default=str(EUROC_DIR), help="folder of the EuRoC sample pairs")
+    add_rendered_arguments(parser)
 
 
 def _normalise(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -203,6 +206,8 @@ def _accuracy_section(model: Any, data: dict[str, Any]) -> None:
 
 
 def run_geometry_bench(args: argparse.Namespace) -> int:
+    if getattr(args, "rendered", False):  # SIMULATED rooms through vpr-ros replay (geometry_rendered.py)
+        return run_rendered_bench(args)
     from vpr_ros.models import load_model  # torch is imported only when the bench runs
 
     cv2.setNumThreads(1)
