@@ -200,3 +200,16 @@ def test_the_tiny_examples_of_the_docs(tmp_path, tiny):
                      "--out", str(tmp_path / f"out{k}"), *args]) == 0, args
         metrics = json.loads((tmp_path / f"out{k}" / "metrics.json").read_text())
         assert metrics["queries_with_true_loop"] == 1, args
+
+
+def test_a_ground_truth_the_exclusion_window_hides_says_so(bag, tmp_path, tiny, capsys):
+    """A short sequence at the README's rate: every revisit is closer in time than
+    detector.min_loop_gap_sec, so 0 loops and 0 true queries; the summary says why and what to change
+    (a new user saw only zeros)."""
+    cv2.imwrite(str(tmp_path / "gt.png"), loop_matrix().astype(np.uint8) * 255)
+    metrics = _replay(bag, tmp_path / "out", "--gt", str(tmp_path / "gt.png"),
+                      "--set", "detector.min_loop_gap_sec=60")
+    assert metrics["queries_with_true_loop"] == 0
+    assert "detector.min_loop_gap_sec" in capsys.readouterr().out
+    _replay(bag, tmp_path / "out2", "--gt", str(tmp_path / "gt.png"))  # the module's window: true loops exist
+    assert "no query has a true loop" not in capsys.readouterr().out

@@ -171,6 +171,11 @@ def summary(metrics: dict[str, Any], out: Path) -> str:
                      f"true loop)")
         lines.append(f"PR AUC {metrics['auc']:.3f}, max recall at 100% precision "
                      f"{metrics['max_recall_at_100_precision']:.3f}")
+        if not metrics["queries_with_true_loop"]:
+            lines.append("no query has a true loop the detector may report: revisits of one session closer in "
+                         "time than detector.min_loop_gap_sec (default 20 s) are excluded, in the detector and "
+                         "in this evaluation; for a short sequence give the bag a slower --rate or lower it, "
+                         "e.g. --set detector.min_loop_gap_sec=5")
     lat = metrics["latency_ms"].get("total")
     if lat:
         lines.append(f"latency per frame: p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms")
