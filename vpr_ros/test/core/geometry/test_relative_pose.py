@@ -123,6 +123,15 @@ def test_random_correspondences_give_no_valid_pose():
     assert not est.valid and est.reason in ("too_few_inliers", "low_inlier_ratio", "low_parallax")
 
 
+def test_non_rigid_pair_is_invalid():
+    # Two halves of the scene moved differently (a look-alike: no one rigid motion explains both).
+    pm1, pq1 = _views(_T([0.02, 0.35, -0.05], [0.8, 0.1, 0.3]), n=100, seed=1)
+    pm2, pq2 = _views(_T([-0.1, -0.2, 0.1], [-0.5, 0.4, 0.2]), n=100, seed=2)
+    pm, pq = np.r_[pm1, pm2], np.r_[pq1, pq2]
+    est = estimate_essential(pm, pq, _geometry(pm), _geometry(pq), GeometryConfig())
+    assert not est.valid and est.reason in ("low_inlier_ratio", "degenerate", "low_parallax")
+
+
 def test_depth_points_from_16uc1_and_32fc1():
     cam = PinholeCamera(K, np.zeros(0), 752, 480)
     kp = np.array([[376.0, 240.0], [476.0, 290.0], [10.0, 10.0]])

@@ -22,15 +22,15 @@ import numpy.typing as npt
 
 from vpr_ros.core.config import GeometryConfig
 from vpr_ros.core.geometry.correspondences import GridLayout, match_keypoints_in_cells
+from vpr_ros.core.geometry.essential_refine import (MAX_SIGMA_DIR_DEG, MAX_SIGMA_ROT_DEG, MIN_INLIER_RATIO,
+                                                     UNKNOWN_SCALE_VARIANCE, refine_essential)
 from vpr_ros.core.geometry.keyframe_geometry import camera_of
-from vpr_ros.core.geometry.pose_covariance import pnp_covariance, skew, transform_covariance
+from vpr_ros.core.geometry.pose_covariance import pnp_covariance, transform_covariance
 from vpr_ros.core.types import KeyframeGeometry
 
 __all__ = ["PoseEstimate", "estimate_pnp", "estimate_essential", "relative_pose", "REJECTION_REASONS"]
 
 F64 = npt.NDArray[np.float64]
-# Variance (unit-vector units^2) along the translation of a scale-free pose: "scale unconstrained".
-UNKNOWN_SCALE_VARIANCE = 1e6
 REJECTION_REASONS = ("no_geometry", "too_few_correspondences", "too_few_inliers", "low_inlier_ratio",
                      "clustered_inliers", "degenerate", "low_parallax")
 
@@ -130,41 +130,6 @@ def _bearings(n: F64) -> F64:
     return b / np.linalg.norm(b, axis=1, keepdims=True)
 
 
-def _sampson(E: F64, x_m: F64, x_q: F64) -> F64:
-    hm = np.concatenate([x_m, np.ones((len(x_m), 1))], axis=1)
-    hq = np.concatenate([x_q, np.ones((len(x_q), 1))], axis=1)
-    Ex = hm @ E.T
-    Etx = hq @ E
-    num = np.einsum("ij,ij->i", hq, Ex)
-    return num / np.sqrt(Ex[:, 0] ** 2 + Ex[:, 1] ** 2 + Etx[:, 0] ** 2 + Etx[:, 1] ** 2)
-
-
-def _essential_of(T_m_q: F64) -> F64:
-    T_q_m = np.linalg.inv(T_m_q)
-    return skew(T_q_m[:3, 3]) @ T_q_m[:3, :3]
-
-
-def _essential_covariance(T_m_q: F64, x_m: F64, x_q: F64, focal: float) -> tuple[F64, float]:
-    """Covariance of a scale-free pose from Sampson residuals (pixels), numerical Jacobian."""
-    r0 = _sampson(_essential_of(T_m_q), x_m, x_q) * focal
-    J = np.zeros((len(r0), 6))
-    eps = 1e-6
-    for k in range(6):
-        d = np.zeros(6)
-        d[k] = eps
-        step = np.eye(4)
-        step[:3, :3] = cv2.Rodrigues(d[3:])[0]
-        step[:3, 3] = d[:3]
-        J[:, k] = (_sampson(_essential_of(T_m_q @ step), x_m, x_q) * focal - r0) / eps
-    sigma2 = float(r0 @ r0) / max(1, len(r0) - 5)
-    cov = sigma2 * np.linalg.pinv(J.T @ J, rcond=1e-10)
-    # The translation's length is the gauge: give it an unconstrained variance, never a scale.
-    u = np.zeros(6)
-    u[:3] = T_m_q[:3, :3].T @ T_m_q[:3, 3]
-    cov += UNKNOWN_SCALE_VARIANCE * np.outer(u, u)
-    return 0.5 * (cov + cov.T), float(np.sqrt(np.mean(r0 ** 2)))
-
-
 def estimate_essential(pixels_match: npt.ArrayLike, pixels_query: npt.ArrayLike, match: KeyframeGeometry,
                        query: KeyframeGeometry, config: GeometryConfig, seed: int = 0) -> PoseEstimate:
     """Monocular pose from (N, 2) distorted pixel pairs: rotation and unit translation."""
@@ -212,10 +177,13 @@ def estimate_essential(pixels_match: npt.ArrayLike, pixels_query: npt.ArrayLike,
     T_q_m = np.eye(4)
     T_q_m[:3, :3] = R
     T_q_m[:3, 3] = t.reshape(3) / max(np.linalg.norm(t), 1e-12)
-    T_cam = np.linalg.inv(T_q_m)
     if len(idx) < 8:
         return _reject("essential", "too_few_inliers", n, len(idx), scale_known=False)
-    cov_cam, rms = _essential_covariance(T_cam, x_m[idx], x_q[idx], focal)
+    # LM on the inliers (rotation + direction), inliers recomputed from the refined model.
+    mask = np.zeros(n, bool)
+    mask[idx] = True
+    ref = refine_essential(np.linalg.inv(T_q_m), x_m, x_q, mask, focal, config.ransac_threshold_px)
+    T_cam, cov_cam, rms, idx = ref.T_match_query, ref.covariance, ref.rms_px, np.flatnonzero(ref.inliers)
     # Scale-free: rotate the unit direction into the body axes; the lever arms between camera and
     # body are metric and cannot be added to a direction (small against a loop's baseline).
     T = _to_body(T_cam, match.T_body_cam, query.T_body_cam)
@@ -223,8 +191,11 @@ def estimate_essential(pixels_match: npt.ArrayLike, pixels_query: npt.ArrayLike,
     cov = transform_covariance(cov_cam, np.block([[query.T_body_cam[:3, :3], np.zeros((3, 1))],
                                                   [np.zeros((1, 3)), np.ones((1, 1))]]))
     reason = _check("essential", n, len(idx), pq[idx], query.image_hw, config)
-    if not reason and not np.all(np.isfinite(cov)):
-        reason = "degenerate"
+    if not reason and len(idx) < MIN_INLIER_RATIO * n:  # what a non-rigid or wrong pair leaves
+        reason = "low_inlier_ratio"
+    if not reason and not (np.all(np.isfinite(cov)) and ref.sigma_rot_deg <= MAX_SIGMA_ROT_DEG
+                           and ref.sigma_dir_deg <= MAX_SIGMA_DIR_DEG):
+        reason = "degenerate"  # uncertainty above the stated bound
     return PoseEstimate("essential", T, cov if not reason else None, not reason, reason, False, n, len(idx),
                         rms)
 
