@@ -2,8 +2,8 @@
 rosbag2 with CameraInfo (+ depth) -> ``vpr-ros replay`` (default model, geometry auto) -> the
 LoopClosure MCAP bag read back -> errors and NEES against the exact ground truth.
 
-Asserts the instrument (frames, convention, bag round trip), not the covariance goals of issue 20,
-which today's estimator fails (docs/benchmarks.md records its numbers)."""
+Asserts the instrument (frames, convention, bag round trip, ``--compare`` labelling), not the
+covariance goals of issue 20 (docs/benchmarks.md records the numbers of both estimators)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import json
 
 import numpy as np
 
-from vpr_ros.cli.bench.geometry_rendered import measure_group, read_loop_closures, rendered_set
+from vpr_ros.cli.bench.geometry_rendered import (BEFORE_LABEL, BEFORE_SETTINGS, NOW_LABEL, measure_group,
+                                                 read_loop_closures, rendered_set)
 from vpr_ros.cli.main import main
 from vpr_ros.cli.rendered_rooms import RENDERED_LABEL
 
@@ -39,6 +40,14 @@ def test_rendered_pairs_through_replay_give_loops_measured_against_the_exact_tru
     np.testing.assert_allclose(loop["pose"][:3, 3], [float(row[k]) for k in ("t_x", "t_y", "t_z")], atol=1e-5)
     if loop["valid"]:
         np.testing.assert_allclose(np.sqrt(loop["covariance"][0, 0]), float(row["std_x_m"]), rtol=1e-4)
+    # --compare: the same bags (not rendered again) replayed with the issue 19 estimator
+    before = measure_group(name, cam, pairs, tmp_path, seed=1, settings=BEFORE_SETTINGS, tag="_before")
+    assert (tmp_path / f"{name}_single_before_out").exists()
+    assert [r["kind"] for r in before["rgbd"]] == [r["kind"] for r in metric]
+    for r_before, r_now in zip(before["rgbd"], metric):
+        if r_before["valid"] and r_now["valid"]:  # same PnP pose, the plain (smaller) covariance
+            assert r_before["rot_err_deg"] == r_now["rot_err_deg"]
+            assert r_before["sigma_rot_deg"] < r_now["sigma_rot_deg"]
 
 
 def test_bench_command_prints_the_table_and_json(tmp_path, capsys):
@@ -52,3 +61,17 @@ def test_bench_command_prints_the_table_and_json(tmp_path, capsys):
     saved = json.loads((tmp_path / "b" / "rendered_geometry.json").read_text())
     assert saved["results"] == report["results"]
     assert all(r["kind"] == "look-alike" for r in saved["loops"]["rgbd"] if r["group"].startswith("lookalike"))
+
+
+def test_bench_compare_prints_both_labelled_tables_and_json(tmp_path, capsys):
+    assert main(["bench", "geometry", "--rendered", "--compare", "--rooms", "1", "--pairs-per-room", "2",
+                 "--blurred-per-room", "0", "--look-alike-pairs", "0", "--width", "320"]) == 0
+    out = capsys.readouterr().out
+    assert f"{RENDERED_LABEL}, {BEFORE_LABEL}: geometry.covariance_model=iid geometry.refine_essential=false" in out
+    assert f"{RENDERED_LABEL}, {NOW_LABEL}: defaults" in out and out.count("NEES mean (expected 6 / 5)") == 2
+    report = json.loads(out.strip().splitlines()[-1])
+    assert set(report["compare"]) == {BEFORE_LABEL, NOW_LABEL}
+    for results in report["compare"].values():
+        assert results["rgbd"]["queries"] == 2 and results["single"]["queries"] == 2
+    assert report["compare"][BEFORE_LABEL]["rgbd"]["median_rot_err_deg"] == \
+        report["compare"][NOW_LABEL]["rgbd"]["median_rot_err_deg"]  # the metric pose is unchanged

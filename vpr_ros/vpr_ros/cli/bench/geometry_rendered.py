@@ -8,7 +8,8 @@ model lite0-gem, ``geometry.method`` auto) replays each; its LoopClosure MCAP ba
 rosbags' reader and the definition embedded in the bag, and every loop is compared with the exact
 ground truth (``pose_consistency.py``): errors, NEES (6 DoF metric, 5 DoF single camera), share
 inside the 95 % bound, and the validity of look-alike pairs (a room vs the same photographs
-rearranged: no rigid relation, any valid pose is wrong).
+rearranged: no rigid relation, any valid pose is wrong). ``--compare`` replays each bag twice, with
+the issue 19 estimator (``BEFORE_SETTINGS``) and with today's defaults, and reports both.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ IMAGE_TOPIC, INFO_TOPIC, DEPTH_TOPIC = "/camera/image_raw", "/camera/camera_info
 REPLAY_SETTINGS = ["--set", "verify.temporal_consistency=1"]  # each query is one keyframe: no k-in-a-row
 LARGE_METRIC = (1.0, 0.05)  # deg, m: a valid metric pose worse than this is a large error
 LARGE_SINGLE = (3.0, 15.0)  # rotation deg, direction deg (the issue's goals)
+BEFORE_LABEL, NOW_LABEL = "before (issue 19 estimator)", "now"
+BEFORE_SETTINGS = ["--set", "geometry.covariance_model=iid", "--set", "geometry.refine_essential=false"]
 
 
 def add_rendered_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +61,9 @@ def add_rendered_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--look-alike-pairs", type=int, default=6, help="pairs room vs look-alike room")
     g.add_argument("--seed", type=int, default=20, help="seed of rooms, poses and degradations")
     g.add_argument("--width", type=int, default=640, help="rendered image width (height = 3/4 of it)")
+    g.add_argument("--compare", action="store_true", help="replay each bag twice, with the issue 19 "
+                   "estimator (geometry.covariance_model=iid, geometry.refine_essential=false) and with "
+                   "the defaults, and report both")
     g.add_argument("--out", help="folder for the bags, replay outputs and rendered_geometry.json "
                                  "(default: a temporary folder)")
 
@@ -125,12 +131,14 @@ def write_rendered_bag(path: Path, views: list[tuple[int, RenderedView]], depth:
     return path
 
 
-def replay_rendered(bag: Path, out: Path, depth: bool) -> None:
-    """``vpr-ros replay`` on a rendered bag (default model, geometry auto), output in ``out``."""
+def replay_rendered(bag: Path, out: Path, depth: bool, settings: list[str] | None = None) -> None:
+    """``vpr-ros replay`` on a rendered bag (default model, geometry auto, then ``settings``), output in
+    ``out``."""
     from vpr_ros.cli.main import main  # the user's command line, in this process
 
     args = ["replay", str(bag), "--image-topic", IMAGE_TOPIC, "--camera-info-topic", INFO_TOPIC,
-            *(["--depth-topic", DEPTH_TOPIC] if depth else []), "--no-progress", *REPLAY_SETTINGS, "--out", str(out)]
+            *(["--depth-topic", DEPTH_TOPIC] if depth else []), "--no-progress", *REPLAY_SETTINGS, *(settings or []),
+            "--out", str(out)]
     with contextlib.redirect_stdout(io.StringIO()):
         code = main(args)
     if code != 0:
@@ -213,25 +221,30 @@ def summarise(rows: list[dict[str, Any]], queries: int, metric: bool) -> dict[st
                            "valid_sigma_rot_deg": [round(r["sigma_rot_deg"], 3) for r in looks if r["valid"]]}}
 
 
-def measure_group(name: str, cam: RenderCamera, pairs: list[RenderedPair], work: Path, seed: int
-                  ) -> dict[str, list[dict[str, Any]]]:
-    """Render, write both bags (RGB-D, single camera), replay each, measure every loop."""
+def measure_group(name: str, cam: RenderCamera, pairs: list[RenderedPair], work: Path, seed: int,
+                  settings: list[str] | None = None, tag: str = "") -> dict[str, list[dict[str, Any]]]:
+    """Render and write both bags (RGB-D, single camera; once, kept in ``work`` for a second call),
+    replay each with ``settings`` into ``{name}_{case}{tag}_out``, measure every loop."""
     frames: dict[int, tuple[str, np.ndarray, str]] = {}  # stamp -> (room, T_world_cam, kind)
-    views: list[tuple[int, RenderedView]] = []
-    queries: list[tuple[int, RenderedView]] = []
     for i, pair in enumerate(pairs):
-        mv, qv = render_pair(pair, cam, seed + i)
-        t_map, t_query = T0_NS + i * NS, T0_NS + (QUERY_START_S + i) * NS
-        frames[t_map] = (pair.map_room.name, pair.T_world_map, pair.kind)
-        frames[t_query] = (pair.query_room.name, pair.T_world_query, pair.kind)
-        views.append((t_map, mv))
-        queries.append((t_query, qv))
+        frames[T0_NS + i * NS] = (pair.map_room.name, pair.T_world_map, pair.kind)
+        frames[T0_NS + (QUERY_START_S + i) * NS] = (pair.query_room.name, pair.T_world_query, pair.kind)
+    cases = (("rgbd", True), ("single", False))
+    if not all((work / f"{name}_{case}").exists() for case, _ in cases):
+        views: list[tuple[int, RenderedView]] = []
+        queries: list[tuple[int, RenderedView]] = []
+        for i, pair in enumerate(pairs):
+            mv, qv = render_pair(pair, cam, seed + i)
+            views.append((T0_NS + i * NS, mv))
+            queries.append((T0_NS + (QUERY_START_S + i) * NS, qv))
+        for case, depth in cases:
+            write_rendered_bag(work / f"{name}_{case}", views + queries, depth)
     rows: dict[str, list[dict[str, Any]]] = {}
-    for case, depth in (("rgbd", True), ("single", False)):
-        bag = write_rendered_bag(work / f"{name}_{case}", views + queries, depth)
-        replay_rendered(bag, work / f"{name}_{case}_out", depth)
+    for case, depth in cases:
+        out = work / f"{name}_{case}{tag}_out"
+        replay_rendered(work / f"{name}_{case}", out, depth, settings)
         rows[case] = []
-        for loop in read_loop_closures(work / f"{name}_{case}_out"):
+        for loop in read_loop_closures(out):
             (room_q, T_q, kind), (room_m, T_m, _) = frames[loop["query_ns"]], frames[loop["match_ns"]]
             truth = relative_truth(T_m, T_q) if room_q == room_m else None
             rows[case].append({"group": name, **measure(loop, truth, kind if truth is not None else "look-alike")})
@@ -267,25 +280,38 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
 
 
 def run_rendered_bench(args: argparse.Namespace) -> int:
+    """The table and JSON of one estimator, or with ``--compare`` of both: the JSON then has
+    ``compare`` {BEFORE_LABEL: results, NOW_LABEL: results} (and the saved file their loops)."""
     groups = rendered_set(args.rooms, args.pairs_per_room, args.blurred_per_room, args.look_alike_pairs,
                           args.seed, args.width)
+    variants = [(BEFORE_LABEL, BEFORE_SETTINGS, "_before"), (NOW_LABEL, [], "")] if getattr(
+        args, "compare", False) else [(NOW_LABEL, [], "")]
     with contextlib.ExitStack() as stack:
         work = Path(args.out) if args.out else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         work.mkdir(parents=True, exist_ok=True)
-        rows: dict[str, list[dict[str, Any]]] = {"rgbd": [], "single": []}
+        rows = {v: {"rgbd": [], "single": []} for v, _, _ in variants}
         counts = {"rgbd": 0, "single": 0}
         for k, (name, cam, pairs) in enumerate(groups):
             print(f"{RENDERED_LABEL}: {name}, {len(pairs)} pairs", flush=True)
-            for case, r in measure_group(name, cam, pairs, work, args.seed * 1000 + 100 * k).items():
-                rows[case] += r
+            for v, settings, tag in variants:
+                for case, r in measure_group(name, cam, pairs, work, args.seed * 1000 + 100 * k, settings,
+                                             tag).items():
+                    rows[v][case] += r
+            for case in counts:
                 counts[case] += sum(p.kind != "look-alike" for p in pairs)
-        results = {case: summarise(rows[case], counts[case], case == "rgbd") for case in rows}
-        report = {"label": RENDERED_LABEL, "settings": vars(args) | {"func": None}, "results": results,
-                  "loops": rows}
-        print(f"\nrelative pose of loops through vpr-ros replay, {RENDERED_LABEL}")
-        print_table(results)
-        text = json.dumps(report, indent=1, default=float)
+        results = {v: {case: summarise(rows[v][case], counts[case], case == "rgbd") for case in counts}
+                   for v in rows}
+        for v, settings, _ in variants:
+            label = f", {v}: {' '.join(settings[1::2]) or 'defaults'}" if len(variants) > 1 else ""
+            print(f"\nrelative pose of loops through vpr-ros replay, {RENDERED_LABEL}{label}")
+            print_table(results[v])
+        if len(variants) > 1:
+            short = {"label": RENDERED_LABEL, "compare": results}
+            report = short | {"settings": vars(args) | {"func": None}, "loops": rows}
+        else:
+            short = {"label": RENDERED_LABEL, "results": results[NOW_LABEL]}
+            report = short | {"settings": vars(args) | {"func": None}, "loops": rows[NOW_LABEL]}
         if args.out:
-            (work / "rendered_geometry.json").write_text(text)
-        print(json.dumps({"label": RENDERED_LABEL, "results": results}, default=float))
+            (work / "rendered_geometry.json").write_text(json.dumps(report, indent=1, default=float))
+        print(json.dumps(short, default=float))
     return 0

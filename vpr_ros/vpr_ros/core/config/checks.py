@@ -27,6 +27,7 @@ MAX_COUNT = 1_000_000
 GEOMETRY_METHODS = ("auto", "off", "essential", "pnp")
 KEYPOINT_TYPES = ("sift", "orb")
 ON_INVALID = ("publish", "reject")
+COVARIANCE_MODELS = ("calibrated", "iid")  # core/geometry/pose_covariance.py: PNP_MODEL, IID_MODEL
 LOCAL_ENCODINGS = ("float32", "float16", "int8")  # core/map/local_segments.py
 
 

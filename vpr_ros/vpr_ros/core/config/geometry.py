@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from vpr_ros.core.config.checks import (GEOMETRY_METHODS, KEYPOINT_TYPES, MAX_COUNT, MAX_METRES, ON_INVALID,
-                                        check_fields as _check_fields, meta as _meta)
+from vpr_ros.core.config.checks import (COVARIANCE_MODELS, GEOMETRY_METHODS, KEYPOINT_TYPES, MAX_COUNT,
+                                        MAX_METRES, ON_INVALID, check_fields as _check_fields, meta as _meta)
 from vpr_ros.core.errors import ConfigError
 
 __all__ = ["GeometryConfig", "OdometryGateConfig"]
@@ -49,6 +49,14 @@ class GeometryConfig:
         "What happens to an accepted loop whose pose is not valid: publish it without a pose "
         "(relative_pose_valid false) or reject it. Rejections are counted by reason either way.",
         choices=ON_INVALID))
+    covariance_model: str = dataclasses.field(default="calibrated", metadata=_meta(
+        "Covariance of metric (PnP) poses: calibrated (inflated for correlated keypoint errors, "
+        "docs/geometry.md, Covariance) or iid, the plain sigma^2 (J^T J)^-1 of the issue 19 estimator "
+        "(too small on real images; for comparisons).", choices=COVARIANCE_MODELS))
+    refine_essential: bool = dataclasses.field(default=True, metadata=_meta(
+        "Single camera: refine the essential-matrix pose by LM on the Sampson error with inliers "
+        "recomputed, valid only when >= 70 % of the correspondences fit and its uncertainty is bounded; "
+        "false: the unrefined pose and the issue 19 validity rules (for comparisons)."))
 
     def __post_init__(self) -> None:
         _check_fields(self, "geometry")

@@ -26,7 +26,7 @@ import numpy.typing as npt
 from vpr_ros.core.geometry.pose_covariance import skew
 
 __all__ = ["RefinedEssential", "sampson", "essential_of", "direction_basis", "refine_essential",
-           "essential_covariance", "cheirality", "UNKNOWN_SCALE_VARIANCE",
+           "essential_covariance", "unrefined_covariance", "cheirality", "UNKNOWN_SCALE_VARIANCE",
            "MIN_INLIER_RATIO", "MAX_SIGMA_ROT_DEG", "MAX_SIGMA_DIR_DEG"]
 
 F64 = npt.NDArray[np.float64]
@@ -167,6 +167,28 @@ def essential_covariance(T: F64, x_m: F64, x_q: F64, focal: float) -> tuple[F64,
     s_dir = float(np.degrees(np.sqrt(max(0.0, np.linalg.eigvalsh(cov5[:2, :2]).max()))))
     s_rot = float(np.degrees(np.sqrt(max(0.0, np.linalg.eigvalsh(cov5[2:, 2:]).max()))))
     return 0.5 * (cov + cov.T), float(np.sqrt(np.mean(r ** 2))), s_rot, s_dir
+
+
+def unrefined_covariance(T_m_q: F64, x_m: F64, x_q: F64, focal: float) -> tuple[F64, float]:
+    """The issue 19 estimator's covariance of the unrefined pose (``geometry.refine_essential`` false):
+    sigma^2 (J^T J)^-1 over 6 parameters from the inliers' Sampson residuals (pixels), numerical
+    Jacobian, ``UNKNOWN_SCALE_VARIANCE`` along the translation; and the residual RMS (px)."""
+    r0 = _residuals(T_m_q, x_m, x_q, focal)
+    J = np.zeros((len(r0), 6))
+    eps = 1e-6
+    for k in range(6):
+        d = np.zeros(6)
+        d[k] = eps
+        step = np.eye(4)
+        step[:3, :3] = cv2.Rodrigues(d[3:].reshape(3, 1))[0]
+        step[:3, 3] = d[:3]
+        J[:, k] = (_residuals(T_m_q @ step, x_m, x_q, focal) - r0) / eps
+    sigma2 = float(r0 @ r0) / max(1, len(r0) - 5)
+    cov = sigma2 * np.linalg.pinv(J.T @ J, rcond=1e-10)
+    u = np.zeros(6)
+    u[:3] = T_m_q[:3, :3].T @ T_m_q[:3, 3]
+    cov += UNKNOWN_SCALE_VARIANCE * np.outer(u, u)
+    return 0.5 * (cov + cov.T), float(np.sqrt(np.mean(r0 ** 2)))
 
 
 def refine_essential(T_m_q: F64, x_m: F64, x_q: F64, inliers: BoolArray, focal: float,

@@ -6,7 +6,9 @@ Levenberg-Marquardt on the inliers. Monocular case: essential matrix with USAC M
 cheirality check of ``cv2.recoverPose``; the translation is a unit direction
 (``scale_known=False``) and is never given a scale. When a rotation alone explains the
 correspondences (parallax below ``min_parallax_deg``) the translation direction is unobservable:
-the rotation is kept for diagnostics, the pose is not valid.
+the rotation is kept for diagnostics, the pose is not valid. ``geometry.covariance_model`` iid and
+``geometry.refine_essential`` false give the issue 19 estimator back (plain covariance, unrefined
+essential pose and its validity rules) for side-by-side benchmarks.
 
 Poses are T_match_query of the bodies (``T_body_cam`` of each keyframe's camera applied);
 covariances follow ``pose_covariance``.
@@ -23,9 +25,10 @@ import numpy.typing as npt
 from vpr_ros.core.config import GeometryConfig
 from vpr_ros.core.geometry.correspondences import GridLayout, match_keypoints_in_cells
 from vpr_ros.core.geometry.essential_refine import (MAX_SIGMA_DIR_DEG, MAX_SIGMA_ROT_DEG, MIN_INLIER_RATIO,
-                                                     UNKNOWN_SCALE_VARIANCE, refine_essential)
+                                                     RefinedEssential, UNKNOWN_SCALE_VARIANCE,
+                                                     refine_essential, unrefined_covariance)
 from vpr_ros.core.geometry.keyframe_geometry import camera_of
-from vpr_ros.core.geometry.pose_covariance import pnp_covariance, transform_covariance
+from vpr_ros.core.geometry.pose_covariance import IID_MODEL, pnp_covariance, transform_covariance
 from vpr_ros.core.types import KeyframeGeometry
 
 __all__ = ["PoseEstimate", "estimate_pnp", "estimate_essential", "relative_pose", "REJECTION_REASONS"]
@@ -109,7 +112,8 @@ def estimate_pnp(points_match: npt.ArrayLike, pixels_query: npt.ArrayLike, query
     T_q_m[:3, :3] = cv2.Rodrigues(rvec)[0]
     T_q_m[:3, 3] = tvec.reshape(3)
     T_cam = np.linalg.inv(T_q_m)
-    cov_cam, rms = pnp_covariance(X[idx], px[idx], cam.K, T_cam)
+    model = IID_MODEL if config.covariance_model == "iid" else None  # None: PNP_MODEL, read at call time
+    cov_cam, rms = pnp_covariance(X[idx], px[idx], cam.K, T_cam, model)
     T = _to_body(T_cam, T_body_cam_match, query.T_body_cam)
     cov = transform_covariance(cov_cam, query.T_body_cam)
     reason = _check("pnp", n, len(idx), np.asarray(pixels_query, np.float64)[idx], query.image_hw, config)
@@ -179,11 +183,15 @@ def estimate_essential(pixels_match: npt.ArrayLike, pixels_query: npt.ArrayLike,
     T_q_m[:3, 3] = t.reshape(3) / max(np.linalg.norm(t), 1e-12)
     if len(idx) < 8:
         return _reject("essential", "too_few_inliers", n, len(idx), scale_known=False)
-    # LM on the inliers (rotation + direction), inliers recomputed from the refined model.
-    mask = np.zeros(n, bool)
-    mask[idx] = True
-    ref = refine_essential(np.linalg.inv(T_q_m), x_m, x_q, mask, focal, config.ransac_threshold_px)
-    T_cam, cov_cam, rms, idx = ref.T_match_query, ref.covariance, ref.rms_px, np.flatnonzero(ref.inliers)
+    ref: RefinedEssential | None = None
+    if config.refine_essential:  # LM on the inliers (rotation + direction), inliers recomputed from the result
+        mask = np.zeros(n, bool)
+        mask[idx] = True
+        ref = refine_essential(np.linalg.inv(T_q_m), x_m, x_q, mask, focal, config.ransac_threshold_px)
+        T_cam, cov_cam, rms, idx = ref.T_match_query, ref.covariance, ref.rms_px, np.flatnonzero(ref.inliers)
+    else:  # the issue 19 estimator: the recoverPose pose as it is
+        T_cam = np.linalg.inv(T_q_m)
+        cov_cam, rms = unrefined_covariance(T_cam, x_m[idx], x_q[idx], focal)
     # Scale-free: rotate the unit direction into the body axes; the lever arms between camera and
     # body are metric and cannot be added to a direction (small against a loop's baseline).
     T = _to_body(T_cam, match.T_body_cam, query.T_body_cam)
@@ -191,10 +199,13 @@ def estimate_essential(pixels_match: npt.ArrayLike, pixels_query: npt.ArrayLike,
     cov = transform_covariance(cov_cam, np.block([[query.T_body_cam[:3, :3], np.zeros((3, 1))],
                                                   [np.zeros((1, 3)), np.ones((1, 1))]]))
     reason = _check("essential", n, len(idx), pq[idx], query.image_hw, config)
-    if not reason and len(idx) < MIN_INLIER_RATIO * n:  # what a non-rigid or wrong pair leaves
+    if ref is None:  # issue 19's rules: only a finite covariance besides _check
+        if not reason and not np.all(np.isfinite(cov)):
+            reason = "degenerate"
+    elif not reason and len(idx) < MIN_INLIER_RATIO * n:  # what a non-rigid or wrong pair leaves
         reason = "low_inlier_ratio"
-    if not reason and not (np.all(np.isfinite(cov)) and ref.sigma_rot_deg <= MAX_SIGMA_ROT_DEG
-                           and ref.sigma_dir_deg <= MAX_SIGMA_DIR_DEG):
+    elif not reason and not (np.all(np.isfinite(cov)) and ref.sigma_rot_deg <= MAX_SIGMA_ROT_DEG
+                             and ref.sigma_dir_deg <= MAX_SIGMA_DIR_DEG):
         reason = "degenerate"  # uncertainty above the stated bound
     return PoseEstimate("essential", T, cov if not reason else None, not reason, reason, False, n, len(idx),
                         rms)
