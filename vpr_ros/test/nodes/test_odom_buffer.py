@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from vpr_ros.nodes.odom_buffer import OdomBuffer, interpolate_pose
+from vpr_ros.io.poses import interpolate_pose
+from vpr_ros.nodes.odom_buffer import OdomBuffer
 
 MS = 1_000_000
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["pose_matrix", "matrix_to_pose", "PoseTrack"]
+__all__ = ["pose_matrix", "matrix_to_pose", "interpolate_pose", "PoseTrack"]
 
 F64 = npt.NDArray[np.float64]
 
@@ -64,6 +64,14 @@ def _slerp(q0: F64, q1: F64, alpha: float) -> F64:
     return (np.sin((1 - alpha) * theta) * q0 + np.sin(alpha * theta) * q1) / np.sin(theta)
 
 
+def interpolate_pose(a: F64, b: F64, alpha: float) -> F64:
+    """The (4, 4) pose a fraction ``alpha`` (0 = ``a``, 1 = ``b``) of the way from ``a`` to ``b``:
+    translation linear, rotation by spherical linear interpolation (the shorter arc)."""
+    q = _slerp(np.array(matrix_to_pose(a)[1]), np.array(matrix_to_pose(b)[1]), alpha)
+    p = (1 - alpha) * a[:3, 3] + alpha * b[:3, 3]
+    return pose_matrix(tuple(p), tuple(q))
+
+
 class PoseTrack:
     """Time-ordered poses queried at image stamps.
 
@@ -76,7 +84,6 @@ class PoseTrack:
         order = np.argsort(np.asarray(stamps_ns, dtype=np.int64), kind="stable")
         self._stamps = np.asarray(stamps_ns, dtype=np.int64)[order]
         self._poses = [poses[i] for i in order]
-        self._quats = [np.array(matrix_to_pose(p)[1]) for p in self._poses]
         self._max_gap_ns = int(max_gap_sec * 1e9)
 
     def __len__(self) -> int:
@@ -96,7 +103,4 @@ class PoseTrack:
         t0, t1 = int(self._stamps[i - 1]), int(self._stamps[i])
         if t1 - t0 > self._max_gap_ns:
             return None
-        alpha = (stamp_ns - t0) / (t1 - t0)
-        q = _slerp(self._quats[i - 1], self._quats[i], alpha)
-        p = (1 - alpha) * self._poses[i - 1][:3, 3] + alpha * self._poses[i][:3, 3]
-        return pose_matrix(tuple(p), tuple(q))
+        return interpolate_pose(self._poses[i - 1], self._poses[i], (stamp_ns - t0) / (t1 - t0))

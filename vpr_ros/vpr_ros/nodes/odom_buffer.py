@@ -25,9 +25,10 @@ from typing import Callable
 
 import numpy as np
 import numpy.typing as npt
-from scipy.spatial.transform import Rotation, Slerp
 
-__all__ = ["OdomBuffer", "interpolate_pose", "ODOM_COUNTERS"]
+from vpr_ros.io.poses import interpolate_pose
+
+__all__ = ["OdomBuffer", "ODOM_COUNTERS"]
 
 #: Diagnostics counters of the odometry lookup (all start at 0 when odom.enabled).
 ODOM_COUNTERS = ("odom_missing", "odom_interpolated", "odom_waited")
@@ -37,16 +38,6 @@ ODOM_COUNTERS = ("odom_missing", "odom_interpolated", "odom_waited")
 _FLOWING_SEC = 1.0
 
 Pose = npt.NDArray[np.float64]
-
-
-def interpolate_pose(a: Pose, b: Pose, w: float) -> Pose:
-    """The SE(3) pose a fraction ``w`` (0 = ``a``, 1 = ``b``) of the way from ``a`` to ``b``:
-    translation linear, rotation by spherical linear interpolation (the shorter arc)."""
-    out = np.eye(4)
-    out[:3, 3] = (1.0 - w) * a[:3, 3] + w * b[:3, 3]
-    rotations = Rotation.from_matrix(np.stack([a[:3, :3], b[:3, :3]]))
-    out[:3, :3] = Slerp([0.0, 1.0], rotations)([float(w)]).as_matrix()[0]
-    return out
 
 
 class OdomBuffer:
