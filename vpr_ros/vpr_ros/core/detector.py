@@ -279,7 +279,7 @@ class LoopClosureDetector(KeyframeMapMixin):
         self._selector.accept(kf)
         self._next_id += 1
         if self._store is not None:
-            self._append_to_store(key, kf)
+            self._append_to_store(key)
             if loops:
                 self._store_loops(loops)  # after the keyframe the loop names (one write queue, in order)
         timings["search"] = (t2 - t1) * 1e3

@@ -108,7 +108,7 @@ class KeyframeMapMixin:
         for key in range(len(self._keyframes)):
             kf = self._keyframes[key]
             if (kf.robot_id, kf.session_id, kf.id) not in present:
-                self._append_to_store(key, self.keyframe_with_local(key))
+                self._append_to_store(key)
         return added
 
     def detach_store(self) -> None:
@@ -128,7 +128,7 @@ class KeyframeMapMixin:
         """Keyframes made but not yet on disk (the live map's last writes failed; they are retried)."""
         return sum(kind == "kf" for kind, _ in self._pending)
 
-    def _append_to_store(self, key: int, kf: Keyframe | None = None) -> None:
+    def _append_to_store(self, key: int) -> None:
         self._pending.append(("kf", key))
         self.flush_store()
 
@@ -240,7 +240,7 @@ class KeyframeMapMixin:
             self._local_refs.update({int(k): (log, lk) for k, lk in zip(keys, fresh_log_keys)})
         if self._store is not None and log is not self._store:
             for k in keys:
-                self._append_to_store(int(k), self.keyframe_with_local(int(k)))
+                self._append_to_store(int(k))
         own = [k for k, kf in zip(keys, fresh) if self._is_own(kf)]
         if own:
             # Continuing a saved session: new keyframe ids follow the saved ones.
@@ -314,5 +314,5 @@ class KeyframeMapMixin:
             if self._store is not None:  # central mode shares whole keyframes: the shared map keeps them
                 for key, kf in enumerate(fresh, start):
                     if kf.local is not None:
-                        self._append_to_store(key, kf)
+                        self._append_to_store(key)
         return len(fresh)

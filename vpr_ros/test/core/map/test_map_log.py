@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import corridor_image
-from store_maps import DIM, LOCAL, MODEL, synthetic_keyframes
+from store_maps import DIM, LOCAL, MODEL, snapshot, synthetic_keyframes
 from vpr_ros.core.map import live_map, live_map_dirs
 from vpr_ros.core.config import config_from_flat
 from vpr_ros.core.detector import LoopClosureDetector
@@ -83,10 +83,6 @@ def test_torn_tail_record_is_ignored_then_truncated_by_the_next_writer(tmp_path)
     assert len(back) == 4 and np.allclose(back.read_local(3), extra.local, atol=1e-2)
 
 
-def _files(root):
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.mark.parametrize("damage", ["cut_tail", "empty_segment", "missing_segment", "local_is_a_file"])
 def test_row_without_its_record_is_damage_and_no_row_is_ever_deleted(tmp_path, damage):
     log, _ = _log(tmp_path / "m", "float16", 4)
@@ -103,12 +99,12 @@ def test_row_without_its_record_is_damage_and_no_row_is_ever_deleted(tmp_path, d
     else:
         shutil.rmtree(root / "local")
         (root / "local").write_bytes(b"not a directory")
-    before = _files(root)
+    before = snapshot(root)
     with pytest.raises(MapStoreError, match="damaged"):
         live_map.MapLog(root, FP)  # a reader (map verify, --map-load)
     with pytest.raises(MapStoreError, match="damaged"):
         live_map_dirs.open_for_append(root, FP, DIM, "float16")  # a node continuing the map
-    assert _files(root) == before  # nothing changed, every row is still there
+    assert snapshot(root) == before  # nothing changed, every row is still there
     db = sqlite3.connect(root / "log.sqlite")
     assert db.execute("SELECT count(*) FROM keyframes").fetchone()[0] == 4
 
@@ -118,12 +114,12 @@ def test_garbage_wal_is_damage_not_a_silent_rollback(tmp_path):
     log.close()
     root = tmp_path / "m"
     (root / "log.sqlite-wal").write_bytes(os.urandom(4096))
-    before = _files(root)
+    before = snapshot(root)
     with pytest.raises(MapStoreError, match="not a SQLite write-ahead log"):
         live_map.MapLog(root, FP)
     with pytest.raises(MapStoreError, match="not a SQLite write-ahead log"):
         live_map_dirs.open_for_append(root, FP, DIM, "float16")
-    assert _files(root) == before
+    assert snapshot(root) == before
 
 
 def test_a_killed_writers_wal_is_not_damage(tmp_path):
@@ -148,11 +144,11 @@ def test_readers_create_no_file_in_the_map(tmp_path):
     for name in ("log.sqlite-wal", "log.sqlite-shm"):
         if (root / name).exists():
             (root / name).unlink()  # a cleanly closed map: everything is in log.sqlite
-    before = _files(root)
+    before = snapshot(root)
     back = live_map.MapLog(root, FP)
     back.read_local(1)
     back.close()
-    assert _files(root) == before
+    assert snapshot(root) == before
 
 
 def test_a_symlinked_segment_is_never_written_through(tmp_path):
