@@ -18,7 +18,8 @@ from vpr_ros.core.types import Frame, LoopClosure
 from vpr_ros.io.msgdefs import LOOP_CLOSURE_TYPE, loop_closure_fields, typestore
 from vpr_ros.io.poses import matrix_to_pose
 
-__all__ = ["STORAGES", "loop_closure_message", "write_loop_closures", "write_image_bag"]
+__all__ = ["STORAGES", "loop_closure_message", "write_loop_closures", "write_image_bag", "header_message",
+           "camera_info_message"]
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
@@ -37,8 +38,23 @@ def _time(stamp_ns: int) -> Any:
     return t(sec=int(stamp_ns // 1_000_000_000), nanosec=int(stamp_ns % 1_000_000_000))
 
 
-def _header(stamp_ns: int, frame_id: str) -> Any:
+def header_message(stamp_ns: int, frame_id: str) -> Any:
     return typestore().types["std_msgs/msg/Header"](stamp=_time(stamp_ns), frame_id=frame_id)
+
+
+def camera_info_message(stamp_ns: int, frame_id: str, K: np.ndarray, D: np.ndarray, width: int, height: int,
+                        distortion_model: str = "plumb_bob", R: np.ndarray | None = None,
+                        P: np.ndarray | None = None) -> Any:
+    """``sensor_msgs/CameraInfo`` of a camera: K (3, 3), D as the model takes it; R identity and
+    P = [K | 0] unless given (an unrectified monocular camera)."""
+    types = typestore().types
+    K = np.asarray(K, np.float64)
+    return types["sensor_msgs/msg/CameraInfo"](
+        header=header_message(stamp_ns, frame_id), height=int(height), width=int(width),
+        distortion_model=distortion_model, d=np.asarray(D, np.float64), k=K.reshape(9),
+        r=np.asarray(np.eye(3) if R is None else R, np.float64).reshape(9),
+        p=np.asarray(np.c_[K, np.zeros(3)] if P is None else P, np.float64).reshape(12), binning_x=0, binning_y=0,
+        roi=types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
 
 
 def _pose(matrix: np.ndarray | None) -> Any:
@@ -57,7 +73,7 @@ def loop_closure_message(lc: LoopClosure, frame_id: str = "map") -> Any:
     pose_cov = types["geometry_msgs/msg/PoseWithCovariance"](
         pose=_pose(lc.relative_pose), covariance=covariance)
     return types[LOOP_CLOSURE_TYPE](
-        header=_header(lc.query_stamp_ns, frame_id), query_stamp=_time(lc.query_stamp_ns),
+        header=header_message(lc.query_stamp_ns, frame_id), query_stamp=_time(lc.query_stamp_ns),
         match_stamp=_time(lc.match_stamp_ns), relative_pose=pose_cov, **loop_closure_fields(lc))
 
 
@@ -104,7 +120,7 @@ def write_image_bag(path: str | Path, frames: Iterable[Frame], image_topic: str 
             pose_conn = (writer.add_connection(pose_topic, pose_msgtype, typestore=store)
                          if pose_topic else None)
             for frame in frames:
-                header = _header(frame.stamp_ns, frame_id)
+                header = header_message(frame.stamp_ns, frame_id)
                 if compressed:
                     msg = types[img_type](header=header, format=encoding.lower(), data=np.frombuffer(
                         rgb_to_compressed(frame.image, encoding), dtype=np.uint8))
@@ -123,7 +139,7 @@ def write_image_bag(path: str | Path, frames: Iterable[Frame], image_topic: str 
 
 def _pose_message(frame: Frame, world_frame: str, child_frame: str, msgtype: str) -> Any:
     types = typestore().types
-    header = _header(frame.stamp_ns, world_frame)
+    header = header_message(frame.stamp_ns, world_frame)
     pose = _pose(frame.pose)
     if msgtype == "geometry_msgs/msg/PoseStamped":
         return types[msgtype](header=header, pose=pose)

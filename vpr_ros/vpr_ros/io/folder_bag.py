@@ -25,7 +25,7 @@ from rosbags.rosbag2 import Writer, WriterError
 from vpr_ros.core.errors import BagError, InputError
 from vpr_ros.core.images import compressed_image_size, image_from_compressed, rgb_to_raw
 from vpr_ros.core.types import Frame
-from vpr_ros.io.bag_writer import STORAGES, _header, _pose_message
+from vpr_ros.io.bag_writer import STORAGES, _pose_message, camera_info_message, header_message
 from vpr_ros.io.calibration import Calibration, load_calibration
 from vpr_ros.io.msgdefs import typestore
 from vpr_ros.io.pose_files import PoseFile
@@ -101,17 +101,11 @@ def _read(path: Path, compressed: bool) -> tuple[npt.NDArray[np.uint8], bytes, s
 
 
 def _camera_info(cal: Calibration, stamp_ns: int, frame_id: str) -> Any:
-    types = typestore().types
     cam = cal.camera
     model = "equidistant" if cam.is_fisheye else (cam.distortion_model
                                                   if cam.distortion_model == "rational_polynomial" else "plumb_bob")
     d = cam.D if model != "plumb_bob" or cam.D.size >= 5 else np.r_[cam.D, np.zeros(5 - cam.D.size)]
-    p = cal.P if cal.P is not None else np.c_[cam.K, np.zeros(3)]
-    return types["sensor_msgs/msg/CameraInfo"](
-        header=_header(stamp_ns, frame_id), height=cam.height, width=cam.width, distortion_model=model,
-        d=np.asarray(d, np.float64), k=cam.K.reshape(9), r=(cal.R if cal.R is not None else np.eye(3)).reshape(9),
-        p=np.asarray(p, np.float64).reshape(12), binning_x=0, binning_y=0,
-        roi=types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+    return camera_info_message(stamp_ns, frame_id, cam.K, d, cam.width, cam.height, model, cal.R, cal.P)
 
 
 def _pose_stamps(files: list[Path], stamps: list[int], poses: PoseFile | None) -> list[tuple[int, npt.NDArray]]:
@@ -182,7 +176,7 @@ def write_folder_bag(folder: str | Path, out: str | Path, *, rate_hz: float = 10
                 if cal is not None and (cal.camera.width, cal.camera.height) != (w, h):
                     raise InputError(f"image {path} is {w}x{h} but the calibration {calibration} is for "
                                      f"{cal.camera.width}x{cal.camera.height}; give the images' calibration")
-                header = _header(stamp, frame_id)
+                header = header_message(stamp, frame_id)
                 if compressed:
                     msg = store.types[img_type](header=header, format=fmt, data=np.frombuffer(data, np.uint8))
                 else:

@@ -34,6 +34,7 @@ from vpr_ros.cli.bench.pose_consistency import (direction_error_deg, nees_5, nee
 from vpr_ros.cli.rendered_rooms import RENDERED_LABEL, RenderCamera, RenderedView
 from vpr_ros.cli.rendered_scenes import (RenderedPair, relative_truth, render_pair, simulated_camera,
                                          simulated_look_alike_room, simulated_pairs, simulated_room)
+from vpr_ros.io.bag_writer import camera_info_message, header_message
 from vpr_ros.io.msgdefs import typestore
 from vpr_ros.io.poses import pose_matrix
 
@@ -88,44 +89,28 @@ def rendered_set(rooms: int, pairs_per_room: int, blurred_per_room: int, look_al
     return groups
 
 
-def _msg(types: Any, name: str, **kw: Any) -> Any:
-    return types[name](**kw)
-
-
-def _header(types: Any, stamp_ns: int) -> Any:
-    t = _msg(types, "builtin_interfaces/msg/Time", sec=stamp_ns // NS, nanosec=stamp_ns % NS)
-    return _msg(types, "std_msgs/msg/Header", stamp=t, frame_id="camera")
-
-
-def _image(types: Any, stamp_ns: int, array: np.ndarray, encoding: str) -> Any:
-    return _msg(types, "sensor_msgs/msg/Image", header=_header(types, stamp_ns), height=array.shape[0],
-                width=array.shape[1], encoding=encoding, is_bigendian=0, step=array.shape[1] * array[0, 0].nbytes,
-                data=np.frombuffer(np.ascontiguousarray(array).tobytes(), np.uint8))
-
-
-def _camera_info(types: Any, stamp_ns: int, cam: RenderCamera) -> Any:
-    roi = _msg(types, "sensor_msgs/msg/RegionOfInterest", x_offset=0, y_offset=0, height=0, width=0,
-               do_rectify=False)
-    return _msg(types, "sensor_msgs/msg/CameraInfo", header=_header(types, stamp_ns), height=cam.height,
-                width=cam.width, distortion_model="plumb_bob", d=np.asarray(cam.D, np.float64),
-                k=cam.K.reshape(9).astype(np.float64), r=np.eye(3).reshape(9),
-                p=np.c_[cam.K, np.zeros(3)].reshape(12).astype(np.float64), binning_x=0, binning_y=0, roi=roi)
+def _image(stamp_ns: int, array: np.ndarray, encoding: str) -> Any:
+    return typestore().types["sensor_msgs/msg/Image"](
+        header=header_message(stamp_ns, "camera"), height=array.shape[0], width=array.shape[1], encoding=encoding,
+        is_bigendian=0, step=array.shape[1] * array[0, 0].nbytes,
+        data=np.frombuffer(np.ascontiguousarray(array).tobytes(), np.uint8))
 
 
 def write_rendered_bag(path: Path, views: list[tuple[int, RenderedView]], depth: bool) -> Path:
     """rosbag2 (MCAP): rgb8 images, CameraInfo, and (``depth``) 32FC1 depth in metres, one of each per view."""
     store = typestore()
-    types = store.types
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         conns = {IMAGE_TOPIC: writer.add_connection(IMAGE_TOPIC, "sensor_msgs/msg/Image", typestore=store),
                  INFO_TOPIC: writer.add_connection(INFO_TOPIC, "sensor_msgs/msg/CameraInfo", typestore=store)}
         if depth:
             conns[DEPTH_TOPIC] = writer.add_connection(DEPTH_TOPIC, "sensor_msgs/msg/Image", typestore=store)
         for stamp, view in views:
-            msgs = [(INFO_TOPIC, "sensor_msgs/msg/CameraInfo", _camera_info(types, stamp, view.camera)),
-                    (IMAGE_TOPIC, "sensor_msgs/msg/Image", _image(types, stamp, view.image, "rgb8"))]
+            cam = view.camera
+            msgs = [(INFO_TOPIC, "sensor_msgs/msg/CameraInfo",
+                     camera_info_message(stamp, "camera", cam.K, cam.D, cam.width, cam.height)),
+                    (IMAGE_TOPIC, "sensor_msgs/msg/Image", _image(stamp, view.image, "rgb8"))]
             if depth:
-                msgs.append((DEPTH_TOPIC, "sensor_msgs/msg/Image", _image(types, stamp, view.depth, "32FC1")))
+                msgs.append((DEPTH_TOPIC, "sensor_msgs/msg/Image", _image(stamp, view.depth, "32FC1")))
             for topic, msgtype, msg in msgs:
                 writer.write(conns[topic], stamp, store.serialize_cdr(msg, msgtype))
     return path
