@@ -2,7 +2,10 @@
 # Build vpr_ros_msgs with the real rosidl pipeline from the ROS 2 Jazzy PyPI wheels and install it
 # into a Python venv prefix, so `from vpr_ros_msgs.msg import LoopClosure` works with no env vars.
 #
-# Usage: scripts/build_msgs.sh [VENV_PREFIX]      (default: .venv, relative to the repository root)
+# Usage: scripts/build_msgs.sh [VENV_PREFIX] [PACKAGE_DIR]
+#   VENV_PREFIX  default .venv, relative to the repository root
+#   PACKAGE_DIR  default vpr_ros_msgs; any ament_cmake interface package (the tests' stand-in peer
+#                interfaces under vpr_ros/test/interfaces/ are built the same way)
 #
 # Idempotent: skips the build when the installed stamp matches the hash of the interface sources.
 # Why each step exists (see docs/ros2.md, "CI without a ROS install"):
@@ -19,8 +22,13 @@ case "$PREFIX_ARG" in
   /*) V=$PREFIX_ARG ;;
   *) V=$ROOT/$PREFIX_ARG ;;
 esac
-PKG=$ROOT/vpr_ros_msgs
-BUILD=$ROOT/build/vpr_ros_msgs
+PKG_ARG=${2:-vpr_ros_msgs}
+case "$PKG_ARG" in
+  /*) PKG=$PKG_ARG ;;
+  *) PKG=$ROOT/$PKG_ARG ;;
+esac
+NAME=$(basename "$PKG")
+BUILD=$ROOT/build/$NAME
 PY=$V/bin/python
 
 if [ ! -x "$PY" ]; then
@@ -33,12 +41,12 @@ done
 
 # Hash of everything that changes the generated code; the venv path is included so that a stamp
 # copied along with another venv does not count.
-HASH=$(cd "$PKG" && { echo "$V"; cat CMakeLists.txt package.xml; find msg srv -type f \( -name '*.msg' -o -name '*.srv' \) | LC_ALL=C sort | while read -r f; do echo "$f"; cat "$f"; done; } | sha256sum | cut -d' ' -f1)
-STAMP=$V/share/vpr_ros_msgs/.vpr_ros_build_stamp
+HASH=$(cd "$PKG" && { echo "$V"; cat CMakeLists.txt package.xml; find $(ls -d msg srv 2>/dev/null) -type f \( -name '*.msg' -o -name '*.srv' \) | LC_ALL=C sort | while read -r f; do echo "$f"; cat "$f"; done; } | sha256sum | cut -d' ' -f1)
+STAMP=$V/share/$NAME/.vpr_ros_build_stamp
 SITE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ] && [ -d "$SITE/vpr_ros_msgs" ]; then
-  echo "build_msgs: vpr_ros_msgs up to date in $V"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ] && [ -d "$SITE/$NAME" ]; then
+  echo "build_msgs: $NAME up to date in $V"
   exit 0
 fi
 
@@ -55,7 +63,7 @@ fi
     -e "s#/opt/python/cp311-cp311/include/python3.11#$PYINC#g" \
     -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$NPINC#g"
 
-echo "build_msgs: building vpr_ros_msgs into $V (build dir $BUILD)"
+echo "build_msgs: building $NAME into $V (build dir $BUILD)"
 SECONDS=0
 # A stale cache from another prefix/python would silently reuse the wrong interpreter.
 if [ -f "$BUILD/CMakeCache.txt" ] && ! grep -q "^Python3_EXECUTABLE:[A-Z]*=$PY\$" "$BUILD/CMakeCache.txt"; then
@@ -70,7 +78,11 @@ cmake --build "$BUILD" -j"$(nproc)" >"$BUILD.build.log" 2>&1 \
   || { tail -50 "$BUILD.build.log" >&2; echo "build_msgs: build failed (full log: $BUILD.build.log)" >&2; exit 1; }
 cmake --install "$BUILD" --prefix "$V" >/dev/null
 
-"$PY" -c 'from vpr_ros_msgs.msg import LoopClosure; from vpr_ros_msgs.srv import MapIO; LoopClosure(); MapIO.Request()' \
-  || { echo "build_msgs: installed, but importing vpr_ros_msgs failed" >&2; exit 1; }
+if [ "$NAME" = vpr_ros_msgs ]; then
+  CHECK='from vpr_ros_msgs.msg import LoopClosure; from vpr_ros_msgs.srv import MapIO; LoopClosure(); MapIO.Request()'
+else
+  CHECK="import importlib; importlib.import_module('$NAME')"
+fi
+"$PY" -c "$CHECK" || { echo "build_msgs: installed, but importing $NAME failed" >&2; exit 1; }
 echo "$HASH" >"$STAMP"
 echo "build_msgs: done in ${SECONDS}s"

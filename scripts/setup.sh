@@ -55,6 +55,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 bash scripts/build_msgs.sh "$VENV"
+# Test-only stand-ins for peer interfaces that are not on PyPI (tf2_msgs, the SLAM backends'
+# messages), written from their documented field lists; see vpr_ros/test/interfaces/README.md.
+for pkg in vpr_ros/test/interfaces/*/; do
+  bash scripts/build_msgs.sh "$VENV" "${pkg%/}"
+done
 # The numpy-1.26 environment of the ROS-distribution set, for the second core run of `make test`.
 bash scripts/setup_np126.sh
 echo "setup: ready ($VENV)"
