@@ -22,6 +22,8 @@ from vpr_ros.core.config.checks import (BACKENDS, DEVICES, LOCAL_ENCODINGS, MAX_
 from vpr_ros.core.config.checks import (check_choice as _check_choice, check_fields as _check_fields,
                                         check_range as _check_range, meta as _meta)
 from vpr_ros.core.config.geometry import GeometryConfig, OdometryGateConfig
+from vpr_ros.core.config.pose_graph import PoseGraphConfig
+from vpr_ros.core.config.relocalization import FramesConfig, RelocalizationConfig
 from vpr_ros.core.config.text import TextConfig
 from vpr_ros.core.config.verify import VerifyConfig
 from vpr_ros.core.errors import ConfigError
@@ -199,6 +201,9 @@ class Config:
     geometry: GeometryConfig = dataclasses.field(default_factory=GeometryConfig)
     odometry_gate: OdometryGateConfig = dataclasses.field(default_factory=OdometryGateConfig)
     text: TextConfig = dataclasses.field(default_factory=TextConfig)
+    frames: FramesConfig = dataclasses.field(default_factory=FramesConfig)
+    relocalization: RelocalizationConfig = dataclasses.field(default_factory=RelocalizationConfig)
+    pose_graph: PoseGraphConfig = dataclasses.field(default_factory=PoseGraphConfig)
 
 
 @dataclasses.dataclass(frozen=True)
