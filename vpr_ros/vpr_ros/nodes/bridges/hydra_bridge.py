@@ -1,0 +1,119 @@
+"""``hydra_bridge``: our loop closures as ``pose_graph_tools_msgs/PoseGraph`` loop-closure edges on
+``external_loop_closures`` (Hydra, Kimera-PGMO / Kimera-Multi style consumers).
+
+    ros2 launch vpr_ros hydra_bridge.launch.py output_topic:=/hydra/external_loop_closures
+
+One PoseGraph per loop with one edge of type LOOPCLOSE (1): from = query, to = match,
+pose = to_T_from = pose of the query base in the match base (T_match_query), covariance filled
+(row-major, ``hydra.covariance_order``). Keys (``hydra.key_mode``):
+
+- ``stamp_ns`` (Hydra): ``key_from``/``key_to`` are the two keyframes' image stamps in nanoseconds;
+  Hydra's ExternalLoopClosureReceiver looks up its agent node nearest each stamp (within its
+  ``max_time_difference``, default 1 s) of robot ``robot_from``/``robot_to``.
+- ``symbol`` (Kimera-RPGO / Kimera-Multi keyframe keys): GTSAM ``Symbol(prefix, keyframe_id)`` with
+  prefix ``hydra.robot_prefixes[robot]`` (kimera_pgmo's robot prefixes a, b, c, ...); valid only
+  when our keyframe ids are the consumer's keyframe indices.
+
+``robot_from``/``robot_to`` are the robots' small integer ids (``hydra.robot_names``, else the
+number the robot id ends with, else ``hydra.default_robot``). Hydra itself uses its configured loop
+variance (``lc_variance``), not the covariance.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vpr_ros.core.geometry.backend_edges import COVARIANCE_ORDERS, BackendLoop, KeyframeRef, reorder_covariance
+from vpr_ros.core.geometry.backend_nodes import gtsam_symbol, robot_index
+from vpr_ros.nodes.bridges.common import RELIABLE, BridgeNode, import_peer, pose_to_msg, run_bridge, spec
+from vpr_ros.nodes.conversions import ns_to_stamp
+
+__all__ = ["HydraBridge", "main", "KEY_MODES"]
+
+KEY_MODES = ("stamp_ns", "symbol")
+LOOPCLOSE = 1  # pose_graph_tools_msgs/PoseGraphEdge.LOOPCLOSE
+
+
+class HydraBridge(BridgeNode):
+    BACKEND = "Hydra/Kimera"
+    PARAMETERS = (
+        spec("hydra.key_mode", str, "stamp_ns",
+             "How edge keys are formed: stamp_ns (image stamps in ns, what Hydra's external loop closures "
+             "expect) or symbol (GTSAM Symbol(prefix, keyframe id), Kimera-RPGO/Kimera-Multi keys).",
+             choices=KEY_MODES),
+        spec("hydra.robot_names", str, "",
+             "Comma-separated vpr_ros robot ids in the consumer's robot id order; empty: the number each "
+             "robot id ends with, else hydra.default_robot."),
+        spec("hydra.default_robot", int, 0, "Robot id for a robot id without a number and not in "
+             "hydra.robot_names (-1: drop its loops).", lo=-1, hi=255),
+        spec("hydra.robot_prefixes", str, "abcdefgh",
+             "symbol keys: the GTSAM prefix character of robot 0, 1, 2, ... (kimera_pgmo's robot prefixes)."),
+        spec("hydra.covariance_order", str, "translation_first",
+             "Row/column order of the edge covariance: translation_first (x, y, z, rx, ry, rz, ROS) or "
+             "rotation_first (GTSAM Pose3).", choices=COVARIANCE_ORDERS),
+        spec("hydra.frame_id", str, "", "header.frame_id of the PoseGraph and its edges."),
+    )
+    COUNTERS = ("edges_sent", "skipped.no_pose", "skipped.scale_unknown", "skipped.no_covariance",
+                "skipped.unknown_robot")
+    NOTES = {"edge": "type LOOPCLOSE, from = query, to = match, pose = to_T_from (T_match_query)"}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("hydra_bridge", **kwargs)
+        msgs = import_peer("pose_graph_tools_msgs.msg", "hydra_bridge", "Hydra/Kimera (MIT-SPARK pose_graph_tools)",
+                           "build pose_graph_tools_msgs from MIT-SPARK/pose_graph_tools in your workspace")
+        self._PoseGraph, self._Edge = msgs.PoseGraph, msgs.PoseGraphEdge
+        self._names = [n.strip() for n in self.params["hydra.robot_names"].split(",") if n.strip()]
+        self._pub = self.create_publisher(self._PoseGraph, "external_loop_closures", RELIABLE)
+        self.NOTES = {**self.NOTES, "keys": self.params["hydra.key_mode"],
+                      "covariance_order": self.params["hydra.covariance_order"]}
+
+    def robot(self, robot_id: str) -> int | None:
+        index = robot_index(robot_id, self._names)
+        if index is None and not self._names and self.params["hydra.default_robot"] >= 0:
+            index = int(self.params["hydra.default_robot"])
+        return index
+
+    def key(self, ref: KeyframeRef, robot: int) -> int:
+        if self.params["hydra.key_mode"] == "stamp_ns":
+            return ref.stamp_ns
+        prefixes = self.params["hydra.robot_prefixes"]
+        if robot >= len(prefixes):
+            raise ValueError(f"robot {robot} has no prefix in hydra.robot_prefixes={prefixes!r}")
+        return gtsam_symbol(prefixes[robot], ref.keyframe_id)
+
+    def on_loop(self, loop: BackendLoop) -> None:
+        if loop.T_match_query is None:
+            self.count("skipped.no_pose")
+            return
+        if not loop.scale_known:
+            self.count("skipped.scale_unknown")
+            return
+        if loop.covariance is None:
+            self.count("skipped.no_covariance")
+            return
+        robot_from, robot_to = self.robot(loop.query.robot_id), self.robot(loop.match.robot_id)
+        if robot_from is None or robot_to is None:
+            self.count("skipped.unknown_robot")
+            return
+        edge = self._Edge(key_from=self.key(loop.query, robot_from), key_to=self.key(loop.match, robot_to),
+                          robot_from=robot_from, robot_to=robot_to, type=LOOPCLOSE,
+                          pose=pose_to_msg(loop.T_match_query),
+                          covariance=[float(v) for v in reorder_covariance(
+                              loop.covariance, self.params["hydra.covariance_order"]).reshape(36)])
+        edge.header.stamp = ns_to_stamp(loop.query.stamp_ns)
+        edge.header.frame_id = self.params["hydra.frame_id"]
+        graph = self._PoseGraph(edges=[edge])
+        graph.header = edge.header
+        self._pub.publish(graph)
+        self.count("edges_sent")
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point (``ros2 run vpr_ros hydra_bridge``)."""
+    return run_bridge(HydraBridge, "hydra_bridge", args)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
