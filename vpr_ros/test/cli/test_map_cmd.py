@@ -250,8 +250,11 @@ def test_export_csv_and_g2o(corridor_map, tmp_path, capsys):
     g2o = (tmp_path / "exp" / "loops.g2o").read_text().splitlines()
     assert sum(ln.startswith("VERTEX_SE3:QUAT") for ln in g2o) == 2 * N
     edges = [ln.split() for ln in g2o if ln.startswith("EDGE_SE3:QUAT")]
-    assert len(edges) == 1 and edges[0][1:4] == [str(posed.match_id), str(posed.query_id), "0.5"]
-    assert float(edges[0][10]) == pytest.approx(100.0)  # information = inverse covariance
+    # odometry between consecutive keyframes, then every loop (appearance-only ones as "same place")
+    assert len(edges) == 2 * N - 1 + len(loops)
+    loop0 = edges[2 * N - 1]
+    assert loop0[1:4] == [str(posed.match_id), str(posed.query_id), "0.5"]
+    assert float(loop0[10]) == pytest.approx(100.0)  # information = inverse covariance
     rc, _, err = run(capsys, "export", tmp_path / "m", "--out", tmp_path / "exp")  # never overwritten
     assert rc == 2 and "keyframes.csv" in err
 

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from vpr_ros.core.map import live_map, loops_table
+from vpr_ros.core.map import live_map, loops_table, map_poses
 from vpr_ros.core.map.atomic_dir import leftovers
 from vpr_ros.core.errors import InputError, MapStoreError
 from vpr_ros.core.index import KeyframeIndex
@@ -41,6 +41,13 @@ class MapData:
     keyframes: list[Keyframe]
     loops: list[LoopClosure]
     has_manifest: bool
+    #: stored optimised poses (core/map/map_poses.py) and their meta row (source_note, written_ns), or {} / None
+    optimized: dict[map_poses.PoseKey, map_poses.MapPose] = dataclasses.field(default_factory=dict)
+    optimized_info: dict | None = None
+
+    def poses_to_keep(self) -> tuple[dict, str]:
+        """(optimised poses, their source note): what a tool rewriting this map passes to write_map."""
+        return self.optimized, (self.optimized_info or {}).get("source_note", "")
 
     def by_ident(self) -> dict[Ident, int]:
         """(robot, session, id) -> map key."""
@@ -74,7 +81,7 @@ def open_map(path: str | Path, *, load_local: bool = True, flag: str = "map") ->
     if live_map.is_live_map(path):  # the node's live map: every local record is crc-checked as it is read
         log = live_map.MapLog(path)
         try:
-            return MapData(path, meta, keyframes, list(log.loops), False)
+            return _with_poses(MapData(path, meta, keyframes, list(log.loops), False))
         finally:
             log.close()
     try:
@@ -85,7 +92,14 @@ def open_map(path: str | Path, *, load_local: bool = True, flag: str = "map") ->
             db.close()
     except (sqlite3.Error, ValueError) as exc:
         raise MapStoreError(f"map {path}: {DB} is damaged ({exc}); re-create it or load another map") from None
-    return MapData(path, meta, keyframes, loops, read_manifest(path) is not None)
+    return _with_poses(MapData(path, meta, keyframes, loops, read_manifest(path) is not None))
+
+
+def _with_poses(data: MapData) -> MapData:
+    """``data`` with the map's optimised poses (checked row by row; load_keyframes verified the file)."""
+    data.optimized = map_poses.read_optimized_poses(data.path, check_manifest=False)
+    data.optimized_info = map_poses.optimized_poses_info(data.path)
+    return data
 
 
 def disk_usage(path: Path) -> dict[str, int]:
@@ -122,16 +136,19 @@ def check_out_path(out: str | Path, inputs: Sequence[Path], what: str) -> Path:
 
 
 def write_map(out: str | Path, keyframes: Sequence[Keyframe], loops: Sequence[LoopClosure],
-              model_id: str, global_dim: int, sidecars_from: Path | None = None) -> Path:
+              model_id: str, global_dim: int, sidecars_from: Path | None = None,
+              optimized: tuple[dict, str] | None = None) -> Path:
     """Save a map through the store (crash-safe replace, refused while another writer owns ``out``); the
     FAISS file is an exact index of the descriptors (any loader rebuilds its own index from them, so its
     type does not matter). ``sidecars_from``: the map whose files the store does not own (the replay's
-    frame index) are kept in the new one — a tool rewriting a map keeps every file it does not own."""
+    frame index) are kept in the new one — a tool rewriting a map keeps every file it does not own.
+    ``optimized``: (optimised poses, source note) to keep (core/map/map_poses.py)."""
     index = KeyframeIndex(global_dim)
     if keyframes:
         index.add(np.arange(len(keyframes)), np.stack([k.global_ for k in keyframes]))
+    poses = None if not optimized or not optimized[0] else (map_poses.check_optimized(optimized[0]), optimized[1])
     return save_keyframes(out, keyframes, model_id, global_dim, index_writer=index.save, loops=loops,
-                          sidecars_from=sidecars_from)
+                          sidecars_from=sidecars_from, poses=poses)
 
 
 def index_mismatches(data: MapData) -> tuple[int, str]:

@@ -1,5 +1,6 @@
-"""``vpr-ros map info|merge|export|verify|compact|report|label|query``: look at, check, combine and
-rewrite maps; name places and find them by text (``label``/``query``: cli/map_text_cmd.py).
+"""``vpr-ros map info|merge|export|verify|compact|report|label|query|optimize``: look at, check, combine
+and rewrite maps; name places and find them by text (``label``/``query``: cli/map_text_cmd.py); store
+optimised keyframe poses (``optimize``: cli/map_optimize.py).
 
 Read-only commands (info, export, verify, report) change nothing in the map directory; writing
 commands (merge, compact) write a new map through the store's crash-safe replace. Bad input (a path
@@ -11,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import dataclasses
 import datetime
 import json
 import sys
 from pathlib import Path
 
-from vpr_ros.cli import map_text_cmd
+from vpr_ros.cli import map_export, map_optimize, map_text_cmd
 from vpr_ros.cli.map_verify import verify_map
 from vpr_ros.cli.map_access import (DB, INDEX_FILE, Ident, MapData, check_out_path, check_outside, disk_usage,
                                     open_map, write_map)
@@ -27,8 +27,6 @@ from vpr_ros.core.errors import InputError
 from vpr_ros.core.types import Keyframe, LoopClosure
 from vpr_ros.io.output_checks import check_output_dir
 from vpr_ros.io.output_files import atomic_files, check_new_file
-from vpr_ros.io.poses import matrix_to_pose
-from vpr_ros.io.trajectory_export import write_g2o
 
 __all__ = ["add_parser", "run_info", "run_merge", "run_export", "run_verify", "run_compact", "run_report",
            "write_report_file", "map_summary"]
@@ -51,7 +49,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="a keyframe id present in two maps for the same robot and session with different "
                             "content: refuse (default) or renumber the later map's session after the earlier")
     merge.set_defaults(func=run_merge)
-    export = cmds.add_parser("export", help="keyframe poses and loops as CSV and g2o")
+    export = cmds.add_parser("export", help="keyframe poses and loops as CSV, the pose graph as g2o",
+                             description=map_export.__doc__.split("\n\n")[0])
     export.add_argument("map", help="map directory")
     export.add_argument("--out", required=True, help=f"folder for {', '.join(EXPORT_FILES)} (never overwritten)")
     export.set_defaults(func=run_export)
@@ -72,6 +71,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                              "the parameter's default)")
     report.set_defaults(func=run_report)
     map_text_cmd.add_parsers(cmds)  # label, query: places with names (issue 13)
+    map_optimize.add_parser(cmds)  # optimize: optimised keyframe poses (issue 21)
 
 
 def _stamp(ns: int) -> str:
@@ -99,6 +99,9 @@ def map_summary(data: MapData) -> dict:
         "with_thumbnail": sum(bool(k.thumbnail) for k in data.keyframes),
         "disk_bytes": disk, "disk_per_keyframe_bytes": round(disk["total"] / n) if n else 0,
         "thumbnail_bytes_per_keyframe": round(thumbs / n) if n else 0, "checksums": data.has_manifest, "live": bool(data.meta.get("live")),
+        "optimized_poses": len(data.optimized),
+        "optimized_note": (data.optimized_info or {}).get("source_note"),
+        "optimized_at": _stamp(data.optimized_info["written_ns"]) if data.optimized_info else None,
     }
 
 
@@ -119,6 +122,12 @@ def run_info(args: argparse.Namespace) -> int:
     say(f"disk {d['total'] / 1e6:.2f} MB ({s['disk_per_keyframe_bytes'] / 1e3:.1f} kB per keyframe; "
         f"thumbnails {s['thumbnail_bytes_per_keyframe'] / 1e3:.1f} kB of it): {DB} {d['map.sqlite'] / 1e6:.2f} MB, "
         f"local {d['local'] / 1e6:.2f} MB, {INDEX_FILE} {d['index.faiss'] / 1e6:.2f} MB")
+    if s["optimized_poses"]:
+        say(f"optimised poses: {s['optimized_poses']} keyframes ({s['optimized_note']}, {s['optimized_at']}); the map "
+            "frame is the optimised frame")
+    else:
+        say("optimised poses: none (the map frame is the first session's odometry frame; vpr-ros map optimize "
+            "adds them)")
     if s["live"]:
         say("live map (appended by the node): every local-feature record carries a crc32, checked when read")
     elif not s["checksums"]:
@@ -162,9 +171,17 @@ def run_merge(args: argparse.Namespace) -> int:
             loops.append(_renumber_loop(lp, remap))
     loops = list({(lp.query_robot_id, lp.query_session_id, lp.query_id, lp.match_robot_id, lp.match_session_id,
                    lp.match_id): lp for lp in loops}.values())
-    out = write_map(args.out, keyframes, loops, first.meta["model_id"], int(first.meta["global_dim"]))
+    # Optimised poses are in the frame of the optimisation that made them: only the first map's define the
+    # merged map's frame (its first keyframe is the first map's); the others' would mix frames.
+    kept_poses = {k: p for k, p in first.optimized.items() if k in where}
+    out = write_map(args.out, keyframes, loops, first.meta["model_id"], int(first.meta["global_dim"]),
+                    optimized=(kept_poses, (first.optimized_info or {}).get("source_note", "")))
     say(f"merged {len(maps)} maps into {out}: {len(keyframes)} keyframes, {len(loops)} loops"
-        + (f"; {dropped} keyframes present in two maps were kept once" if dropped else ""))
+        + (f"; {dropped} keyframes present in two maps were kept once" if dropped else "")
+        + (f"; {len(kept_poses)} optimised poses of {first.path} kept" if kept_poses else ""))
+    if any(m.optimized for m in maps[1:]):
+        say("optimised poses of the later maps were left out (another optimisation's frame); run vpr-ros map "
+            "optimize on the merged map", file=sys.stderr)
     return 0
 
 
@@ -216,52 +233,18 @@ def run_export(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     try:  # all three files or none: a full disk leaves nothing that blocks the rerun
         with atomic_files([out / name for name in EXPORT_FILES]) as tmp:
-            poses, edges, no_pose = _export(data, *tmp)
+            counts = map_export.export_map(data, *tmp)
     except BaseException:
         if made:
             with contextlib.suppress(OSError):
                 out.rmdir()  # only when empty: the folder this call created
         raise
-    say(f"exported {len(data.keyframes)} keyframes ({len(poses)} g2o vertices) and {len(data.loops)} loops "
-        f"({len(edges)} g2o edges; {no_pose} without a relative pose and covariance) to {out}")
+    c = counts
+    say(f"exported {len(data.keyframes)} keyframes ({c['vertices']} g2o vertices, {c['optimized']} at optimised poses) "
+        f"and {len(data.loops)} loops to {out}: g2o edges {c['odometry_edges']} odometry + "
+        f"{len(data.loops) - c['skipped']} loop ({c['measured']} measured, {c['rotation_only']} rotation-only, "
+        f"{c['same_place']} same-place); {c['skipped']} loops skipped (a keyframe without a pose)")
     return 0
-
-
-def _export(data: MapData, keyframes_csv: Path, loops_csv: Path, loops_g2o: Path) -> tuple[list, list, int]:
-    vertex: dict[Ident, int] = {}
-    poses = []
-    with open(keyframes_csv, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["key", "robot_id", "session_id", "keyframe_id", "stamp_ns", "g2o_vertex",
-                    "x", "y", "z", "qx", "qy", "qz", "qw"])
-        for key, kf in enumerate(data.keyframes):
-            fields: list = [""] * 7
-            v = -1
-            if kf.pose is not None:
-                v = vertex[(kf.robot_id, kf.session_id, int(kf.id))] = len(poses)
-                poses.append(kf.pose)
-                (x, y, z), q = matrix_to_pose(kf.pose)
-                fields = [f"{c:.9g}" for c in (x, y, z, *q)]
-            w.writerow([key, kf.robot_id, kf.session_id, kf.id, kf.stamp_ns, v, *fields])
-    edges, no_pose = [], 0
-    with open(loops_csv, "w", newline="") as f:
-        w = csv.writer(f)
-        scalar = [n for n in LoopClosure.__dataclass_fields__ if n not in ("relative_pose", "covariance")]
-        w.writerow(scalar + ["x", "y", "z", "qx", "qy", "qz", "qw"])
-        for lp in data.loops:
-            rel: list = [""] * 7
-            if lp.relative_pose is not None:
-                (x, y, z), q = matrix_to_pose(lp.relative_pose)
-                rel = [f"{c:.9g}" for c in (x, y, z, *q)]
-            w.writerow([getattr(lp, n) for n in scalar] + rel)
-            i = vertex.get((lp.match_robot_id, lp.match_session_id, lp.match_id))
-            j = vertex.get((lp.query_robot_id, lp.query_session_id, lp.query_id))
-            if lp.relative_pose is None or lp.covariance is None or i is None or j is None:
-                no_pose += 1
-            else:  # relative_pose is T_match_query: the edge from the match vertex to the query vertex
-                edges.append((i, j, lp.relative_pose, lp.covariance))
-    write_g2o(loops_g2o, poses, edges)
-    return poses, edges, no_pose
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -275,7 +258,8 @@ def run_compact(args: argparse.Namespace) -> int:
     check_out_path(args.out, [data.path], "compact")
     before = disk_usage(data.path)["total"]
     out = write_map(args.out, data.keyframes, data.loops, data.meta["model_id"], int(data.meta["global_dim"]),
-                    sidecars_from=data.path)
+                    sidecars_from=data.path,
+                    optimized=data.poses_to_keep())
     say(f"compacted {data.path} ({before / 1e6:.2f} MB) into {out} ({disk_usage(out)['total'] / 1e6:.2f} MB): "
         f"{len(data.keyframes)} keyframes, {len(data.loops)} loops")
     return 0

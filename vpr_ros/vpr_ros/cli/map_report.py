@@ -6,7 +6,8 @@ query | match thumbnails with the MNN pairs as lines, the scores, place labels a
 frame in the class colour (correct / suspect / rejected, the colours of the plots and RViz markers),
 so a reader sees the doubtful loops first and why each was accepted. Below: sessions and robots,
 keyframes over time (one lane per robot/session, loop edges between the two keyframes), the
-trajectory seen from above when keyframes have poses, and the table of loop edges. Plots are inline SVG and thumbnails
+trajectory seen from above when keyframes have poses (and the optimised one over it when the map holds
+optimised poses, core/map/map_poses.py), and the table of loop edges. Plots are inline SVG and thumbnails
 base64 JPEG data URIs, so the file can be mailed or attached to an issue as it is.
 
 MNN pairs are recomputed from the keyframes' stored local features (the exact MNN the verifier ran;
@@ -151,6 +152,46 @@ def _trajectory(data: MapData, lanes: dict[tuple[str, str], int], shown: Sequenc
     return "".join(parts)
 
 
+def _optimized_trajectory(data: MapData, lanes: dict[tuple[str, str], int], shown: Sequence[LoopClosure],
+                          classes: Classes) -> str:
+    """The optimised keyframe positions (map frame, from above; coloured by session) over their odometry
+    positions (grey; each session's in its own odometry frame), one scale, loop edges between optimised ones."""
+    by = data.by_ident()
+    keys = [by[k] for k in data.optimized if k in by]
+    if not keys:
+        return ""
+    opt = np.array([data.optimized[k].T_map_base[:2, 3] for k in data.optimized if k in by])
+    odo = np.array([data.keyframes[i].pose[:2, 3] for i in keys if data.keyframes[i].pose is not None]).reshape(-1, 2)
+    every = np.vstack([opt, odo])
+    lo, hi = every.min(0), every.max(0)
+    size, pad = 600, 20
+    scale = (size - 2 * pad) / max(float((hi - lo).max()), 1e-9)
+    height = int(2 * pad + 20 + (hi - lo)[1] * scale)
+
+    def at(p: np.ndarray) -> tuple[float, float]:
+        return pad + (p[0] - lo[0]) * scale, height - pad - 20 - (p[1] - lo[1]) * scale
+
+    parts = [f'<svg id="trajectory_optimized" xmlns="http://www.w3.org/2000/svg" width="{size}" height="{height}" '
+             f'viewBox="0 0 {size} {height}" role="img" aria-label="optimised and odometry trajectory from above">']
+    parts += [f'<circle class="odometry" cx="{x:.1f}" cy="{y:.1f}" r="1.5" fill="#bbb"/>' for x, y in map(at, odo)]
+    pos = {i: at(p) for i, p in zip(keys, opt)}
+    for i in keys[::max(1, len(keys) // 4000)]:
+        k = data.keyframes[i]
+        parts.append(f'<circle class="optimized" cx="{pos[i][0]:.1f}" cy="{pos[i][1]:.1f}" r="2" '
+                     f'fill="{_colour(lanes[(k.robot_id, k.session_id)])}"/>')
+    for lp in shown:
+        q, m = by.get(_q(lp)), by.get(_m(lp))
+        if q in pos and m in pos:
+            parts.append(f'<line class="loop-edge-optimized" x1="{pos[q][0]:.1f}" y1="{pos[q][1]:.1f}" '
+                         f'x2="{pos[m][0]:.1f}" y2="{pos[m][1]:.1f}" stroke="{_edge_colour(lp, classes)}" '
+                         'stroke-width="1"/>')
+    parts.append(f'<text x="4" y="{height - 4}" font-size="11">{(hi - lo).max():.1f} m across; grey: odometry, '
+                 'colours: optimised (map frame)</text></svg>')
+    note = (data.optimized_info or {}).get("source_note", "")
+    return (f'<h2>Trajectory optimised (map frame) over odometry, from above</h2><p class="muted">{len(keys)} '
+            f'keyframes with optimised poses: {_e(note)}</p>' + "".join(parts))
+
+
 def _q(lp: LoopClosure) -> Ident:
     return (lp.query_robot_id, lp.query_session_id, int(lp.query_id))
 
@@ -259,4 +300,5 @@ def render_report(data: MapData, summary: dict, max_loops: int = 200,
             f'<h2>Sessions and robots</h2>{sessions}'
             f'<h2>Keyframes over time</h2>{_timeline(data, lanes, shown, classes)}'
             f'<h2>Trajectory (odometry, from above)</h2>{_trajectory(data, lanes, shown, classes)}'
+            f'{_optimized_trajectory(data, lanes, shown, classes)}'
             f'<h2>Loop edges</h2>{edges}</body></html>')

@@ -108,7 +108,7 @@ def run_label(args: argparse.Namespace) -> int:
             for key, labels in new.items():
                 data.keyframes[key].labels = (*data.keyframes[key].labels, *labels)
             write_map(data.path, data.keyframes, data.loops, data.meta["model_id"], int(data.meta["global_dim"]),
-                      sidecars_from=data.path)
+                      sidecars_from=data.path, optimized=data.poses_to_keep())
         keyframes = data.keyframes
     added = sum(len(v) for v in new.values())
     say(f"map {path}: added {added} label(s) to {len(new)} keyframe(s)")

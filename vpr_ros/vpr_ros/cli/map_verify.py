@@ -47,5 +47,6 @@ def verify_map(path: str | Path) -> Verdict:
                               "does not hold", data)
     how = ("crc32 of every local-feature record and structure (live map)" if data.meta.get("live") else
            "checksums and structure" if data.has_manifest else "structure only (no manifest.json, no checksums)")
-    return Verdict(True, f"OK: map {data.path}: {len(data.keyframes)} keyframes, {len(data.loops)} loops; {how}; "
+    return Verdict(True, f"OK: map {data.path}: {len(data.keyframes)} keyframes, {len(data.loops)} loops, "
+                         f"{len(data.optimized)} optimised poses; {how}; "
                          f"{INDEX_FILE} matches the descriptors", data)

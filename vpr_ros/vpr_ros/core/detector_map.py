@@ -21,13 +21,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-from vpr_ros.core.map import live_map, live_map_dirs, text_table
+from vpr_ros.core.map import live_map, live_map_dirs, map_poses as map_poses_mod, text_table
 from vpr_ros.core.errors import InputError, MapStoreError
+from vpr_ros.core.map.map_poses import MapPose, PoseKey
 from vpr_ros.core.map.ownership import DirLock
 from vpr_ros.core.map.snapshot import load_keyframes, save_keyframes
 from vpr_ros.core.text.place_text import PlaceLabel, TextReading
@@ -99,7 +100,9 @@ class KeyframeMapMixin:
         log = live_map_dirs.open_for_append(path, live_map.fingerprint(self.model), self.model.global_dim,
                                             self.config.map.local_encoding, lazy_geometry=True)
         try:
-            added = self._add_loaded(path, log.keyframes, log) if len(log) else 0
+            optimized = self._take_optimized(path, log.keyframes)
+            added = self._adopt_optimized(log.keyframes, optimized,
+                                          self._add_loaded(path, log.keyframes, log) if len(log) else 0)
         except BaseException:
             log.close()
             raise
@@ -137,6 +140,51 @@ class KeyframeMapMixin:
             self._pending.append(("loops", list(loops)))
             self.flush_store()
 
+    @property
+    def optimized_poses(self) -> dict[PoseKey, MapPose]:
+        """Optimised keyframe poses in the map frame: read by load_map/attach_store from maps of the map-frame
+        session, and given by :meth:`store_optimized_poses`."""
+        if "_optimized_poses" not in self.__dict__:  # kept here, not in detector.py's __init__: the map half's state
+            self._optimized_poses: dict[PoseKey, MapPose] = {}
+        return self._optimized_poses
+
+    def keyframe_map_poses(self) -> dict[PoseKey, MapPose]:
+        """Every keyframe's pose in the map frame with covariance (core/map/map_poses.py): optimised where
+        known, else the odometry pose for keyframes of the map-frame session (the first map loaded)."""
+        return map_poses_mod.map_poses(self._keyframes, self.optimized_poses, frame=self.__dict__.get("_map_frame"))
+
+    def store_optimized_poses(self, poses: Mapping[PoseKey, MapPose], source_note: str = "live pose graph") -> None:
+        """Take a pose graph's optimised poses (``source="optimized"``; they replace the earlier ones) and,
+        with a live map attached, queue them behind the keyframes they name (written by :meth:`flush_store`;
+        poses of keyframes the live map does not hold are left out there)."""
+        fresh = dict(poses)
+        map_poses_mod.check_optimized(fresh)
+        self.optimized_poses.clear()
+        self.optimized_poses.update(fresh)
+        if self._store is not None:
+            self._pending.append(("poses", (fresh, source_note)))
+            self.flush_store()
+
+    def _take_optimized(self, path: str | Path, loaded: Sequence[Keyframe]) -> dict[PoseKey, MapPose]:
+        """The optimised poses of the map at ``path`` if it is in this detector's map frame (read before the
+        keyframes are added, so a damaged table leaves the map unchanged)."""
+        frame = map_poses_mod.frame_session(loaded)
+        current = self.__dict__.get("_map_frame") or frame
+        poses = map_poses_mod.read_optimized_poses(path, check_manifest=False)
+        if poses and frame != current:
+            logger.warning("map %s: its %d optimised poses are in the frame of session %s, not of this map's frame "
+                           "session %s; they are not used (merge the maps and run vpr-ros map optimize)", path,
+                           len(poses), frame, current)
+            return {}
+        return poses
+
+    def _adopt_optimized(self, loaded: Sequence[Keyframe], poses: dict[PoseKey, MapPose], added: int) -> int:
+        """After a map's keyframes were added: its session becomes the map frame if none was, its poses count."""
+        if loaded and not self.__dict__.get("_map_frame"):
+            self._map_frame = map_poses_mod.frame_session(loaded)
+        self.optimized_poses.update(poses)
+        return added
+
     def flush_store(self) -> int:
         """Write what waits for the live map, in order; returns how many keyframes still wait."""
         while self._store is not None and self._pending:
@@ -144,6 +192,8 @@ class KeyframeMapMixin:
             try:
                 if kind == "kf":
                     self._write_keyframe(item)
+                elif kind == "poses":
+                    map_poses_mod.store_in_log(self._store, *item)
                 else:
                     self._store.append_loops(item)
             except (OSError, live_map.sqlite3.OperationalError) as exc:  # no space, I/O: retried later
@@ -156,7 +206,7 @@ class KeyframeMapMixin:
             except (MapStoreError, live_map.sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
                 self.store_refused += 1  # this item can never be stored; the rest must not wait behind it
                 logger.error("map %s: cannot store this %s (%s); it stays in memory only",
-                             self._store.root, "keyframe" if kind == "kf" else "loop", exc)
+                             self._store.root, {"kf": "keyframe", "loops": "loop"}.get(kind, "set of optimised poses"), exc)
             self._pending.pop(0)
             if not self._pending and self.store_error:
                 logger.warning("map %s: the disk takes writes again; every waiting keyframe is on disk",
@@ -198,8 +248,11 @@ class KeyframeMapMixin:
                 return len(self._store)
         keyframes = ([self.keyframe_with_local(k) for k in range(len(self._keyframes))] if self._local_refs
                      else self._keyframes)
+        present = {map_poses_mod.pose_key(k) for k in keyframes}
+        kept = {k: p for k, p in self.optimized_poses.items() if k in present}  # issue 21: optimised poses stay
         written = save_keyframes(path, keyframes, self.model_id, self.model.global_dim,
-                                 index_writer=self._index.save, loops=loops, owner=owner)
+                                 index_writer=self._index.save, loops=loops, owner=owner,
+                                 poses=(map_poses_mod.check_optimized(kept), "kept by save_map") if kept else None)
         logger.info("saved %d keyframes to %s", len(self._keyframes), written)
         return len(self._keyframes)
 
@@ -212,9 +265,11 @@ class KeyframeMapMixin:
         """
         if live_map.is_live_map(path):
             log = live_map.MapLog(path, live_map.fingerprint(self.model), lazy_geometry=True)
-            return self._add_loaded(path, log.keyframes, log)
+            optimized = self._take_optimized(path, log.keyframes)
+            return self._adopt_optimized(log.keyframes, optimized, self._add_loaded(path, log.keyframes, log))
         _, loaded = load_keyframes(path, self.model_id, load_local=self.config.map.store_local)
-        return self._add_loaded(path, loaded, None)
+        optimized = self._take_optimized(path, loaded)
+        return self._adopt_optimized(loaded, optimized, self._add_loaded(path, loaded, None))
 
     def _add_loaded(self, path: str | Path, loaded: Sequence[Keyframe], log: live_map.MapLog | None) -> int:
         if loaded and loaded[0].global_.shape[0] != self.model.global_dim:

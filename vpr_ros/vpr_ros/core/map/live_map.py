@@ -341,6 +341,11 @@ class MapLog:
         self._write(lambda db: loops_table.append_rows(db, loops))
         self.loops.extend(loops)
 
+    def write_tables(self, change: Callable[[sqlite3.Connection], None]) -> None:
+        """Apply ``change(db)`` in one transaction, durable on return (tables other modules own, e.g.
+        core/map/pose_table.py's optimised poses)."""
+        self._write(change)
+
     def _write_record(self, key: int, local: npt.NDArray[np.float32], db: sqlite3.Connection) -> tuple[int, int]:
         shape = tuple(np.shape(local))
         if self.local_shape is None:

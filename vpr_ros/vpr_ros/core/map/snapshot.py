@@ -12,7 +12,8 @@ Layout (format version 1)::
 map.sqlite also holds the table ``geometry`` (core/map/geometry_table.py, since issue 9): per keyframe with a
 camera, its keypoints, descriptors and 3-D points for relative poses of loops against a loaded map;
 since issue 10 the tables ``thumbnails`` (core/map/thumbnails.py) and ``loops`` (core/map/loops_table.py);
-since issue 13 ``place_text`` and ``place_labels`` (core/map/text_table.py).
+since issue 13 ``place_text`` and ``place_labels`` (core/map/text_table.py); since issue 21 ``optimized_poses``
+(core/map/pose_table.py, with the meta key ``optimized_poses``).
 
 meta keys: format_version, model_id, global_dim, local_shape ([h, w, c] or null), num_keyframes,
 and since issue 8: global_dtype, local_dtype ("float32"), shard_size, manifest (true); since issue 9:
@@ -40,7 +41,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from vpr_ros.core.map import atomic_dir, geometry_table, live_map, loops_table, text_table, thumbnails
+from vpr_ros.core.map import atomic_dir, geometry_table, live_map, loops_table, pose_table, text_table, thumbnails
 from vpr_ros.core.map.live_map import classify_live, is_live_name_set
 from vpr_ros.core.map.atomic_dir import fsync_dir, fsync_file
 from vpr_ros.core.errors import MapStoreError
@@ -124,7 +125,7 @@ def _validate(keyframes: Sequence[Keyframe], global_dim: int) -> list[int] | Non
 
 def _write(root: Path, keyframes: Sequence[Keyframe], model_id: str, global_dim: int,
            local_shape: list[int] | None, index_writer: Callable[[Path], None] | None,
-           loops: Sequence[LoopClosure] = ()) -> None:
+           loops: Sequence[LoopClosure] = (), poses: tuple[pose_table.Rows, str] | None = None) -> None:
     (root / "local").mkdir()
     files = [DB]
     db = sqlite3.connect(root / DB)
@@ -151,6 +152,8 @@ def _write(root: Path, keyframes: Sequence[Keyframe], model_id: str, global_dim:
             thumbnails.write_table(db, keyframes)
             loops_table.write_table(db, loops)
             text_table.write_tables(db, keyframes)
+            if poses is not None:  # optimised poses (core/map/map_poses.py): rows, source note
+                pose_table.write_table(db, *poses)
     finally:
         db.close()
     fsync_file(root / DB)
@@ -179,7 +182,7 @@ def _check_index(path: Path, count: int) -> None:
 def save_keyframes(path: str | Path, keyframes: Sequence[Keyframe], model_id: str,
                    global_dim: int, index_writer: Callable[[Path], None] | None = None,
                    loops: Sequence[LoopClosure] = (), owner: DirLock | None = None,
-                   sidecars_from: Path | None = None) -> Path:
+                   sidecars_from: Path | None = None, poses: tuple[pose_table.Rows, str] | None = None) -> Path:
     """Write ``keyframes`` (their list position is the key) as a map directory at ``path``.
 
     ``path`` may be missing, an empty directory or a vpr_ros map (replaced crash-safely); anything
@@ -187,14 +190,15 @@ def save_keyframes(path: str | Path, keyframes: Sequence[Keyframe], model_id: st
     untouched. ``index_writer(path)`` writes the FAISS index file when given. ``loops``: accepted loop
     closures stored with the map (core/map/loops_table.py). ``owner``: the caller's ownership of
     ``path``. ``sidecars_from``: a map directory whose files the store does not own (the frame index)
-    are copied into the new map (tools rewriting a map: label, compact). Returns the absolute
+    are copied into the new map (tools rewriting a map: label, compact). ``poses``: optimised poses to
+    keep, (rows, source note) as core/map/pose_table.py stores them. Returns the absolute
     directory written (a link to a map is followed).
     """
     keyframes, loops, index_writer = only_storable(keyframes, loops, index_writer, global_dim)
     local_shape = _validate(keyframes, global_dim)
 
     def write(root: Path) -> None:
-        _write(root, keyframes, model_id, global_dim, local_shape, index_writer, loops)
+        _write(root, keyframes, model_id, global_dim, local_shape, index_writer, loops, poses)
         copy_sidecars(sidecars_from, SIDECARS, root)
 
     try:
