@@ -11,7 +11,7 @@ from layout_graph import PACKAGE_ROOT, code_lines, cycles, import_graph
 
 REPO = PACKAGE_ROOT.parents[1]
 CORE = PACKAGE_ROOT / "core"
-SUBPACKAGES = {"config", "matching", "geometry", "map", "fleet", "text", "eval"}
+SUBPACKAGES = {"config", "matching", "geometry", "map", "fleet", "text", "eval", "localization"}
 MAX_CODE_LINES = 300
 
 # importer prefix -> prefixes it must not import (the one-way rules of docs/architecture.md)
@@ -33,6 +33,8 @@ FORBIDDEN = {
     "vpr_ros.core.eval": ["vpr_ros.core.detector", "vpr_ros.core.map", "vpr_ros.core.pipeline"],
     "vpr_ros.core.config": ["vpr_ros.core.detector", "vpr_ros.core.map", "vpr_ros.core.matching",
                             "vpr_ros.core.geometry", "vpr_ros.core.text", "vpr_ros.core.fleet"],
+    "vpr_ros.core.localization": ["vpr_ros.core.pipeline", "vpr_ros.core.fleet", "vpr_ros.core.text",
+                                  "vpr_ros.core.eval", "vpr_ros.core.matching", "vpr_ros.core.index"],
 }
 
 

@@ -12,7 +12,7 @@ from vpr_ros.core.errors import VprError
 
 # subcommand -> module; each module exposes add_parser(subparsers) that sets func=run(args)->int
 COMMANDS = {"demo": "demo", "replay": "replay", "eval": "eval", "bench": "bench", "weights": "weights",
-            "models": "models", "map": "map_cmd", "bag": "bag_cmd"}
+            "models": "models", "map": "map_cmd", "bag": "bag_cmd", "localize": "localize"}
 SUBCOMMANDS = tuple(COMMANDS.values())
 
 

@@ -8,12 +8,17 @@ before the model loads, so a wrong path fails at once.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from vpr_ros.cli.arg_types import positive_float
+from vpr_ros.core.config import FramesConfig
 from vpr_ros.core.errors import ConfigError
-from vpr_ros.io.calibration import Calibration, load_calibration, stereo_rig
+from vpr_ros.core.localization.map_pose import base_from_camera_matrix
+from vpr_ros.io.calibration import Calibration, load_calibration, on_base, stereo_rig
 from vpr_ros.io.frame_sync import GeometryInputs
 
 __all__ = ["add_arguments", "geometry_inputs"]
@@ -57,9 +62,20 @@ def _calibration(path: str, rectified: bool, option: str) -> Calibration:
     return load_calibration(path, rectified)
 
 
-def geometry_inputs(args: argparse.Namespace) -> GeometryInputs | None:
-    """The geometry inputs the options ask for, or None (no calibration: loops without a pose)."""
+def geometry_inputs(args: argparse.Namespace, frames: FramesConfig | None = None) -> GeometryInputs | None:
+    """The geometry inputs the options ask for, or None (no calibration: loops without a pose).
+
+    frames: with a ``frames.base_from_camera`` other than the identity, the cameras' body frame is the
+    robot's base frame (calibration.on_base), so keyframes, loop poses and relocalisation fixes are
+    of the base frame; the identity keeps the calibration's own T_body_cam.
+    """
     a: Any = args
+    T_base_cam = None if frames is None else base_from_camera_matrix(frames)
+    moved = T_base_cam is not None and not np.allclose(T_base_cam, np.eye(4))
+    if moved and (a.camera_info_topic or a.right_camera_info_topic):
+        raise ConfigError("frames.base_from_camera is applied to calibration files only: give --camera-info FILE "
+                          "(and --right-camera-info FILE) instead of the camera_info topics, or leave "
+                          "frames.base_from_camera at the identity")
     has_left = bool(a.camera_info_topic or a.camera_info)
     if not has_left:
         extra = [o for o, v in (("--depth-topic", a.depth_topic), ("--right-image-topic", a.right_image_topic),
@@ -84,6 +100,9 @@ def geometry_inputs(args: argparse.Namespace) -> GeometryInputs | None:
         right_camera=(_calibration(a.right_camera_info, a.rectified, "--right-camera-info")
                       if a.right_camera_info else None),
         rectified=bool(a.rectified), sync_tolerance_sec=float(a.sync_tolerance_ms) / 1e3)
+    if moved and inputs.camera is not None:
+        right = None if inputs.right_camera is None else on_base(inputs.right_camera, T_base_cam, inputs.camera)
+        inputs = dataclasses.replace(inputs, camera=on_base(inputs.camera, T_base_cam), right_camera=right)
     if inputs.camera is not None and inputs.right_camera is not None:
         stereo_rig(inputs.camera, inputs.right_camera, inputs.rectified)  # a pair without a baseline fails now
     return inputs

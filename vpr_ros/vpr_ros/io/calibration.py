@@ -21,7 +21,7 @@ from vpr_ros.core.geometry.camera import (PinholeCamera, StereoRig, camera_from_
                                  stereo_from_projections)
 from vpr_ros.core.errors import ConfigError
 
-__all__ = ["Calibration", "calibration_from_camera_info", "load_calibration", "stereo_rig"]
+__all__ = ["Calibration", "calibration_from_camera_info", "load_calibration", "stereo_rig", "on_base"]
 
 F64 = npt.NDArray[np.float64]
 
@@ -89,3 +89,19 @@ def stereo_rig(left: Calibration, right: Calibration, rectified: bool) -> Stereo
     raise ConfigError("the right camera calibration has neither a projection matrix P (CameraInfo p, "
                       "camera_calibration projection_matrix) nor body extrinsics (T_BS): the stereo baseline "
                       "is unknown; give the right camera's stereo calibration")
+
+
+def on_base(calibration: Calibration, T_base_left: npt.ArrayLike, left: Calibration | None = None) -> Calibration:
+    """``calibration`` with its camera's body frame made the robot's base frame (``frames.base_from_camera``).
+
+    T_base_left: (4, 4) pose of the left (image) camera in the base frame. For the left camera
+    (``left`` None) T_body_cam becomes T_base_left; another camera of the rig (``left`` given) keeps
+    its pose relative to the left one from the files: T_base_left * T_left_body * T_body_cam, so
+    EuRoC/Kimera ``T_BS`` pairs stay a rig. Identity T_base_left returns ``calibration`` unchanged.
+    """
+    T = np.asarray(T_base_left, np.float64)
+    if np.allclose(T, np.eye(4)):
+        return calibration
+    cam = calibration.camera
+    T_new = T if left is None else T @ np.linalg.inv(left.camera.T_body_cam) @ cam.T_body_cam
+    return dataclasses.replace(calibration, camera=dataclasses.replace(cam, T_body_cam=T_new))
