@@ -72,10 +72,9 @@ def geometry_inputs(args: argparse.Namespace, frames: FramesConfig | None = None
     a: Any = args
     T_base_cam = None if frames is None else base_from_camera_matrix(frames)
     moved = T_base_cam is not None and not np.allclose(T_base_cam, np.eye(4))
-    if moved and (a.camera_info_topic or a.right_camera_info_topic):
-        raise ConfigError("frames.base_from_camera is applied to calibration files only: give --camera-info FILE "
-                          "(and --right-camera-info FILE) instead of the camera_info topics, or leave "
-                          "frames.base_from_camera at the identity")
+    if moved and bool(a.camera_info_topic) != bool(a.right_camera_info_topic) and a.right_image_topic:
+        raise ConfigError("with frames.base_from_camera, give both stereo calibrations the same way: two "
+                          "camera_info topics or two files (--camera-info / --right-camera-info)")
     has_left = bool(a.camera_info_topic or a.camera_info)
     if not has_left:
         extra = [o for o, v in (("--depth-topic", a.depth_topic), ("--right-image-topic", a.right_image_topic),
@@ -100,7 +99,9 @@ def geometry_inputs(args: argparse.Namespace, frames: FramesConfig | None = None
         right_camera=(_calibration(a.right_camera_info, a.rectified, "--right-camera-info")
                       if a.right_camera_info else None),
         rectified=bool(a.rectified), sync_tolerance_sec=float(a.sync_tolerance_ms) / 1e3)
-    if moved and inputs.camera is not None:
+    if moved and inputs.camera is None:  # camera_info topics: moved as they are read (io/frame_sync.py)
+        inputs = dataclasses.replace(inputs, T_base_cam=T_base_cam)
+    elif moved:
         right = None if inputs.right_camera is None else on_base(inputs.right_camera, T_base_cam, inputs.camera)
         inputs = dataclasses.replace(inputs, camera=on_base(inputs.camera, T_base_cam), right_camera=right)
     if inputs.camera is not None and inputs.right_camera is not None:

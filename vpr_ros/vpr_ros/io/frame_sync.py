@@ -26,7 +26,7 @@ from vpr_ros.core.geometry.camera import StereoRig
 from vpr_ros.core.errors import BagError, ConfigError
 from vpr_ros.core.geometry.keyframe_geometry import depth_from_raw
 from vpr_ros.core.types import Frame
-from vpr_ros.io.calibration import Calibration, calibration_from_camera_info, stereo_rig
+from vpr_ros.io.calibration import Calibration, calibration_from_camera_info, on_base, stereo_rig
 
 __all__ = ["GeometryInputs", "CalibrationTrack", "SideStream", "FrameAssembler", "CAMERA_INFO_TYPE", "WAIT_BAG_SEC"]
 
@@ -53,6 +53,9 @@ class GeometryInputs:
     right_camera: Calibration | None = None
     rectified: bool = False
     sync_tolerance_sec: float = 0.005
+    #: (4, 4) pose of the left camera in the robot's base frame (``frames.base_from_camera``) applied to
+    #: calibrations read from camera_info topics (files are moved once, by the caller); None: keep them.
+    T_base_cam: npt.NDArray[np.float64] | None = None
 
     def __post_init__(self) -> None:
         if (self.camera is None) == (self.camera_info_topic is None):
@@ -142,6 +145,7 @@ class FrameAssembler:
         tol = round(inputs.sync_tolerance_sec * 1e9)
         self.streams = {t: SideStream(t, tol) for t in (inputs.depth_topic, inputs.right_image_topic) if t}
         self._rigs: dict[tuple[int, int], StereoRig] = {}
+        self._based: dict[tuple[int, int | None], Calibration] = {}
 
     def ready(self, stamp_ns: int, bag_ns: int, now_bag_ns: int | None) -> bool:
         """Whether an image (header stamp, bag time) can be completed; ``now_bag_ns`` None: the bag ended."""
@@ -149,8 +153,19 @@ class FrameAssembler:
             return True
         return all(s.has_passed(stamp_ns) for s in self.streams.values())
 
+    def _on_base(self, calibration: Calibration, left: Calibration | None = None) -> Calibration:
+        """A topic's calibration moved onto the base frame, once per distinct calibration (stable ids for
+        the rig cache)."""
+        key = (id(calibration), None if left is None else id(left))
+        if key not in self._based:
+            self._based[key] = on_base(calibration, self.inputs.T_base_cam, left)
+        return self._based[key]
+
     def complete(self, frame: Frame, where: str) -> Frame:
         left = self.inputs.camera if self.left is None else self.left.at(frame.stamp_ns)
+        raw_left = left
+        if self.left is not None and self.inputs.T_base_cam is not None:
+            left = self._on_base(left)
         cam = left.camera
         h, w = frame.image.shape[:2]
         if (cam.width, cam.height) != (w, h):
@@ -163,6 +178,8 @@ class FrameAssembler:
             right = self._side(self.inputs.right_image_topic, frame.stamp_ns, self._decode_image, "right")
             if right is not None:
                 rc = self.inputs.right_camera if self.right is None else self.right.at(frame.stamp_ns)
+                if self.right is not None and self.inputs.T_base_cam is not None:
+                    rc = self._on_base(rc, raw_left)
                 key = (id(left), id(rc))
                 if key not in self._rigs:
                     self._rigs[key] = stereo_rig(left, rc, self.inputs.rectified)
