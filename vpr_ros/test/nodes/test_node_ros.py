@@ -78,7 +78,8 @@ def test_revisit_through_launch_config_matches_offline_detector(run_scenario, tm
         assert (m["retrieval_rank"], m["local_matches"], m["local_features"], m["consistent_keyframes"]) == (
             e.retrieval_rank, e.local_matches, e.local_features, e.consistent_keyframes)
         assert m["query_robot_id"] == m["match_robot_id"] == "robot1"  # robot_id from the namespace
-        assert m["frame_id"] == "map" and m["verification_method"] == "mnn"
+        # frames.base_frame: relative_pose is between the keyframes' base frames, not a pose in "map" (issue 21)
+        assert m["frame_id"] == "base_link" and m["verification_method"] == "mnn"
         assert m["descriptor_model"] == "tiny-pixels@test" and m["descriptor_dim"] == TinyExtractor.global_dim
         assert not m["relative_pose_valid"]
     # Clean SIGINT shutdown saved the map (map_save launch argument -> map.save_path).

@@ -28,6 +28,7 @@ ROSDEP = {
     "numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml",
     "matplotlib": "python3-matplotlib", "tqdm": "python3-tqdm",
     "visualization_msgs": "visualization_msgs", "scipy": "python3-scipy", "PIL": "python3-pil",
+    "tf2_ros": "tf2_ros", "tf2_msgs": "tf2_msgs",  # nodes/tf_frames.py, import-gated (not on PyPI)
 }
 #: import name -> pip distribution, for modules without a usable rosdep key (the reason is in package.xml).
 PIP_ONLY = {"faiss": "faiss-cpu", "torch": "torch", "onnx": "onnx", "onnxruntime": "onnxruntime",

@@ -89,7 +89,7 @@ class _Member:
             self.node.stats.count("fleet.inter_robot_loops.found")
             for member in self._shared.members:  # both robots publish the inter-robot loop
                 if member.robot_id == loop.match_robot_id:
-                    member.node._loop_pub.publish(conv.loop_closure_to_msg(loop, member.node.config.detector.map_frame))
+                    member.node._loop_pub.publish(conv.loop_closure_to_msg(loop, member.node.config.frames.base_frame))
                     member.node.stats.count("fleet.inter_robot_loops.received")
                     member.node.stats.count("loop_closures")
 

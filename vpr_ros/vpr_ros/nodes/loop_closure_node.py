@@ -37,14 +37,16 @@ from vpr_ros.nodes.debug_view import DebugView
 from vpr_ros.nodes.fleet import FLEET_COUNTERS, Fleet, FleetLink
 from vpr_ros.nodes.extractors import ExtractorFactory, default_extractor, load_extractor_factory
 from vpr_ros.nodes.frame_pipeline import FramePipeline
-from vpr_ros.nodes.geometry_inputs import GEOMETRY_INPUT_COUNTERS, GeometryInputs
+from vpr_ros.nodes.geometry_inputs import GEOMETRY_INPUT_COUNTERS
 from vpr_ros.nodes.input_watch import InputWatch, init_rclpy
 from vpr_ros.nodes.map_services import MapKeeper, MapResult
 from vpr_ros.nodes.odom_buffer import ODOM_COUNTERS, OdomBuffer
 from vpr_ros.nodes.markers import MarkerTrail
 from vpr_ros.nodes.params import declare_and_read, image_qos
 from vpr_ros.nodes.place_services import PlaceServices
+from vpr_ros.nodes.relocalization import NodeRelocalization
 from vpr_ros.nodes.stats import NodeStats
+from vpr_ros.nodes.tf_frames import BaseFrameInputs
 
 __all__ = ["LoopClosureNode", "load_extractor_factory", "main"]
 
@@ -98,7 +100,10 @@ class LoopClosureNode(Node):
             raise VprError(f"map.save_path: {started.message}")
         # Odometry by stamp: waits odom.wait_sec for an image's own odometry, interpolates (nodes/odom_buffer.py).
         self._odom = OdomBuffer(self.settings.odom_max_age_sec, self.settings.odom_wait_sec, count=self.stats.count)
-        self._inputs = GeometryInputs(self.settings, self.stats.count, self._warn)
+        # global_pose, ~/relocalize, the trigger, map -> odom; the camera's pose on the robot (nodes/relocalization.py).
+        self.reloc = NodeRelocalization(self, self.detector, self._detector_lock, self.config, self.settings,
+                                        self._warn)
+        self._inputs = BaseFrameInputs(self.settings, self.stats.count, self._warn, mount=self.reloc.mount)
         self._pipeline = FramePipeline(self.detector, self._detector_lock, self.settings, self.stats, self._inputs,
                                        publish=self._publish, between_frames=self._between_frames,
                                        before_frame=self._drain_fleet, pose_at=self._pose_at, bad=self._bad,
@@ -130,7 +135,7 @@ class LoopClosureNode(Node):
             self.fleet = fleet_factory(self)
         elif self.settings.fleet_enabled:
             self.fleet = FleetLink(self, self.detector, self._detector_lock, self.settings, self.stats.count,
-                                   self._warn, self._loop_pub, self.config.detector.map_frame)
+                                   self._warn, self._loop_pub, self.config.frames.base_frame)
         # Labels, text queries, the `place` topic and OCR of keyframes (issue 13).
         self.places = PlaceServices(self, self.detector, self._detector_lock, self.config, self._warn,
                                     self.maps.changed)
@@ -145,6 +150,7 @@ class LoopClosureNode(Node):
     # -- callbacks (never block) -----------------------------------------------------------
     def _on_image(self, msg: Image | CompressedImage) -> None:
         self._watch.frame(msg.header.stamp)
+        self.reloc.mount.saw_image(msg.header.frame_id)
         self._pipeline.put(msg)
 
     def _on_odom(self, msg: Odometry) -> None:
@@ -195,7 +201,8 @@ class LoopClosureNode(Node):
         if self._debug:
             self._debug_view.remember(kf, image)
         for loop in result.loop_closures:
-            self._loop_pub.publish(conv.loop_closure_to_msg(loop, self.config.detector.map_frame))
+            # relative_pose is between the two keyframes' base frames, not a pose in the map frame
+            self._loop_pub.publish(conv.loop_closure_to_msg(loop, self.config.frames.base_frame))
             self.stats.count("loop_closures")
             if self._debug:
                 ident = (loop.match_robot_id, loop.match_session_id, loop.match_id)
@@ -207,6 +214,7 @@ class LoopClosureNode(Node):
         if self.fleet is not None:
             self.fleet.keyframe(kf)
             self.fleet.loops(result.loop_closures)
+        self.reloc.step(result)
 
     def _pose_at(self, stamp_ns: int) -> Any:
         return self._odom.pose_at(stamp_ns) if self.settings.odom_enabled else None
@@ -236,6 +244,8 @@ class LoopClosureNode(Node):
             name = "map.save_path" if save else "map.load_path"
             return self._respond(response, MapResult(False, f"no path given and parameter {name} is empty"))
         result = self.maps.save(path) if save else self.maps.load(path)
+        if result.success and not save:
+            self.reloc.map_changed()  # the loaded keyframes' poses in the map frame
         # Two call sites: rclpy refuses one call site logging at two severities.
         if result.success:
             self.get_logger().info(result.message)
@@ -278,12 +288,16 @@ class LoopClosureNode(Node):
         extra.update(store)
         watched, input_problems = self._watch.diagnostics()
         extra.update(watched)
-        markers = self._markers.message(self.config.detector.map_frame, self.get_clock().now().nanoseconds)
+        reloc, reloc_warnings = self.reloc.diagnostics()
+        extra.update(reloc)
+        # positions are odometry poses: frames.odom_frame when the odometry messages name no frame
+        markers = self._markers.message(self.config.frames.odom_frame, self.get_clock().now().nanoseconds)
         if markers is not None:  # keyframe positions need odometry; without it nothing is drawn
             self._marker_pub.publish(markers)
         self._diag_pub.publish(self.stats.to_msg(
             self.get_clock().now().to_msg(), f"{self.get_name()}: loop closure",
-            self.config.detector.robot_id, extra, warnings=[w for w in (over, store_warning) if w] + input_problems))
+            self.config.detector.robot_id, extra,
+            warnings=[w for w in (over, store_warning) if w] + input_problems + reloc_warnings))
 
     def close(self) -> None:
         """Stop the processing threads and save the map when ``map.save_path`` is set."""

@@ -124,6 +124,19 @@ NODE_PARAMETERS: tuple[FieldSpec, ...] = (
     _spec("fleet.remote_budget_mb", float, 1024.0,
           "Memory all other robots' keyframes together may take, MB; at most map.memory_budget_mb when that "
           "is set; keyframes beyond it are refused ('fleet.refused.budget').", lo=0.001, hi=1e6),
+    _spec("fleet.send_descriptors", str, "float16",
+          "What this robot's keyframe batches carry: float16 (the float descriptors, plus the 64-byte hashes of "
+          "a SelaVPR++ -rerank model) or hash (the hashes only, 64 B per keyframe: every robot needs "
+          "index.first_pass hash and fetches float descriptors of its Hamming candidates on demand).",
+          choices=("float16", "hash")),
+    _spec("tf.wait_sec", float, 1.0,
+          "Where tf2_ros is installed: how long the first frame of a camera waits for TF to give the camera's "
+          "pose on the robot (frames.base_frame <- the image's frame_id), seconds; without it "
+          "frames.base_from_camera is used (docs/relocalization.md, Frames).", lo=0.0, hi=60.0),
+    _spec("tf.republish_sec", float, 0.1,
+          "With relocalization.publish_tf: re-send the last map -> odom every this many seconds, stamped "
+          "that far ahead (as AMCL's transform tolerance), so TF lookups between fixes succeed; 0 sends it "
+          "only with each fix.", lo=0.0, hi=60.0),
 )
 
 #: Parameters that may change while the node runs.
@@ -165,6 +178,9 @@ class NodeSettings:
     fleet_feature_cache_mb: float = 512.0
     fleet_peer_budget_mb: float = 256.0
     fleet_remote_budget_mb: float = 1024.0
+    fleet_send_descriptors: str = "float16"
+    tf_wait_sec: float = 1.0
+    tf_republish_sec: float = 0.1
 
 
 def all_parameter_specs() -> list[FieldSpec]:
