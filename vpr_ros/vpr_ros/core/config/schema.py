@@ -11,6 +11,7 @@ Parameter names are dotted and mirror the nesting: ``detector.min_loop_gap_sec``
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from pathlib import Path
 from typing import Any, Collection, Mapping
@@ -98,6 +99,11 @@ class KeyframeConfig:
         _check_fields(self, "keyframes")
 
 
+FIRST_PASSES = ("float", "hash")
+#: index.hash_factory=auto switches from BFlat to BHNSW32 above this many keyframes (vpr-ros bench map --hash).
+HASH_AUTO_SWITCH = 200_000
+
+
 @dataclasses.dataclass(frozen=True)
 class IndexConfig:
     """The FAISS keyframe index."""
@@ -115,11 +121,27 @@ class IndexConfig:
     ef_search: int = dataclasses.field(default=128, metadata=_meta(
         "HNSW search depth (efSearch) for HNSW factories and factory=auto; higher is slower and "
         "closer to exact.", lo=1, hi=100000))
+    first_pass: str = dataclasses.field(default="float", metadata=_meta(
+        "What retrieval searches first: float (the float index, index.factory) or hash (the binary hash of a "
+        "SelaVPR++ -rerank model: Hamming top index.hash_candidates, re-ordered by float L2 distance, then "
+        "index.top_k; the official search, core/hash_index.py).", choices=FIRST_PASSES))
+    hash_candidates: int = dataclasses.field(default=100, metadata=_meta(
+        "With index.first_pass=hash: keyframes taken by Hamming distance and re-ordered by the float descriptors "
+        "(official: 100).", lo=1, hi=10000))
+    hash_factory: str = dataclasses.field(default="auto", metadata=_meta(
+        "With index.first_pass=hash: FAISS binary index, BFlat (exact Hamming, the official order), BHNSW<M>, or "
+        "auto: BFlat up to index.hash_auto_switch_keyframes, BHNSW32 above."))
+    hash_auto_switch_keyframes: int = dataclasses.field(default=HASH_AUTO_SWITCH, metadata=_meta(
+        "With index.hash_factory=auto: exact BFlat up to this many keyframes, BHNSW32 above (measured by vpr-ros "
+        "bench map --hash, docs/benchmarks.md).", lo=1, hi=MAX_COUNT))
 
     def __post_init__(self) -> None:
         _check_fields(self, "index")
         if not self.factory.strip():
             raise ConfigError("index.factory is empty; use a FAISS factory string such as 'Flat'")
+        if not re.fullmatch(r"auto|BFlat|BHNSW\d+", self.hash_factory.strip()):
+            raise ConfigError(f"index.hash_factory={self.hash_factory!r} is not allowed; choose auto, BFlat or "
+                              "BHNSW<M> (e.g. BHNSW32)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +153,8 @@ class DetectorConfig:
     session_id: str = dataclasses.field(default="session", metadata=_meta(
         "Mapping session identifier; keyframes of another session are never excluded."))
     map_frame: str = dataclasses.field(default="map", metadata=_meta(
-        "frame_id of published loop closures."))
+        "The map frame: frame_id of global_pose and the parent of the map -> odom transform (a loaded map "
+        "defines it, docs/relocalization.md)."))
     min_loop_gap_sec: float = dataclasses.field(default=20.0, metadata=_meta(
         "A keyframe never matches keyframes of its own robot and session newer than this, seconds "
         "(1e9, ~31 years, means never).", lo=0.0, hi=MAX_SEC))
