@@ -6,6 +6,7 @@
 # 1. builds the SelaVPR TensorRT fp16 engine (our ONNX export; cached, minutes the first time) and
 #    times it against torch eager on CUDA (fp32 and fp16) and the CPU ONNX Runtime path, batch 1,
 #    the same Corridor frame; cosine of each output with CUDA fp32 eager;
+# 1b. the same for SelaVPR++ (ViT-B and ViT-L -rerank, hash included) and ImAge, random weights;
 # 2. `vpr-ros bench verify` (exact MNN, K=20 at 61x61x128) on that machine's CPU;
 # 3. `vpr-ros bench pipeline --stages` with the lite0-gem default.
 # Everything goes to OUT_DIR (default out/gpu_bench_<date>): JSON per step, log, nvidia-smi, versions.
@@ -96,6 +97,66 @@ for name, kw in variants.items():
 (out / "selavpr_backends.json").write_text(json.dumps({"preset": preset, "weights": os.environ["WEIGHTS"] or "random init",
                                                        "gpu": torch.cuda.get_device_name(0), "rows": rows}, indent=2))
 EOF
+
+echo "== 1b. SelaVPR++ (ViT-B and ViT-L, with the hash) and ImAge: TensorRT fp16 vs torch CUDA vs ONNX Runtime CPU"
+# Random weights (one initialisation per preset, saved once): speed and numerical drift, not recall.
+# For the -rerank presets the torch rows time the one-pass forward with the hash side stream; the
+# TensorRT engine holds the float branch only (its graph has the global and local outputs), so its
+# row adds the hash computed by the torch module on CUDA, and the bits are compared with fp32 eager.
+OUT="$OUT" "$PY" - <<'EOF2'
+import json, os, statistics, tempfile, time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vpr_ros.cli.demo import corridor_frames
+from vpr_ros.models import load_model
+
+out = Path(os.environ["OUT"])
+frame = corridor_frames("query", 1)
+variants = {
+    "cuda_fp32_eager": dict(backend="torch", device="cuda", precision="fp32"),
+    "cuda_fp16_eager": dict(backend="torch", device="cuda", precision="fp16"),
+    "tensorrt_fp16": dict(backend="tensorrt", device="cuda", precision="fp16"),
+    "cpu_ort_fp32_1thread": dict(backend="onnxruntime", device="cpu", precision="fp32", threads=1),
+}
+report = {"gpu": torch.cuda.get_device_name(0), "weights": "random init", "presets": {}}
+for preset in ("selavprpp-base-rerank", "selavprpp-rerank", "image"):
+    weights = str(Path(tempfile.mkdtemp()) / f"{preset}_random.pth")
+    torch.save(load_model(preset, pretrained=False).module.state_dict(), weights)
+    rows, ref = {}, None
+    for name, kw in variants.items():
+        t0 = time.perf_counter()
+        try:
+            model = load_model(preset, weights, **kw)
+        except Exception as exc:  # report every variant; one missing backend must not hide the others
+            rows[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            print(f"{preset:<22} {name:<22} unavailable: {exc}")
+            continue
+        load_s = time.perf_counter() - t0
+        model.extract(frame)
+        times = []
+        for _ in range(20 if kw["device"] == "cuda" else 3):
+            if kw["device"] == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            d = model.extract(frame)  # preprocessing, forward (and hash) as the node runs it
+            if kw["device"] == "cuda":
+                torch.cuda.synchronize()
+            times.append((time.perf_counter() - t) * 1e3)
+        if ref is None:
+            ref = d
+        row = {"ms_median": statistics.median(times), "ms_p95": float(np.percentile(times, 95)), "load_s": load_s,
+               "cos_global": float(np.sum(ref.global_[0] * d.global_[0]))}
+        if d.hash is not None:
+            row["hash_bits_differing"] = int(np.unpackbits(ref.hash ^ d.hash).sum())
+        rows[name] = row
+        print(f"{preset:<22} {name:<22} {row['ms_median']:8.2f} ms (p95 {row['ms_p95']:.2f}), load {load_s:.1f} s, "
+              f"cos global {row['cos_global']:.5f}, hash bits differing {row.get('hash_bits_differing', '-')}")
+    report["presets"][preset] = rows
+(out / "successor_backends.json").write_text(json.dumps(report, indent=2))
+EOF2
 
 echo "== 2. exact MNN (CPU of this machine)"
 "$VENV/bin/vpr-ros" bench verify --json "$OUT/verify.json"

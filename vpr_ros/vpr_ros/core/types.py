@@ -42,10 +42,14 @@ class Descriptors:
 
     global_: (N, D) float32, L2-normalised rows.
     local: (N, h, w, c) float32, L2-normalised per location, or None when the model has no local head.
+    hash: (N, B/8) uint8 packed binary codes of hashing models (SelaVPR++ ``-rerank``: (N, 64) for 512
+    bits): bit k is 1 where the code's k-th value is >= 0, packed MSB first (``np.packbits`` order, as
+    ``faiss.IndexBinaryFlat`` reads it); None for models without a hash.
     """
 
     global_: F32
     local: F32 | None = None
+    hash: npt.NDArray[np.uint8] | None = None
 
     def __len__(self) -> int:
         return int(self.global_.shape[0])
@@ -85,6 +89,9 @@ class Keyframe:
     globally unique inside one index (the index assigns it). thumbnail: a small JPEG of the image
     for map tools (``map.thumbnails``), or None. text: what OCR read on it (core/text/place_text.py),
     None until OCR looked at it, () when it found nothing. labels: names given to the place.
+    hash: (B/8,) uint8 packed binary code of hashing models (``Descriptors.hash``; SelaVPR++ ``-rerank``:
+    64 bytes) or None. Another robot's keyframe received as its hash only (fleet ``send: hash``) has an
+    empty ``global_`` (shape (0,)) until its float descriptor is fetched (core/hash_index.py).
     """
 
     id: int
@@ -98,6 +105,7 @@ class Keyframe:
     thumbnail: bytes | None = None
     text: tuple[TextReading, ...] | None = None
     labels: tuple[PlaceLabel, ...] = ()
+    hash: npt.NDArray[np.uint8] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

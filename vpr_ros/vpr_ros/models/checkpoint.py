@@ -222,6 +222,9 @@ def guess_preset(state: Mapping[str, torch.Tensor]) -> str | None:
     transport = _guess_transport_preset(state)
     if transport is not None:
         return transport
+    successor = _guess_successor_preset(state)
+    if successor is not None:
+        return successor
     if "encoder.layers.0.self_attn.in_proj_weight" in state:
         return "cricavpr"
     if "LocalAdapt.upconv1.weight" in state:
@@ -242,6 +245,17 @@ def _guess_transport_preset(state: Mapping[str, torch.Tensor]) -> str | None:
     if "aggregator.boqs.0.queries" in state:
         return "boq"
     return None
+
+
+def _guess_successor_preset(state: Mapping[str, torch.Tensor]) -> str | None:
+    """SelaVPR++ (side-stream adapters; ViT-L or ViT-B by width; ``-rerank`` with the hash head) and ImAge."""
+    if "learnable_aggregation_tokens" in state:
+        return "image or image-gsv"
+    norm = state.get("backbone.norm.weight")
+    if "backbone.adapters.0.D_fc1.weight" not in state or norm is None:
+        return None
+    name = "selavprpp" if norm.shape[0] == 1024 else "selavprpp-base"
+    return name + "-rerank" if "linear4.weight" in state else name
 
 
 def _shape(t: torch.Tensor) -> str:

@@ -18,6 +18,7 @@ from vpr_ros.core.errors import ConfigError, ModelLoadError
 from vpr_ros.core.types import Descriptors
 from vpr_ros.models.backends import Runner
 from vpr_ros.models.cache import cache_dir
+from vpr_ros.models.hash_code import hash_dim, run_with_hash
 from vpr_ros.models.preprocess import preprocess_images
 from vpr_ros.models.registry import PresetSpec, get_preset
 from vpr_ros.models.weights_package import file_sha256, package_source_path
@@ -39,6 +40,7 @@ class VprModel:
         global_dim: D of the global descriptor.
         module: the torch module (its state_dict keys equal the official checkpoint's).
         backend: "torch", "onnxruntime" or "tensorrt".
+        hash_bits: bits of the binary code ``extract`` returns in ``Descriptors.hash`` (0: none).
     """
 
     def __init__(self, spec: PresetSpec, model_id: str, module: torch.nn.Module, runner: Runner,
@@ -51,6 +53,7 @@ class VprModel:
         self.keep_aspect = keep_aspect
         self.batch_size = batch_size
         self.global_dim = spec.global_dim
+        self.hash_bits = hash_dim(module)
 
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """N frames (H, W, 3) uint8 RGB -> (N, 3, H', W') float32; raises InputError on bad frames."""
@@ -62,13 +65,19 @@ class VprModel:
 
         Returns:
             Descriptors with global_ (N, D) float32 L2-normalised and local (N, h, w, c) float32
-            L2-normalised per location, or None for models without a local head.
+            L2-normalised per location, or None for models without a local head; hashing models
+            (``hash_bits`` > 0) also fill ``hash`` (N, hash_bits / 8) uint8.
         """
         globals_: list[np.ndarray] = []
         locals_: list[np.ndarray] = []
+        hashes: list[np.ndarray] = []
         for start in range(0, len(images) or 1, self.batch_size):
             x = self.preprocess(images[start:start + self.batch_size]).numpy()
-            g, loc = self.runner.run(x)
+            if self.hash_bits:
+                g, loc, code = run_with_hash(self.runner, self.module, x)
+                hashes.append(code)
+            else:
+                g, loc = self.runner.run(x)
             globals_.append(_renormalise(g))
             if loc is not None:
                 locals_.append(_renormalise(loc))
@@ -76,7 +85,8 @@ class VprModel:
         if global_.shape[1] != self.global_dim:
             raise ModelLoadError(f"{self.model_id} produced {global_.shape[1]}-D descriptors but the "
                                  f"registry says {self.global_dim}; fix the preset entry")
-        return Descriptors(global_=global_, local=np.concatenate(locals_) if locals_ else None)
+        return Descriptors(global_=global_, local=np.concatenate(locals_) if locals_ else None,
+                           hash=np.concatenate(hashes) if hashes else None)
 
 
 def _renormalise(x: np.ndarray) -> npt.NDArray[np.float32]:
@@ -173,6 +183,10 @@ def load_model(preset: str, weights: str | None = None, *, backend: str = "torch
     prep = {k: overrides.pop(k) for k in _PREPROCESS_KEYS if k in overrides}
     if "input_size" in prep:
         spec = dataclasses.replace(spec, input_size=tuple(int(s) for s in prep["input_size"]))
+    if spec.square_only and (spec.input_size[0] != spec.input_size[1] or prep.get("keep_aspect")):
+        raise ConfigError(f"preset {spec.name} takes square inputs only (its network reshapes the patches to a "
+                          f"square grid); got input_size {spec.input_size[0]}x{spec.input_size[1]}, keep_aspect "
+                          f"{bool(prep.get('keep_aspect'))}: use a square input_size and model.keep_aspect false")
     path: Path | None = None
     if weights is not None or pretrained:
         # Resolve before building, so a missing download fails fast and says how to fix it.

@@ -40,6 +40,39 @@ class PresetSpec:
     default_backend: str = "torch"
     #: Preprocessing recipe name understood by ``vpr_ros.models.preprocess``.
     preprocess: str = "imagenet-bilinear"
+    #: Bits of the binary code the model emits beside the float descriptor (``Descriptors.hash``, packed
+    #: to hash_bits / 8 bytes), 0 for none (SelaVPR++ ``-rerank``: 512).
+    hash_bits: int = 0
+    #: The network reshapes its patches to a square grid: input_size must be square, keep_aspect off.
+    square_only: bool = False
+
+
+def _successor_presets() -> tuple[PresetSpec, ...]:
+    """SelaVPR++ (four released files) and ImAge (two): 322x322, ImageNet normalisation, then an
+    antialiased bilinear resize of the float image (torchvision >= 0.17 on a tensor; docs/models.md)."""
+    sela = "vpr_ros.models.selavprpp:build_"
+    common = dict(input_size=(322, 322), patch_multiple=14, preprocess="imagenet-bilinear-antialias")
+    return (
+        PresetSpec(name="selavprpp", description="SelaVPR++ (T-PAMI 2025): DINOv2 ViT-L/14 + MultiConv side "
+                   "stream + GeM, 4096-d", global_dim=4096, local_shape=(23, 23, 1024),
+                   factory=sela + "selavprpp", weights_source="download:selavprpp", square_only=True, **common),
+        PresetSpec(name="selavprpp-rerank", description="SelaVPR++ ViT-L/14, 4096-d float + 512-bit hash "
+                   "(second side stream) for a Hamming first pass", global_dim=4096, local_shape=(23, 23, 1024),
+                   factory=sela + "selavprpp_rerank", weights_source="download:selavprpp-rerank", hash_bits=512,
+                   square_only=True, **common),
+        PresetSpec(name="selavprpp-base", description="SelaVPR++ DINOv2 ViT-B/14 + MultiConv side stream + GeM, "
+                   "2048-d", global_dim=2048, local_shape=(23, 23, 768), factory=sela + "selavprpp_base",
+                   weights_source="download:selavprpp-base", square_only=True, **common),
+        PresetSpec(name="selavprpp-base-rerank", description="SelaVPR++ ViT-B/14, 2048-d float + 512-bit hash",
+                   global_dim=2048, local_shape=(23, 23, 768), factory=sela + "selavprpp_base_rerank",
+                   weights_source="download:selavprpp-base-rerank", hash_bits=512, square_only=True, **common),
+        PresetSpec(name="image", description="ImAge (NeurIPS 2025): 8 learned tokens in DINOv2 ViT-B/14-reg4, "
+                   "6144-d, trained on the unified dataset", global_dim=6144, local_shape=(23, 23, 768),
+                   factory="vpr_ros.models.image:build_image", weights_source="download:image", **common),
+        PresetSpec(name="image-gsv", description="ImAge trained on GSV-Cities, 6144-d", global_dim=6144,
+                   local_shape=(23, 23, 768), factory="vpr_ros.models.image:build_image_gsv",
+                   weights_source="download:image-gsv", **common),
+    )
 
 
 PRESETS: dict[str, PresetSpec] = {
@@ -130,6 +163,7 @@ PRESETS: dict[str, PresetSpec] = {
             weights_source="download:boq-dinov2",
             preprocess="bicubic-antialias",
         ),
+        *_successor_presets(),
     )
 }
 

@@ -1,9 +1,10 @@
 """Official SelaVPR / CricaVPR weights: where they are published, a user cache, download and sha256 checks.
 
 Nothing here runs at import time or in tests against the network. ``download`` is for a machine with
-internet (``vpr-ros weights download NAME``); the robot then only reads the cached file. The authors
+internet (``vpr-ros weights download NAME``); the robot then only reads the cached file. Most authors
 publish no checksums, so the sha256 is recorded on first download (trust on first use) in
-``<file>.json`` next to the file and verified afterwards.
+``<file>.json`` next to the file and verified afterwards; where the source publishes one (SelaVPR++ on
+Hugging Face) the file must also match it.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ class WeightSource:
     #: The name the official source gives the file when it differs from ``filename`` (Hugging Face serves
     #: MegaLoc as ``model.safetensors``): what a user fetching it by hand has; accepted in the cache too.
     served_as: str = ""
+    #: SHA-256 and size in bytes the official source publishes (Hugging Face file pages); "" / 0 when none
+    #: is published, and then the digest is recorded on first download (trust on first use).
+    sha256: str = ""
+    size: int = 0
 
     @property
     def hand_name(self) -> str:
@@ -58,6 +63,36 @@ class WeightSource:
         """How to put a hand-downloaded copy in place, naming the file the user will actually have."""
         also = f" (or as {self.filename})" if self.served_as else ""
         return f"copy {self.hand_name} to {where}{also}"
+
+
+_SELAPP_GH = "https://github.com/Lu-Feng/SelaVPRplusplus/releases/download/SelaVPR%2B%2B/"
+_SELAPP_HF = "https://huggingface.co/fenglu96/SelaVPRplusplus/resolve/main/"
+_IMAGE_GH = "https://github.com/Lu-Feng/ImAge/releases/download/v1.0.0/"
+_IMAGE_HF = "https://huggingface.co/fenglu96/ImAge4VPR/resolve/main/"
+
+
+def _successor_sources() -> tuple[WeightSource, ...]:
+    """SelaVPR++ (MIT; sizes and SHA-256 from the Hugging Face file pages, MODELS_3.md §1.10) and ImAge
+    (MIT; no published digest). Both are full training checkpoints (optimiser state, NumPy recalls)."""
+    sela = [("selavprpp", "large", 1_541_378_005,
+             "b4b97320e103686872cad73f331661c06a473500ca3b33fcb18cf7f93a57a633", "ViT-L, 4096-d"),
+            ("selavprpp-rerank", "large_rerank", 1_605_319_807,
+             "b055346fe0ac14e48689502da2c60113c9dd4018c4fb7a10fbd48d1662e69f8a", "ViT-L, 4096-d + 512-bit hash"),
+            ("selavprpp-base", "base", 482_674_957,
+             "b048490dbd1c27dee67fce6faaec7bec267d19a044c85877af94b8588e596a62", "ViT-B, 2048-d"),
+            ("selavprpp-base-rerank", "base_rerank", 513_995_711,
+             "da31138202b9a746916588ecd97499a56bae304e61444a50d6f34761377cdcbf", "ViT-B, 2048-d + 512-bit hash")]
+    out = [WeightSource(name, name, f"SelaVPRplusplus_{suffix}.pth",
+                        (f"{_SELAPP_HF}SelaVPRplusplus_{suffix}.pth", f"{_SELAPP_GH}SelaVPRplusplus_{suffix}.pth"),
+                        "https://huggingface.co/fenglu96/SelaVPRplusplus",
+                        f"SelaVPR++ {what}, unified dataset (MIT); a training checkpoint",
+                        sha256=sha, size=size)
+           for name, suffix, size, sha, what in sela]
+    for name, stem, what in (("image", "Merged", "unified dataset (hub default)"), ("image-gsv", "GSV", "GSV-Cities")):
+        out.append(WeightSource(name, name, f"ImAge_{stem}.pth", (f"{_IMAGE_GH}ImAge_{stem}.pth", f"{_IMAGE_HF}ImAge_{stem}.pth"),
+                                "https://github.com/Lu-Feng/ImAge/releases/tag/v1.0.0",
+                                f"ImAge 6144-d trained on the {what} (MIT)"))
+    return tuple(out)
 
 
 SOURCES: dict[str, WeightSource] = {
@@ -98,6 +133,7 @@ SOURCES: dict[str, WeightSource] = {
                      ("https://github.com/amaralibey/Bag-of-Queries/releases/download/v1.0/dinov2_12288.pth",),
                      "https://github.com/amaralibey/Bag-of-Queries/releases/tag/v1.0",
                      "BoQ DINOv2 12288-d trained on GSV-Cities (MIT)"),
+        *_successor_sources(),
     )
 }
 
@@ -173,6 +209,11 @@ def verify(name: str, path: Path | None = None) -> str:
     """
     path = path or require_cached_weights(name)
     sha = sha256_file(path)
+    published = get_source(name).sha256
+    if published and sha != published:
+        raise ModelLoadError(f"{path} has sha256 {sha} but the official source publishes {published} for "
+                             f"{name!r}; the file is damaged or not the released one: delete it and download "
+                             "it again")
     rec = record_path(path)
     if not rec.is_file():
         _write_record(path, sha, url="(placed by hand)")

@@ -39,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _small_overrides(preset: str) -> dict:
     small = dict(depth=2, embed_dim=64, num_heads=2)
+    if preset.startswith("selavprpp"):
+        return dict(small, num_adapters=2, adapter_hidden=32, output_dim=48)
+    if preset.startswith("image"):
+        return dict(small, insert_before=1)
     if preset == "cricavpr":
         return dict(small, adapter_hidden=32, encoder_heads=4)
     if preset.startswith("selavpr"):
@@ -99,6 +103,10 @@ def _runners(args: argparse.Namespace, wanted: list[str],
     common = dict(threads=args.threads, **overrides)
     eager = load_model(args.preset, weights, backend="torch", **common)
     runs: dict[str, Callable[[np.ndarray], Outputs]] = {"eager": eager.runner.run}
+    if eager.hash_bits:  # the -rerank presets: the same eager forward with the hash side stream too
+        from vpr_ros.models.hash_code import run_with_hash
+
+        runs["eager_hash"] = lambda x: run_with_hash(eager.runner, eager.module, x)[:2]
     for name in wanted:
         t0 = time.perf_counter()
         if name == "bf16":
@@ -136,6 +144,7 @@ def run_models_bench(args: argparse.Namespace) -> int:
     x = _input(args)
     with tempfile.TemporaryDirectory() as tmp:
         runs, eager_module = _runners(args, wanted, Path(tmp))
+        print(_sizes(args.preset, eager_module))
         times: dict[str, list[float]] = {k: [] for k in runs}
         outputs: dict[str, Outputs] = {}
         for rnd in range(args.rounds + 1):  # round 0 warms up
@@ -156,6 +165,19 @@ def run_models_bench(args: argparse.Namespace) -> int:
     # Against eager's fastest round: a bound should not grow with the load that slowed eager down.
     _print_ceiling(args, eager_module, x, 1e3 * min(times["eager"]))
     return 0
+
+
+def _sizes(preset: str, module: torch.nn.Module) -> str:
+    """Parameter count and what one keyframe's global descriptor (and hash) weighs."""
+    from vpr_ros.models.hash_code import hash_dim
+    from vpr_ros.models.registry import get_preset
+
+    params = sum(p.numel() for p in module.state_dict().values())
+    dim = int(getattr(module, "global_dim", get_preset(preset).global_dim))
+    bits = hash_dim(module)
+    extra = f" + hash {bits} bit = {bits // 8} B" if bits else ""
+    return (f"tensors in the state dict: {params:,} elements ({params * 4 / 1e6:.1f} MB float32); global "
+            f"descriptor {dim}-d = {dim * 4:,} B float32 / {dim * 2:,} B float16 per keyframe{extra}")
 
 
 def _print_ceiling(args: argparse.Namespace, module: torch.nn.Module, x: np.ndarray,
