@@ -1,7 +1,6 @@
 """Pass a loop_closure_node's loops to RTAB-Map (rtabmap_msgs/srv/AddLink user links).
 
-    ros2 launch vpr_ros rtabmap_bridge.launch.py rtabmap_namespace:=rtabmap \
-        base_from_body:='0.1 0 0.2 -0.5 0.5 -0.5 0.5'
+    ros2 launch vpr_ros rtabmap_bridge.launch.py rtabmap_namespace:=rtabmap
 
 Argument meanings and defaults live in vpr_ros.launch_bridges (shared with the tests, which start the
 real bridge with exactly what this file would pass); docs/backends.md says what the backend does with

@@ -41,8 +41,9 @@ COMMON_BRIDGE_ARGUMENTS: dict[str, tuple[str, str]] = {
                      "keyframe received."),
     "odom_topic": ("odom", "nav_msgs/Odometry of the same source as the keyframes' poses, used for keyframes "
                            "that carry no pose."),
-    "base_from_body": ("", "Pose of the loops' body (camera) frame in the base frame as 'x y z qx qy qz qw' "
-                           "(m, unit quaternion); empty: identity, the loops are already of the base frame."),
+    "base_from_body": ("", "Pose of the loops' body frame in the base frame as 'x y z qx qy qz qw' (m, unit "
+                           "quaternion); empty (identity) for loop_closure_node's loops, which are already of "
+                           "the base frame; the camera's mounting only for loops of a camera frame."),
     "use_sim_time": ("false", "Use /clock (bag replay) instead of the wall clock: true or false."),
 }
 
@@ -62,8 +63,8 @@ BRIDGES: dict[str, Bridge] = {
     "hydra": Bridge("hydra_bridge", {
         "output_topic": ("external_loop_closures", "Where the consumer takes pose_graph_tools_msgs/PoseGraph "
                                                    "loop closures (Hydra: external_loop_closures in its namespace)."),
-        "key_mode": ("", "Edge keys (hydra.key_mode): stamp_ns (Hydra) or symbol (GTSAM Symbol, Kimera-Multi); "
-                         "empty: stamp_ns."),
+        "key_mode": ("", "Edge keys and direction (hydra.key_mode): stamp_ns (Hydra: stamps, from = query) or "
+                         "index (Kimera-PGMO / Kimera-Multi: keyframe indices, from = match); empty: stamp_ns."),
         "robot_names": ("", "Comma-separated vpr_ros robot ids in the consumer's robot id order "
                             "(hydra.robot_names); empty: the number each robot id ends with."),
     }),
@@ -147,8 +148,8 @@ def bridge_launch_config(backend: str, args: Mapping[str, str]) -> NodeLaunchCon
             overrides["cslam.robot_names"] = v["robot_names"]
     elif backend == "hydra":
         if v["key_mode"]:
-            if v["key_mode"] not in ("stamp_ns", "symbol"):
-                raise ValueError(f"launch argument key_mode:={v['key_mode']!r} must be stamp_ns or symbol")
+            if v["key_mode"] not in ("stamp_ns", "index"):
+                raise ValueError(f"launch argument key_mode:={v['key_mode']!r} must be stamp_ns or index")
             overrides["hydra.key_mode"] = v["key_mode"]
         if v["robot_names"]:
             overrides["hydra.robot_names"] = v["robot_names"]

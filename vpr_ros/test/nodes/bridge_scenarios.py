@@ -39,7 +39,7 @@ BRIDGE_ARGS = {
                         "odom_topic": "/odom", "robot_names": "robot1,robot2"}, []),
     "hydra": ("hydra", {"base_from_body": " ".join(map(str, w.BASE_FROM_CAMERA)),
                         "output_topic": "/hydra/external_loop_closures"}, []),
-    "hydra_symbol": ("hydra", {"base_from_body": " ".join(map(str, w.BASE_FROM_CAMERA)), "key_mode": "symbol",
+    "hydra_index": ("hydra", {"base_from_body": " ".join(map(str, w.BASE_FROM_CAMERA)), "key_mode": "index",
                                "robot_names": "robot1,robot2", "output_topic": "/kimera/external_loop_closures"},
                      ["hydra.covariance_order:=rotation_first"]),
     "lio_sam": ("lio_sam", {}, ["lio_sam.min_period_sec:=0.1"]),
@@ -108,7 +108,7 @@ def bridges(a: Any) -> dict[str, Any]:
         "intra": (IntraRobotLoopClosure, "/r0/cslam/intra_robot_loop_closure"),
         "inter": (InterRobotLoopClosure, "/cslam/inter_robot_loop_closure"),
         "hydra": (PoseGraph, "/hydra/external_loop_closures"),
-        "hydra_symbol": (PoseGraph, "/kimera/external_loop_closures"),
+        "hydra_index": (PoseGraph, "/kimera/external_loop_closures"),
         "lio_sam": (Float64MultiArray, "/lio_loop/loop_closure_detection")}, RELIABLE)
     diagnostics: dict[str, dict[str, str]] = {}
     feeder = Node("feeder")
@@ -148,7 +148,7 @@ def bridges(a: Any) -> dict[str, Any]:
     done = spin_until(lambda: len(rtabmap.requests) >= 2 and len(peers.received["lio_sam"]) >= 3
                       and int(diagnostics.get("rtabmap_bridge", {}).get("links_rejected", 0)) >= 1
                       and int(diagnostics.get("rtabmap_bridge", {}).get("unmatched", 0)) >= 1
-                      and len(peers.received["hydra_symbol"]) >= 4, 15.0)
+                      and len(peers.received["hydra_index"]) >= 4, 15.0)
     spin_until(lambda: False, 0.6)  # the last diagnostics and anything extra that would still arrive
     r = peers.received
     result = {
@@ -166,7 +166,7 @@ def bridges(a: Any) -> dict[str, Any]:
         "lio_sam": [list(m.data) for m in r["lio_sam"]],
         "diagnostics": diagnostics,
     }
-    for key in ("hydra", "hydra_symbol"):
+    for key in ("hydra", "hydra_index"):
         result[key] = [{"nodes": len(m.nodes), "edges": [
             {"key_from": e.key_from, "key_to": e.key_to, "robot_from": e.robot_from, "robot_to": e.robot_to,
              "type": e.type, "pose": _pose(e.pose), "covariance": list(e.covariance),

@@ -17,7 +17,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import gtsam
 import numpy as np
 import pytest
 
@@ -147,8 +146,8 @@ def test_cslam_gets_our_keyframes_with_odometry_and_between_factors_match_to_que
     assert d["skipped.scale_unknown"] == "1" and "ignored by cslam" in d["covariance"]
 
 
-@pytest.mark.parametrize("key", ["hydra", "hydra_symbol"])
-def test_hydra_gets_loop_closure_edges_keyed_by_stamps_or_symbols_with_the_covariance(result, key):
+@pytest.mark.parametrize("key", ["hydra", "hydra_index"])
+def test_hydra_gets_loop_closure_edges_keyed_by_stamps_or_indices_with_the_covariance(result, key):
     edges = [e for graph in result[key] for e in graph["edges"]]
     assert len(edges) == 4 and all(g["nodes"] == 0 and len(g["edges"]) == 1 for g in result[key])
     for name, edge in zip(("L1", "L2", "L3", "L4"), edges):
@@ -157,18 +156,18 @@ def test_hydra_gets_loop_closure_edges_keyed_by_stamps_or_symbols_with_the_covar
         if key == "hydra":  # keys are the stamps; robots the numbers of the robot ids
             assert (edge["key_from"], edge["key_to"]) == (w.loop_stamp(qr, qk), w.loop_stamp(mr, mk))
             assert (edge["robot_from"], edge["robot_to"]) == (int(qr[-1]), int(mr[-1]))
-        else:  # GTSAM symbols, robots in robot_names order, prefixes a, b
-            prefix = {w.ROBOT: "a", w.OTHER_ROBOT: "b"}
-            assert edge["key_from"] == gtsam.Symbol(prefix[qr], qk).key()
-            assert edge["key_to"] == gtsam.Symbol(prefix[mr], mk).key()
+        else:  # Kimera-PGMO: keyframe indices (it adds the robot's prefix itself: Symbol(prefix(robot_from),
+            # key_from)), robots in robot_names order; it reads pose = from_T_to, so from = match, to = query
+            # (BetweenFactor(match, query, T_match_query), error in the query frame, where our covariance is)
+            assert (edge["key_from"], edge["key_to"]) == (mk, qk)
             number = {w.ROBOT: 0, w.OTHER_ROBOT: 1}
-            assert (edge["robot_from"], edge["robot_to"]) == (number[qr], number[mr])
-        # pose = to_T_from: the query base in the match base
+            assert (edge["robot_from"], edge["robot_to"]) == (number[mr], number[qr])
+        # pose: the query base in the match base (Hydra's to_T_from with from = query; Kimera's from_T_to)
         np.testing.assert_allclose(matrix(edge["pose"]), np.linalg.inv(w.world_base(mr, mk)) @ w.world_base(qr, qk),
                                    atol=1e-6)
         J = jacobian(base_loop(name))
         cov = J @ w.COVARIANCE_CAM @ J.T
-        if key == "hydra_symbol":  # covariance_order rotation_first
+        if key == "hydra_index":  # covariance_order rotation_first
             cov = cov[np.ix_([3, 4, 5, 0, 1, 2], [3, 4, 5, 0, 1, 2])]
         np.testing.assert_allclose(np.reshape(edge["covariance"], (6, 6)), cov, rtol=1e-4, atol=1e-10)
 
@@ -191,7 +190,7 @@ def test_a_missing_peer_package_or_a_bad_parameter_stops_the_bridge_with_a_messa
     assert "needs the message package 'rtabmap_msgs'" in proc.stderr and "rtabmap-msgs" in proc.stderr
     bad = [sys.executable, "-m", "vpr_ros.nodes.bridges.hydra_bridge", "--ros-args", "-p", "hydra.key_mode:=keys"]
     proc = subprocess.run(netns_argv(bad), env=ros_env(tmp_path), capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 2 and "hydra.key_mode" in proc.stderr and "stamp_ns, symbol" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "hydra.key_mode" in proc.stderr and "stamp_ns, index" in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize("backend", sorted(BRIDGES))
@@ -214,7 +213,7 @@ def test_launch_arguments_become_parameters_and_remaps_and_bad_ones_are_named():
     assert cfg.overrides["base_from_body"] == [0.1, 0, 0.2, 0, 0, 0, 1.0]
     assert cfg.overrides["rtabmap.max_stamp_diff_sec"] == 0.5
     assert "base_from_body:=[0.1, 0.0, 0.2, 0.0, 0.0, 0.0, 1.0]" in bridge_ros_args(cfg)
-    assert bridge_launch_config("hydra", {"key_mode": "symbol"}).overrides["hydra.key_mode"] == "symbol"
+    assert bridge_launch_config("hydra", {"key_mode": "index"}).overrides["hydra.key_mode"] == "index"
     for backend, args in (("rtabmap", {"base_from_body": "1 2 3"}), ("hydra", {"key_mode": "keys"}),
                           ("cslam", {"cslam_robot_id": "one"}), ("lio_sam", {"min_separation_sec": "x"}),
                           ("lio_sam", {"rtabmap_namespace": "r"})):

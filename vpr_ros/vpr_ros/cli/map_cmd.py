@@ -53,6 +53,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                              description=map_export.__doc__.split("\n\n")[0])
     export.add_argument("map", help="map directory")
     export.add_argument("--out", required=True, help=f"folder for {', '.join(EXPORT_FILES)} (never overwritten)")
+    export.add_argument("--g2o-information", choices=map_export.G2O_INFORMATION, default="gtsam",
+                        help="information-matrix convention of loops.g2o: gtsam (default; rotation error as a "
+                             "rotation vector: GTSAM readG2o, Ceres pose_graph_3d) or g2o (g2o's EdgeSE3: "
+                             "quaternion vector part, rotation block 4x)")
     export.set_defaults(func=run_export)
     verify = cmds.add_parser("verify", help="checksums, structure, index vs descriptors; exit 1 if damaged")
     verify.add_argument("map", help="map directory")
@@ -233,7 +237,7 @@ def run_export(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     try:  # all three files or none: a full disk leaves nothing that blocks the rerun
         with atomic_files([out / name for name in EXPORT_FILES]) as tmp:
-            counts = map_export.export_map(data, *tmp)
+            counts = map_export.export_map(data, *tmp, information=args.g2o_information)
     except BaseException:
         if made:
             with contextlib.suppress(OSError):

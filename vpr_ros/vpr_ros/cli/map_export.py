@@ -10,10 +10,11 @@
   ``VERTEX_SE3:QUAT`` per keyframe with a pose, at its optimised pose when stored, else its odometry
   pose; then ``EDGE_SE3:QUAT`` odometry edges between consecutive keyframes of each session; then one
   edge per loop (from = match, to = query). Information = inverse covariance, upper triangle, order
-  x y z rx ry rz with the rotation as a rotation vector: what GTSAM ``readG2o`` and Ceres'
-  ``pose_graph_3d`` read. g2o itself measures the rotation error as the quaternion's vector part
-  (about half the rotation vector): for g2o proper multiply the rotation block by 4 and the
-  rotation-translation blocks by 2 (docs/map_tools.md).
+  x y z r1 r2 r3, for the reader ``--g2o-information`` names (io/trajectory_export.py): ``gtsam``
+  (default) with the rotation error as a rotation vector, what GTSAM ``readG2o`` and Ceres'
+  ``pose_graph_3d`` read; ``g2o`` for g2o's own ``EdgeSE3``, which measures the rotation error as the
+  quaternion's vector part (about half the rotation vector), so the rotation block is 4x and the
+  rotation-translation blocks 2x (docs/map_tools.md).
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from vpr_ros.cli.map_graph import loop_kind, map_graph
 from vpr_ros.core.map.map_poses import pose_key
 from vpr_ros.core.types import LoopClosure
 from vpr_ros.io.poses import matrix_to_pose
-from vpr_ros.io.trajectory_export import write_g2o
+from vpr_ros.io.trajectory_export import G2O_INFORMATION, write_g2o
 
-__all__ = ["export_map"]
+__all__ = ["export_map", "G2O_INFORMATION"]
 
 _POSE = ["x", "y", "z", "qx", "qy", "qz", "qw"]
 
@@ -42,9 +43,11 @@ def _fields(T: np.ndarray | None) -> list[str]:
     return [f"{c:.9g}" for c in (x, y, z, *q)]
 
 
-def export_map(data: MapData, keyframes_csv: Path, loops_csv: Path, loops_g2o: Path) -> dict[str, int]:
+def export_map(data: MapData, keyframes_csv: Path, loops_csv: Path, loops_g2o: Path,
+               information: str = "gtsam") -> dict[str, int]:
     """Write the three files; returns counts for the summary line (vertices, optimised vertices,
-    odometry edges, loop edges by kind, loops skipped)."""
+    odometry edges, loop edges by kind, loops skipped). ``information``: the g2o reader whose
+    information convention ``loops.g2o`` follows (one of :data:`G2O_INFORMATION`)."""
     graph = map_graph(data.keyframes, data.loops)
     node = graph.node
     vertices = [data.optimized[k].T_map_base if k in data.optimized else T for k, T in zip(graph.keys, graph.odometry)]
@@ -76,5 +79,5 @@ def export_map(data: MapData, keyframes_csv: Path, loops_csv: Path, loops_g2o: P
             counts[kind] += 1
             w.writerow([getattr(lp, name) for name in scalar] + _fields(lp.relative_pose) + [edge_of.get(n, -1), kind])
     edges = graph.odometry_edges + [e for e, ok in zip(graph.loop_edges, usable) if ok]
-    write_g2o(loops_g2o, vertices, edges)
+    write_g2o(loops_g2o, vertices, edges, information)
     return counts

@@ -69,8 +69,9 @@ def spec(name: str, type_: type, default: Any, description: str, lo: float | Non
 COMMON_PARAMETERS: tuple[FieldSpec, ...] = (
     spec("base_from_body", list, IDENTITY,
          "Pose of the loops' body frame in the robot's base frame, [x, y, z, qx, qy, qz, qw] (m, unit "
-         "quaternion): the camera's mounting while vpr_ros publishes camera-frame loops, identity when "
-         "its loops are already of the base frame (frames.base_frame)."),
+         "quaternion). Identity for loop_closure_node's loops, which are already of the base frame "
+         "(frames.base_frame; it knows the camera's mounting from TF or frames.base_from_camera): setting "
+         "the mounting here too would apply it twice. The camera's mounting only for camera-frame loops."),
     spec("robot_id", str, "",
          "Our robot id (detector.robot_id) whose loops this bridge passes on; empty: the robot of the "
          "first message on 'keyframes', or of each loop."),

@@ -3,16 +3,21 @@
 
     ros2 launch vpr_ros hydra_bridge.launch.py output_topic:=/hydra/external_loop_closures
 
-One PoseGraph per loop with one edge of type LOOPCLOSE (1): from = query, to = match,
-pose = to_T_from = pose of the query base in the match base (T_match_query), covariance filled
-(row-major, ``hydra.covariance_order``). Keys (``hydra.key_mode``):
+One PoseGraph per loop with one edge of type LOOPCLOSE (1), pose = T_match_query (the pose of the
+query base in the match base), covariance filled (row-major, ``hydra.covariance_order``; ours is the
+right perturbation in the query's frame). The two consumers read the edge's direction oppositely, so
+the keys follow ``hydra.key_mode``:
 
-- ``stamp_ns`` (Hydra): ``key_from``/``key_to`` are the two keyframes' image stamps in nanoseconds;
-  Hydra's ExternalLoopClosureReceiver looks up its agent node nearest each stamp (within its
-  ``max_time_difference``, default 1 s) of robot ``robot_from``/``robot_to``.
-- ``symbol`` (Kimera-RPGO / Kimera-Multi keyframe keys): GTSAM ``Symbol(prefix, keyframe_id)`` with
-  prefix ``hydra.robot_prefixes[robot]`` (kimera_pgmo's robot prefixes a, b, c, ...); valid only
-  when our keyframe ids are the consumer's keyframe indices.
+- ``stamp_ns`` (Hydra): from = query, to = match, because Hydra reads ``pose`` as ``to_T_from``
+  (MIT-SPARK/Hydra ``external_loop_closure_receiver.cpp``). ``key_from``/``key_to`` are the two
+  keyframes' image stamps in nanoseconds; Hydra looks up its agent node nearest each stamp (within
+  its ``max_time_difference``, default 1 s) of robot ``robot_from``/``robot_to``.
+- ``index`` (Kimera-PGMO, Kimera-Distributed / Kimera-Multi): from = match, to = query, because these
+  read ``pose`` as ``from_T_to`` (``BetweenFactor(from, to, pose)``; kimera_pgmo: "measure =
+  from_T_to"), whose error is in the ``to`` (query) frame, as our covariance. ``key_from``/``key_to``
+  are the keyframe *indices*: the consumer builds its GTSAM key ``Symbol(prefix of robot_from,
+  key_from)`` itself (kimera_pgmo ``processIncrementalPoseGraph``), so a full symbol key here would
+  name no node. Valid only when our keyframe ids are the consumer's keyframe indices.
 
 ``robot_from``/``robot_to`` are the robots' small integer ids (``hydra.robot_names``, else the
 number the robot id ends with, else ``hydra.default_robot``). Hydra itself uses its configured loop
@@ -24,13 +29,13 @@ from __future__ import annotations
 from typing import Any
 
 from vpr_ros.core.geometry.backend_edges import COVARIANCE_ORDERS, BackendLoop, KeyframeRef, reorder_covariance
-from vpr_ros.core.geometry.backend_nodes import gtsam_symbol, robot_index
+from vpr_ros.core.geometry.backend_nodes import robot_index
 from vpr_ros.nodes.bridges.common import RELIABLE, BridgeNode, import_peer, pose_to_msg, run_bridge, spec
 from vpr_ros.nodes.conversions import ns_to_stamp
 
 __all__ = ["HydraBridge", "main", "KEY_MODES"]
 
-KEY_MODES = ("stamp_ns", "symbol")
+KEY_MODES = ("stamp_ns", "index")
 LOOPCLOSE = 1  # pose_graph_tools_msgs/PoseGraphEdge.LOOPCLOSE
 
 
@@ -38,16 +43,14 @@ class HydraBridge(BridgeNode):
     BACKEND = "Hydra/Kimera"
     PARAMETERS = (
         spec("hydra.key_mode", str, "stamp_ns",
-             "How edge keys are formed: stamp_ns (image stamps in ns, what Hydra's external loop closures "
-             "expect) or symbol (GTSAM Symbol(prefix, keyframe id), Kimera-RPGO/Kimera-Multi keys).",
-             choices=KEY_MODES),
+             "How edge keys are formed: stamp_ns (image stamps in ns, from = query: what Hydra's external loop "
+             "closures expect) or index (keyframe indices, from = match: Kimera-PGMO / Kimera-Multi, which add "
+             "their robot prefix).", choices=KEY_MODES),
         spec("hydra.robot_names", str, "",
              "Comma-separated vpr_ros robot ids in the consumer's robot id order; empty: the number each "
              "robot id ends with, else hydra.default_robot."),
         spec("hydra.default_robot", int, 0, "Robot id for a robot id without a number and not in "
              "hydra.robot_names (-1: drop its loops).", lo=-1, hi=255),
-        spec("hydra.robot_prefixes", str, "abcdefgh",
-             "symbol keys: the GTSAM prefix character of robot 0, 1, 2, ... (kimera_pgmo's robot prefixes)."),
         spec("hydra.covariance_order", str, "translation_first",
              "Row/column order of the edge covariance: translation_first (x, y, z, rx, ry, rz, ROS) or "
              "rotation_first (GTSAM Pose3).", choices=COVARIANCE_ORDERS),
@@ -55,7 +58,8 @@ class HydraBridge(BridgeNode):
     )
     COUNTERS = ("edges_sent", "skipped.no_pose", "skipped.scale_unknown", "skipped.no_covariance",
                 "skipped.unknown_robot")
-    NOTES = {"edge": "type LOOPCLOSE, from = query, to = match, pose = to_T_from (T_match_query)"}
+    NOTES = {"edge": "type LOOPCLOSE, pose = T_match_query; stamp_ns keys: from = query, to = match (Hydra: "
+                     "pose = to_T_from); index keys: from = match, to = query (Kimera: pose = from_T_to)"}
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("hydra_bridge", **kwargs)
@@ -73,13 +77,8 @@ class HydraBridge(BridgeNode):
             index = int(self.params["hydra.default_robot"])
         return index
 
-    def key(self, ref: KeyframeRef, robot: int) -> int:
-        if self.params["hydra.key_mode"] == "stamp_ns":
-            return ref.stamp_ns
-        prefixes = self.params["hydra.robot_prefixes"]
-        if robot >= len(prefixes):
-            raise ValueError(f"robot {robot} has no prefix in hydra.robot_prefixes={prefixes!r}")
-        return gtsam_symbol(prefixes[robot], ref.keyframe_id)
+    def key(self, ref: KeyframeRef) -> int:
+        return ref.stamp_ns if self.params["hydra.key_mode"] == "stamp_ns" else ref.keyframe_id
 
     def on_loop(self, loop: BackendLoop) -> None:
         if loop.T_match_query is None:
@@ -91,11 +90,14 @@ class HydraBridge(BridgeNode):
         if loop.covariance is None:
             self.count("skipped.no_covariance")
             return
-        robot_from, robot_to = self.robot(loop.query.robot_id), self.robot(loop.match.robot_id)
+        # T_match_query is Hydra's to_T_from with from = query, and Kimera's from_T_to with from = match
+        ref_from, ref_to = ((loop.query, loop.match) if self.params["hydra.key_mode"] == "stamp_ns"
+                            else (loop.match, loop.query))
+        robot_from, robot_to = self.robot(ref_from.robot_id), self.robot(ref_to.robot_id)
         if robot_from is None or robot_to is None:
             self.count("skipped.unknown_robot")
             return
-        edge = self._Edge(key_from=self.key(loop.query, robot_from), key_to=self.key(loop.match, robot_to),
+        edge = self._Edge(key_from=self.key(ref_from), key_to=self.key(ref_to),
                           robot_from=robot_from, robot_to=robot_to, type=LOOPCLOSE,
                           pose=pose_to_msg(loop.T_match_query),
                           covariance=[float(v) for v in reorder_covariance(
