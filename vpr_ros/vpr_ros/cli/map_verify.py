@@ -14,6 +14,7 @@ from pathlib import Path
 from vpr_ros.cli.map_access import DB, INDEX_FILE, MapData, index_mismatches, open_map
 from vpr_ros.cli.frame_index import load_frame_index
 from vpr_ros.core.errors import MapStoreError
+from vpr_ros.core.map import hash_table
 
 __all__ = ["Verdict", "verify_map"]
 
@@ -48,5 +49,11 @@ def verify_map(path: str | Path) -> Verdict:
     how = ("crc32 of every local-feature record and structure (live map)" if data.meta.get("live") else
            "checksums and structure" if data.has_manifest else "structure only (no manifest.json, no checksums)")
     return Verdict(True, f"OK: map {data.path}: {len(data.keyframes)} keyframes, {len(data.loops)} loops, "
-                         f"{len(data.optimized)} optimised poses; {how}; "
+                         f"{len(data.optimized)} optimised poses, {_hashes(data)}; {how}; "
                          f"{INDEX_FILE} matches the descriptors", data)
+
+
+def _hashes(data: MapData) -> str:
+    """How many keyframes carry a binary hash (core/map/hash_table.py; its table is checked on loading)."""
+    n, size = hash_table.count(data.keyframes)
+    return f"{n} hashes ({size} B each)" if n else "no hashes"

@@ -21,7 +21,8 @@ from vpr_ros.core.config import Config
 from vpr_ros.core.detector_map import KeyframeMapMixin
 from vpr_ros.core.errors import ConfigError, InputError, StampOrderError
 from vpr_ros.core.geometry.relative_pose import PoseEstimate
-from vpr_ros.core.index import KeyframeIndex, l2_normalise
+from vpr_ros.core.hash_index import as_code, keyframe_index
+from vpr_ros.core.index import l2_normalise
 from vpr_ros.core.geometry.keyframe_geometry import frame_geometry
 from vpr_ros.core.keyframes import ConsistencyFilter, KeyframeSelector, is_excluded
 from vpr_ros.core.geometry.loop_pose import LoopGeometry
@@ -89,6 +90,8 @@ class LoopClosureDetector(KeyframeMapMixin):
         self.text_reader: TextReader | None = None
         # Fleet mode: fills the local features of remote candidates on demand (nodes/fleet.py).
         self.fetch_local: Callable[[Sequence[Candidate], Sequence[Keyframe]], None] | None = None
+        # index.first_pass=hash: fills the float descriptors of remote keyframes known by their hash only.
+        self.fetch_global: Callable[[Sequence[Keyframe]], None] | None = None
         self._store: live_map.MapLog | None = None  # the live map every new keyframe is appended to
         self.store_failures = 0  # failed writes to the live map (each retry counts)
         self.store_refused = 0   # keyframes or loops the live map cannot hold (kept in memory only)
@@ -101,7 +104,8 @@ class LoopClosureDetector(KeyframeMapMixin):
     def reset(self) -> None:
         """Forget every keyframe (own and loaded) and the temporal state."""
         self._keyframes: list[Keyframe] = []
-        self._index = KeyframeIndex(self.model.global_dim, self.config.index)
+        self._index = keyframe_index(self.model.global_dim, self.config.index, getattr(self.model, "hash_bits", 0),
+                                     self._floats_of, self.model_id)
         self._selector.reset()
         self._consistency.reset()
         self._gate.reset()
@@ -184,7 +188,7 @@ class LoopClosureDetector(KeyframeMapMixin):
                      if self.config.map.thumbnails else None)
         text = None if self.text_reader is None else functools.partial(self.text_reader.read, frame.image)
         result = self.process_descriptors(frame.stamp_ns, desc.global_[0], local, frame.pose, geometry, thumbnail,
-                                          text)
+                                          text, None if desc.hash is None else desc.hash[0])
         result.timings_ms["extract"] = extract_ms
         result.timings_ms["total"] += extract_ms
         return result
@@ -193,14 +197,16 @@ class LoopClosureDetector(KeyframeMapMixin):
                             pose: npt.ArrayLike | None = None,
                             geometry: KeyframeGeometry | Callable[[], KeyframeGeometry | None] | None = None,
                             thumbnail: Callable[[], bytes] | None = None,
-                            text: Callable[[], tuple[TextReading, ...]] | None = None) -> StepResult:
+                            text: Callable[[], tuple[TextReading, ...]] | None = None,
+                            code: npt.ArrayLike | None = None) -> StepResult:
         """Run selection, retrieval and verification on precomputed descriptors of one frame.
 
         global_: (D,) float32; local: (h, w, c) float32 or None; pose: (4, 4) world_T_body or None;
         geometry: keypoints (+ 3-D points) of the frame for relative poses (``frame_geometry``), or a
         function computing them, called only when the frame becomes a keyframe; thumbnail: a function
         giving the keyframe's JPEG thumbnail (``map.thumbnails``), likewise called only for keyframes;
-        text: a function reading the keyframe's text (OCR, ``Keyframe.text``), likewise.
+        text: a function reading the keyframe's text (OCR, ``Keyframe.text``), likewise; code: the frame's
+        packed hash (B/8,) uint8 of a hashing model (``Keyframe.hash``; searched with index.first_pass=hash).
         """
         t0 = time.perf_counter()
         stamp_ns = int(stamp_ns)
@@ -233,11 +239,11 @@ class LoopClosureDetector(KeyframeMapMixin):
                       session_id=det.session_id, global_=g,
                       local=local_arr if self.config.map.store_local else None, pose=pose_arr,
                       geometry=geometry, thumbnail=None if thumbnail is None else thumbnail(),
-                      text=readings)
+                      text=readings, hash=as_code(code))
 
         t1 = time.perf_counter()
         exclude = {k for k in self._own_keys[-self._exclusion_span(kf):] if is_excluded(kf, self._keyframes[k], det)}
-        keys, sims = self._index.search(g, self.config.index.top_k, exclude)
+        keys, sims = self._index.search(g, self.config.index.top_k, exclude, kf.hash)
         keys, sims, gated = self._odometry_gate(len(self._keyframes), pose_arr, keys, sims)
         t2 = time.perf_counter()
         candidates = [Candidate(int(key), float(sim), rank) for rank, (key, sim) in enumerate(zip(keys, sims))]
@@ -275,7 +281,7 @@ class LoopClosureDetector(KeyframeMapMixin):
         key = len(self._keyframes)
         self._keyframes.append(kf)
         self._own_keys.append(key)
-        self._index.add([key], g[None])
+        self._index.add([key], g[None], None if kf.hash is None else kf.hash[None])
         self._selector.accept(kf)
         self._next_id += 1
         if self._store is not None:
@@ -287,6 +293,15 @@ class LoopClosureDetector(KeyframeMapMixin):
         timings["total"] = (time.perf_counter() - t0) * 1e3
         return StepResult(stamp_ns, kf, None, verifications, loops, timings, geometry_rejection=rejection,
                           odometry_rejected=gated, text_rule=text_counts)
+
+    def _floats_of(self, keys: Sequence[int]) -> list[npt.NDArray[np.float32] | None]:
+        """Float descriptors of keyframes ``keys`` for the hash first pass (core/hash_index.py): other robots'
+        keyframes known by their hash only are fetched first (``fetch_global``); None where still unknown."""
+        kfs = [self._keyframes[k] for k in keys]
+        missing = [kf for kf in kfs if np.size(kf.global_) == 0]
+        if missing and self.fetch_global is not None:
+            self.fetch_global(missing)  # fills kf.global_ of those their owners answered for
+        return [kf.global_ if np.size(kf.global_) else None for kf in kfs]
 
     def _pose_agrees_with_odometry(self, match_key: int, match: Keyframe, estimate: PoseEstimate | None) -> bool:
         """The measured relative pose of an own-stream loop against odometry drift (the second gate test,

@@ -11,14 +11,15 @@ keyframes. The switch rebuilds the index once from the stored vectors. Keyframes
 from the index (only ``reset``), and exclusion filters the results instead of using an
 IDSelector, so any factory that can ``add_with_ids`` through IndexIDMap2 works, HNSW included
 (which cannot ``remove_ids``). IVF needs training, which an incremental index cannot do; it belongs
-to offline city-scale maps (docs/map_store.md).
+to offline city-scale maps (docs/map_store.md). ``index.first_pass=hash`` searches binary hashes first
+instead (core/hash_index.py, same interface).
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Collection
+from typing import Collection, Sequence
 
 import faiss
 import numpy as np
@@ -26,6 +27,7 @@ import numpy.typing as npt
 
 from vpr_ros.core.config import IndexConfig
 from vpr_ros.core.errors import ConfigError, InputError, MapStoreError
+from vpr_ros.core.types import Keyframe
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ class KeyframeIndex:
     Built from a factory string (``IndexConfig.factory``, default exact ``Flat``) with
     ``METRIC_INNER_PRODUCT`` and wrapped in ``IndexIDMap2``.
     """
+
+    first_pass = "float"
 
     def __init__(self, dim: int, config: IndexConfig | None = None) -> None:
         self.config = config or IndexConfig()
@@ -98,8 +102,8 @@ class KeyframeIndex:
     def __len__(self) -> int:
         return int(self._index.ntotal)
 
-    def add(self, keys: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
-        """Add (N,) int64 keys with (N, D) descriptors (normalised here)."""
+    def add(self, keys: npt.ArrayLike, vectors: npt.ArrayLike, codes: npt.ArrayLike | None = None) -> None:
+        """Add (N,) int64 keys with (N, D) descriptors (normalised here); hash ``codes`` are not used here."""
         keys_arr = np.ascontiguousarray(np.atleast_1d(np.asarray(keys, dtype=np.int64)))
         vecs = l2_normalise(vectors)
         if vecs.shape != (len(keys_arr), self.dim):
@@ -110,6 +114,16 @@ class KeyframeIndex:
             self._switch_to_large(keys_arr, vecs)
             return
         self._index.add_with_ids(vecs, keys_arr)
+
+    def add_keyframes(self, keys: npt.ArrayLike, keyframes: Sequence[Keyframe]) -> None:
+        """Index ``keyframes`` under ``keys`` by their float descriptors; InputError for one known by its
+        hash only (another robot's, sent as hashes: that needs index.first_pass hash)."""
+        lacking = [kf for kf in keyframes if np.size(kf.global_) == 0]
+        if lacking:
+            raise InputError(f"{len(lacking)} keyframes of robot {lacking[0].robot_id!r} are known by their hash only; "
+                             "this index searches float descriptors: set index.first_pass hash to use them")
+        if keyframes:
+            self.add(keys, np.stack([kf.global_ for kf in keyframes]))
 
     def _switch_to_large(self, keys: npt.NDArray[np.int64], vecs: npt.NDArray[np.float32]) -> None:
         """Rebuild as HNSW32 from the stored vectors plus the new ones (once per map)."""
@@ -123,9 +137,10 @@ class KeyframeIndex:
                     "to %s (efSearch=%d)", len(self), self.config.auto_switch_keyframes, AUTO_LARGE_FACTORY,
                     self.config.ef_search)
 
-    def search(self, query: npt.ArrayLike, k: int,
-               exclude: Collection[int] = ()) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        """Top-``k`` keys and cosine similarities for one query, skipping keys in ``exclude``.
+    def search(self, query: npt.ArrayLike, k: int, exclude: Collection[int] = (),
+               code: npt.ArrayLike | None = None) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Top-``k`` keys and cosine similarities for one query, skipping keys in ``exclude`` (``code``,
+        the query's hash, is for core/hash_index.py and not used here).
 
         Returns keys (M,) int64 and similarities (M,) float32, best first, M <= k.
         """

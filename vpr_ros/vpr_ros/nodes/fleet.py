@@ -13,6 +13,10 @@ Every robot's ``loop_closure_node`` does the same four things, with no central p
 4. publishes the inter-robot loop on its ``loop_closures`` and on ``<prefix>/loops``; the matched
    robot republishes it on its own ``loop_closures``, so both robots hold the merged constraint.
 
+With a hashing model the batches also carry 64-byte hashes, or only them (``fleet.send_descriptors:
+hash``); a robot searching hashes first fetches the float descriptors of its Hamming candidates on
+demand (nodes/fleet_floats.py).
+
 Every field of what a peer sends is checked before use (core/fleet/validation.py): a batch, a
 feature answer or a fleet loop that fails is refused, counted as ``fleet.refused.<reason>`` and
 logged (once per peer), and never raises out of a callback. One peer robot and all peers together
@@ -47,6 +51,7 @@ from vpr_ros.core.fleet.validation import MAX_BATCH, REFUSAL_REASONS, Refused, c
 from vpr_ros.core.keyframes import find_key
 from vpr_ros.core.types import Candidate, Keyframe, LoopClosure
 from vpr_ros.nodes import conversions as conv
+from vpr_ros.nodes.fleet_floats import FLOAT_COUNTERS, FleetFloatsMixin
 from vpr_ros.nodes.fleet_loops import FleetLoopsMixin
 from vpr_ros.nodes.fleet_msgs import batch_to_msg, geometry_to_msg, msg_to_batch, msg_to_geometry_fields
 from vpr_ros.nodes.settings import NodeSettings
@@ -61,7 +66,7 @@ FLEET_COUNTERS = ("keyframes_sent", "batches_sent", "bytes_sent", "bytes_sent.de
                   "bytes_sent.features", "bytes_sent.loops", "remote_keyframes",
                   *(f"refused.{r}" for r in REFUSAL_REASONS), "features_requested", "features_received",
                   "fetch_failures", "bytes_received.features", "inter_robot_loops.found",
-                  "inter_robot_loops.received")
+                  "inter_robot_loops.received", *FLOAT_COUNTERS)
 
 
 class Fleet(Protocol):
@@ -86,7 +91,7 @@ def history_qos(depth: int) -> QoSProfile:
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-class FleetLink(FleetLoopsMixin):
+class FleetLink(FleetLoopsMixin, FleetFloatsMixin):
     """One robot's side of the decentralised fleet (see the module docstring)."""
 
     def __init__(self, node: Node, detector: LoopClosureDetector, lock: threading.Lock, settings: NodeSettings,
@@ -96,6 +101,7 @@ class FleetLink(FleetLoopsMixin):
         self._settings, self._warn, self._count = settings, warn, count
         self._loop_pub, self._map_frame = loop_pub, map_frame
         self.robot_id = detector.config.detector.robot_id
+        self._send = self._check_send_mode()  # fleet.send_descriptors; ConfigError before anything is created
         prefix = settings.fleet_topic_prefix.rstrip("/")
         rate = settings.fleet_bandwidth_bytes_per_sec
         self._bucket = TokenBucket(rate, rate, time.monotonic())  # 1 s of burst
@@ -129,6 +135,7 @@ class FleetLink(FleetLoopsMixin):
         node.create_service(GetKeyframeFeatures, "fleet/get_features", self._on_get_features)
         node.create_timer(0.05, self._flush)
         detector.fetch_local = self.fetch_local
+        detector.fetch_global = self.fetch_global  # index.first_pass=hash: floats of Hamming candidates
 
     # -- sending ----------------------------------------------------------------------------
     def keyframe(self, kf: Keyframe) -> None:
@@ -149,7 +156,8 @@ class FleetLink(FleetLoopsMixin):
                 kfs = list(self._outbox)[:self._settings.fleet_batch_size]
             if not kfs:
                 return
-            batch = encode_batch(kfs, self._detector.model_id, self._detector.model.global_dim, self.features_service)
+            batch = encode_batch(kfs, self._detector.model_id, self._detector.model.global_dim, self.features_service,
+                                 self._send)
             msg = batch_to_msg(batch, self._node.get_clock().now().to_msg())
             size = len(serialize_message(msg))  # the bytes DDS carries (CDR), not an estimate
             if not self._bucket.try_spend(size, time.monotonic()):
@@ -191,7 +199,7 @@ class FleetLink(FleetLoopsMixin):
         if msg.robot_id == self.robot_id and msg.session_id == self._detector.config.detector.session_id:
             return  # our own broadcast
         batch = msg_to_batch(msg)
-        check_batch(batch, self._detector.model_id, self._detector.model.global_dim)
+        check_batch(batch, self._detector.model_id, self._detector.model.global_dim, self._first_pass, self.hash_bytes)
         robot, peer, service = batch.robot_id, (batch.robot_id, batch.session_id), batch.features_service
         with self._mutex:
             if peer not in self._servers and len(self._servers) >= MAX_PEERS:
@@ -231,7 +239,8 @@ class FleetLink(FleetLoopsMixin):
         for batch, reserved in batches:
             added = 0
             try:
-                keyframes = decode_batch(batch, self._detector.model_id, self._detector.model.global_dim)
+                keyframes = decode_batch(batch, self._detector.model_id, self._detector.model.global_dim,
+                                         self._first_pass, self.hash_bytes)
                 with self._lock:
                     added = self._detector.add_remote_keyframes(keyframes)
             except (VprError, ValueError) as exc:  # runs on the processing thread: a bad batch must not end it
@@ -278,22 +287,7 @@ class FleetLink(FleetLoopsMixin):
     def _request(self, robot: str, session: str, ids: list[int]) -> tuple[dict[int, tuple[Any, Any]], list[Refused]]:
         """id -> (local (h, w, c) float32, KeyframeGeometry or None) of the keyframes the owner holds
         and answered usably, and the refusals of the keyframes it answered unusably."""
-        with self._mutex:
-            service = self._servers.get((robot, session), "")
-        client = self._clients.get(service)
-        timeout = self._settings.fleet_request_timeout_sec
-        if client is None or not client.wait_for_service(timeout_sec=timeout):
-            raise FleetError(f"its features service {service or '(unknown)'} is not available; is it running?")
-        done = threading.Event()
-        future = client.call_async(GetKeyframeFeatures.Request(
-            robot_id=robot, session_id=session, descriptor_model=self._detector.model_id, keyframe_ids=ids))
-        future.add_done_callback(lambda _: done.set())
-        if not done.wait(timeout):
-            client.remove_pending_request(future)
-            raise FleetError(f"no answer from {service} within {timeout:g} s (fleet.request_timeout_sec)")
-        response = future.result()
-        if not response.success:
-            raise FleetError(response.message[:200])
+        response = self._call_features(robot, session, ids)
         self._count("fleet.bytes_received.features", len(response.local_features))
         if response.encoding != WIRE_ENCODING:
             raise Refused("malformed", f"features encoded as {response.encoding[:40]!r}; only {WIRE_ENCODING!r} is known")
@@ -333,6 +327,8 @@ class FleetLink(FleetLoopsMixin):
             return response
         with self._mutex:
             keys = [self._own.get((request.session_id, int(i))) for i in request.keyframe_ids]
+        if request.global_only:  # a hash-first peer re-ranking its Hamming candidates (nodes/fleet_floats.py)
+            return self._answer_globals(request, response, keys)
         kfs = [self._own_keyframe(key, request.session_id, int(i)) for key, i in zip(keys, request.keyframe_ids)]
         kept = [kf for kf in kfs if kf is not None and kf.local is not None and request.robot_id == self.robot_id]
         ids, shapes, data = encode_locals(kept)

@@ -28,6 +28,7 @@ def batch_to_msg(batch: DescriptorBatch, stamp: Any) -> KeyframeDescriptors:
                               stamps=[conv.ns_to_stamp(int(t)) for t in batch.stamps_ns])
     msg.header.stamp = stamp
     msg.descriptors = batch.descriptors
+    msg.hash_encoding, msg.hashes = batch.hash_encoding, batch.hashes
     if batch.poses is not None:
         msg.poses = batch.poses.reshape(-1).tolist()
     return msg
@@ -44,7 +45,8 @@ def msg_to_batch(msg: KeyframeDescriptors) -> DescriptorBatch:
     stamps = np.array([stamp_ns(s.sec, s.nanosec, "keyframe stamp") for s in msg.stamps], np.int64)
     return DescriptorBatch(msg.robot_id, msg.session_id, msg.descriptor_model, int(msg.descriptor_dim),
                            np.asarray(msg.keyframe_ids, np.uint64), stamps, bytes(msg.descriptors),
-                           poses.reshape(-1, 4, 4) if poses.size else None, msg.features_service, msg.encoding)
+                           poses.reshape(-1, 4, 4) if poses.size else None, msg.features_service, msg.encoding,
+                           bytes(msg.hashes), msg.hash_encoding)
 
 
 _GEOMETRY_FIELDS = ("valid", "image_height", "image_width", "keypoints", "descriptor_type", "descriptor_size",

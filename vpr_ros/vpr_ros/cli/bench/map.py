@@ -1,4 +1,5 @@
-"""``vpr-ros bench map``: keyframe-index scale benchmark (flat vs HNSW vs IVF vs IVF-PQ).
+"""``vpr-ros bench map``: keyframe-index scale benchmark (flat vs HNSW vs IVF vs IVF-PQ); with ``--hash`` the
+hash first pass against the float index (cli/bench/map_hash.py).
 
 Per map size N and descriptor dimension D it reports, for each index: the time to open a map (build
 the index from N stored descriptors, and read a saved index file), the latency of appending one
@@ -29,6 +30,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from vpr_ros.cli.bench.map_hash import add_hash_arguments, run_hash_bench
 from vpr_ros.core.config import IndexConfig
 from vpr_ros.core.index import KeyframeIndex, l2_normalise
 
@@ -49,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queries", type=int, default=500, help="timed single queries per setting")
     parser.add_argument("--appends", type=int, default=200, help="timed single-keyframe appends")
     parser.add_argument("--seed", type=int, default=0)
+    add_hash_arguments(parser)  # --hash: the hash first pass against the float index (cli/bench/map_hash.py)
 
 
 def simulated_descriptors(n: int, dim: int, n_queries: int, seed: int = 0
@@ -181,6 +184,8 @@ def _git_hash() -> str:
 
 
 def run_map_bench(args: argparse.Namespace, emit: Callable[[str], None] = print) -> int:
+    if getattr(args, "hash", False):
+        return run_hash_bench(args, emit)
     emit(f"keyframe index scale, SIMULATED clustered descriptors (64-d latent walk), top-{TOP}; "
          f"faiss {faiss.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
          f"git {_git_hash()}")

@@ -8,6 +8,14 @@ content of vpr_ros_msgs/GetKeyframeFeatures) and attached to the keyframe before
 
 float16 halves float32's bytes (a quarter of Swarm-SLAM's float64); on L2-normalised descriptors
 its rounding changes cosine similarities by ~1e-3, and rows are re-normalised on arrival.
+
+Hashes (issue 23): keyframes of a hashing model (SelaVPR++ ``-rerank``) also carry their packed binary
+hash (64 B). A batch sends them beside the float16 descriptors, or instead of them (``send="hash"``:
+encoding ``"none"``, 64 B per keyframe instead of 2 x dim); a receiver searching hashes first
+(``index.first_pass=hash``) indexes hash-only keyframes with an empty ``global_`` and fetches the float
+descriptors of its Hamming candidates on demand (:func:`encode_globals` / :func:`decode_globals`, the
+``global_descriptors`` of GetKeyframeFeatures). A receiver searching floats first refuses hash-only
+batches, and a hash-first one batches without hashes (``fleet.refused.first_pass``).
 """
 
 from __future__ import annotations
@@ -24,17 +32,24 @@ from vpr_ros.core.fleet.validation import (MAX_BATCH, Refused, check_descriptors
 from vpr_ros.core.index import l2_normalise
 from vpr_ros.core.types import Keyframe, KeyframeGeometry
 
-__all__ = ["WIRE_ENCODING", "DescriptorBatch", "encode_batch", "check_batch", "head", "decode_batch", "encode_locals",
-           "decode_locals", "decode_answer", "encode_geometry", "decode_geometry", "check_model"]
+__all__ = ["WIRE_ENCODING", "NO_DESCRIPTORS", "HASH_ENCODING", "SEND_MODES", "DescriptorBatch", "encode_batch",
+           "check_batch", "head", "decode_batch", "encode_locals", "decode_locals", "decode_answer", "encode_geometry",
+           "decode_geometry", "check_model", "encode_globals", "decode_globals"]
 
 WIRE_ENCODING = "float16"
+NO_DESCRIPTORS = "none"  # a batch of hashes only
+#: Packed bits, bit k of a code in byte k // 8 at position 7 - k % 8 (``np.packbits``, core/hash_index.py).
+HASH_ENCODING = "packbits_msb"
+SEND_MODES = ("float16", "hash")
+MAX_HASH_BYTES = 1024
 _WIRE = np.dtype("<f2")
 
 
 @dataclasses.dataclass(frozen=True)
 class DescriptorBatch:
     """N keyframes of one robot and session: ids (N,) uint64, stamps_ns (N,) int64,
-    descriptors N * dim little-endian float16 bytes, poses (N, 4, 4) float64 (NaN: no pose) or None."""
+    descriptors N * dim little-endian float16 bytes (empty with encoding "none"), poses (N, 4, 4) float64
+    (NaN: no pose) or None; hashes N * B/8 bytes of packed hashes ("" when none, hash_encoding "")."""
 
     robot_id: str
     session_id: str
@@ -46,12 +61,14 @@ class DescriptorBatch:
     poses: npt.NDArray[np.float64] | None = None
     features_service: str = ""
     encoding: str = WIRE_ENCODING
+    hashes: bytes = b""
+    hash_encoding: str = ""
 
     @property
     def wire_bytes(self) -> int:
-        """Payload bytes (ids, stamps, descriptors, poses), without the message header."""
+        """Payload bytes (ids, stamps, descriptors, hashes, poses), without the message header."""
         poses = 0 if self.poses is None else self.poses.size * 8
-        return len(self.ids) * 16 + len(self.descriptors) + poses
+        return len(self.ids) * 16 + len(self.descriptors) + len(self.hashes) + poses
 
 
 def _short(text: str) -> str:
@@ -66,28 +83,45 @@ def check_model(model_id: str, dim: int, own_model_id: str, own_dim: int, what: 
                          "refused: run the same model.preset and weights on every robot of the fleet")
 
 
-def encode_batch(keyframes: Sequence[Keyframe], model_id: str, dim: int, features_service: str = "") -> DescriptorBatch:
-    """Own keyframes (one robot and session) -> a batch; raises InputError on a mixed batch."""
+def encode_batch(keyframes: Sequence[Keyframe], model_id: str, dim: int, features_service: str = "",
+                 send: str = "float16") -> DescriptorBatch:
+    """Own keyframes (one robot and session) -> a batch: float16 descriptors and, where the keyframes have
+    them, their hashes; ``send="hash"``: the hashes only. Raises InputError on a mixed batch, or for
+    ``send="hash"`` with keyframes without a hash."""
     if not keyframes:
         raise InputError("a descriptor batch needs at least one keyframe")
     robot, session = keyframes[0].robot_id, keyframes[0].session_id
     if any(kf.robot_id != robot or kf.session_id != session for kf in keyframes):
         raise InputError("a descriptor batch holds keyframes of one robot and session only")
-    globals_ = np.stack([kf.global_ for kf in keyframes]).astype(_WIRE)
+    if send not in SEND_MODES:
+        raise InputError(f"send={send!r} is not one of {', '.join(SEND_MODES)}")
+    hashed = all(kf.hash is not None for kf in keyframes)
+    if send == "hash" and not hashed:
+        raise InputError("sending hashes only needs keyframes with a hash (a SelaVPR++ -rerank model); this "
+                         "model gives none: send float16 descriptors")
+    hashes = np.stack([np.asarray(kf.hash, np.uint8) for kf in keyframes]).tobytes() if hashed else b""
+    if send == "hash":
+        globals_ = np.empty(0, _WIRE)
+    else:
+        globals_ = np.stack([kf.global_ for kf in keyframes]).astype(_WIRE)
     poses = None
     if any(kf.pose is not None for kf in keyframes):
         poses = np.stack([np.full((4, 4), np.nan) if kf.pose is None else np.asarray(kf.pose, np.float64)
                           for kf in keyframes])
     return DescriptorBatch(robot, session, model_id, dim, np.array([kf.id for kf in keyframes], np.uint64),
                            np.array([kf.stamp_ns for kf in keyframes], np.int64), globals_.tobytes(), poses,
-                           features_service)
+                           features_service, NO_DESCRIPTORS if send == "hash" else WIRE_ENCODING, hashes,
+                           HASH_ENCODING if hashes else "")
 
 
-def check_batch(batch: DescriptorBatch, own_model_id: str, own_dim: int) -> npt.NDArray[np.float16]:
-    """Every field of a received batch (core/fleet/validation.py); returns its (N, dim) descriptors.
+def check_batch(batch: DescriptorBatch, own_model_id: str, own_dim: int, first_pass: str = "float",
+                hash_bytes: int = 0) -> npt.NDArray[np.float16] | None:
+    """Every field of a received batch (core/fleet/validation.py); returns its (N, dim) descriptors, or
+    None for a batch of hashes only.
 
     Raises :class:`~vpr_ros.core.fleet.validation.Refused` (a FleetError with a ``reason``): names,
-    model and dimension, encoding, ids in [0, 2^63) and unique, stamps, sizes, NaN/Inf, poses.
+    model and dimension, encoding, ids in [0, 2^63) and unique, stamps, sizes, NaN/Inf, poses, hashes
+    (``hash_bytes``: the own model's, 0 unknown), and what the receiver's ``first_pass`` cannot index.
     """
     for name, what in ((batch.robot_id, "robot_id"), (batch.session_id, "session_id"),
                        (batch.model_id, "descriptor_model")):
@@ -99,45 +133,95 @@ def check_batch(batch: DescriptorBatch, own_model_id: str, own_dim: int) -> npt.
     except FleetError as exc:
         raise Refused("model_mismatch", str(exc)) from None
     n = len(batch.ids)
-    if batch.encoding != WIRE_ENCODING:
+    if batch.encoding not in (WIRE_ENCODING, NO_DESCRIPTORS):
         raise Refused("malformed", f"{what} sent descriptors encoded as {_short(batch.encoding)}; only "
-                      f"{WIRE_ENCODING!r} is known")
-    if not 0 < n <= MAX_BATCH or len(batch.stamps_ns) != n or len(batch.descriptors) != n * batch.dim * _WIRE.itemsize:
+                      f"{WIRE_ENCODING!r} (or {NO_DESCRIPTORS!r} with hashes) is known")
+    _check_hashes(batch, n, what, first_pass, hash_bytes)
+    floats = batch.encoding == WIRE_ENCODING
+    if (not 0 < n <= MAX_BATCH or len(batch.stamps_ns) != n
+            or len(batch.descriptors) != (n * batch.dim * _WIRE.itemsize if floats else 0)):
         raise Refused("malformed", f"{what} sent a malformed batch: {n} ids (1-{MAX_BATCH}), {len(batch.stamps_ns)} "
                       f"stamps, {len(batch.descriptors)} descriptor bytes for {batch.dim}-d float16")
     check_ids(batch.ids, f"{what} keyframe ids")
     if np.any(np.asarray(batch.stamps_ns, np.int64) < 0):
         raise Refused("stamp", f"{what} sent a negative stamp")
     check_poses(batch.poses, n)
+    if not floats:
+        return None
     values = np.frombuffer(batch.descriptors, _WIRE).reshape(n, batch.dim)
     check_descriptors(values)
     return values
+
+
+def _check_hashes(batch: DescriptorBatch, n: int, what: str, first_pass: str, hash_bytes: int) -> None:
+    if batch.hashes or batch.hash_encoding:
+        size = len(batch.hashes) // n if n else 0
+        if (batch.hash_encoding != HASH_ENCODING or not 0 < size <= MAX_HASH_BYTES or size * n != len(batch.hashes)
+                or (hash_bytes and size != hash_bytes)):
+            raise Refused("malformed", f"{what} sent {len(batch.hashes)} hash bytes encoded as "
+                          f"{_short(batch.hash_encoding)} for {n} keyframes; expected {HASH_ENCODING!r}, "
+                          f"{hash_bytes or 'B/8'} bytes each")
+    elif batch.encoding == NO_DESCRIPTORS:
+        raise Refused("malformed", f"{what} sent neither descriptors nor hashes")
+    if first_pass == "hash" and not batch.hashes:
+        raise Refused("first_pass", f"{what} sent no hashes; this robot searches hashes first (index.first_pass "
+                      "hash): run a hashing model (SelaVPR++ -rerank) with the same index.first_pass on every robot")
+    if first_pass != "hash" and batch.encoding == NO_DESCRIPTORS:
+        raise Refused("first_pass", f"{what} sent hashes only (fleet.send_descriptors hash); this robot searches "
+                      "float descriptors: set index.first_pass hash here, or fleet.send_descriptors float16 there")
 
 
 def head(batch: DescriptorBatch, k: int) -> DescriptorBatch:
     """The first ``k`` keyframes of ``batch`` (what a budget lets in)."""
     if k >= len(batch.ids):
         return batch
+    per_hash = len(batch.hashes) // len(batch.ids)
     return dataclasses.replace(batch, ids=batch.ids[:k], stamps_ns=batch.stamps_ns[:k],
                                descriptors=batch.descriptors[:k * batch.dim * _WIRE.itemsize],
-                               poses=None if batch.poses is None else batch.poses[:k])
+                               poses=None if batch.poses is None else batch.poses[:k],
+                               hashes=batch.hashes[:k * per_hash])
 
 
-def decode_batch(batch: DescriptorBatch, own_model_id: str, own_dim: int) -> list[Keyframe]:
-    """A received batch -> remote keyframes (``local`` None, globals re-normalised float32).
+def decode_batch(batch: DescriptorBatch, own_model_id: str, own_dim: int, first_pass: str = "float",
+                 hash_bytes: int = 0) -> list[Keyframe]:
+    """A received batch -> remote keyframes (``local`` None, globals re-normalised float32, ``hash`` where
+    sent; a batch of hashes only gives keyframes with an empty ``global_``).
 
     Raises FleetError (:class:`Refused`, with its reason) when the model differs or any field is
     unusable (:func:`check_batch`).
     """
-    values = check_batch(batch, own_model_id, own_dim)
+    values = check_batch(batch, own_model_id, own_dim, first_pass, hash_bytes)
+    n = len(batch.ids)
     try:
-        globals_ = l2_normalise(values)
+        globals_ = l2_normalise(values) if values is not None else [np.empty(0, np.float32)] * n
     except InputError as exc:
         raise Refused("nonfinite", f"robot {batch.robot_id!r} sent unusable descriptors: {exc}") from None
+    codes = np.frombuffer(batch.hashes, np.uint8).reshape(n, -1).copy() if batch.hashes else [None] * n
     poses = batch.poses
     return [Keyframe(id=int(i), stamp_ns=int(t), robot_id=batch.robot_id, session_id=batch.session_id,
-                     global_=g, pose=None if poses is None or not np.all(np.isfinite(poses[k])) else poses[k].copy())
+                     global_=g, pose=None if poses is None or not np.all(np.isfinite(poses[k])) else poses[k].copy(),
+                     hash=codes[k])
             for k, (i, t, g) in enumerate(zip(batch.ids, batch.stamps_ns, globals_))]
+
+
+def encode_globals(keyframes: Iterable[Keyframe]) -> bytes:
+    """The float descriptors of ``keyframes`` as float16 bytes, in order (GetKeyframeFeatures
+    ``global_descriptors``: what a hash-first receiver fetches for its Hamming candidates)."""
+    rows = [np.asarray(kf.global_, np.float32) for kf in keyframes]
+    return np.stack(rows).astype(_WIRE).tobytes() if rows else b""
+
+
+def decode_globals(ids: Sequence[int], data: bytes, dim: int) -> dict[int, npt.NDArray[np.float32]]:
+    """The inverse of :func:`encode_globals` for the answered ``ids``: id -> (dim,) float32, L2-normalised.
+    Raises Refused when the bytes do not fit or a descriptor is unusable (NaN/Inf, all zero)."""
+    if len(data) != len(ids) * dim * _WIRE.itemsize:
+        raise Refused("malformed", f"float descriptor answer has {len(data)} bytes for {len(ids)} keyframes of "
+                      f"{dim} float16 values")
+    if not ids:
+        return {}
+    values = np.frombuffer(data, _WIRE).reshape(len(ids), dim)
+    check_descriptors(values)
+    return {int(i): g for i, g in zip(ids, l2_normalise(values))}
 
 
 def encode_locals(keyframes: Iterable[Keyframe]) -> tuple[list[int], list[int], bytes]:

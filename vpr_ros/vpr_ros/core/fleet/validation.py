@@ -23,7 +23,7 @@ __all__ = ["Refused", "REFUSAL_REASONS", "MAX_NAME", "MAX_KEYFRAME_ID", "MAX_BAT
 
 #: Every ``fleet.refused.<reason>`` counter (docs/fleet.md says what each one means).
 REFUSAL_REASONS = ("model_mismatch", "malformed", "name", "id", "stamp", "nonfinite", "pose", "shape", "budget",
-                   "peers", "loop_target", "loop_sender")
+                   "peers", "loop_target", "loop_sender", "first_pass")
 MAX_NAME = 256                  # robot, session and model ids, characters
 MAX_SERVICE_NAME = 200          # a fully-qualified ROS service name (DDS adds prefixes and suffixes)
 MAX_KEYFRAME_ID = 2**63 - 1     # keyframe ids are stored as signed 64-bit integers (SQLite)

@@ -9,7 +9,8 @@ Layout (live format version 2)::
                      meta(key, value JSON): local_shape ([h, w, c], set with the first local record)
                      keyframes(key 0..n-1, id, robot_id, session_id, stamp_ns, pose 16 float64 | NULL,
                                global D float32, segment | NULL, offset | NULL)
-                     geometry (core/map/geometry_table.py), one row per keyframe with a camera
+                     geometry (core/map/geometry_table.py), one row per keyframe with a camera;
+                     hashes (core/map/hash_table.py), one row per keyframe with a binary hash
     local/NNNNN.seg  dense local features, append-only records with crc32 (core/map/local_segments.py)
 
 No FAISS file: the index is rebuilt from ``keyframes.global`` on open (10k x 1024-d: tens of ms), so a
@@ -44,7 +45,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from vpr_ros.core.map import geometry_table, loops_table, text_table, thumbnails
+from vpr_ros.core.map import geometry_table, hash_table, loops_table, text_table, thumbnails
 from vpr_ros.core.map.atomic_dir import MARKER, fsync_dir
 from vpr_ros.core.map.live_checks import LOG, check_local, check_wal, open_segment
 from vpr_ros.core.map.ownership import DirLock
@@ -219,6 +220,7 @@ class MapLog:
                 if key < len(self.keyframes):
                     self.keyframes[key].thumbnail = jpeg
             text_table.attach(self.keyframes, texts, labels)
+            hash_table.read_into(db, self.keyframes, self.root)  # binary hashes (core/map/hash_table.py)
             self._keys = {(kf.robot_id, kf.session_id, kf.id): k for k, kf in enumerate(self.keyframes)}
             if writable:
                 thumbnails.ensure_table(db)  # live maps written before thumbnails and loops were kept
@@ -285,6 +287,7 @@ class MapLog:
             db.executemany(f"INSERT INTO {geometry_table.TABLE} VALUES ({', '.join('?' * 13)})", geometry)
             thumbnails.append_row(db, key, kf)
             text_table.append_rows(db, key, kf)
+            hash_table.append_row(db, key, kf)
             db.execute("COMMIT")
         except BaseException:
             _rollback(db)
@@ -300,7 +303,7 @@ class MapLog:
         self.keyframes.append(Keyframe(id=kf.id, stamp_ns=kf.stamp_ns, robot_id=kf.robot_id, session_id=kf.session_id,
                                        global_=np.asarray(kf.global_, np.float32), pose=kf.pose,
                                        geometry=None if self.geometry is not None else kf.geometry,
-                                       thumbnail=kf.thumbnail, text=kf.text, labels=tuple(kf.labels)))
+                                       thumbnail=kf.thumbnail, text=kf.text, labels=tuple(kf.labels), hash=kf.hash))
         self.locations.append(loc)
         self._keys[(kf.robot_id, kf.session_id, kf.id)] = key
         if self.geometry is not None and kf.geometry is not None:

@@ -12,7 +12,8 @@ Layout (format version 1)::
 map.sqlite also holds the table ``geometry`` (core/map/geometry_table.py, since issue 9): per keyframe with a
 camera, its keypoints, descriptors and 3-D points for relative poses of loops against a loaded map;
 since issue 10 the tables ``thumbnails`` (core/map/thumbnails.py) and ``loops`` (core/map/loops_table.py);
-since issue 13 ``place_text`` and ``place_labels`` (core/map/text_table.py); since issue 21 ``optimized_poses``
+since issue 13 ``place_text`` and ``place_labels`` (core/map/text_table.py); since issue 23 ``hashes``
+(core/map/hash_table.py, keyframes' binary hashes; maps without it load with hash None); since issue 21 ``optimized_poses``
 (core/map/pose_table.py, with the meta key ``optimized_poses``).
 
 meta keys: format_version, model_id, global_dim, local_shape ([h, w, c] or null), num_keyframes,
@@ -42,6 +43,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from vpr_ros.core.map import atomic_dir, geometry_table, live_map, loops_table, pose_table, text_table, thumbnails
+from vpr_ros.core.map import hash_table
 from vpr_ros.core.map.live_map import classify_live, is_live_name_set
 from vpr_ros.core.map.atomic_dir import fsync_dir, fsync_file
 from vpr_ros.core.errors import MapStoreError
@@ -152,6 +154,7 @@ def _write(root: Path, keyframes: Sequence[Keyframe], model_id: str, global_dim:
             thumbnails.write_table(db, keyframes)
             loops_table.write_table(db, loops)
             text_table.write_tables(db, keyframes)
+            hash_table.write_table(db, keyframes)  # binary hashes (index.first_pass=hash), since issue 23
             if poses is not None:  # optimised poses (core/map/map_poses.py): rows, source note
                 pose_table.write_table(db, *poses)
     finally:
@@ -317,6 +320,7 @@ def load_keyframes(path: str | Path, model_id: str | None = None, load_local: bo
                         if meta.get("geometry") and load_geometry else {})
             thumbs = thumbnails.read_table(db, len(rows))
             texts, labels = text_table.read_tables(db, len(rows), path)
+            codes = hash_table.read_table(db, len(rows), path)
         finally:
             db.close()
     except (sqlite3.Error, ValueError) as exc:  # ValueError: text that is not UTF-8 (UnicodeDecodeError)
@@ -331,6 +335,7 @@ def load_keyframes(path: str | Path, model_id: str | None = None, load_local: bo
     for key, jpeg in thumbs.items():
         keyframes[key].thumbnail = jpeg
     text_table.attach(keyframes, texts, labels)
+    hash_table.attach(keyframes, codes)
     shards = _read_shards(path, meta, manifest, len(rows)) if load_local else None
     if shards is not None:
         for i, (kf, row) in enumerate(zip(keyframes, rows)):

@@ -34,12 +34,18 @@ def only_storable(keyframes: Sequence[Keyframe], loops: Sequence[LoopClosure],
                    index_writer: Callable[[Path], None] | None,
                    global_dim: int) -> tuple[Sequence[Keyframe], Sequence[LoopClosure], Callable[[Path], None] | None]:
     """Keyframes and loops whose ids and stamps SQLite can hold (signed 64-bit). Another robot's keyframe
-    beyond that range never blocks saving the own ones: it is left out, with a warning."""
-    kept = [kf for kf in keyframes if _storable(kf.id, kf.stamp_ns)]
+    beyond that range never blocks saving the own ones: it is left out, with a warning; so is one known by
+    its hash only (no float descriptor to store)."""
+    hash_only = sum(np.size(kf.global_) == 0 for kf in keyframes)
+    if hash_only:  # other robots' keyframes received as hashes only (core/hash_index.py): no float to store
+        logger.warning("saving without %d keyframes of other robots known by their hash only (their owners keep "
+                       "them)", hash_only)
+    kept = [kf for kf in keyframes if _storable(kf.id, kf.stamp_ns) and np.size(kf.global_)]
     if len(kept) == len(keyframes):
         return keyframes, loops, index_writer
-    logger.warning("saving without %d keyframes whose id or stamp does not fit a signed 64-bit integer (sent "
-                   "by another robot?)", len(keyframes) - len(kept))
+    if len(keyframes) - len(kept) > hash_only:
+        logger.warning("saving without %d keyframes whose id or stamp does not fit a signed 64-bit integer (sent "
+                       "by another robot?)", len(keyframes) - len(kept) - hash_only)
     loops = [lp for lp in loops if _storable(lp.query_id, lp.match_id, lp.query_stamp_ns, lp.match_stamp_ns)]
     index = KeyframeIndex(global_dim)  # keys are list positions, which changed
     if kept:
