@@ -52,6 +52,7 @@ setup(
             "vpr-ros = vpr_ros.cli.main:main",
             "loop_closure_node = vpr_ros.nodes.loop_closure_node:main",
             "central_node = vpr_ros.nodes.central_node:main",
+            "pose_graph_node = vpr_ros.nodes.pose_graph_node:main",
             "rtabmap_bridge = vpr_ros.nodes.bridges.rtabmap_bridge:main",
             "cslam_bridge = vpr_ros.nodes.bridges.cslam_bridge:main",
             "hydra_bridge = vpr_ros.nodes.bridges.hydra_bridge:main",

@@ -39,8 +39,10 @@ from vpr_ros.nodes.extractors import ExtractorFactory, default_extractor, load_e
 from vpr_ros.nodes.frame_pipeline import FramePipeline
 from vpr_ros.nodes.geometry_inputs import GEOMETRY_INPUT_COUNTERS
 from vpr_ros.nodes.input_watch import InputWatch, init_rclpy
+from vpr_ros.nodes.keyframe_announce import KeyframeAnnouncer
 from vpr_ros.nodes.map_services import MapKeeper, MapResult
 from vpr_ros.nodes.odom_buffer import ODOM_COUNTERS, OdomBuffer
+from vpr_ros.nodes.optimized_poses import OptimizedPoseSink
 from vpr_ros.nodes.markers import MarkerTrail
 from vpr_ros.nodes.params import declare_and_read, image_qos
 from vpr_ros.nodes.place_services import PlaceServices
@@ -120,6 +122,9 @@ class LoopClosureNode(Node):
             self.create_subscription(Odometry, "odom", self._on_odom, sensor_qos)
         self._inputs.subscribe(self, sensor_qos)  # camera_info, depth, right/image, right/camera_info
         self._loop_pub = self.create_publisher(LoopClosureMsg, "loop_closures", 100)
+        # pose_graph_node's input (keyframes) and output (optimised poses into the map; docs/pose_graph.md)
+        self._keyframe_pub = KeyframeAnnouncer(self, self.config.frames.odom_frame)
+        self._optimized = OptimizedPoseSink(self, self.detector, self._detector_lock, self._warn)
         self._diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
         self._markers = MarkerTrail(self.config.verify.min_matches)  # in the odometry's frame, see _on_odom
         self._marker_pub = self.create_publisher(MarkerArray, "markers", 2)
@@ -196,6 +201,7 @@ class LoopClosureNode(Node):
         self.stats.geometry(result)
         kf = result.keyframe
         self.maps.added(kf)
+        self._keyframe_pub.announce(kf)  # before its loops
         self.places.keyframe(result, image)
         self._markers.add(kf, result.loop_closures)
         if self._debug:
@@ -269,6 +275,7 @@ class LoopClosureNode(Node):
             self._debug_view.clear()
         if result.success:
             self._markers.clear()
+            self.reloc.session_reset()
         return self._respond(response, result)
 
     def _publish_diagnostics(self) -> None:

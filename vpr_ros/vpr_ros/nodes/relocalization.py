@@ -138,6 +138,14 @@ class NodeRelocalization:
             self.relocalizer.set_map_poses(poses)
         self._check_sessions()
 
+    def session_reset(self) -> None:
+        """``~/reset`` started a new session (odometry restarts): earlier keyframes' odometry must not be
+        compared with the new session's; ``once`` mode fixes once more in the new odometry frame."""
+        if self.relocalizer is None:
+            return
+        with self._lock:
+            self.relocalizer.reset()
+
     def _check_sessions(self) -> None:
         """Keyframes of the map with this node's own robot_id and session_id are this session's to the
         detector, never the map's: say so instead of never relocalising."""

@@ -1,4 +1,5 @@
-"""``vpr-ros bench posegraph``: pose-graph optimisation time for 1k and 10k keyframes.
+"""``vpr-ros bench posegraph``: pose-graph optimisation time for 1k and 10k keyframes; ``--live``: the live
+pose graph keyframe by keyframe (``posegraph_live.py``).
 
 The graph is the SIMULATED two-lap corridor (``cli/simulated.py``) sampled denser: N/2 keyframes
 per lap along ``--lap-length-m`` (the Corridor's 110 m by default, so the drift stays that of the
@@ -15,9 +16,10 @@ import time
 
 import numpy as np
 
-from vpr_ros.cli.simulated import simulated_trajectory
+from vpr_ros.cli.bench.posegraph_data import corridor_graph
+from vpr_ros.cli.bench.posegraph_live import add_live_arguments, run_live_bench
 from vpr_ros.core.eval.trajectory import absolute_trajectory_error
-from vpr_ros.core.geometry.pose_graph import ROBUST_METHODS, LoopEdge, PoseGraphOptions, optimize_pose_graph
+from vpr_ros.core.geometry.pose_graph import ROBUST_METHODS, PoseGraphOptions, optimize_pose_graph
 
 __all__ = ["add_arguments", "run_posegraph_bench"]
 
@@ -30,30 +32,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lap-length-m", type=float, default=110.0,
                         help="corridor length; 0 = 1 m per keyframe (N/2 metres: far more drift)")
-
-
-def _graph(size: int, wrong_fraction: float, seed: int, lap_length_m: float) -> tuple:
-    lap = size // 2
-    spacing = lap_length_m / (lap - 1) if lap_length_m > 0 else 1.0
-    run = simulated_trajectory(lap, lap, seed=seed, spacing_m=spacing)
-    loops = [LoopEdge(lap + i, i) for i in range(lap)]
-    rng = np.random.default_rng(seed + 1)
-    wrong = []
-    while len(wrong) < round(wrong_fraction * lap):
-        q, m = int(rng.integers(0, lap)), int(rng.integers(0, lap))
-        if abs(q - m) >= lap // 10:
-            wrong.append(LoopEdge(lap + q, m))
-    return run, loops + wrong, len(wrong)
+    add_live_arguments(parser)
 
 
 def run_posegraph_bench(args: argparse.Namespace) -> int:
+    if args.live:
+        return run_live_bench(args)
     print(f"pose-graph optimisation (GTSAM LM, Pose3), SIMULATED two-lap corridor "
           f"({args.lap_length_m or 'N/2'} m laps), {args.wrong_fraction:.0%} wrong loops; "
           f"{platform.processor() or platform.machine()}")
     print(f"{'keyframes':>9} {'loops':>6} {'robust':>7} {'mean ms':>9} {'std ms':>8} {'max ms':>8} "
           f"{'rejected':>8} {'ATE before m':>12} {'ATE after m':>11}")
     for size in args.sizes:
-        run, loops, num_wrong = _graph(size, args.wrong_fraction, args.seed, args.lap_length_m)
+        run, loops, num_wrong = corridor_graph(size, args.wrong_fraction, args.seed, args.lap_length_m)
         before = absolute_trajectory_error(run.ground_truth, run.odometry).rmse_m
         for robust in args.robust:
             options = PoseGraphOptions(robust=robust)
