@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from vpr_ros.models.text_readers import attach_text_reader, text_extractor
+from vpr_ros.cli import replay_fixes
 from vpr_ros.cli.replay_inputs import add_arguments as add_geometry_arguments, geometry_inputs
 from vpr_ros.cli.replay_gt import (add_arguments as add_gt_arguments, build_ground_truth, check_against_bag,
                                    read_gt_file)
@@ -70,7 +71,7 @@ def ground_truth(args: argparse.Namespace, config: Config, map_sessions: set[str
 def check_paths(args: argparse.Namespace) -> None:
     """Fail before the first frame (and before the model loads) on any output that cannot be
     written and any input that is missing, so an hour-long replay never dies at its end."""
-    check_output_dir(args.out, must_not_exist=("loop_closures", *REPORT_FILES))
+    check_output_dir(args.out, must_not_exist=("loop_closures", *REPORT_FILES, *replay_fixes.FIX_FILES))
     for path in args.map_load or ():
         check_map_load_source(path)
     if args.map_save:
@@ -79,10 +80,11 @@ def check_paths(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = build_config(args.config, parse_overrides(args.set))
+    overrides = parse_overrides(args.set)
+    config = build_config(args.config, overrides)
     gt_file = read_gt_file(args)  # every ground-truth file is read and checked before the model loads
     check_paths(args)
-    inputs = geometry_inputs(args)
+    inputs = geometry_inputs(args, config.frames)  # frames.base_from_camera: bodies are the base frame
     check_against_bag(gt_file, args)
     from vpr_ros.models.backends.mnn_screen import configured_screen  # torch, like the extractor
 
@@ -99,13 +101,20 @@ def run(args: argparse.Namespace) -> int:
                            "no frame index, so the ground truth counts none of their loops as true",
                            path, FRAME_INDEX_FILE)
     gt = ground_truth(args, config, {kf.session_id for kf in detector.keyframes}, gt_file)
+    fixes = replay_fixes.start(args, config, detector, overrides)  # with --map-load: relocalisation
     result = replay_bag(detector, args.bag, args.image_topic, args.odom_topic,
                         frame_index=frame_index, progress=not args.no_progress,
-                        on_stamp_backwards=args.on_stamp_backwards, inputs=inputs, pipeline=args.pipeline)
+                        on_stamp_backwards=args.on_stamp_backwards, inputs=inputs, pipeline=args.pipeline,
+                        on_step=None if fixes is None else fixes.on_step)
     if args.map_save:
         save_map(detector, args.map_save, result)
-    metrics = write_report(args.out, result, gt, frame_id=config.detector.map_frame)
-    for line in summary(metrics, Path(args.out)).splitlines() + loop_lines(result, Path(args.out)):
+    reloc = {} if fixes is None else {"relocalization": replay_fixes.finish(fixes, args, result, gt_file)}
+    metrics = write_report(args.out, result, gt, frame_id=config.detector.map_frame, extra=reloc,
+                           data_label=args.data_label)
+    lines = summary(metrics, Path(args.out)).splitlines() + loop_lines(result, Path(args.out))
+    if reloc:
+        lines += replay_fixes.summary_lines(reloc["relocalization"])
+    for line in lines:
         say(line)  # bag topics and messages quoted from the bag: shown, never obeyed
     if args.optimize:
         from vpr_ros.cli.optimize import run_optimize_step  # gtsam/evo only when asked for
@@ -211,5 +220,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="optimise a pose graph of odometry + loops (GTSAM) and export g2o/TUM (needs --odom-topic)")
     add_gt_arguments(p)
     add_geometry_arguments(p)
+    replay_fixes.add_arguments(p)
     p.set_defaults(func=run)
     return p

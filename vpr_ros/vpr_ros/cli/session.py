@@ -114,7 +114,8 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
                pose_topic: str | None = None, *, frame_index: Mapping[Key, int] | None = None,
                progress: bool = False, max_frames: int | None = None,
                on_stamp_backwards: str = "skip", inputs: GeometryInputs | None = None,
-               pipeline: bool = True, on_frame: Callable[[int], None] | None = None) -> ReplayResult:
+               pipeline: bool = True, on_frame: Callable[[int], None] | None = None,
+               on_step: Callable[[Frame, StepResult], None] | None = None) -> ReplayResult:
     """Feed every frame of ``image_topic`` to ``detector`` in order and record the outcome.
 
     ``frame_index`` gives the bag frame index of keyframes already in the detector's map (a loaded
@@ -125,6 +126,7 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
     ``pipeline``: read, decode and run the model one frame ahead on a worker thread while this thread
     searches and verifies (core/pipeline.py); same results, in the same order, as without.
     ``on_frame(frames)``: called after each processed frame with the count so far (benchmarks sample memory).
+    ``on_step(frame, step)``: called with each processed frame and its StepResult, in order (relocalisation).
     A bag of which no frame could be processed raises BagError (:func:`no_frames_error`).
     """
     if on_stamp_backwards not in STAMP_POLICIES:
@@ -186,6 +188,8 @@ def replay_bag(detector: LoopClosureDetector, bag_path: str | Path, image_topic:
                 bar.update(1)
                 if on_frame is not None:
                     on_frame(frames)
+                if on_step is not None:
+                    on_step(frame, step)
                 gated += step.odometry_rejected
                 for name, n in step.text_rule.items():
                     text_rule[name] = text_rule.get(name, 0) + n

@@ -19,7 +19,10 @@ from vpr_ros.io.msgdefs import LOOP_CLOSURE_TYPE, loop_closure_fields, typestore
 from vpr_ros.io.poses import matrix_to_pose
 
 __all__ = ["STORAGES", "loop_closure_message", "write_loop_closures", "write_image_bag", "header_message",
-           "camera_info_message"]
+           "camera_info_message", "POSE_WITH_COVARIANCE_STAMPED", "pose_with_covariance_stamped",
+           "write_poses_with_covariance"]
+
+POSE_WITH_COVARIANCE_STAMPED = "geometry_msgs/msg/PoseWithCovarianceStamped"
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
@@ -93,6 +96,33 @@ def write_loop_closures(path: str | Path, closures: Sequence[LoopClosure], *,
             for lc in sorted(closures, key=lambda c: c.query_stamp_ns):
                 msg = loop_closure_message(lc, frame_id)
                 writer.write(conn, int(lc.query_stamp_ns), store.serialize_cdr(msg, LOOP_CLOSURE_TYPE))
+    except WriterError as exc:
+        raise BagError(f"cannot write bag {path}: {exc}") from exc
+    return path
+
+
+def pose_with_covariance_stamped(stamp_ns: int, frame_id: str, T: np.ndarray, covariance: np.ndarray) -> Any:
+    """``geometry_msgs/PoseWithCovarianceStamped``: pose T (4, 4), covariance (6, 6) row-major as given
+    (the caller's convention; for ``global_pose`` ROS order x y z rot_x rot_y rot_z in ``frame_id``)."""
+    types = typestore().types
+    cov = np.asarray(covariance, np.float64).reshape(36)
+    return types[POSE_WITH_COVARIANCE_STAMPED](
+        header=header_message(stamp_ns, frame_id),
+        pose=types["geometry_msgs/msg/PoseWithCovariance"](pose=_pose(T), covariance=cov))
+
+
+def write_poses_with_covariance(path: str | Path, poses: Iterable[tuple[int, str, np.ndarray, np.ndarray]], *,
+                                topic: str = "/global_pose", storage: str = "mcap", version: int = 9) -> Path:
+    """A new rosbag2 directory ``path`` with one ``PoseWithCovarianceStamped`` per (stamp_ns, frame_id,
+    T (4, 4), covariance (6, 6)), recorded at its stamp, in stamp order. Raises BagError if ``path`` exists."""
+    path = Path(path)
+    store = typestore()
+    try:
+        with _writer(path, storage, version) as writer:
+            conn = writer.add_connection(topic, POSE_WITH_COVARIANCE_STAMPED, typestore=store)
+            for stamp, frame_id, T, cov in sorted(poses, key=lambda p: p[0]):
+                msg = pose_with_covariance_stamped(stamp, frame_id, T, cov)
+                writer.write(conn, int(stamp), store.serialize_cdr(msg, POSE_WITH_COVARIANCE_STAMPED))
     except WriterError as exc:
         raise BagError(f"cannot write bag {path}: {exc}") from exc
     return path

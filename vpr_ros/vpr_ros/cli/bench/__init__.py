@@ -1,4 +1,4 @@
-"""``vpr-ros bench pipeline|models|verify|node|geometry|posegraph|map``: speed and memory benchmarks (never timed tests)."""
+"""``vpr-ros bench pipeline|models|verify|node|geometry|posegraph|map|crash|ocr|relocalization``: speed and memory benchmarks (never timed tests)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ TARGETS = {
             "keyframe index at 1k-100k keyframes: flat vs HNSW vs IVF, latency, recall, RSS, disk"),
     "crash": ("vpr_ros.cli.bench.map_crash", "add_arguments", "run_crash_bench", "SIGKILL a live-map writer >= 100x"),
     "ocr": ("vpr_ros.cli.bench.ocr", "add_arguments", "run_ocr_bench", "ms per OCR read at 160x120, 640x480, 752x480"),
+    "relocalization": ("vpr_ros.cli.bench.relocalization", "add_arguments", "run_relocalization_bench",
+                       "kidnapped-robot starts in a saved map through vpr-ros replay (SIMULATED rooms + EuRoC)"),
 }
 
 
