@@ -24,6 +24,7 @@ from vpr_ros.core.map.map_poses import map_poses, read_optimized_poses
 from vpr_ros.core.map.ownership import DirLock
 from vpr_ros.core.map.snapshot import save_keyframes
 from vpr_ros.core.types import LoopClosure
+from conftest import TinyExtractor  # at import time: later, 'conftest' may name another test folder's
 
 N = 40  # keyframes per lap: a 10 m x 10 m square, 1 m apart
 
@@ -201,7 +202,6 @@ def test_export_writes_odometry_and_loop_edges_that_read_back(lap, tmp_path, cap
 
 def test_the_single_session_demo_map_exports_loop_edges(tmp_path, capsys):
     import vpr_ros.cli.demo as demo
-    from conftest import TinyExtractor
     from vpr_ros.core.config import config_from_flat
 
     cfg = config_from_flat({"verify.min_matches": 30, "detector.min_loop_gap_sec": 1.0})
