@@ -101,7 +101,7 @@ def test_single_camera_poses_are_refused_unless_configured(tiny_extractor):
         robot, session, kf_id = fix.matched_keyframes[0].split("/")
         match = poses[(robot, session, int(kf_id))]
         np.testing.assert_allclose(fix.position, match.T_map_base[:3, 3])  # the matched keyframe's position ...
-        assert np.sqrt(np.linalg.eigvalsh(fix.covariance[:3, :3]).min()) >= 1.5  # ... with the sigma that says so
+        assert np.sqrt(np.linalg.eigvalsh(fix.covariance[:3, :3]).min()) >= 1.5 - 1e-9  # ... with the sigma that says so
         assert _errors(fix.T_map_base, s.query_views[k][0])[1] < 2.0  # the rotation is measured
 
 
@@ -129,3 +129,24 @@ def test_nothing_to_say_without_a_keyframe_or_a_map_candidate(tiny_extractor):
     reloc.set_map_poses({})  # no loaded map: no candidate counts
     assert reloc.step(det.process(query_frame(s, 2, 110.0))) is None
     assert reloc.counts["fixes"] == 1 and sum(reloc.counts[r] for r in REFUSAL_REASONS) == 0
+
+
+def test_the_fix_covariance_is_local_by_default_and_adds_the_map_pose_with_the_map_option(tiny_extractor):
+    """local: relative to the matched keyframe's stored pose (the measurement only); map: plus that pose's
+    own covariance moved to the query by first order (J cov_map J^T, position in the map frame)."""
+    s = scene()
+    det = mapped_detector(s, tiny_extractor)
+    frame = query_frame(s, 0, 100.0)
+    step = det.process(frame)
+    local = _relocalizer(det).step(step)
+    wide = _relocalizer(det, {"relocalization.map_pose_covariance": "map"}).step(step)
+    assert isinstance(local, Fix) and isinstance(wide, Fix)
+    assert local.matched_keyframes == wide.matched_keyframes
+    np.testing.assert_allclose(local.T_map_base, wide.T_map_base)
+    key = tuple(local.matched_keyframes[0].split("/"))
+    mp = det.keyframe_map_poses()[(key[0], key[1], int(key[2]))]
+    d = local.T_map_base[:3, 3] - mp.T_map_base[:3, 3]
+    J = np.eye(6)
+    J[:3, 3:] = -np.array([[0, -d[2], d[1]], [d[2], 0, -d[0]], [-d[1], d[0], 0]])
+    np.testing.assert_allclose(wide.covariance - local.covariance, J @ mp.covariance @ J.T, rtol=1e-6, atol=1e-12)
+    assert np.trace(mp.covariance) > 0  # the map option really adds something here

@@ -100,6 +100,12 @@ class RelocalizationConfig:
         "Two map poses agree only when their positions differ by less than this, metres.", lo=0.001, hi=1000.0))
     agree_rotation_deg: float = dataclasses.field(default=5.0, metadata=_meta(
         "Two map poses agree only when their rotations differ by less than this, degrees.", lo=0.01, hi=180.0))
+    map_pose_covariance: str = dataclasses.field(default="local", metadata=_meta(
+        "What a fix's covariance is relative to. local: the matched keyframe's stored map pose (the map frame "
+        "is what the stored poses say, as for a grid or cloud built with them): the measurement's covariance "
+        "only. map: also the stored pose's own uncertainty (odometry drift from the map's first keyframe, or "
+        "the pose graph's marginal), for consumers that fuse the fix with world-referenced sources.",
+        choices=("local", "map")))
     odometry_window: int = dataclasses.field(default=2, metadata=_meta(
         "A keyframe's map pose may be confirmed by one of this many previous keyframes' map poses carried "
         "forward by odometry (0: only agreeing candidates of the same keyframe confirm).", lo=0, hi=100))

@@ -3,8 +3,9 @@
 A hypothesis is the query's base pose in the map from one accepted candidate of a loaded map: the
 candidate's map pose (``map.map_poses.MapPose``) composed with the measured relative pose
 (``geometry.loop_pose``), the query's body moved to the base frame. It keeps two covariances (ROS
-convention, ``map_pose``): ``covariance``, everything (map pose + measurement: what a fix publishes),
-and ``measurement``, the relative pose's part alone. Agreement and the covariance bound use the
+convention, ``map_pose``): ``covariance``, what a fix publishes (the measurement's, plus the map pose's
+own with ``relocalization.map_pose_covariance: map``), and ``measurement``, the relative pose's part
+alone. Agreement and the covariance bound use the
 measurement: the map poses of neighbouring keyframes share their drift (nearly fully correlated), so
 adding both to a difference would make every pair "agree".
 """
@@ -51,13 +52,15 @@ class Hypothesis:
 
 
 def hypothesis(estimate: PoseEstimate, map_pose: MapPose, T_body_base: F64, keyframe: str,
-               single_camera_sigma_m: float) -> Hypothesis | None:
+               single_camera_sigma_m: float, with_map_covariance: bool = False) -> Hypothesis | None:
     """The hypothesis of one valid relative pose, or None when ``estimate`` is not valid.
 
     T_body_base: the query's base frame in its body frame (the body of ``estimate``). A metric pose
     is composed as it is. A single-camera pose (``scale_known`` false: the translation is a
     direction) keeps its rotation; its translation is set to zero (the camera stands near the matched
     keyframe) with an isotropic variance ``single_camera_sigma_m``^2 per axis instead.
+    with_map_covariance: ``covariance`` also holds the map pose's own (``relocalization.map_pose_covariance:
+    map``); otherwise it is the measurement's, relative to the stored map pose (``local``).
     """
     if not estimate.valid or estimate.T_match_query is None or estimate.covariance is None:
         return None
@@ -70,7 +73,8 @@ def hypothesis(estimate: PoseEstimate, map_pose: MapPose, T_body_base: F64, keyf
         cov[:, :3] = 0.0
         cov[:3, :3] = np.eye(3) * single_camera_sigma_m ** 2
     T, cov = change_child(T, cov, T_body_base)
-    T_map_base, full = compose_map_pose(map_pose.T_map_base, map_pose.covariance, T, cov)
+    map_cov = map_pose.covariance if with_map_covariance else np.zeros((6, 6))
+    T_map_base, full = compose_map_pose(map_pose.T_map_base, map_cov, T, cov)
     return Hypothesis(T_map_base, full, ros_from_right(T_map_base, cov), keyframe, int(estimate.inliers), kind)
 
 

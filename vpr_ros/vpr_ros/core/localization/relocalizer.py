@@ -211,7 +211,8 @@ class Relocalizer:
                 reasons.append(f"{name}: no map pose")
                 continue
             est = self._geometry.estimate(kf, self.detector.keyframe_with_local(key))
-            h = None if est is None else hypothesis(est, mp, T_body_base, name, cfg.single_camera_sigma_m)
+            h = None if est is None else hypothesis(est, mp, T_body_base, name, cfg.single_camera_sigma_m,
+                                                  cfg.map_pose_covariance == "map")
             if h is None:
                 reasons.append(f"{name}: {'no geometry (calibration/features)' if est is None else est.reason}")
             else:
