@@ -130,12 +130,15 @@ def pose_from_euler(position: npt.ArrayLike, yaw_deg: float = 0.0, pitch_deg: fl
 def cast_rays(room: RenderedRoom, T_world_cam: F64, xn: F64) -> tuple[F64, npt.NDArray[np.int64], F64, F64]:
     """Rays through normalised points (N, 2): z-depth (inf: no hit), plane index, texture x, y."""
     R, c = T_world_cam[:3, :3], T_world_cam[:3, 3]
-    d = np.concatenate([xn, np.ones((len(xn), 1))], 1) @ R.T  # world directions with camera z = 1
+    x, y = xn[:, 0], xn[:, 1]
+    # World directions with camera z = 1, by components: a (N, 3) @ (3, 3) product goes to a
+    # multithreaded BLAS that is ~5x slower than this on a busy machine (threads spin).
+    d = [R[i, 0] * x + R[i, 1] * y + R[i, 2] for i in range(3)]
     best = np.full(len(xn), np.inf)
     which = np.full(len(xn), -1, np.int64)
     tex_x, tex_y = np.zeros(len(xn)), np.zeros(len(xn))
     for k, pl in enumerate(room.planes):
-        dn, du, dv = (d @ np.stack([pl.normal, pl.axis_u, pl.axis_v], 1)).T
+        dn, du, dv = (d[0] * a[0] + d[1] * a[1] + d[2] * a[2] for a in (pl.normal, pl.axis_u, pl.axis_v))
         oc = c - pl.origin
         with np.errstate(divide="ignore", invalid="ignore"):
             z = -(oc @ pl.normal) / dn

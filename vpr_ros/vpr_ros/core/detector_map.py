@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-from vpr_ros.core.map import live_map, live_map_dirs, map_poses as map_poses_mod, text_table
+from vpr_ros.core.map import live_map, live_map_dirs, loops_table, map_poses as map_poses_mod, text_table
 from vpr_ros.core.errors import InputError, MapStoreError
 from vpr_ros.core.map.map_poses import MapPose, PoseKey
 from vpr_ros.core.map.ownership import DirLock
@@ -36,7 +37,9 @@ from vpr_ros.core.types import Keyframe, LoopClosure
 
 if TYPE_CHECKING:
     from vpr_ros.core.config import Config
+    from vpr_ros.core.hash_index import HashKeyframeIndex
     from vpr_ros.core.index import KeyframeIndex
+    from vpr_ros.core.keyframes import ConsistencyFilter
 
 __all__ = ["KeyframeMapMixin"]
 
@@ -51,7 +54,7 @@ class KeyframeMapMixin:
     model_id: str
     store_failures: int
     _keyframes: list[Keyframe]
-    _index: KeyframeIndex
+    _index: KeyframeIndex | HashKeyframeIndex
     _own_keys: list[int]
     _next_id: int
     _local_refs: dict[int, tuple[live_map.MapLog, int]]
@@ -59,6 +62,7 @@ class KeyframeMapMixin:
     _pending: list[tuple[str, Any]]
     store_refused: int
     store_error: str
+    _consistency: ConsistencyFilter
 
     def local_features(self, key: int) -> npt.NDArray[np.float32] | None:
         """(h, w, c) float32 local features of keyframe ``key``: from memory, or read from its map on disk."""
@@ -103,6 +107,7 @@ class KeyframeMapMixin:
             optimized = self._take_optimized(path, log.keyframes)
             added = self._adopt_optimized(log.keyframes, optimized,
                                           self._add_loaded(path, log.keyframes, log) if len(log) else 0)
+            self._link_stored_loops(log.loops)
         except BaseException:
             log.close()
             raise
@@ -266,10 +271,25 @@ class KeyframeMapMixin:
         if live_map.is_live_map(path):
             log = live_map.MapLog(path, live_map.fingerprint(self.model), lazy_geometry=True)
             optimized = self._take_optimized(path, log.keyframes)
-            return self._adopt_optimized(log.keyframes, optimized, self._add_loaded(path, log.keyframes, log))
+            added = self._adopt_optimized(log.keyframes, optimized, self._add_loaded(path, log.keyframes, log))
+            self._link_stored_loops(log.loops)
+            return added
         _, loaded = load_keyframes(path, self.model_id, load_local=self.config.map.store_local)
         optimized = self._take_optimized(path, loaded)
-        return self._adopt_optimized(loaded, optimized, self._add_loaded(path, loaded, None))
+        loops = _snapshot_loops(Path(path).expanduser())  # read first: a damaged table leaves the map unchanged
+        added = self._adopt_optimized(loaded, optimized, self._add_loaded(path, loaded, None))
+        self._link_stored_loops(loops)
+        return added
+
+    def _link_stored_loops(self, loops: Sequence[LoopClosure]) -> None:
+        """A loaded map's stored loops make their keyframes one place for the consistency rule
+        (``verify.consistency_by_place``), as loops published live do."""
+        by_ident = {(kf.robot_id, kf.session_id, kf.id): kf for kf in self._keyframes}
+        pairs = [(by_ident[q], by_ident[m]) for lp in loops
+                 if (q := (lp.query_robot_id, lp.query_session_id, lp.query_id)) in by_ident
+                 and (m := (lp.match_robot_id, lp.match_session_id, lp.match_id)) in by_ident]
+        if pairs:
+            logger.info("%d stored loops link their keyframes as same places", self._consistency.link(pairs))
 
     def _add_loaded(self, path: str | Path, loaded: Sequence[Keyframe], log: live_map.MapLog | None) -> int:
         if loaded and loaded[0].global_.shape[0] != self.model.global_dim:
@@ -287,7 +307,7 @@ class KeyframeMapMixin:
         keys = np.arange(start, start + len(fresh))
         if fresh:
             try:
-                self._index.add(keys, np.stack([k.global_ for k in fresh]))
+                self._index.add_keyframes(keys, fresh)  # float descriptors, or hashes (core/hash_index.py)
             except InputError as exc:  # the store checks descriptors, so only a model/map mismatch gets here
                 raise MapStoreError(f"map {path} cannot be indexed: {exc}") from None
         self._keyframes.extend(fresh)
@@ -364,10 +384,22 @@ class KeyframeMapMixin:
                 fresh.append(kf)
         if fresh:
             start = len(self._keyframes)
-            self._index.add(np.arange(start, start + len(fresh)), np.stack([kf.global_ for kf in fresh]))
+            self._index.add_keyframes(np.arange(start, start + len(fresh)), fresh)
             self._keyframes.extend(fresh)
             if self._store is not None:  # central mode shares whole keyframes: the shared map keeps them
                 for key, kf in enumerate(fresh, start):
                     if kf.local is not None:
                         self._append_to_store(key)
         return len(fresh)
+
+
+def _snapshot_loops(path: Path) -> list[LoopClosure]:
+    """The loops table of the snapshot map at ``path`` (empty for maps saved before it existed)."""
+    try:
+        db = sqlite3.connect((path / "map.sqlite").absolute().as_uri() + "?mode=ro", uri=True)
+        try:
+            return loops_table.read_table(db, path)
+        finally:
+            db.close()
+    except (sqlite3.Error, ValueError) as exc:
+        raise MapStoreError(f"map {path}: map.sqlite is damaged ({exc}); re-create it or load another map") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -116,7 +116,8 @@ class ConsistencyFilter:
     of the same stream (robot, session) whose ids differ by at most ``consistency_window``. True (the
     default): they agree when they are the same place, seen in any earlier lap or session: each match
     stands for itself and for the keyframes it was verified as the same place as (both ends of every
-    published loop, followed over two links: lap 3 -> lap 2 -> lap 1), and two matches agree when
+    published loop, and of the loops stored in a loaded map (:meth:`link`), followed over two links:
+    lap 3 -> lap 2 -> lap 1), and two matches agree when
     any keyframe of the one and any of the other lie in one stream with ids within the window, or with
     both poses within ``consistency_radius_m`` (odometry of one stream shares one frame). So a third
     lap whose best matches alternate between laps 1 and 2 of one place stays consistent.
@@ -167,10 +168,25 @@ class ConsistencyFilter:
         if not self.config.consistency_by_place:
             return
         for query, match in self._pending:
-            for a, b in ((query, match), (match, query)):
-                self._places.setdefault(a.ident, a)
-                self._links.setdefault(a.ident, set()).add(b.ident)
+            self._link(query, match)
         self._pending = []
+
+    def link(self, pairs: Iterable[tuple[Keyframe, Keyframe]]) -> int:
+        """(query, match) keyframes of loops published before (a loaded map's stored loops) become
+        same-place links, as :meth:`confirm` makes them live (only with ``consistency_by_place``);
+        returns how many pairs were linked."""
+        if not self.config.consistency_by_place:
+            return 0
+        count = 0
+        for query, match in pairs:
+            self._link(_Place.of(query), _Place.of(match))
+            count += 1
+        return count
+
+    def _link(self, query: _Place, match: _Place) -> None:
+        for a, b in ((query, match), (match, query)):
+            self._places.setdefault(a.ident, a)
+            self._links.setdefault(a.ident, set()).add(b.ident)
 
     def same_place(self, place: _Place) -> list[_Place]:
         """``place`` and the keyframes linked to it as the same place (at most ``_MAX_PLACE``)."""

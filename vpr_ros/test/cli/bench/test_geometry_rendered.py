@@ -67,7 +67,8 @@ def test_bench_compare_prints_both_labelled_tables_and_json(tmp_path, capsys):
     assert main(["bench", "geometry", "--rendered", "--compare", "--rooms", "1", "--pairs-per-room", "2",
                  "--blurred-per-room", "0", "--look-alike-pairs", "0", "--width", "320"]) == 0
     out = capsys.readouterr().out
-    assert f"{RENDERED_LABEL}, {BEFORE_LABEL}: geometry.covariance_model=iid geometry.refine_essential=false" in out
+    assert (f"{RENDERED_LABEL}, {BEFORE_LABEL}: geometry.covariance_model=iid geometry.refine_essential=false "
+            "geometry.min_inlier_extent=0 geometry.max_unexplained_share=1") in out
     assert f"{RENDERED_LABEL}, {NOW_LABEL}: defaults" in out and out.count("NEES mean (expected 6 / 5)") == 2
     report = json.loads(out.strip().splitlines()[-1])
     assert set(report["compare"]) == {BEFORE_LABEL, NOW_LABEL}

@@ -2,19 +2,20 @@
 
 import cv2
 import numpy as np
+import pytest
 
 from vpr_ros.core.geometry.essential_refine import cheirality, refine_essential, sampson, essential_of
 
 FOCAL = 500.0
 
 
-def _views(rng, n=200, noise_px=1.0):
+def _views(rng, n=200, noise_px=1.0, baseline_m=1.0):
     R = cv2.Rodrigues(np.radians([3.0, -5.0, 2.0]).reshape(3, 1))[0]
     t = np.array([0.5, 0.1, 0.2]) / np.linalg.norm([0.5, 0.1, 0.2])
     T = np.eye(4)
-    T[:3, :3], T[:3, 3] = R, t  # T_match_query
+    T[:3, :3], T[:3, 3] = R, t  # T_match_query (unit translation)
     Xq = np.c_[rng.uniform(-2, 2, (n, 2)), rng.uniform(3, 8, n)]
-    Xm = Xq @ R.T + t
+    Xm = Xq @ R.T + baseline_m * t
     x_q = Xq[:, :2] / Xq[:, 2:] + rng.normal(0, noise_px / FOCAL, (n, 2))
     x_m = Xm[:, :2] / Xm[:, 2:] + rng.normal(0, noise_px / FOCAL, (n, 2))
     return T, x_m, x_q
@@ -66,3 +67,38 @@ def test_outliers_are_dropped_by_the_refined_model():
     ref = refine_essential(T, x_m, x_q, start, FOCAL, 2.0)
     assert ref.inliers[40:].mean() > 0.8 and ref.inliers[:40].mean() < 0.2
     assert _rot_err(ref.T_match_query, T) < 0.3
+
+
+def test_pose_difference_and_widen_use_the_message_chart():
+    from vpr_ros.core.geometry.essential_refine import direction_basis, widen
+    from vpr_ros.core.geometry.essential_search import pose_difference
+    T, x_m, x_q = _views(np.random.default_rng(4))
+    assert np.allclose(pose_difference(T, T), 0)
+    step = np.eye(4)
+    step[:3, :3] = cv2.Rodrigues(np.array([[0.0], [0.01], [0.0]]))[0]
+    assert np.allclose(pose_difference(T, T @ step)[2:], [0, 0.01, 0], atol=1e-9)  # right perturbation
+    ref = refine_essential(T, x_m, x_q, np.ones(len(x_m), bool), FOCAL, 2.0)
+    d = np.r_[0.02, 0.0, 0.0, 0.0, 0.01]
+    wide = widen(ref, np.outer(d, d))
+    u, b1, b2 = direction_basis(ref.T_match_query)
+    P = np.zeros((6, 5))
+    P[:3, 0], P[:3, 1], P[3:, 2:] = b1, b2, np.eye(3)
+    np.testing.assert_allclose(P.T @ wide.covariance @ P - P.T @ ref.covariance @ P, np.outer(d, d), atol=1e-9)
+    assert wide.covariance[:3, :3] @ u @ u == pytest.approx(ref.covariance[:3, :3] @ u @ u)  # scale stays unknown
+    assert wide.sigma_rot_deg >= np.degrees(0.01) and wide.sigma_dir_deg >= np.degrees(0.02)
+
+
+def test_search_finds_the_truth_and_rivals_widen_the_covariance():
+    from vpr_ros.core.geometry.essential_search import pose_difference, search_essential
+    T, x_m, x_q = _views(np.random.default_rng(6), n=300, noise_px=0.5, baseline_m=0.3)
+    start = T.copy()
+    start[:3, :3] = start[:3, :3] @ cv2.Rodrigues(np.radians([[0.5], [-0.5], [0.3]]))[0]
+    found = search_essential(start, np.ones(len(x_m), bool), x_m, x_q, FOCAL, 2.0, seed=1, ambiguity_chi2=45.0)
+    # Starts converge into the true valley (rivals there, if any, lie within its spread: a direction
+    # sigma still far below the 5 deg bound); the homography's other poses are far worse minima.
+    assert found.minima >= 2 and found.refined.sigma_dir_deg < 2.0 and found.refined.sigma_rot_deg < 0.3
+    assert np.degrees(np.abs(pose_difference(found.refined.T_match_query, T))).max() < 1.0
+    # Counting every other minimum as a rival (a huge bound) widens the covariance by their differences.
+    every = search_essential(start, np.ones(len(x_m), bool), x_m, x_q, FOCAL, 2.0, seed=1, ambiguity_chi2=1e9)
+    assert every.rivals == every.minima - 1 >= 1
+    assert every.refined.sigma_rot_deg > 10 * found.refined.sigma_rot_deg

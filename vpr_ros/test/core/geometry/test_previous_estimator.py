@@ -61,7 +61,7 @@ def test_refine_essential_false_is_the_unrefined_recover_pose(monkeypatch):
     T = _T([0.02, 0.35, -0.05], [0.8, 0.1, 0.3])
     _, pm, pq = _scene(T)
     refined = rp.estimate_essential(pm, pq, _geometry(), _geometry(), GeometryConfig(), seed=4)
-    monkeypatch.setattr(rp, "refine_essential", lambda *a, **k: pytest.fail("refinement must be skipped"))
+    monkeypatch.setattr(rp, "search_essential", lambda *a, **k: pytest.fail("refinement must be skipped"))
     est = rp.estimate_essential(pm, pq, _geometry(), _geometry(), GeometryConfig(refine_essential=False), seed=4)
     # The issue 19 estimator by hand: MAGSAC essential, recoverPose, covariance at that pose.
     x_m, x_q = (pm - K[:2, 2]) / 450.0, (pq - K[:2, 2]) / 450.0

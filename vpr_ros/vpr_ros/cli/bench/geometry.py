@@ -3,7 +3,8 @@
 Per candidate, side by side in one run: MNN alone vs MNN + keypoint refinement + pose, on local
 maps of lite0-gem's size (20x20x112) and SelaVPR's (61x61x128, random maps). Then the accuracy on
 real images: the EuRoC V1_01 stereo revisit pairs (PnP and essential against ground truth) and
-EuRoC images warped by known pure rotations, for each refinement (cell centres, ORB, SIFT).
+EuRoC images warped by known pure rotations, for each refinement (cell centres, ORB, SIFT), and the
+NEES of both estimators on the EuRoC pairs (geometry_euroc.py).
 ``--rendered``: errors and NEES through ``vpr-ros replay`` on SIMULATED rooms (geometry_rendered.py).
 """
 
@@ -22,6 +23,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from vpr_ros.cli.bench.geometry_euroc import print_euroc_consistency
 from vpr_ros.cli.bench.geometry_rendered import add_rendered_arguments, run_rendered_bench
 from vpr_ros.core.geometry.camera import PinholeCamera, load_camera, stereo_from_extrinsics
 from vpr_ros.core.config import GeometryConfig
@@ -216,4 +218,5 @@ def run_geometry_bench(args: argparse.Namespace) -> int:
     print(f"geometry bench, model {model.model_id}, OpenCV {cv2.__version__}")
     _timing_section(model, data, args.repeats)
     _accuracy_section(model, data)
+    print_euroc_consistency(model, data)
     return 0

@@ -49,7 +49,8 @@ REPLAY_SETTINGS = ["--set", "verify.temporal_consistency=1"]  # each query is on
 LARGE_METRIC = (1.0, 0.05)  # deg, m: a valid metric pose worse than this is a large error
 LARGE_SINGLE = (3.0, 15.0)  # rotation deg, direction deg (the issue's goals)
 BEFORE_LABEL, NOW_LABEL = "before (issue 19 estimator)", "now"
-BEFORE_SETTINGS = ["--set", "geometry.covariance_model=iid", "--set", "geometry.refine_essential=false"]
+BEFORE_SETTINGS = ["--set", "geometry.covariance_model=iid", "--set", "geometry.refine_essential=false",
+                   "--set", "geometry.min_inlier_extent=0", "--set", "geometry.max_unexplained_share=1"]
 
 
 def add_rendered_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,8 +64,9 @@ def add_rendered_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=20, help="seed of rooms, poses and degradations")
     g.add_argument("--width", type=int, default=640, help="rendered image width (height = 3/4 of it)")
     g.add_argument("--compare", action="store_true", help="replay each bag twice, with the issue 19 "
-                   "estimator (geometry.covariance_model=iid, geometry.refine_essential=false) and with "
-                   "the defaults, and report both")
+                   "estimator (geometry.covariance_model=iid, geometry.refine_essential=false, "
+                   "geometry.min_inlier_extent=0, geometry.max_unexplained_share=1) and with the defaults, "
+                   "and report both")
     g.add_argument("--out", help="folder for the bags, replay outputs and rendered_geometry.json "
                                  "(default: a temporary folder)")
 

@@ -54,9 +54,41 @@ class GeometryConfig:
         "docs/geometry.md, Covariance) or iid, the plain sigma^2 (J^T J)^-1 of the issue 19 estimator "
         "(too small on real images; for comparisons).", choices=COVARIANCE_MODELS))
     refine_essential: bool = dataclasses.field(default=True, metadata=_meta(
-        "Single camera: refine the essential-matrix pose by LM on the Sampson error with inliers "
-        "recomputed, valid only when >= 70 % of the correspondences fit and its uncertainty is bounded; "
-        "false: the unrefined pose and the issue 19 validity rules (for comparisons)."))
+        "Single camera: refine the essential-matrix pose by LM on the Sampson error from several starts "
+        "(inliers recomputed), valid only under the refined_* and max_sigma_* rules below; false: the "
+        "unrefined pose and the issue 19 validity rules (for comparisons)."))
+    min_essential_inliers: int = dataclasses.field(default=120, metadata=_meta(
+        "Single camera (refine_essential): inliers needed for a valid scale-free pose (min_inliers still "
+        "applies to PnP). Thin or blurred pairs (30-80 inliers on the rendered rooms at 640x480, 1000 "
+        "keypoints) can have a wrong minimum that fits best; sharp true pairs keep 200-560.",
+        lo=6, hi=MAX_COUNT))
+    min_refined_inlier_ratio: float = dataclasses.field(default=0.7, metadata=_meta(
+        "Single camera (refine_essential): inliers of the refined pose / correspondences needed; sharp "
+        "true pairs keep 0.8-0.95, look-alike places, wrong minima and strongly blurred pairs 0.2-0.7.",
+        lo=0.0, hi=1.0))
+    max_sigma_rot_deg: float = dataclasses.field(default=1.0, metadata=_meta(
+        "Single camera (refine_essential): largest rotation standard deviation (deg) of a valid pose; a "
+        "more uncertain pose is not valid (degenerate).", lo=0.0, hi=180.0))
+    max_sigma_dir_deg: float = dataclasses.field(default=5.0, metadata=_meta(
+        "Single camera (refine_essential): largest standard deviation (deg) of the translation direction "
+        "of a valid pose; a more uncertain pose is not valid (degenerate).", lo=0.0, hi=180.0))
+    ambiguity_chi2: float = dataclasses.field(default=45.0, metadata=_meta(
+        "Single camera (refine_essential): another refined minimum whose robust Sampson cost is within "
+        "this many residual variances of the best is a pose the data cannot rule out; its difference "
+        "widens the covariance (then max_sigma_* apply). 45 ~ 3 (correlated keypoint errors, as the "
+        "metric model's inflation) x 15.1 (chi^2 with 5 DoF, 99 %). 0: only the best minimum counts.",
+        lo=0.0, hi=1e6))
+    min_inlier_extent: float = dataclasses.field(default=0.6, metadata=_meta(
+        "The inliers' extent (sqrt of their 5-95 % bounding-box area) over that of all correspondences "
+        "needed for a valid pose (PnP and essential); a pose that explains only part of the matched view "
+        "(a look-alike place, one photograph of several) is not valid (non_rigid). 0: off.",
+        lo=0.0, hi=1.0))
+    max_unexplained_share: float = dataclasses.field(default=0.3, metadata=_meta(
+        "Largest share of the correspondences lying in image regions the pose does not explain (cells of "
+        "a 4x4 grid with >= 8 correspondences and an inlier fraction below a third of the overall one) "
+        "for a valid pose (PnP and essential); above it: non_rigid. True pairs 0-0.23 on the rendered "
+        "rooms (repeated texture), look-alike places 0.19-0.65 (those below 0.35 also fail "
+        "min_inlier_extent). 1: off.", lo=0.0, hi=1.0))
 
     def __post_init__(self) -> None:
         _check_fields(self, "geometry")

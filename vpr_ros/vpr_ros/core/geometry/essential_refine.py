@@ -26,19 +26,13 @@ import numpy.typing as npt
 from vpr_ros.core.geometry.pose_covariance import skew
 
 __all__ = ["RefinedEssential", "sampson", "essential_of", "direction_basis", "refine_essential",
-           "essential_covariance", "unrefined_covariance", "cheirality", "UNKNOWN_SCALE_VARIANCE",
-           "MIN_INLIER_RATIO", "MAX_SIGMA_ROT_DEG", "MAX_SIGMA_DIR_DEG"]
+           "essential_covariance", "essential_residuals_px", "widen", "unrefined_covariance", "cheirality",
+           "UNKNOWN_SCALE_VARIANCE"]
 
 F64 = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 # Variance (unit-vector units^2) along the translation of a scale-free pose: "scale unconstrained".
 UNKNOWN_SCALE_VARIANCE = 1e6
-# Validity of a refined scale-free pose (SIMULATED rendered rooms, issue 20): sharp true pairs keep
-# 0.85-0.95 of their correspondences as inliers of the refined model, look-alike (non-rigid) pairs,
-# wrong solutions and the worst blurred queries 0.35-0.65.
-MIN_INLIER_RATIO = 0.7
-MAX_SIGMA_ROT_DEG = 1.0  # largest rotation standard deviation of a valid pose
-MAX_SIGMA_DIR_DEG = 5.0  # largest direction standard deviation of a valid pose
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,18 +50,24 @@ class RefinedEssential:
 
 
 def sampson(E: F64, x_m: F64, x_q: F64) -> F64:
-    """Signed Sampson distance (normalised image units) of (N, 2) pairs for x_q^T E x_m = 0."""
+    """Signed Sampson distance (normalised image units) of (N, 2) pairs for x_q^T E x_m = 0.
+
+    E: (3, 3), or (K, 3, 3) for K models at once (then (K, N) distances)."""
     hm = np.concatenate([x_m, np.ones((len(x_m), 1))], axis=1)
     hq = np.concatenate([x_q, np.ones((len(x_q), 1))], axis=1)
-    Ex = hm @ E.T
-    Etx = hq @ E
-    num = np.einsum("ij,ij->i", hq, Ex)
-    return num / np.sqrt(Ex[:, 0] ** 2 + Ex[:, 1] ** 2 + Etx[:, 0] ** 2 + Etx[:, 1] ** 2 + 1e-300)
+    Ex = hm @ np.swapaxes(E, -1, -2)  # (..., N, 3): E x_m per point
+    Etx = hq @ E  # E^T x_q per point
+    num = np.sum(hq * Ex, axis=-1)
+    return num / np.sqrt(Ex[..., 0] ** 2 + Ex[..., 1] ** 2 + Etx[..., 0] ** 2 + Etx[..., 1] ** 2 + 1e-300)
 
 
 def essential_of(T_m_q: F64) -> F64:
-    T_q_m = np.linalg.inv(T_m_q)
-    return skew(T_q_m[:3, 3]) @ T_q_m[:3, :3]
+    R, t = T_m_q[:3, :3], T_m_q[:3, 3]
+    return skew(-R.T @ t) @ R.T  # [t_qm]x R_qm with T_query_match = T_m_q^-1
+
+
+def _cross(a: F64, b: F64) -> F64:  # np.cross costs ~100 us of overhead per call, in the LM's inner loop
+    return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
 
 
 def direction_basis(T_m_q: F64) -> tuple[F64, F64, F64]:
@@ -75,14 +75,15 @@ def direction_basis(T_m_q: F64) -> tuple[F64, F64, F64]:
     u = T_m_q[:3, :3].T @ T_m_q[:3, 3]
     u = u / max(np.linalg.norm(u), 1e-12)
     a = np.eye(3)[int(np.argmin(np.abs(u)))]
-    b1 = np.cross(u, a)
+    b1 = _cross(u, a)
     b1 /= np.linalg.norm(b1)
-    return u, b1, np.cross(u, b1)
+    return u, b1, _cross(u, b1)
 
 
-def _retract(T: F64, p: F64) -> F64:
-    """T * exp(delta(p)), p = (direction a, b, rotation 3); the translation renormalised."""
-    _, b1, b2 = direction_basis(T)
+def _retract(T: F64, p: F64, basis: tuple[F64, F64, F64] | None = None) -> F64:
+    """T * exp(delta(p)), p = (direction a, b, rotation 3); the translation renormalised.
+    basis: ``direction_basis(T)`` when the caller has it."""
+    _, b1, b2 = basis or direction_basis(T)
     step = np.eye(4)
     step[:3, :3] = cv2.Rodrigues(p[2:].reshape(3, 1))[0]
     step[:3, 3] = p[0] * b1 + p[1] * b2
@@ -95,13 +96,16 @@ def _residuals(T: F64, x_m: F64, x_q: F64, focal: float) -> F64:
     return sampson(essential_of(T), x_m, x_q) * focal
 
 
+def essential_residuals_px(T_m_q: F64, x_m: F64, x_q: F64, focal: float) -> F64:
+    """(N,) signed Sampson errors in pixels of normalised pairs under the pose T_match_query."""
+    return _residuals(T_m_q, x_m, x_q, focal)
+
+
 def _jacobian(T: F64, x_m: F64, x_q: F64, focal: float, r0: F64) -> F64:
-    J = np.empty((len(r0), 5))
     eps = 1e-7
-    for k in range(5):
-        d = np.zeros(5)
-        d[k] = eps
-        J[:, k] = (_residuals(_retract(T, d), x_m, x_q, focal) - r0) / eps
+    basis = direction_basis(T)
+    E = np.stack([essential_of(_retract(T, eps * np.eye(5)[k], basis)) for k in range(5)])
+    J = ((sampson(E, x_m, x_q) * focal - r0) / eps).T
     return J
 
 
@@ -129,7 +133,7 @@ def _lm(T: F64, x_m: F64, x_q: F64, focal: float, huber_px: float, iterations: i
             r_new = _residuals(T_new, x_m, x_q, focal)
             c_new = cost(r_new)
             if c_new < c:
-                T, r, improved = T_new, r_new, c - c_new > 1e-10 * max(c, 1e-12)
+                T, r, improved = T_new, r_new, c - c_new > 1e-8 * max(c, 1e-12)
                 c = c_new
                 lam = max(lam / 10, 1e-9)
                 break
@@ -164,9 +168,27 @@ def essential_covariance(T: F64, x_m: F64, x_q: F64, focal: float) -> tuple[F64,
     P = np.zeros((6, 5))
     P[:3, 0], P[:3, 1], P[3:, 2:] = b1, b2, np.eye(3)
     cov = P @ cov5 @ P.T + UNKNOWN_SCALE_VARIANCE * np.outer(np.r_[u, 0, 0, 0], np.r_[u, 0, 0, 0])
+    s_rot, s_dir = _sigmas(cov5)
+    return 0.5 * (cov + cov.T), float(np.sqrt(np.mean(r ** 2))), s_rot, s_dir
+
+
+def _sigmas(cov5: F64) -> tuple[float, float]:
+    """Largest rotation and direction standard deviations (deg) of a (5, 5) covariance."""
     s_dir = float(np.degrees(np.sqrt(max(0.0, np.linalg.eigvalsh(cov5[:2, :2]).max()))))
     s_rot = float(np.degrees(np.sqrt(max(0.0, np.linalg.eigvalsh(cov5[2:, 2:]).max()))))
-    return 0.5 * (cov + cov.T), float(np.sqrt(np.mean(r ** 2))), s_rot, s_dir
+    return s_rot, s_dir
+
+
+def widen(ref: RefinedEssential, extra5: F64) -> RefinedEssential:
+    """``ref`` with ``extra5`` (5, 5; direction on b1, b2 of ``direction_basis``, then rotation) added
+    to the covariance of its 5 observable parameters (the 1e6 variance along the direction stays)."""
+    _, b1, b2 = direction_basis(ref.T_match_query)
+    P = np.zeros((6, 5))
+    P[:3, 0], P[:3, 1], P[3:, 2:] = b1, b2, np.eye(3)
+    extra = P @ np.asarray(extra5, np.float64) @ P.T
+    cov = ref.covariance + 0.5 * (extra + extra.T)
+    s_rot, s_dir = _sigmas(P.T @ cov @ P)
+    return dataclasses.replace(ref, covariance=cov, sigma_rot_deg=s_rot, sigma_dir_deg=s_dir)
 
 
 def unrefined_covariance(T_m_q: F64, x_m: F64, x_q: F64, focal: float) -> tuple[F64, float]:

@@ -24,9 +24,8 @@ import numpy.typing as npt
 
 from vpr_ros.core.config import GeometryConfig
 from vpr_ros.core.geometry.correspondences import GridLayout, match_keypoints_in_cells
-from vpr_ros.core.geometry.essential_refine import (MAX_SIGMA_DIR_DEG, MAX_SIGMA_ROT_DEG, MIN_INLIER_RATIO,
-                                                     RefinedEssential, UNKNOWN_SCALE_VARIANCE,
-                                                     refine_essential, unrefined_covariance)
+from vpr_ros.core.geometry.essential_refine import RefinedEssential, unrefined_covariance
+from vpr_ros.core.geometry.essential_search import search_essential
 from vpr_ros.core.geometry.keyframe_geometry import camera_of
 from vpr_ros.core.geometry.pose_covariance import IID_MODEL, pnp_covariance, transform_covariance
 from vpr_ros.core.types import KeyframeGeometry
@@ -35,7 +34,7 @@ __all__ = ["PoseEstimate", "estimate_pnp", "estimate_essential", "relative_pose"
 
 F64 = npt.NDArray[np.float64]
 REJECTION_REASONS = ("no_geometry", "too_few_correspondences", "too_few_inliers", "low_inlier_ratio",
-                     "clustered_inliers", "degenerate", "low_parallax")
+                     "clustered_inliers", "non_rigid", "degenerate", "low_parallax")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,15 +68,38 @@ def _spread(pixels: F64, image_hw: tuple[int, int]) -> float:
     return float(np.sqrt(max(0.0, (hi[0] - lo[0]) * (hi[1] - lo[1])) / (image_hw[0] * image_hw[1])))
 
 
-def _check(method: str, n: int, inliers: int, pixels: F64, image_hw: tuple[int, int],
-           config: GeometryConfig) -> str:
-    if inliers < config.min_inliers:
+def _check(pixels: F64, inliers: npt.NDArray[np.intp], image_hw: tuple[int, int], config: GeometryConfig) -> str:
+    """The validity rules of both methods; pixels: (N, 2) query pixels of all correspondences."""
+    n = len(pixels)
+    if len(inliers) < config.min_inliers:
         return "too_few_inliers"
-    if inliers < config.min_inlier_ratio * n:
+    if len(inliers) < config.min_inlier_ratio * n:
         return "low_inlier_ratio"
-    if _spread(pixels, image_hw) < config.min_spread:
+    spread = _spread(pixels[inliers], image_hw)
+    if spread < config.min_spread:
         return "clustered_inliers"
+    # A look-alike place (or a scene that moved) fits one part of the view, e.g. one photograph of
+    # several: the inliers then cover a fraction of what the correspondences cover, or whole image
+    # regions full of correspondences have (almost) no inliers (issue 20).
+    if spread < config.min_inlier_extent * _spread(pixels, image_hw):
+        return "non_rigid"
+    if (config.max_unexplained_share < 1.0
+            and _unexplained_share(pixels, inliers, image_hw) > config.max_unexplained_share):
+        return "non_rigid"
     return ""
+
+
+def _unexplained_share(pixels: F64, inliers: npt.NDArray[np.intp], image_hw: tuple[int, int]) -> float:
+    """Share of the correspondences (N, 2 px) in cells of a 4x4 image grid that hold >= 8 of them
+    and whose inlier fraction is below a third of the overall one: the regions the pose does not explain."""
+    h, w = image_hw
+    cell = (np.clip(pixels[:, 1] * (4 / h), 0, 3).astype(int) * 4 + np.clip(pixels[:, 0] * (4 / w), 0, 3).astype(int))
+    is_inlier = np.zeros(len(pixels), bool)
+    is_inlier[inliers] = True
+    count = np.bincount(cell, minlength=16)
+    explained = np.bincount(cell, weights=is_inlier, minlength=16)
+    dead = (count >= 8) & (explained < count * is_inlier.mean() / 3)
+    return float(count[dead].sum()) / max(1, len(pixels))
 
 
 def _to_body(T_cam: F64, T_body_cam_match: F64, T_body_cam_query: F64) -> F64:
@@ -116,7 +138,7 @@ def estimate_pnp(points_match: npt.ArrayLike, pixels_query: npt.ArrayLike, query
     cov_cam, rms = pnp_covariance(X[idx], px[idx], cam.K, T_cam, model)
     T = _to_body(T_cam, T_body_cam_match, query.T_body_cam)
     cov = transform_covariance(cov_cam, query.T_body_cam)
-    reason = _check("pnp", n, len(idx), np.asarray(pixels_query, np.float64)[idx], query.image_hw, config)
+    reason = _check(np.asarray(pixels_query, np.float64).reshape(-1, 2), idx, query.image_hw, config)
     if not reason and not (np.all(np.isfinite(cov)) and np.linalg.eigvalsh(cov).min() > 0):
         reason = "degenerate"
     return PoseEstimate("pnp", T, cov if not reason else None, not reason, reason, True, n, len(idx), rms)
@@ -184,10 +206,11 @@ def estimate_essential(pixels_match: npt.ArrayLike, pixels_query: npt.ArrayLike,
     if len(idx) < 8:
         return _reject("essential", "too_few_inliers", n, len(idx), scale_known=False)
     ref: RefinedEssential | None = None
-    if config.refine_essential:  # LM on the inliers (rotation + direction), inliers recomputed from the result
+    if config.refine_essential:  # LM from several starts, the best minimum, widened by its rivals
         mask = np.zeros(n, bool)
         mask[idx] = True
-        ref = refine_essential(np.linalg.inv(T_q_m), x_m, x_q, mask, focal, config.ransac_threshold_px)
+        ref = search_essential(np.linalg.inv(T_q_m), mask, x_m, x_q, focal, config.ransac_threshold_px, seed,
+                               config.ambiguity_chi2).refined
         T_cam, cov_cam, rms, idx = ref.T_match_query, ref.covariance, ref.rms_px, np.flatnonzero(ref.inliers)
     else:  # the issue 19 estimator: the recoverPose pose as it is
         T_cam = np.linalg.inv(T_q_m)
@@ -198,15 +221,17 @@ def estimate_essential(pixels_match: npt.ArrayLike, pixels_query: npt.ArrayLike,
     T[:3, 3] = match.T_body_cam[:3, :3] @ T_cam[:3, 3]
     cov = transform_covariance(cov_cam, np.block([[query.T_body_cam[:3, :3], np.zeros((3, 1))],
                                                   [np.zeros((1, 3)), np.ones((1, 1))]]))
-    reason = _check("essential", n, len(idx), pq[idx], query.image_hw, config)
+    reason = _check(pq, idx, query.image_hw, config)
     if ref is None:  # issue 19's rules: only a finite covariance besides _check
         if not reason and not np.all(np.isfinite(cov)):
             reason = "degenerate"
-    elif not reason and len(idx) < MIN_INLIER_RATIO * n:  # what a non-rigid or wrong pair leaves
+    elif not reason and len(idx) < config.min_refined_inlier_ratio * n:  # what a non-rigid or wrong pair leaves
         reason = "low_inlier_ratio"
-    elif not reason and not (np.all(np.isfinite(cov)) and ref.sigma_rot_deg <= MAX_SIGMA_ROT_DEG
-                             and ref.sigma_dir_deg <= MAX_SIGMA_DIR_DEG):
-        reason = "degenerate"  # uncertainty above the stated bound
+    elif not reason and len(idx) < config.min_essential_inliers:  # thin: a wrong minimum may fit best
+        reason = "too_few_inliers"
+    elif not reason and not (np.all(np.isfinite(cov)) and ref.sigma_rot_deg <= config.max_sigma_rot_deg
+                             and ref.sigma_dir_deg <= config.max_sigma_dir_deg):
+        reason = "degenerate"  # uncertainty (with the rival minima) above the stated bound
     return PoseEstimate("essential", T, cov if not reason else None, not reason, reason, False, n, len(idx),
                         rms)
 
