@@ -24,11 +24,13 @@ import time
 from typing import Any, Callable, Sequence
 
 import rclpy
+from rclpy.executors import ExternalShutdownException
 from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.qos import qos_policy_name_from_kind
 
+from vpr_ros.core.errors import VprError
 from vpr_ros.core.types import LoopClosure
 from vpr_ros.nodes.input_health import IMAGE_TYPES, LoopReport, StampGaps, no_input_hint, params_file_problem
 from vpr_ros.nodes.settings import NodeSettings
@@ -187,3 +189,29 @@ def init_rclpy(args: list[str] | None, prog: str) -> int | None:
             problem = f"{exc}; check the --ros-args (docs/ros2.md)".replace("\n", " ")
     print(f"{prog}: startup failed: {problem}", file=sys.stderr)
     return 2
+
+
+def run_node(factory: Callable[[], Node], prog: str, args: Sequence[str] | None = None,
+             before_destroy: Callable[[Any], None] | None = None) -> int:
+    """``main()`` of a node: :func:`init_rclpy`, build the node, spin. Exit 2 with one line on a startup
+    failure (bad parameter, model, map, missing peer package), 0 after Ctrl-C or shutdown.
+    before_destroy: called with the node before it is destroyed (e.g. to save its map)."""
+    failed = init_rclpy(None if args is None else list(args), prog)
+    if failed is not None:
+        return failed
+    node = None
+    try:
+        node = factory()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except VprError as exc:  # the message says what to do
+        print(f"{prog}: startup failed: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if node is not None:
+            if before_destroy is not None:
+                before_destroy(node)
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

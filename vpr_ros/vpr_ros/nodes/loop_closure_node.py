@@ -15,11 +15,9 @@ import threading
 import time
 from typing import Any, Callable
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CompressedImage, Image
@@ -38,7 +36,7 @@ from vpr_ros.nodes.fleet import FLEET_COUNTERS, Fleet, FleetLink
 from vpr_ros.nodes.extractors import ExtractorFactory, default_extractor, load_extractor_factory
 from vpr_ros.nodes.frame_pipeline import FramePipeline
 from vpr_ros.nodes.geometry_inputs import GEOMETRY_INPUT_COUNTERS
-from vpr_ros.nodes.input_watch import InputWatch, init_rclpy
+from vpr_ros.nodes.input_watch import InputWatch, run_node
 from vpr_ros.nodes.keyframe_announce import KeyframeAnnouncer
 from vpr_ros.nodes.map_services import MapKeeper, MapResult
 from vpr_ros.nodes.odom_buffer import ODOM_COUNTERS, OdomBuffer
@@ -321,26 +319,11 @@ class LoopClosureNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Entry point (``ros2 run vpr_ros loop_closure_node``); non-zero exit on a startup failure."""
+    """Entry point (``ros2 run vpr_ros loop_closure_node``); non-zero exit on a startup failure (a missing
+    --params-file, a bad parameter, model or map: one line saying what to do, not a traceback)."""
     fix_mmap_threshold()  # as in replay: RSS grows by what the map keeps, not by heap fragmentation
-    failed = init_rclpy(args, "loop_closure_node")  # a missing --params-file: one line, not a traceback
-    if failed is not None:
-        return failed
-    node = None
-    try:
-        node = LoopClosureNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except VprError as exc:  # bad parameter, model or map: the message says what to do
-        print(f"loop_closure_node: startup failed: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if node is not None:
-            node.close()  # saves the map; MapKeeper turns every failure into a logged message
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    # close() saves the map; MapKeeper turns every failure into a logged message
+    return run_node(LoopClosureNode, "loop_closure_node", args, before_destroy=LoopClosureNode.close)
 
 
 if __name__ == "__main__":

@@ -27,10 +27,8 @@ import time
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry, Path
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from vpr_ros_msgs.msg import Keyframe as KeyframeMsg
@@ -41,7 +39,7 @@ from vpr_ros.core.config import Config, config_from_flat, flat_field_specs
 from vpr_ros.core.errors import ConfigError, InputError, VprError
 from vpr_ros.core.map.map_poses import covariance_from_tangent
 from vpr_ros.nodes.conversions import odometry_to_pose, stamp_to_ns
-from vpr_ros.nodes.input_watch import init_rclpy
+from vpr_ros.nodes.input_watch import run_node
 from vpr_ros.nodes.odom_buffer import OdomBuffer
 from vpr_ros.nodes.optimized_poses import POSES_QOS
 from vpr_ros.nodes.params import parameter_descriptor
@@ -247,23 +245,7 @@ class PoseGraphNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point (``ros2 run vpr_ros pose_graph_node``); non-zero exit on a startup failure."""
-    failed = init_rclpy(args, "pose_graph_node")
-    if failed is not None:
-        return failed
-    node = None
-    try:
-        node = PoseGraphNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except VprError as exc:
-        print(f"pose_graph_node: startup failed: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(PoseGraphNode, "pose_graph_node", args)
 
 
 if __name__ == "__main__":

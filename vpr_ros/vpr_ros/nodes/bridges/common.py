@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import collections
 import importlib
-import sys
 import threading
 from types import ModuleType
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Pose, Transform
 from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
                               ParameterUninitializedException)
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from nav_msgs.msg import Odometry
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -34,7 +31,7 @@ from vpr_ros.core.geometry.backend_edges import (BackendLoop, KeyframeRef, chang
                                                  transform_from_xyz_quat)
 from vpr_ros.io.poses import matrix_to_pose, pose_matrix
 from vpr_ros.nodes.conversions import odometry_to_pose, stamp_to_ns
-from vpr_ros.nodes.input_watch import init_rclpy
+from vpr_ros.nodes.input_watch import run_node
 from vpr_ros.nodes.odom_buffer import OdomBuffer
 from vpr_ros.nodes.params import parameter_descriptor
 
@@ -248,20 +245,4 @@ class BridgeNode(Node):
 def run_bridge(factory: Callable[[], BridgeNode], prog: str, args: Sequence[str] | None = None) -> int:
     """``main()`` of a bridge: exit 2 with one line on a startup failure (a missing peer package, a
     bad parameter), 0 after Ctrl-C or shutdown."""
-    failed = init_rclpy(None if args is None else list(args), prog)
-    if failed is not None:
-        return failed
-    node = None
-    try:
-        node = factory()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except VprError as exc:
-        print(f"{prog}: startup failed: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(factory, prog, args)
