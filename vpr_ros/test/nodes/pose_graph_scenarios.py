@@ -172,7 +172,10 @@ def live_chain(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     lc, graph = pose_graph_launch_configs({"namespace": "lc", "odom_topic": "odom", "map_save": str(map_dir),
                                            "image_topic": "image"})
     loop_node = NodeProcess([*to_ros_args(lc.config), *NODE_TEST_PARAMS, "-p", "queue.size:=100",
-                             "-p", "keyframes.min_translation_m:=0.0", "-p", "keyframes.min_rotation_deg:=0.0"],
+                             "-p", "keyframes.min_translation_m:=0.0", "-p", "keyframes.min_rotation_deg:=0.0",
+                             # the odometry is published first; under a loaded CI machine its callback can
+                             # still run after the image's, so give it time to arrive (default 0.1 s)
+                             "-p", "odom.wait_sec:=2.0"],
                             Path(a.tmp) / "loop_closure_node.log")
     graph_node = NodeProc([*to_ros_args(graph.config), *TEST_PARAMS], Path(a.tmp) / "pose_graph_node.log")
     announced: list[KeyframeMsg] = []
