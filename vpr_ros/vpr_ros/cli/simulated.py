@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["SimulatedRun", "simulated_trajectory", "SIMULATED_LABEL"]
+__all__ = ["SimulatedRun", "simulated_trajectory", "simulated_drift", "SIMULATED_LABEL"]
 
 F64 = npt.NDArray[np.float64]
 SIMULATED_LABEL = "simulated"
@@ -68,19 +68,13 @@ def _path(num_ref: int, num_query: int, spacing_m: float, return_offset_m: float
     return path, filmed
 
 
-def simulated_trajectory(num_ref: int, num_query: int, *, spacing_m: float = 1.0, seed: int = 0,
-                         translation_noise: float = 0.02, yaw_noise_deg_per_m: float = 0.3,
-                         tilt_noise_deg_per_m: float = 0.03, turn_noise: float = 0.01,
-                         return_offset_m: float = 3.0, lane_offset_m: float = 0.25) -> SimulatedRun:
-    """SIMULATED two-lap corridor run: ground truth and seeded noisy odometry of every filmed frame.
-
-    translation_noise: per-axis translation sigma as a fraction of each step; yaw/tilt noise: sigma
-    in degrees per metre of the step; turn_noise: yaw sigma as a fraction of the angle turned.
-    """
+def simulated_drift(ground_truth: F64, seed: int, translation_noise: float = 0.02, yaw_noise_deg_per_m: float = 0.3,
+                    tilt_noise_deg_per_m: float = 0.03, turn_noise: float = 0.01) -> F64:
+    """SIMULATED odometry of a ground-truth path (N, 4, 4): every step with seeded noise (per-axis
+    translation sigma = fraction of the step; yaw and tilt sigma per metre; yaw sigma per radian turned)."""
     rng = np.random.default_rng(seed)
-    path, filmed = _path(num_ref, num_query, spacing_m, return_offset_m, lane_offset_m)
-    odom = [path[0].copy()]
-    for a, b in zip(path[:-1], path[1:]):
+    odom = [ground_truth[0].copy()]
+    for a, b in zip(ground_truth[:-1], ground_truth[1:]):
         step = np.linalg.solve(a, b)
         dist = float(np.linalg.norm(step[:3, 3]))
         turn = abs(math.atan2(step[1, 0], step[0, 0]))
@@ -91,5 +85,20 @@ def simulated_trajectory(num_ref: int, num_query: int, *, spacing_m: float = 1.0
         noisy[:3, :3] = noisy[:3, :3] @ cv2.Rodrigues(np.array([rng.normal(0, tilt), rng.normal(0, tilt),
                                                                   rng.normal(0, yaw)]))[0]
         odom.append(odom[-1] @ noisy)
+    return np.stack(odom)
+
+
+def simulated_trajectory(num_ref: int, num_query: int, *, spacing_m: float = 1.0, seed: int = 0,
+                         translation_noise: float = 0.02, yaw_noise_deg_per_m: float = 0.3,
+                         tilt_noise_deg_per_m: float = 0.03, turn_noise: float = 0.01,
+                         return_offset_m: float = 3.0, lane_offset_m: float = 0.25) -> SimulatedRun:
+    """SIMULATED two-lap corridor run: ground truth and seeded noisy odometry of every filmed frame.
+
+    translation_noise: per-axis translation sigma as a fraction of each step; yaw/tilt noise: sigma
+    in degrees per metre of the step; turn_noise: yaw sigma as a fraction of the angle turned.
+    """
+    path, filmed = _path(num_ref, num_query, spacing_m, return_offset_m, lane_offset_m)
+    odom = simulated_drift(np.stack(path), seed, translation_noise, yaw_noise_deg_per_m, tilt_noise_deg_per_m,
+                           turn_noise)
     gt = np.stack([path[i] for i in filmed])
     return SimulatedRun(gt, np.stack([odom[i] for i in filmed]), num_ref, spacing_m)

@@ -20,11 +20,10 @@ import dataclasses
 import math
 from pathlib import Path
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
-from vpr_ros.cli.simulated import simulated_trajectory
+from vpr_ros.cli.simulated import simulated_drift, simulated_trajectory
 from vpr_ros.core.errors import InputError
 from vpr_ros.core.geometry.pose_graph import LoopEdge
 
@@ -53,27 +52,6 @@ def _yaw_pose(x: float, y: float, yaw: float) -> F64:
     p[:2, :2] = [[math.cos(yaw), -math.sin(yaw)], [math.sin(yaw), math.cos(yaw)]]
     p[:2, 3] = x, y
     return p
-
-
-def simulated_drift(ground_truth: F64, seed: int, translation_noise: float = 0.02, yaw_noise_deg_per_m: float = 0.3,
-                    tilt_noise_deg_per_m: float = 0.03, turn_noise: float = 0.01) -> F64:
-    """SIMULATED odometry of a ground-truth path (N, 4, 4): every step with seeded noise, as
-    ``cli/simulated.py`` does (per-axis translation sigma = fraction of the step; yaw and tilt sigma per
-    metre; yaw sigma per radian turned)."""
-    rng = np.random.default_rng(seed)
-    odom = [ground_truth[0].copy()]
-    for a, b in zip(ground_truth[:-1], ground_truth[1:]):
-        step = np.linalg.solve(a, b)
-        dist = float(np.linalg.norm(step[:3, 3]))
-        turn = abs(math.atan2(step[1, 0], step[0, 0]))
-        noisy = step.copy()
-        noisy[:3, 3] += rng.normal(0.0, translation_noise * dist, 3)
-        tilt = math.radians(tilt_noise_deg_per_m) * dist
-        yaw = math.radians(yaw_noise_deg_per_m) * dist + turn_noise * turn
-        noisy[:3, :3] = noisy[:3, :3] @ cv2.Rodrigues(np.array([rng.normal(0, tilt), rng.normal(0, tilt),
-                                                                  rng.normal(0, yaw)]))[0]
-        odom.append(odom[-1] @ noisy)
-    return np.stack(odom)
 
 
 def wrong_loops(positions: F64, count: int, min_distance_m: float, seed: int, after: int = 0) -> list[Loop]:
