@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vpr_ros.cli.rendered_rooms import RENDERED_LABEL, RenderedRoom, TexturedPlane, pose_from_euler
-from vpr_ros.cli.rendered_scenes import (CELL_PX, _grid_texture, real_photographs, simulated_look_alike_room,
+from vpr_ros.cli.rendered_scenes import (each_cell, grid_texture, real_photographs, simulated_look_alike_room,
                                          simulated_room)
 
 __all__ = ["KIDNAPPED_LABEL", "MAP_FROM_WORLD", "BASE_FROM_CAMERA", "PLACE_SPACING_M", "Place", "Session",
@@ -108,7 +108,7 @@ def simulated_corridor(seed: int, name: str | None = None, length_m: float = 16.
         chosen = [names[(k + i) % len(names)] for i in range(cols * rows)]
         k += cols * rows
         planes.append(TexturedPlane(plane_name, origin, u, v, size,
-                                    _grid_texture([photos[n] for n in chosen], cols, rows), tuple(chosen)))
+                                    grid_texture([photos[n] for n in chosen], cols, rows), tuple(chosen)))
     interior = (np.array([-0.3, -0.3, 1.5]), np.array([0.3, 0.3, L - 1.5]))
     return RenderedRoom(name or f"corridor{seed}", tuple(planes), interior)
 
@@ -127,15 +127,13 @@ def distinct_variant(room: RenderedRoom, k: int) -> RenderedRoom:
     turns, mirror = k % 4, (k % 8) >= 4
     if not turns and not mirror:
         return room
-    planes = []
-    for pl in room.planes:
-        tex = pl.texture.copy()
-        for r in range(tex.shape[0] // CELL_PX):
-            for c in range(tex.shape[1] // CELL_PX):
-                cell = np.s_[r * CELL_PX:(r + 1) * CELL_PX, c * CELL_PX:(c + 1) * CELL_PX]
-                turned = np.rot90(tex[cell], turns)
-                tex[cell] = turned[:, ::-1] if mirror else turned
-        planes.append(dataclasses.replace(pl, texture=tex, photos=tuple(f"{n} (variant {k % 8})" for n in pl.photos)))
+
+    def turn(cell: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+        turned = np.rot90(cell, turns)
+        return turned[:, ::-1] if mirror else turned
+
+    planes = [dataclasses.replace(pl, photos=tuple(f"{n} (variant {k % 8})" for n in pl.photos))
+              for pl in each_cell(room, turn)]
     return dataclasses.replace(room, planes=tuple(planes))
 
 

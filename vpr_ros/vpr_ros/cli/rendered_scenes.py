@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -24,7 +25,7 @@ from vpr_ros.cli.corridor import corridor_dir
 from vpr_ros.cli.rendered_rooms import (RENDERED_LABEL, RenderCamera, RenderedRoom, RenderedView, TexturedPlane,
                                         cast_rays, pose_from_euler, rendered_view, simulated_degradation)
 
-__all__ = ["TEST_DATA_DIR", "real_photographs", "simulated_room", "simulated_look_alike_room",
+__all__ = ["TEST_DATA_DIR", "real_photographs", "grid_texture", "each_cell", "simulated_room", "simulated_look_alike_room",
            "simulated_camera", "RenderedPair", "simulated_pairs", "render_pair", "relative_truth"]
 
 F64 = npt.NDArray[np.float64]
@@ -53,7 +54,7 @@ def real_photographs(data_dir: str | None = None) -> dict[str, npt.NDArray[np.ui
     return photos
 
 
-def _grid_texture(photos: list[npt.NDArray[np.uint8]], cols: int, rows: int) -> npt.NDArray[np.uint8]:
+def grid_texture(photos: list[npt.NDArray[np.uint8]], cols: int, rows: int) -> npt.NDArray[np.uint8]:
     cells = [cv2.resize(p, (CELL_PX, CELL_PX), interpolation=cv2.INTER_AREA if p.shape[0] > CELL_PX
                         else cv2.INTER_CUBIC) for p in photos]
     return np.vstack([np.hstack(cells[r * cols:(r + 1) * cols]) for r in range(rows)])
@@ -89,10 +90,24 @@ def simulated_room(seed: int, name: str | None = None, data_dir: str | None = No
         pool = walls if plane_name in ("back", "front", "left", "right") else floor
         chosen = [pool.pop(0) if pool else names[int(rng.integers(len(names)))] for _ in range(cols * rows)]
         planes.append(TexturedPlane(plane_name, origin, u, v, size,
-                                    _grid_texture([photos[n] for n in chosen], cols, rows), tuple(chosen)))
+                                    grid_texture([photos[n] for n in chosen], cols, rows), tuple(chosen)))
     W, H, D = ROOM_SIZE_M
     interior = (np.array([-W / 2 + 1.2, -0.4, 1.0]), np.array([W / 2 - 1.2, 0.4, D - 3.5]))
     return RenderedRoom(name or f"room{seed}", tuple(planes), interior)
+
+
+def each_cell(room: RenderedRoom, change: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.uint8]]) -> tuple:
+    """``room``'s planes with ``change`` applied to every photograph's grid cell of their textures (plane
+    by plane, row by row: a seeded ``change`` draws in a fixed order)."""
+    planes = []
+    for pl in room.planes:
+        tex = pl.texture.copy()
+        for r in range(tex.shape[0] // CELL_PX):
+            for c in range(tex.shape[1] // CELL_PX):
+                cell = np.s_[r * CELL_PX:(r + 1) * CELL_PX, c * CELL_PX:(c + 1) * CELL_PX]
+                tex[cell] = change(tex[cell])
+        planes.append(dataclasses.replace(pl, texture=tex))
+    return tuple(planes)
 
 
 def simulated_look_alike_room(room: RenderedRoom, seed: int) -> RenderedRoom:
@@ -100,15 +115,12 @@ def simulated_look_alike_room(room: RenderedRoom, seed: int) -> RenderedRoom:
     own amount (15-35 % of the cell, 0.4-1.0 m, along both axes, either way): a rigid motion can
     explain one photograph at most, never a view of several, so no pose relates the two rooms."""
     rng = np.random.default_rng(seed)
-    planes = []
-    for pl in room.planes:
-        tex = pl.texture.copy()
-        for r in range(tex.shape[0] // CELL_PX):
-            for c in range(tex.shape[1] // CELL_PX):
-                cell = np.s_[r * CELL_PX:(r + 1) * CELL_PX, c * CELL_PX:(c + 1) * CELL_PX]
-                shift = (rng.uniform(0.15, 0.35, 2) * rng.choice([-1, 1], 2) * CELL_PX).round().astype(int)
-                tex[cell] = np.roll(tex[cell], tuple(shift), axis=(0, 1))
-        planes.append(dataclasses.replace(pl, texture=tex))
+
+    def scroll(cell: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+        shift = (rng.uniform(0.15, 0.35, 2) * rng.choice([-1, 1], 2) * CELL_PX).round().astype(int)
+        return np.roll(cell, tuple(shift), axis=(0, 1))
+
+    planes = each_cell(room, scroll)
     return dataclasses.replace(room, name=f"{room.name}-lookalike", planes=tuple(planes))
 
 
