@@ -175,6 +175,17 @@ class BridgeNode(Node):
         with self._lock:
             self.counters[key] += n
 
+    def metric_pose(self, loop: BackendLoop) -> bool:
+        """Whether ``loop`` carries a measured metric pose; if not it is counted (``skipped.no_pose`` or
+        ``skipped.scale_unknown``: a monocular direction) and the bridge sends nothing."""
+        if loop.T_match_query is None:
+            self.count("skipped.no_pose")
+            return False
+        if not loop.scale_known:
+            self.count("skipped.scale_unknown")
+            return False
+        return True
+
     def _on_odom(self, msg: Odometry) -> None:
         try:
             self._odom.add(stamp_to_ns(msg.header.stamp), odometry_to_pose(msg))

@@ -97,11 +97,7 @@ class CslamBridge(BridgeNode):
         self.count("keyframes_sent")
 
     def on_loop(self, loop: BackendLoop) -> None:
-        if loop.T_match_query is None:
-            self.count("skipped.no_pose")
-            return
-        if not loop.scale_known:
-            self.count("skipped.scale_unknown")
+        if not self.metric_pose(loop):
             return
         if max(loop.query.keyframe_id, loop.match.keyframe_id) >= _UINT32:
             self.count("skipped.id_overflow")

@@ -81,11 +81,7 @@ class HydraBridge(BridgeNode):
         return ref.stamp_ns if self.params["hydra.key_mode"] == "stamp_ns" else ref.keyframe_id
 
     def on_loop(self, loop: BackendLoop) -> None:
-        if loop.T_match_query is None:
-            self.count("skipped.no_pose")
-            return
-        if not loop.scale_known:
-            self.count("skipped.scale_unknown")
+        if not self.metric_pose(loop):
             return
         if loop.covariance is None:
             self.count("skipped.no_covariance")

@@ -77,11 +77,7 @@ class RtabmapBridge(BridgeNode):
     def on_loop(self, loop: BackendLoop) -> None:
         if loop.query.robot_id != loop.match.robot_id:
             self.count("skipped.other_robot")  # RTAB-Map's graph holds one robot
-        elif loop.T_match_query is None:
-            self.count("skipped.no_pose")
-        elif not loop.scale_known:
-            self.count("skipped.scale_unknown")  # RTAB-Map needs a metric transform
-        elif not self._try_send(loop):
+        elif self.metric_pose(loop) and not self._try_send(loop):  # RTAB-Map needs a metric transform
             self._waiting.append((time.monotonic(), loop))
 
     def _node(self, stamp_ns: int) -> StampedNode | None:
