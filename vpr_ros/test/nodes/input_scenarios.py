@@ -133,7 +133,8 @@ def stamp_gaps(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
         msgs = [rgb_to_image_msg(rgb, 1_000_000_000 + t * period, "camera") for t, (_, rgb) in zip(ticks, images)]
         publish_paced(h, pub, msgs, 30.0)
         out["settled"] = wait_settled(h, "sg", len(msgs), 15.0)
-        h.spin_until(lambda: status.get("sg", (0, ""))[0] == 1 and "lost" in status["sg"][1], 3.0)
+        status.pop("sg", None)  # a status from before the last frames counted them not: wait for a fresh one
+        h.spin_until(lambda: status.get("sg", (0, ""))[0] == 1 and "lost" in status["sg"][1], 5.0)
     finally:
         out = finish(nodes, out, h, status)
     return out
