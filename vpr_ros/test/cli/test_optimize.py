@@ -76,11 +76,12 @@ def test_replay_optimize_writes_a_graph_gtsam_and_evo_read(tmp_path, monkeypatch
     out = tmp_path / "out"
     assert main(["replay", str(bag), "--image-topic", "/cam", "--odom-topic", "/odom", "--optimize",
                  "--set", "verify.min_matches=30", "--set", "detector.min_loop_gap_sec=5",
+                 "--set", "pose_graph.robust=huber",  # the pose_graph.* options reach the graph
                  "--out", str(out), "--no-progress"]) == 0
     assert "pose graph: 60 keyframes" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     graph = metrics["pose_graph"]
-    assert graph["keyframes"] == 60 and graph["loop_edges"] == metrics["num_loop_closures"] > 0
+    assert graph["robust"] == "huber" and graph["keyframes"] == 60 and graph["loop_edges"] == metrics["num_loop_closures"] > 0
     assert metrics["ate_before_m"] is None  # a replay has no ground truth
     factors, values = gtsam.readG2o(str(out / "pose_graph.g2o"), True)
     assert values.size() == 60 and factors.size() == 59 + graph["loop_edges"]

@@ -196,6 +196,7 @@ def _optimize_simulated(report_dir: Path, detector: LoopClosureDetector, result:
                         bags: DemoBags) -> dict[str, Any]:
     """Pose graph of the single stream, ATE against its SIMULATED ground truth."""
     from vpr_ros.cli.optimize import optimize_stream  # gtsam/evo only when asked for
+    from vpr_ros.core.geometry.live_pose_graph import pose_graph_options
 
     if bags.simulated is None:
         raise ConfigError("--optimize needs --single-session: the multi-session Corridor bags have no poses")
@@ -205,7 +206,8 @@ def _optimize_simulated(report_dir: Path, detector: LoopClosureDetector, result:
     return optimize_stream(report_dir, detector.keyframes, result.loop_closures, robot_id=det.robot_id,
                            session_id=det.session_id, ground_truth=gt,
                            ground_truth_label=f"{SIMULATED_LABEL} ground truth",
-                           data_label=f"{SIMULATED_LABEL.upper()} odometry")
+                           data_label=f"{SIMULATED_LABEL.upper()} odometry",
+                           options=pose_graph_options(detector.config.pose_graph))
 
 
 def _name(frame_index: int, num_ref: int, single: bool, role: str) -> str:

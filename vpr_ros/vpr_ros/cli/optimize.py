@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 
 from vpr_ros.core.eval import loop_class
 from vpr_ros.core.eval.trajectory import absolute_trajectory_error
+from vpr_ros.core.geometry.live_pose_graph import pose_graph_options
 from vpr_ros.core.geometry.pose_graph import LoopEdge, PoseGraphOptions, PoseGraphResult, optimize_pose_graph, pose_graph_edges
 from vpr_ros.core.types import Keyframe, LoopClosure
 from vpr_ros.io.trajectory_export import write_g2o, write_tum
@@ -163,6 +164,7 @@ def format_optimize_summary(metrics: Mapping[str, Any]) -> str:
 def run_optimize_step(out: str | Path, detector: Any, loops: Sequence[LoopClosure]) -> dict[str, Any]:
     """``replay --optimize``: the pose graph of the detector's own stream, without a ground truth."""
     det = detector.config.detector
-    metrics = optimize_stream(out, detector.keyframes, loops, robot_id=det.robot_id, session_id=det.session_id)
+    metrics = optimize_stream(out, detector.keyframes, loops, robot_id=det.robot_id, session_id=det.session_id,
+                              options=pose_graph_options(detector.config.pose_graph))
     print(format_optimize_summary(metrics))
     return metrics
