@@ -10,7 +10,8 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*"]),
-    package_data={"vpr_ros": ["data/*.msg", "data/corridor/*", "data/corridor/*/*"]},
+    package_data={"vpr_ros": ["data/*.msg", "data/corridor/*", "data/corridor/*/*",
+                              "data/euroc_v102/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),

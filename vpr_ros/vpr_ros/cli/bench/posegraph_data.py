@@ -10,6 +10,9 @@
   SIMULATED drifted odometry (:func:`simulated_drift`, the noise model of ``cli/simulated.py``) and
   SIMULATED loops: each keyframe's nearest earlier keyframe within 1 m, 30 s earlier and facing within 30
   deg (what a place recogniser could find), appearance-only; plus 10 % wrong loops >= 10 m apart.
+* ``euroc``: a **real** 6-DoF MAV trajectory, EuRoC V1_02_medium (Vicon ground truth, packaged in
+  ``vpr_ros/data/euroc_v102/``), with SIMULATED drifted odometry and SIMULATED metric loops; built in
+  ``posegraph_euroc.py``, whose docstring gives its rules.
 
 Every loop is ``(query, match, T_match_query or None, covariance or None)``, indices into the stream.
 """

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vpr_ros.cli.bench.posegraph_data import BenchStream, Loop, corridor_stream, demo_stream, plaza_stream
+from vpr_ros.cli.bench.posegraph_euroc import euroc_stream
 from vpr_ros.core.config.pose_graph import SOLVERS, PoseGraphConfig
 from vpr_ros.core.eval.trajectory import absolute_trajectory_error
 from vpr_ros.core.geometry.live_pose_graph import LivePoseGraph, LoopInput, pose_graph_options
@@ -30,7 +31,7 @@ from vpr_ros.core.geometry.pose_graph import LoopEdge, optimize_pose_graph
 __all__ = ["LiveRun", "replay_live", "run_live_bench", "DATASETS"]
 
 F64 = npt.NDArray[np.float64]
-DATASETS = ("demo", "plaza2", "corridor")
+DATASETS = ("demo", "plaza2", "euroc", "corridor")
 ROBOT, SESSION = "robot", "session"
 
 
@@ -93,6 +94,8 @@ def _streams(args: argparse.Namespace) -> list[BenchStream]:
             out.append(demo_stream(args.demo_dir, args.wrong_fraction, args.seed))
         elif name == "plaza2":
             out.append(plaza_stream(args.wrong_fraction, args.seed))
+        elif name == "euroc":
+            out.append(euroc_stream(args.wrong_fraction, args.seed))
         else:
             out += [corridor_stream(size, args.wrong_fraction, args.seed, args.lap_length_m) for size in args.sizes]
     return out
