@@ -12,7 +12,9 @@ sends them back, and the loop-closure node stores them in its live map (read aft
 (``pose_graph_inputs``), drifted nav_msgs/Odometry, a vpr_ros_msgs/Keyframe per keyframe (every fifth
 without a pose: the node takes it from its own odometry) and the loops (lap 2 -> lap 1, plus 10 % wrong
 ones) to a real ``pose_graph_node`` process started with what ``pose_graph.launch.py`` would pass; it
-records /tf, ``optimized_path``, ``keyframe_poses`` and ``diagnostics``.
+records /tf, ``optimized_path``, ``keyframe_poses`` and ``diagnostics``. Before the node starts it also
+publishes a loaded map's keyframes on the latched ``map_keyframes`` (MAP_KEYFRAMES, no loops into them):
+the node must receive them late, hold them apart from the robot, and change nothing of the robot's output.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from vpr_ros.core.types import Keyframe, LoopClosure
 from vpr_ros.launch_args import to_ros_args
 from vpr_ros.launch_pose_graph import pose_graph_launch_configs
 from vpr_ros.nodes.conversions import loop_closure_to_msg, ns_to_stamp
-from vpr_ros.nodes.pose_graph_msgs import keyframe_to_msg, matrix_to_pose_msg
+from vpr_ros.nodes.keyframe_announce import MAP_KEYFRAME_QOS
+from vpr_ros.nodes.pose_graph_msgs import keyframe_to_msg, map_keyframe_msg, matrix_to_pose_msg
 from vpr_ros.nodes.tf_frames import transform_to_matrix
 
 from revisit_data import corridor_revisit
@@ -44,6 +47,7 @@ from scenario_harness import RELIABLE, TEST_PARAMS as NODE_TEST_PARAMS, Harness,
 
 START_NS, PERIOD_NS = 1_000_000_000, 100_000_000
 ROBOT, SESSION, ODOM_FRAME = "r1", "s1", "sim_odom"
+MAP_KEYFRAMES = 5  # of robot "m0" (a lower id than ROBOT: the map is no robot), one per metre in the map frame
 TEST_PARAMS = ["-p", "pose_graph.publish_period_sec:=0.2", "-p", "pose_graph.poses_period_sec:=0.2",
                "-p", "pose_graph.tf_period_sec:=0.1"]
 
@@ -101,6 +105,11 @@ class NodeProc:
 def odometry_only(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
     (graph,) = pose_graph_launch_configs({"loop_closure": "false", "namespace": ROBOT, "robot_id": ROBOT,
                                           "odom_topic": "odom"})
+    map_pub = h.create_publisher(KeyframeMsg, f"/{ROBOT}/map_keyframes", MAP_KEYFRAME_QOS)
+    for i in range(MAP_KEYFRAMES):  # before the node subscribes: it gets them from the latched history
+        T = np.eye(4)
+        T[0, 3] = float(i)
+        map_pub.publish(map_keyframe_msg(("m0", "old", i), START_NS + i, T, np.diag([1e-4] * 3 + [1e-5] * 3), "map"))
     node = NodeProc([*to_ros_args(graph.config), *TEST_PARAMS], Path(a.tmp) / "pose_graph_node.log")
     rec: dict[str, Any] = {"tf": {}, "path": None, "poses": None}
     ns = f"/{ROBOT}"
@@ -138,7 +147,7 @@ def odometry_only(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
 
         def done() -> bool:
             d = h.diagnostics.get(ROBOT, {})
-            return (d.get("keyframes") == str(total) and d.get("loop_factors") == str(len(loop_list))
+            return (d.get("keyframes") == str(total + MAP_KEYFRAMES) and d.get("loop_factors") == str(len(loop_list))
                     and rec["path"] is not None and len(rec["path"].poses) == total
                     and rec["poses"] is not None and len(rec["poses"].keyframe_ids) == total
                     and ("map", ODOM_FRAME) in rec["tf"])

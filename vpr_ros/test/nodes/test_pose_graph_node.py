@@ -14,7 +14,7 @@ from conftest import scenario_runner
 from vpr_ros.cli.optimize import optimize_stream
 from vpr_ros.core.eval.trajectory import absolute_trajectory_error
 
-from pose_graph_scenarios import ROBOT, SESSION, ODOM_FRAME, pose_graph_inputs
+from pose_graph_scenarios import MAP_KEYFRAMES, ROBOT, SESSION, ODOM_FRAME, pose_graph_inputs
 
 HERE = Path(__file__).resolve().parent
 FRAMES = 40  # keyframes per lap
@@ -36,8 +36,11 @@ def test_odometry_only_robot_gets_a_corrected_map_to_odom_equal_to_replay_optimi
     run, kfs, loops, wrong = pose_graph_inputs(FRAMES)
     n = len(kfs)
     d = r["diag"]
-    assert (d["keyframes"], d["loop_factors"], d["keyframes_without_pose"]) == (str(n), str(len(loops)), "0"), d
-    assert d["components"] == "1" and d["solver"] == "isam2", d
+    assert (d["keyframes"], d["loop_factors"], d["keyframes_without_pose"]) == (str(n + MAP_KEYFRAMES), str(len(loops)),
+                                                                                "0"), d
+    # The latched map keyframes reached the node started after them: a graph of their own (no loop into it).
+    assert (d["map_keyframes"], d["components"], d["solver"], d["loops_join_waiting"]) == (
+        str(MAP_KEYFRAMES), "2", "isam2", "0"), d
     # The same keyframes and loops through replay --optimize's function (batch LM): the same trajectory.
     gt = {kf.id: run.ground_truth[i] for i, kf in enumerate(kfs)}
     metrics = optimize_stream(tmp_path / "offline", kfs, loops, robot_id=ROBOT, session_id=SESSION, ground_truth=gt)
@@ -163,3 +166,38 @@ def test_launch_starts_both_nodes_with_the_shared_odometry_and_is_checked_by_ast
     assert declared == set(LAUNCH_ARGUMENTS) | set(POSE_GRAPH_ARGUMENTS)
     assert "pose_graph_launch_configs(values)" in path.read_text()
     assert all(len(desc) > 30 for _, desc in POSE_GRAPH_ARGUMENTS.values())
+
+
+def test_the_loop_closure_node_announces_a_loaded_maps_keyframes_for_the_graphs_map_stream(tmp_path):
+    """What ``map_keyframes`` carries (nodes/keyframe_announce.py), without DDS: a loaded map's keyframes at
+    their map poses with covariances, each once, and the graph takes them as its map stream."""
+    from store_maps import DIM, MODEL, index_writer, synthetic_keyframes
+    from vpr_ros.core.config import config_from_flat
+    from vpr_ros.core.detector import LoopClosureDetector
+    from vpr_ros.core.geometry.live_pose_graph import LivePoseGraph
+    from vpr_ros.core.map.snapshot import save_keyframes
+    from vpr_ros.nodes.keyframe_announce import map_keyframe_msgs
+    from vpr_ros.nodes.pose_graph_msgs import map_keyframe_from_msg
+
+    class Fixed:
+        model_id, global_dim = MODEL, DIM
+
+    kfs = synthetic_keyframes(4)  # robot r1, session s1, odometry x = 0, 1, 2, 3: the map frame's session
+    save_keyframes(tmp_path / "snap", kfs, MODEL, DIM, index_writer(kfs))
+    det = LoopClosureDetector(config_from_flat({"map.local_encoding": "float32"}), Fixed())
+    assert map_keyframe_msgs(det, "map", set()) == []  # nothing loaded, nothing to announce
+    det.load_map(tmp_path / "snap")
+    msgs = map_keyframe_msgs(det, "map", set())
+    assert [k for k, _ in msgs] == [("r1", "s1", i) for i in range(4)]
+    graph = LivePoseGraph()
+    covs = []
+    for (key, msg), kf in zip(msgs, kfs):
+        got_key, stamp, pose, cov, frame = map_keyframe_from_msg(msg)
+        assert (got_key, stamp, frame) == (key, kf.stamp_ns, "map") and np.allclose(pose, kf.pose, atol=1e-9)
+        covs.append(cov)
+        assert graph.add_map_keyframe(got_key, stamp, pose, cov)
+    # The drift accumulated from the map frame's first keyframe (core/map/map_poses.py): it grows.
+    assert all(c is not None for c in covs) and covs[0][0, 0] < covs[3][0, 0]
+    assert graph.stats().map_keyframes == 4 and graph.robot_frames() == []
+    assert [k for k, _ in map_keyframe_msgs(det, "map", {("r1", "s1", 0)})] == [("r1", "s1", i) for i in (1, 2, 3)]
+

@@ -121,7 +121,8 @@ class LoopClosureNode(Node):
         self._inputs.subscribe(self, sensor_qos)  # camera_info, depth, right/image, right/camera_info
         self._loop_pub = self.create_publisher(LoopClosureMsg, "loop_closures", 100)
         # pose_graph_node's input (keyframes) and output (optimised poses into the map; docs/pose_graph.md)
-        self._keyframe_pub = KeyframeAnnouncer(self, self.config.frames.odom_frame)
+        self._keyframe_pub = KeyframeAnnouncer(self, self.config.frames.odom_frame, self.config.detector.map_frame,
+                                               self.detector, self._detector_lock)  # + loaded maps' keyframes
         self._optimized = OptimizedPoseSink(self, self.detector, self._detector_lock, self._warn)
         self._diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
         self._markers = MarkerTrail(self.config.verify.min_matches)  # in the odometry's frame, see _on_odom
@@ -250,6 +251,7 @@ class LoopClosureNode(Node):
         result = self.maps.save(path) if save else self.maps.load(path)
         if result.success and not save:
             self.reloc.map_changed()  # the loaded keyframes' poses in the map frame
+            self._keyframe_pub.announce_map()  # on map_keyframes, for pose_graph_node
         # Two call sites: rclpy refuses one call site logging at two severities.
         if result.success:
             self.get_logger().info(result.message)

@@ -20,7 +20,8 @@ from vpr_ros.core.types import Keyframe
 from vpr_ros.io.poses import matrix_to_pose, pose_matrix
 from vpr_ros.nodes.conversions import ns_to_stamp, stamp_to_ns
 
-__all__ = ["pose_to_matrix", "matrix_to_pose_msg", "keyframe_to_msg", "keyframe_from_msg", "loop_from_msg",
+__all__ = ["pose_to_matrix", "matrix_to_pose_msg", "keyframe_to_msg", "keyframe_from_msg", "map_keyframe_msg",
+           "map_keyframe_from_msg", "loop_from_msg",
            "keyframe_poses_msg", "keyframe_poses_from_msg", "path_msg"]
 
 F64 = npt.NDArray[np.float64]
@@ -62,6 +63,27 @@ def keyframe_from_msg(msg: KeyframeMsg) -> tuple[KeyframeKey, int, F64 | None, s
     key = (msg.robot_id, msg.session_id, int(msg.keyframe_id))
     pose = pose_to_matrix(msg.pose, f"keyframe {key}") if msg.has_pose else None
     return key, stamp_to_ns(msg.header.stamp), pose, msg.header.frame_id
+
+
+def map_keyframe_msg(key: KeyframeKey, stamp_ns: int, T_map_base: F64, covariance: F64, map_frame: str) -> KeyframeMsg:
+    """A loaded map's keyframe: its map pose (4, 4) with its ROS-order covariance (6, 6) in ``map_frame``."""
+    msg = KeyframeMsg(robot_id=key[0], session_id=key[1], keyframe_id=int(key[2]), has_pose=True)
+    msg.header.stamp, msg.header.frame_id = ns_to_stamp(stamp_ns), map_frame
+    msg.pose = matrix_to_pose_msg(T_map_base)
+    msg.pose_covariance = np.asarray(covariance, np.float64).reshape(36).tolist()
+    return msg
+
+
+def map_keyframe_from_msg(msg: KeyframeMsg) -> tuple[KeyframeKey, int, F64, F64 | None, str]:
+    """(key, stamp_ns, map pose (4, 4), covariance (6, 6) or None when all zero, frame)."""
+    key = (msg.robot_id, msg.session_id, int(msg.keyframe_id))
+    if not msg.has_pose:
+        raise InputError(f"map keyframe {key} has no pose (has_pose false): a map keyframe needs its map pose")
+    pose = pose_to_matrix(msg.pose, f"map keyframe {key}")
+    cov = np.asarray(msg.pose_covariance, np.float64).reshape(6, 6)
+    if not np.all(np.isfinite(cov)):
+        raise InputError(f"map keyframe {key}: the covariance contains NaN or inf")
+    return key, stamp_to_ns(msg.header.stamp), pose, cov if cov.any() else None, msg.header.frame_id
 
 
 def loop_from_msg(msg: LoopClosureMsg) -> LoopInput:

@@ -1,6 +1,7 @@
 """``pose_graph_node``: a live pose graph for robots that have only odometry (docs/pose_graph.md).
 
-Subscribes to keyframes (vpr_ros_msgs/Keyframe, ``pose_graph.keyframe_topics``), loop closures
+Subscribes to keyframes (vpr_ros_msgs/Keyframe, ``pose_graph.keyframe_topics``), loaded maps' keyframes
+(vpr_ros_msgs/Keyframe in the map frame with covariances, latched, ``pose_graph.map_keyframe_topics``), loop closures
 (vpr_ros_msgs/LoopClosure, ``pose_graph.loop_topics``: own, loaded maps', other robots') and odometry
 (nav_msgs/Odometry on ``odom``, any source: it names the odometry frame and gives a pose to keyframes
 announced without one). Each message goes into :class:`vpr_ros.core.geometry.live_pose_graph.LivePoseGraph`
@@ -15,7 +16,10 @@ and is optimised at once (iSAM2; the batch solver at its interval). Publishes:
 * ``diagnostics``: the graph's statistics and every refusal counted.
 
 Frames: the own robot's graph is published in ``pose_graph.map_frame``; a graph of other robots not yet
-joined to it by a loop in ``<anchor robot>/<map_frame>``. Robots whose odometry frame is unknown or shared
+joined to it in ``<anchor robot>/<map_frame>``. With a loaded map, ``map_frame`` is the map's frame from the
+join of the own robot's graph with the map on (loops into the map that agree, ``pose_graph.join_min_loops``);
+before it, the robot's odometry frame at its first keyframe, so map -> odom jumps at that join, as at a
+relocalisation. Robots whose odometry frame is unknown or shared
 with the own robot or an earlier one get no transform (counted).
 """
 
@@ -40,10 +44,12 @@ from vpr_ros.core.errors import ConfigError, InputError, VprError
 from vpr_ros.core.map.map_poses import covariance_from_tangent
 from vpr_ros.nodes.conversions import odometry_to_pose, stamp_to_ns
 from vpr_ros.nodes.input_watch import run_node
+from vpr_ros.nodes.keyframe_announce import MAP_KEYFRAME_QOS
 from vpr_ros.nodes.odom_buffer import OdomBuffer
 from vpr_ros.nodes.optimized_poses import POSES_QOS
 from vpr_ros.nodes.params import parameter_descriptor
-from vpr_ros.nodes.pose_graph_msgs import keyframe_from_msg, keyframe_poses_msg, loop_from_msg, path_msg
+from vpr_ros.nodes.pose_graph_msgs import (keyframe_from_msg, keyframe_poses_msg, loop_from_msg, map_keyframe_from_msg,
+                                          path_msg)
 from vpr_ros.nodes.pose_graph_tf import TfSender
 
 try:  # GTSAM is an extra (requirements/gtsam.txt); without it the node says so and exits
@@ -58,7 +64,8 @@ __all__ = ["PoseGraphNode", "main", "SECTIONS", "COUNTERS"]
 SECTIONS = ("pose_graph", "frames")
 #: Diagnostics counters (each starts at 0).
 COUNTERS = ("odometry_received", "loops_received", "keyframes_without_pose", "keyframes_without_covariance",
-            "keyframe_poses_published", "tf_skipped", "bad_input.odometry", "bad_input.keyframe", "bad_input.loop")
+            "keyframe_poses_published", "tf_skipped", "map_keyframes_other_frame", "bad_input.odometry",
+            "bad_input.keyframe", "bad_input.map_keyframe", "bad_input.loop")
 INPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 _LATENCY_SAMPLES = 512
 
@@ -102,6 +109,8 @@ class PoseGraphNode(Node):
         self.create_subscription(Odometry, "odom", self._on_odom, qos_profile_sensor_data)
         for topic in self.config.keyframe_topic_list:
             self.create_subscription(KeyframeMsg, topic, self._on_keyframe, INPUT_QOS)
+        for topic in self.config.map_keyframe_topic_list:
+            self.create_subscription(KeyframeMsg, topic, self._on_map_keyframe, MAP_KEYFRAME_QOS)
         for topic in self.config.loop_topic_list:
             self.create_subscription(LoopClosureMsg, topic, self._on_loop, INPUT_QOS)
         self._tf = TfSender(self, self._warn)
@@ -141,6 +150,19 @@ class PoseGraphNode(Node):
         if key[0] == self.home and self._odom_frame:
             frame = self._odom_frame  # this node's odometry names the frame authoritatively
         self.graph.add_keyframe(key, stamp, pose, frame or self.frames.odom_frame)
+        self._update()
+
+    def _on_map_keyframe(self, msg: KeyframeMsg) -> None:
+        try:
+            key, stamp, pose, cov, frame = map_keyframe_from_msg(msg)
+            self.graph.add_map_keyframe(key, stamp, pose, cov)
+        except InputError as exc:
+            self._bad("map_keyframe", exc)
+            return
+        if frame != self.config.map_frame:  # still the map's frame: the names disagree, not the poses
+            self.counts["map_keyframes_other_frame"] += 1
+            self._warn("map_frame", f"map keyframes come in frame {frame!r}, this graph publishes its map as "
+                                    f"{self.config.map_frame!r}: set pose_graph.map_frame and detector.map_frame alike")
         self._update()
 
     def _on_loop(self, msg: LoopClosureMsg) -> None:
@@ -190,7 +212,7 @@ class PoseGraphNode(Node):
         if anchor is not None and self._changed_path:
             self._changed_path = False
             keys, poses, stamps = self.graph.keys(), self.graph.poses(), self.graph.stamps()
-            own = [n for n in self.graph.nodes_of(anchor) if keys[n][0] == self.home]
+            own = [n for n in self.graph.nodes_of(anchor) if keys[n][0] == self.home and not self.graph.is_map(keys[n])]
             self._path_pub.publish(path_msg(poses[own], [stamps[n] for n in own], self.map_frame_of(anchor), now))
         if anchor is not None and self._changed_poses and time.monotonic() - self._last_poses >= \
                 self.config.poses_period_sec:
@@ -222,7 +244,8 @@ class PoseGraphNode(Node):
         for f in self.graph.robot_frames():
             values[f"map_to_odom.{f.robot_id}"] = (f"{self.map_frame_of(f.anchor)} -> {f.odom_frame}: "
                                                    + " ".join(f"{v:.3f}" for v in f.T_map_odom[:3, 3]))
-        warn = [k for k in ("loops_pending", "keyframes_without_pose") if float(values.get(k, "0")) > 0]
+        warn = [k for k in ("loops_pending", "loops_join_waiting", "keyframes_without_pose")
+                if float(values.get(k, "0")) > 0]
         status = DiagnosticStatus(level=DiagnosticStatus.WARN if warn else DiagnosticStatus.OK,
                                   name=f"{self.get_name()}: pose graph", hardware_id=self.home,
                                   message=("waiting: " + ", ".join(warn)) if warn else "ok",

@@ -15,7 +15,7 @@ import pytest
 from vpr_ros.core.geometry.backend_edges import (change_body_frame, compose_edge, information_matrix,
                                                  invert_edge, reorder_covariance, transform_from_xyz_quat)
 from vpr_ros.core.geometry.backend_nodes import (LinkConfirmations, SeparationGate, StampedNode, StampIndex,
-                                                 edge_between_nodes, gtsam_symbol, robot_index, stamp_gap)
+                                                 edge_between_nodes, robot_index, stamp_gap)
 
 ROS_TO_GTSAM = [3, 4, 5, 0, 1, 2]
 
@@ -160,11 +160,7 @@ def test_links_are_accepted_when_a_graph_holds_them_in_either_direction_and_reje
         LinkConfirmations(graphs=0)
 
 
-def test_gtsam_keys_and_robot_indices():
-    assert gtsam_symbol("a", 42) == gtsam.Symbol("a", 42).key()
-    assert gtsam_symbol("x", 0) == gtsam.Symbol("x", 0).key()
-    with pytest.raises(ValueError):
-        gtsam_symbol("ab", 1)
+def test_robot_indices():
     assert robot_index("robot2", []) == 2 and robot_index("7", []) == 7 and robot_index("alpha", []) is None
     assert robot_index("alpha", ["beta", "alpha"]) == 1 and robot_index("robot2", ["robot1"]) is None
 

@@ -53,6 +53,18 @@ class PoseGraphConfig:
     max_pending_loops: int = dataclasses.field(default=1000, metadata=_meta(
         "Loops waiting for a keyframe not yet announced (another topic, another robot); the oldest is "
         "dropped and counted beyond this.", lo=0, hi=MAX_COUNT))
+    join_min_loops: int = dataclasses.field(default=2, metadata=_meta(
+        "Loops that must agree on where one graph lies in the other before two graphs (robots, or a robot "
+        "and a loaded map) are joined; loops between them wait until then. 1: the first loop joins them "
+        "(a single wrong loop then misplaces a whole robot).", lo=1, hi=100))
+    join_max_position_m: float = dataclasses.field(default=1.0, metadata=_meta(
+        "Two loops agree on a join when each one's placement of the other graph puts the other loop's "
+        "keyframe within this distance of where that loop puts it, metres.", lo=1e-3, hi=MAX_METRES))
+    join_max_rotation_deg: float = dataclasses.field(default=5.0, metadata=_meta(
+        "... and the two placements differ by at most this rotation, degrees.", lo=0.01, hi=180.0))
+    join_max_waiting_loops: int = dataclasses.field(default=50, metadata=_meta(
+        "Loops waiting for a join, per pair of graphs; the oldest is dropped and counted beyond this.",
+        lo=1, hi=10_000))
     robot_id: str = dataclasses.field(default="", metadata=_meta(
         "Node: the robot whose odometry arrives on 'odom' and whose map->odom the node publishes first; "
         "empty: the robot of the first keyframe received."))
@@ -62,6 +74,9 @@ class PoseGraphConfig:
     keyframe_topics: str = dataclasses.field(default="keyframes", metadata=_meta(
         "Node: vpr_ros_msgs/Keyframe topics, separated by commas (own 'keyframes'; other robots' e.g. "
         "'/robot2/keyframes' to join their graphs)."))
+    map_keyframe_topics: str = dataclasses.field(default="map_keyframes", metadata=_meta(
+        "Node: vpr_ros_msgs/Keyframe topics of loaded maps' keyframes (poses in the map frame with "
+        "covariances; latched, from the loop-closure node), separated by commas; empty: none."))
     loop_topics: str = dataclasses.field(default="loop_closures", metadata=_meta(
         "Node: vpr_ros_msgs/LoopClosure topics, separated by commas (own, loaded maps' and other robots' "
         "loops; a loop received twice is used once)."))
@@ -85,6 +100,11 @@ class PoseGraphConfig:
     def keyframe_topic_list(self) -> tuple[str, ...]:
         """``keyframe_topics`` split at commas."""
         return tuple(t.strip() for t in self.keyframe_topics.split(",") if t.strip())
+
+    @property
+    def map_keyframe_topic_list(self) -> tuple[str, ...]:
+        """``map_keyframe_topics`` split at commas."""
+        return tuple(t.strip() for t in self.map_keyframe_topics.split(",") if t.strip())
 
     @property
     def loop_topic_list(self) -> tuple[str, ...]:

@@ -5,7 +5,7 @@
 - :class:`LinkConfirmations`: RTAB-Map's ``add_link`` answers nothing, so a sent link counts as
   accepted when a later map graph holds it and as rejected when ``graphs`` map graphs received
   after it was sent do not.
-- :func:`gtsam_symbol`, :func:`robot_index`: the integer keys of GTSAM-based backends.
+- :func:`robot_index`: a GTSAM-based backend's small integer robot id for our robot id.
 - :class:`SeparationGate`: LIO-SAM ignores loops whose two stamps are closer than its
   ``historyKeyframeSearchTimeDiff``.
 """
@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from vpr_ros.core.geometry.backend_edges import compose_edge, invert_edge
 
-__all__ = ["StampedNode", "StampIndex", "LinkConfirmations", "gtsam_symbol", "robot_index", "SeparationGate",
+__all__ = ["StampedNode", "StampIndex", "LinkConfirmations", "robot_index", "SeparationGate",
            "stamp_gap", "edge_between_nodes"]
 
 F64 = npt.NDArray[np.float64]
@@ -111,15 +111,6 @@ class LinkConfirmations:
                 rejected.append(ids)
                 del self._pending[pair]
         return accepted, rejected
-
-
-def gtsam_symbol(prefix: str, index: int) -> int:
-    """GTSAM ``Symbol(prefix, index)`` as its 64-bit key: the character in the top 8 bits."""
-    if len(prefix) != 1 or not 0 < ord(prefix) < 256:
-        raise ValueError(f"a GTSAM symbol prefix is one 8-bit character, got {prefix!r}")
-    if not 0 <= index < (1 << 56):
-        raise ValueError(f"a GTSAM symbol index must be in [0, 2^56), got {index}")
-    return (ord(prefix) << 56) | index
 
 
 def robot_index(robot_id: str, names: Sequence[str]) -> int | None:

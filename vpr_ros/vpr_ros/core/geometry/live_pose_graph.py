@@ -9,10 +9,23 @@ their rotation).
 Frames. Every stream has its own odometry frame. Streams linked by loops form one *graph component*
 with one map frame: the odometry frame of its **anchor** stream at that stream's first keyframe (a prior
 there fixes the gauge). A lone robot's map frame is therefore its odometry frame at its first keyframe.
-A loop between two components joins them: the anchor of the joined component is the stream of the
-lowest robot id (then the earlier stream), so every robot that sees the same loops agrees on the
-frame; the other component's prior is dropped and its poses move into the anchor's frame through the
-loop (then the solver starts over from those guesses, :meth:`Solver.rebuild`).
+
+Loaded maps. The keyframes of a map loaded into the session (:meth:`add_map_keyframe`, announced by the
+loop-closure node) form a *map stream* per (robot, session) of the map, all in one component: the
+**map frame** of the loaded map (core/map/map_poses.py: its frame session's odometry frame, or its
+optimised frame). Each map keyframe gets a prior at its map pose with its covariance, and no odometry
+chain: the map poses already hold the map's structure (and a loop between two map keyframes adds
+nothing the map does not know, but is used like any loop). The map component is anchored by the map
+stream first received and outranks every robot: a robot joined to it by loops has its poses, and its
+``T_map_odom``, in the map's frame (a relocalisation the pose graph keeps). Map streams are no robots:
+they have no ``T_map_odom`` (:meth:`robot_frames`).
+
+Joins. Loops between two components join them (core/geometry/live_pose_graph_joins.py: once
+``join_min_loops`` loops agree on where one lies in the other; loops wait until then). The anchor of the
+joined component is the map stream if one of them holds the map, else the stream of the lowest robot
+id (then the earlier stream), so every robot that sees the same loops agrees on the frame; the other
+component's prior is dropped and its poses move into the anchor's frame through the agreeing loop that
+proposed the join (then the solver starts over from those guesses, :meth:`Solver.rebuild`).
 
 Outputs: optimised keyframe poses per component, ``T_map_odom`` per robot at its newest keyframe
 (``T_map_base_optimised @ T_odom_base^-1``), and :class:`GraphStats`.
@@ -33,9 +46,10 @@ import numpy.typing as npt
 from vpr_ros.core.config.pose_graph import PoseGraphConfig
 from vpr_ros.core.errors import InputError
 from vpr_ros.core.geometry.live_pose_graph_solvers import BatchSolver, Isam2Solver
+from vpr_ros.core.geometry.live_pose_graph_joins import JoinGuard, WaitingLoop
 from vpr_ros.core.geometry.live_pose_graph_types import GraphStats, KeyframeKey, LoopInput, RobotFrame, StreamKey
 # The offline graph's measurement and noise rules, used unchanged so both graphs are the same graph.
-from vpr_ros.core.geometry.pose_graph import (LoopEdge, PoseGraphOptions, _kernel_weight, _loop_measurement, _noise,
+from vpr_ros.core.geometry.pose_graph import (LoopEdge, PoseGraphOptions, kernel_weight, loop_measurement, noise_model,
                                               odometry_covariance)
 
 __all__ = ["LivePoseGraph", "LoopInput", "GraphStats", "RobotFrame", "KeyframeKey", "pose_graph_options"]
@@ -59,6 +73,7 @@ class _Stream:
     anchor_order: int                 # creation order: breaks anchor ties between streams of one robot
     nodes: list[int]
     odom_frame: str = ""
+    is_map: bool = False              # a loaded map's keyframes: priors at map poses, no odometry chain
 
 
 class LivePoseGraph:
@@ -87,6 +102,10 @@ class LivePoseGraph:
         self._new_keyframes = 0
         self._loop_pairs: set[frozenset[KeyframeKey]] = set()
         self._pending: collections.OrderedDict[frozenset[KeyframeKey], LoopInput] = collections.OrderedDict()
+        c = self.config
+        self._joins = JoinGuard(c.join_min_loops, c.join_max_position_m, c.join_max_rotation_deg,
+                                c.join_max_waiting_loops)
+        self._map_root: StreamKey | None = None      # the first map stream: the map component's anchor
         self._count = collections.Counter()
         self._last_ms = 0.0
         self._rebuild = False
@@ -96,24 +115,15 @@ class LivePoseGraph:
     def add_keyframe(self, key: KeyframeKey, stamp_ns: int, odom_pose: F64, odom_frame: str = "") -> bool:
         """Add keyframe ``key`` with its odometry pose (4, 4) world_T_body; False when refused
         (duplicate, or older than its stream's newest keyframe). Pending loops of it follow."""
-        pose = np.asarray(odom_pose, np.float64)
-        if pose.shape != (4, 4) or not np.all(np.isfinite(pose)):
-            raise InputError(f"keyframe {key}: the odometry pose must be a finite (4, 4) matrix")
-        if key in self._node:
-            self._count["keyframes_duplicate"] += 1
+        pose = _checked_pose(key, odom_pose, "odometry")
+        stream = self._refuse(key, is_map=False)
+        if stream is False:
             return False
-        stream_key = (key[0], key[1])
-        stream = self._streams.get(stream_key)
         if stream is not None and key[2] < self._keys[stream.nodes[-1]][2]:
             self._count["keyframes_out_of_order"] += 1
             return False
-        node = len(self._keys)
-        self._frames = None
-        self._keys.append(key)
-        self._node[key] = node
-        self._odom.append(pose)
-        self._stamp.append(int(stamp_ns))
-        self._new_keyframes += 1
+        stream_key = (key[0], key[1])
+        node = self._new_node(key, stamp_ns, pose)
         if stream is None:
             stream = self._streams[stream_key] = _Stream(len(self._streams), [])
             self._parent[stream_key] = stream_key
@@ -123,17 +133,46 @@ class LivePoseGraph:
         else:
             prev = stream.nodes[-1]
             step = np.linalg.solve(self._odom[prev], pose)
-            noise = _noise(self.options, odometry_covariance(self.options, step), robust=False)
+            noise = noise_model(self.options, odometry_covariance(self.options, step), robust=False)
             self._add_factor("odometry", gtsam.BetweenFactorPose3(prev, node, gtsam.Pose3(step), noise))
             self._guesses[node] = self._estimate(prev) @ step
         stream.nodes.append(node)
         stream.odom_frame = odom_frame or stream.odom_frame
-        for pair in [p for p in self._pending if key in p]:
-            self.add_loop(self._pending.pop(pair))
+        self._take_pending(key)
+        return True
+
+    def add_map_keyframe(self, key: KeyframeKey, stamp_ns: int, map_pose: F64, covariance: F64 | None = None) -> bool:
+        """Add keyframe ``key`` of a loaded map at its map pose (4, 4) T_map_base with its covariance (6, 6)
+        in the ROS layout (position in the map frame, rotation about the map's axes; None: one odometry
+        step's noise). False when refused: a duplicate, or its stream holds odometry keyframes."""
+        pose = _checked_pose(key, map_pose, "map")
+        cov = odometry_covariance(self.options, np.eye(4)) if covariance is None else np.asarray(covariance, float)
+        if cov.shape != (6, 6) or not np.all(np.isfinite(cov)) or np.linalg.eigvalsh((cov + cov.T) / 2).min() <= 0:
+            raise InputError(f"map keyframe {key}: the covariance must be a finite positive definite (6, 6) "
+                             "matrix (ROS layout); leave it out for one odometry step's noise")
+        stream = self._refuse(key, is_map=True)
+        if stream is False:
+            return False
+        node = self._new_node(key, stamp_ns, pose)
+        if stream is None:
+            stream_key = (key[0], key[1])
+            stream = self._streams[stream_key] = _Stream(len(self._streams), [], is_map=True)
+            self._map_root = self._map_root or stream_key  # all map streams: one component, in the map frame
+            self._parent[stream_key] = self._map_root
+        # GTSAM's Pose3 prior is in the body frame [rot, trans]: rotate the map-frame covariance into it.
+        J = np.kron(np.eye(2), pose[:3, :3])
+        body = (J.T @ cov @ J)[np.ix_([3, 4, 5, 0, 1, 2], [3, 4, 5, 0, 1, 2])]
+        self._add_factor("map_prior", gtsam.PriorFactorPose3(node, gtsam.Pose3(pose),
+                                                             gtsam.noiseModel.Gaussian.Covariance((body + body.T) / 2)))
+        self._guesses[node] = pose
+        stream.nodes.append(node)
+        self._take_pending(key)
         return True
 
     def add_loop(self, loop: LoopInput) -> str:
-        """Add a loop; returns "added", "pending" (a keyframe not yet received), "duplicate" or "invalid"."""
+        """Add a loop; returns "added", "pending" (a keyframe not yet received), "waiting" (between graphs
+        not yet joined: for agreeing loops), "refused" (it disagreed with the loops that joined its two
+        graphs), "duplicate" or "invalid"."""
         pair = frozenset((loop.query, loop.match))
         if len(pair) < 2:
             self._count["loops_invalid"] += 1
@@ -152,13 +191,17 @@ class LivePoseGraph:
                 self._count["loops_dropped"] += 1
             return "pending"
         self._loop_pairs.add(pair)
-        measured, cov = _loop_measurement(self.options, LoopEdge(q, m, loop.relative_pose, loop.covariance,
-                                                                 loop.translation_scale_known))
-        a, b = self._root(self._stream_of(m)), self._root(self._stream_of(q))
+        measured, cov = loop_measurement(self.options, LoopEdge(q, m, loop.relative_pose, loop.covariance,
+                                                                loop.translation_scale_known))
+        a, b = self._node_root(m), self._node_root(q)
+        if a != b and self.config.join_min_loops > 1:  # the join guard (live_pose_graph_joins.py)
+            waiting = WaitingLoop(m, q, measured, cov, loop.relative_pose is not None and loop.translation_scale_known)
+            self._joins.add(waiting, self._node_root)
+            return self._joins.settle(frozenset((a, b)), waiting, self._node_root, self._estimate, self._join,
+                                      self._add_loop_factor)
         if a != b:
-            self._join(a, b, m, q, measured)
-        self._add_factor("loop", gtsam.BetweenFactorPose3(m, q, gtsam.Pose3(measured),
-                                                          _noise(self.options, cov, robust=True)))
+            self._join(m, q, measured)
+        self._add_loop_factor(m, q, measured, cov)
         return "added"
 
     def add_loops(self, loops: Iterable[LoopInput]) -> list[str]:
@@ -229,6 +272,8 @@ class LivePoseGraph:
     def _newest_streams(self) -> dict[str, StreamKey]:
         newest: dict[str, StreamKey] = {}
         for skey, stream in self._streams.items():
+            if stream.is_map:
+                continue
             last = stream.nodes[-1]
             if skey[0] not in newest or self._stamp[last] >= self._stamp[self._streams[newest[skey[0]]].nodes[-1]]:
                 newest[skey[0]] = skey
@@ -259,7 +304,7 @@ class LivePoseGraph:
     def loop_weights(self) -> F64:
         """Final robust-kernel weight of every loop factor (1 = used fully, < 0.5 = rejected)."""
         values = self._solver.values()
-        return np.array([_kernel_weight(f[1], values) for f in self._factors if f is not None and f[0] == "loop"])
+        return np.array([kernel_weight(f[1], values) for f in self._factors if f is not None and f[0] == "loop"])
 
     def stats(self, with_weights: bool = True) -> GraphStats:
         """Statistics; ``with_weights`` evaluates every loop's kernel weight (O(loops))."""
@@ -270,7 +315,14 @@ class LivePoseGraph:
                           len({self._root(s) for s in self._streams}), kinds["odometry"], kinds["loop"], rejected,
                           len(self._pending), c["loops_dropped"], c["loops_duplicate"], c["loops_invalid"],
                           c["keyframes_duplicate"], c["keyframes_out_of_order"], c["joins"], c["updates"],
-                          self._last_ms)
+                          self._last_ms, map_keyframes=kinds["map_prior"],
+                          keyframes_map_conflict=c["keyframes_map_conflict"], loops_join_waiting=len(self._joins),
+                          loops_join_refused=self._joins.refused, loops_join_dropped=self._joins.dropped)
+
+    def is_map(self, key: KeyframeKey) -> bool:
+        """Whether ``key`` is a keyframe of a loaded map (:meth:`add_map_keyframe`)."""
+        stream = self._streams.get((key[0], key[1]))
+        return stream is not None and stream.is_map and key in self._node
 
     # -- internals -------------------------------------------------------------------------
     def _add_factor(self, kind: str, factor: gtsam.NonlinearFactor) -> int:
@@ -285,20 +337,54 @@ class LivePoseGraph:
     def _stream_of(self, node: int) -> StreamKey:
         return self._keys[node][0], self._keys[node][1]
 
+    def _node_root(self, node: int) -> StreamKey:
+        return self._root(self._stream_of(node))
+
+    def _refuse(self, key: KeyframeKey, is_map: bool) -> _Stream | None | bool:
+        """False (counted) when ``key`` cannot be added: a duplicate, or its stream is of the other kind;
+        else its stream (None: a new one)."""
+        stream = self._streams.get((key[0], key[1]))
+        if key in self._node:
+            self._count["keyframes_duplicate"] += 1
+            return False
+        if stream is not None and stream.is_map != is_map:
+            self._count["keyframes_map_conflict"] += 1
+            return False
+        return stream
+
+    def _new_node(self, key: KeyframeKey, stamp_ns: int, pose: F64) -> int:
+        node = len(self._keys)
+        self._frames = None
+        self._keys.append(key)
+        self._node[key] = node
+        self._odom.append(pose)
+        self._stamp.append(int(stamp_ns))
+        self._new_keyframes += 1
+        return node
+
+    def _take_pending(self, key: KeyframeKey) -> None:
+        for pair in [p for p in self._pending if key in p]:
+            self.add_loop(self._pending.pop(pair))
+
+    def _add_loop_factor(self, m: int, q: int, measured: F64, cov: F64) -> None:
+        self._add_factor("loop", gtsam.BetweenFactorPose3(m, q, gtsam.Pose3(measured),
+                                                          noise_model(self.options, cov, robust=True)))
+
     def _root(self, stream: StreamKey) -> StreamKey:
         while self._parent[stream] != stream:
             self._parent[stream] = self._parent[self._parent[stream]]
             stream = self._parent[stream]
         return stream
 
-    def _rank(self, anchor: StreamKey) -> tuple[str, int]:
-        return anchor[0], self._streams[anchor].anchor_order
+    def _rank(self, anchor: StreamKey) -> tuple[bool, str, int]:
+        stream = self._streams[anchor]
+        return not stream.is_map, anchor[0], stream.anchor_order
 
-    def _join(self, anchor_m: StreamKey, anchor_q: StreamKey, m: int, q: int, measured: F64) -> None:
+    def _join(self, m: int, q: int, measured: F64) -> None:
         """Join the components of match node ``m`` and query node ``q`` through T_match_query ``measured``."""
-        keep, drop = sorted((anchor_m, anchor_q), key=self._rank)
+        keep, drop = sorted((self._node_root(m), self._node_root(q)), key=self._rank)
         current = self._current()
-        if drop == anchor_q:   # move q's component so that pose_q = pose_m @ measured
+        if drop == self._node_root(q):   # move q's component so that pose_q = pose_m @ measured
             t_join = current[m] @ measured @ np.linalg.inv(current[q])
         else:                  # move m's component so that pose_m = pose_q @ measured^-1
             t_join = current[q] @ np.linalg.inv(measured) @ np.linalg.inv(current[m])
@@ -306,7 +392,7 @@ class LivePoseGraph:
         for node, key in enumerate(self._keys):
             if (key[0], key[1]) in moved:
                 current[node] = t_join @ current[node]
-        self._factors[self._prior_of.pop(drop)] = None
+        self._factors[self._prior_of.pop(drop)] = None  # never a map's: the map always keeps its frame
         self._parent[drop] = keep
         self._guesses = current
         self._rebuild = True
@@ -318,3 +404,10 @@ class LivePoseGraph:
         solved = self._solver.values()
         return {node: self._guesses[node] if node in self._guesses else solved.atPose3(node).matrix()
                 for node in range(len(self._keys))}
+
+
+def _checked_pose(key: KeyframeKey, pose: F64, what: str) -> F64:
+    T = np.asarray(pose, np.float64)
+    if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+        raise InputError(f"keyframe {key}: the {what} pose must be a finite (4, 4) matrix")
+    return T

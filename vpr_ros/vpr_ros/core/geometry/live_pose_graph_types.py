@@ -60,3 +60,8 @@ class GraphStats:
     joins: int
     updates: int
     last_update_ms: float
+    map_keyframes: int = 0           # keyframes of loaded maps (a prior at their map pose each)
+    keyframes_map_conflict: int = 0  # a map keyframe of an odometry stream or the other way round: not added
+    loops_join_waiting: int = 0      # loops between graphs not yet joined, waiting for agreeing loops
+    loops_join_refused: int = 0      # disagreed with the loops that joined their graphs: left out
+    loops_join_dropped: int = 0      # waiting loops dropped (join_max_waiting_loops)

@@ -34,8 +34,8 @@ from vpr_ros.core.errors import ConfigError, InputError
 from vpr_ros.core.geometry.odometry_gate import motion_increment
 
 __all__ = ["PoseGraphOptions", "LoopEdge", "PoseGraphResult", "ROBUST_METHODS", "optimize_pose_graph",
-           "pose_graph_edges",
-           "odometry_covariance", "same_place_covariance"]
+           "pose_graph_edges", "odometry_covariance", "same_place_covariance", "loop_measurement", "noise_model",
+           "kernel_weight"]
 
 F64 = npt.NDArray[np.float64]
 ROBUST_METHODS = ("gnc", "cauchy", "huber", "none")
@@ -120,7 +120,9 @@ def same_place_covariance(options: PoseGraphOptions) -> F64:
     return np.diag([options.same_place_sigma_m ** 2] * 3 + [math.radians(options.same_place_sigma_deg) ** 2] * 3)
 
 
-def _loop_measurement(options: PoseGraphOptions, edge: LoopEdge) -> tuple[F64, F64]:
+def loop_measurement(options: PoseGraphOptions, edge: LoopEdge) -> tuple[F64, F64]:
+    """A loop's factor: (T_match_query (4, 4), ROS-layout covariance (6, 6)) under the module's rules
+    (appearance-only: identity with the "same place" covariance; unknown scale: rotation only)."""
     if edge.relative_pose is None:
         return np.eye(4), same_place_covariance(options)
     cov = same_place_covariance(options) if edge.covariance is None else np.array(edge.covariance, np.float64)
@@ -131,7 +133,8 @@ def _loop_measurement(options: PoseGraphOptions, edge: LoopEdge) -> tuple[F64, F
     return np.asarray(edge.relative_pose, np.float64), cov
 
 
-def _noise(options: PoseGraphOptions, cov_ros: F64, robust: bool) -> gtsam.noiseModel.Base:
+def noise_model(options: PoseGraphOptions, cov_ros: F64, robust: bool) -> gtsam.noiseModel.Base:
+    """GTSAM noise of a ROS-layout covariance; ``robust``: with the options' kernel (cauchy/huber)."""
     gaussian = gtsam.noiseModel.Gaussian.Covariance(_gtsam_cov(cov_ros))
     if not robust or options.robust in ("gnc", "none"):
         return gaussian
@@ -161,7 +164,7 @@ def pose_graph_edges(odometry: Sequence[F64] | F64, loops: Sequence[LoopEdge],
     for edge in loops:
         if not (0 <= edge.query < n and 0 <= edge.match < n) or edge.query == edge.match:
             raise InputError(f"loop {edge.match}->{edge.query} does not join two of the {n} keyframes")
-        measured, cov = _loop_measurement(options, edge)
+        measured, cov = loop_measurement(options, edge)
         edges.append((edge.match, edge.query, measured, cov))
     return edges
 
@@ -179,7 +182,7 @@ def optimize_pose_graph(odometry: Sequence[F64] | F64, loops: Sequence[LoopEdge]
     graph.add(gtsam.PriorFactorPose3(0, gtsam.Pose3(poses[0]), gtsam.noiseModel.Isotropic.Sigma(6, 1e-6)))
     first_loop = n  # the prior and the n-1 odometry factors come first
     for k, (i, j, rel, cov) in enumerate(pose_graph_edges(poses, loops, options)):
-        graph.add(gtsam.BetweenFactorPose3(i, j, gtsam.Pose3(rel), _noise(options, cov, k >= n - 1)))
+        graph.add(gtsam.BetweenFactorPose3(i, j, gtsam.Pose3(rel), noise_model(options, cov, k >= n - 1)))
     t0 = time.perf_counter()
     params = gtsam.LevenbergMarquardtParams()
     params.setMaxIterations(100)
@@ -197,14 +200,14 @@ def optimize_pose_graph(odometry: Sequence[F64] | F64, loops: Sequence[LoopEdge]
         optimizer = gtsam.LevenbergMarquardtOptimizer(graph, initial, params)
         values = optimizer.optimize()
         iterations = optimizer.iterations()
-        weights = np.array([_kernel_weight(graph.at(first_loop + k), values) for k in range(len(loops))])
+        weights = np.array([kernel_weight(graph.at(first_loop + k), values) for k in range(len(loops))])
     time_ms = (time.perf_counter() - t0) * 1e3
     out = np.stack([values.atPose3(i).matrix() for i in range(n)])
     return PoseGraphResult(out, weights.astype(np.float64), iterations, float(initial_error),
                            float(graph.error(values)), time_ms)
 
 
-def _kernel_weight(factor: gtsam.NonlinearFactor, values: gtsam.Values) -> float:
+def kernel_weight(factor: gtsam.NonlinearFactor, values: gtsam.Values) -> float:
     """Final M-estimator weight of a loop factor (1 without a kernel)."""
     model = factor.noiseModel()
     if not isinstance(model, gtsam.noiseModel.Robust):
