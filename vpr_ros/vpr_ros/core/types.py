@@ -64,6 +64,9 @@ class KeyframeGeometry:
     points3d: (N, 3) float32 in the keyframe's camera frame, metres; NaN rows have no depth.
     image_hw: (height, width) of the original image. K: (3, 3) float64; D: (k,) float64 distortion
     of ``distortion_model``; T_body_cam: (4, 4) float64 pose of the camera in the body frame.
+    depth_sigma_coeff: the points' depth noise, sigma_z = coeff * z^2 (metres, z in metres): stereo
+    sigma_disparity / (f * baseline), RGB-D ``geometry.depth_sigma_coeff``, 0 exact (rendered); NaN
+    unknown (maps and peers from before the field: the estimator uses ``geometry.depth_sigma_coeff``).
     """
 
     keypoints: F32
@@ -74,6 +77,7 @@ class KeyframeGeometry:
     D: npt.NDArray[np.float64]
     distortion_model: str = "plumb_bob"
     T_body_cam: npt.NDArray[np.float64] = dataclasses.field(default_factory=lambda: np.eye(4))
+    depth_sigma_coeff: float = 0.0
 
     @property
     def has_depth(self) -> bool:

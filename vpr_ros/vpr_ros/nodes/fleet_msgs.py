@@ -50,7 +50,7 @@ def msg_to_batch(msg: KeyframeDescriptors) -> DescriptorBatch:
 
 
 _GEOMETRY_FIELDS = ("valid", "image_height", "image_width", "keypoints", "descriptor_type", "descriptor_size",
-                    "descriptors", "points3d", "k", "d", "distortion_model", "t_body_cam")
+                    "descriptors", "points3d", "k", "d", "distortion_model", "t_body_cam", "depth_sigma_coeff")
 
 
 def geometry_to_msg(fields: dict[str, Any]) -> KeyframeGeometry:

@@ -43,7 +43,8 @@ def forward_backward_nees(T_fwd: np.ndarray, cov_fwd: np.ndarray, T_bwd: np.ndar
 def euroc_consistency(model: Any, data: dict[str, Any], *configs: GeometryConfig) -> list[list[dict[str, Any]]]:
     """Per config, per pair: PnP NEES against the ground truth and forward vs backward; essential NEES
     (5 DoF) against the ground truth. ``data``: ``geometry.load_euroc()``. Keypoints come from the
-    first config (the configs compared differ in the estimator only)."""
+    first config (the configs compared differ in the estimator only; each config's
+    ``stereo_disparity_sigma_px`` sets the points' depth noise)."""
     images, left, rig = data["images"], data["left"], data["rig"]
     geo = {name: keyframe_geometry(images[name], left, configs[0], right=images[name.replace("left", "right")],
                                    stereo=rig) for pair in PAIRS for name in pair}
@@ -55,8 +56,10 @@ def euroc_consistency(model: Any, data: dict[str, Any], *configs: GeometryConfig
         truth = np.linalg.inv(data["gt"][m]) @ data["gt"][q]
         for rows, config in zip(out, configs):
             pnp = dataclasses.replace(config, method="pnp")
-            fwd = relative_pose(geo[q], geo[m], lay, lay, cq, cm, pnp)
-            bwd = relative_pose(geo[m], geo[q], lay, lay, cm, cq, pnp)
+            noise = rig.depth_sigma_coeff(config.stereo_disparity_sigma_px)
+            gq, gm = (dataclasses.replace(geo[k], depth_sigma_coeff=noise) for k in (q, m))
+            fwd = relative_pose(gq, gm, lay, lay, cq, cm, pnp)
+            bwd = relative_pose(gm, gq, lay, lay, cm, cq, pnp)
             ess = relative_pose(geo[q], geo[m], lay, lay, cq, cm, dataclasses.replace(config, method="essential"))
             row: dict[str, Any] = {"pair": f"{q[-1]}-{m[-1]}", "pnp_valid": fwd.valid, "essential_valid": ess.valid}
             if fwd.valid and bwd.valid:
@@ -76,10 +79,11 @@ def print_euroc_consistency(model: Any, data: dict[str, Any]) -> None:
           f"{CHI2_95[6]:.1f}); essential vs ground truth (5 DoF)")
     print(f"{'estimator':<30}{'pair':<6}{'PnP sigma rot deg':>18}{'PnP NEES gt':>13}{'PnP NEES fwd-bwd':>18}"
           f"{'E NEES gt':>11}")
-    labels = ("before: iid, unrefined", "now: defaults")
+    labels = ("before: iid, unrefined", "issue 20: points exact", "now: defaults")
     before = GeometryConfig(covariance_model="iid", refine_essential=False, min_inlier_extent=0.0,
-                            max_unexplained_share=1.0)
-    for label, rows in zip(labels, euroc_consistency(model, data, before, GeometryConfig())):
+                            max_unexplained_share=1.0, stereo_disparity_sigma_px=0.0)
+    exact = GeometryConfig(stereo_disparity_sigma_px=0.0)  # issue 20's model, stereo points taken as exact
+    for label, rows in zip(labels, euroc_consistency(model, data, before, exact, GeometryConfig())):
         for r in rows:
             cells = [f"{r[k]:.3f}" if k == "pnp_sigma_rot_deg" else f"{r[k]:.0f}" if "truth" in k else f"{r[k]:.1f}"
                      if k in r else "invalid" for k in ("pnp_sigma_rot_deg", "pnp_nees_truth", "pnp_nees_fwd_bwd",

@@ -137,8 +137,10 @@ def replay_start(bag: Path, map_dir: Path, gt: Path, out: Path, inputs: list[str
 
 
 def _rendered_inputs(camera_yaml: Path) -> list[str]:
+    """Replay inputs of the rendered bags (mapping and starts); their depth is exact, so no RGB-D noise."""
     return ["--image-topic", IMAGE_TOPIC, "--camera-info", str(camera_yaml), "--depth-topic", DEPTH_TOPIC,
-            "--odom-topic", ODOM_TOPIC, "--set", f"frames.base_from_camera={_base_from_camera_text(BASE_FROM_CAMERA)}"]
+            "--odom-topic", ODOM_TOPIC, "--set", f"frames.base_from_camera={_base_from_camera_text(BASE_FROM_CAMERA)}",
+            "--set", "geometry.depth_sigma_coeff=0"]
 
 
 def _euroc(work: Path, variants: list[str]) -> dict[str, list[dict[str, Any]]]:

@@ -45,6 +45,16 @@ class GeometryConfig:
         "rotations measure ~0.05, EuRoC's 0.3 m revisit at 3-5 m ~1.", lo=0.0, hi=45.0))
     max_depth_m: float = dataclasses.field(default=40.0, metadata=_meta(
         "Stereo/RGB-D points farther than this are dropped, metres.", lo=0.1, hi=MAX_METRES))
+    stereo_disparity_sigma_px: float = dataclasses.field(default=0.4, metadata=_meta(
+        "Standard deviation of a stereo point's disparity, pixels: its depth sigma is z^2 * this / "
+        "(focal * baseline), folded into the PnP covariance (docs/geometry.md, Covariance). 0.4: the "
+        "spread of the left-right keypoint matches across the epipolar line on EuRoC (std 0.39-0.44 px); "
+        "0 treats stereo points as exact.", lo=0.0, hi=20.0))
+    depth_sigma_coeff: float = dataclasses.field(default=0.0025, metadata=_meta(
+        "RGB-D depth noise: sigma_z = this * z^2 (metres, z in metres), folded into the PnP covariance; "
+        "also used for keyframes whose noise is unknown (maps saved before it was stored). 0.0025 covers "
+        "structured light (Kinect v1 ~0.0015-0.002) and active stereo (RealSense D4xx ~0.002-0.004); "
+        "0 for exact (rendered, simulated) depth.", lo=0.0, hi=1.0))
     on_invalid: str = dataclasses.field(default="publish", metadata=_meta(
         "What happens to an accepted loop whose pose is not valid: publish it without a pose "
         "(relative_pose_valid false) or reject it. Rejections are counted by reason either way.",

@@ -109,6 +109,10 @@ class RelocalizationConfig:
     odometry_window: int = dataclasses.field(default=2, metadata=_meta(
         "A keyframe's map pose may be confirmed by one of this many previous keyframes' map poses carried "
         "forward by odometry (0: only agreeing candidates of the same keyframe confirm).", lo=0, hi=100))
+    min_surfaces: int = dataclasses.field(default=2, metadata=_meta(
+        "A metric fix needs the map points its agreeing evidence rests on to span this many planes "
+        "(core/localization/surfaces.py): one picture seen alone may hang in a place the map never saw. "
+        "1: no such check. Single-camera fixes have no points and are not checked.", lo=1, hi=3))
 
     def __post_init__(self) -> None:
         _check_fields(self, "relocalization")

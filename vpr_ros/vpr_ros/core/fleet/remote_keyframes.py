@@ -306,7 +306,9 @@ def encode_geometry(geometry: KeyframeGeometry | None) -> dict[str, Any]:
             "points3d": np.asarray(geometry.points3d, np.float32).reshape(-1),
             "k": np.asarray(geometry.K, np.float64).reshape(-1), "d": np.asarray(geometry.D, np.float64).reshape(-1),
             "distortion_model": geometry.distortion_model,
-            "t_body_cam": np.asarray(geometry.T_body_cam, np.float64).reshape(-1)}
+            "t_body_cam": np.asarray(geometry.T_body_cam, np.float64).reshape(-1),
+            # the points' depth noise; -1: unknown (NaN here), what the message's default says
+            "depth_sigma_coeff": float(geometry.depth_sigma_coeff) if np.isfinite(geometry.depth_sigma_coeff) else -1.0}
 
 
 def decode_geometry(fields: Mapping[str, Any]) -> KeyframeGeometry | None:
@@ -319,8 +321,9 @@ def decode_geometry(fields: Mapping[str, Any]) -> KeyframeGeometry | None:
     pts = np.asarray(fields["points3d"], np.float32)
     k, t = np.asarray(fields["k"], np.float64), np.asarray(fields["t_body_cam"], np.float64)
     data = bytes(fields["descriptors"])
-    if not all(np.all(np.isfinite(v)) for v in (kp, k, t, np.asarray(fields["d"], np.float64))):
-        raise Refused("nonfinite", "keyframe geometry has NaN or inf keypoints or calibration")
+    noise = float(fields.get("depth_sigma_coeff", -1.0))  # absent (an older sender's fields) or < 0: unknown
+    if not all(np.all(np.isfinite(v)) for v in (kp, k, t, np.asarray(fields["d"], np.float64))) or noise == np.inf:
+        raise Refused("nonfinite", "keyframe geometry has NaN or inf keypoints, calibration or depth noise")
     if (dtype is None or len(kp) % 2 or len(pts) != 3 * n or len(data) != n * size * dtype.itemsize
             or k.size != 9 or t.size != 16):
         raise FleetError(f"malformed keyframe geometry: {len(kp)} keypoint values, {len(pts)} point values, "
@@ -329,4 +332,5 @@ def decode_geometry(fields: Mapping[str, Any]) -> KeyframeGeometry | None:
                             points3d=pts.reshape(n, 3),
                             image_hw=(int(fields["image_height"]), int(fields["image_width"])),
                             K=k.reshape(3, 3), D=np.asarray(fields["d"], np.float64).copy(),
-                            distortion_model=str(fields["distortion_model"]), T_body_cam=t.reshape(4, 4))
+                            distortion_model=str(fields["distortion_model"]), T_body_cam=t.reshape(4, 4),
+                            depth_sigma_coeff=noise if noise >= 0.0 else float("nan"))

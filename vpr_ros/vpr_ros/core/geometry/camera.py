@@ -109,6 +109,12 @@ class StereoRig:
     def baseline_m(self) -> float:
         return float(np.linalg.norm(self.T_left_right[:3, 3]))
 
+    def depth_sigma_coeff(self, disparity_sigma_px: float) -> float:
+        """sigma_z / z^2 (1/m) of triangulated points: z = f b / d, so sigma_z = z^2 sigma_d / (f b),
+        with f the left camera's mean focal length (pixels) and b the baseline (metres)."""
+        focal = 0.5 * float(self.left.K[0, 0] + self.left.K[1, 1])
+        return float(disparity_sigma_px) / (focal * max(self.baseline_m, 1e-9))
+
 
 def camera_from_camera_info(K: Sequence[float], D: Sequence[float], width: int, height: int,
                             distortion_model: str = "plumb_bob", P: Sequence[float] | None = None,

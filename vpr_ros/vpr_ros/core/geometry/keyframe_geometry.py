@@ -15,7 +15,8 @@ from vpr_ros.core.geometry.correspondences import descriptor_distances, detect_k
 from vpr_ros.core.errors import InputError
 from vpr_ros.core.types import Frame, KeyframeGeometry
 
-__all__ = ["depth_from_raw", "depth_points", "stereo_points", "keyframe_geometry", "frame_geometry", "camera_of"]
+__all__ = ["depth_from_raw", "depth_points", "stereo_points", "keyframe_geometry", "frame_geometry", "camera_of",
+           "depth_sigma_of"]
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -131,22 +132,27 @@ def _triangulate(P0: F64, P1: F64, x0: F64, x1: F64) -> F64:
 def keyframe_geometry(image: npt.NDArray[np.uint8], camera: PinholeCamera, config: GeometryConfig,
                       depth: npt.NDArray[np.generic] | None = None, right: npt.NDArray[np.uint8] | None = None,
                       stereo: StereoRig | None = None) -> KeyframeGeometry:
-    """Keypoints of ``image`` with 3-D points from ``depth`` (preferred) or ``right`` + ``stereo``."""
+    """Keypoints of ``image`` with 3-D points from ``depth`` (preferred) or ``right`` + ``stereo``, and
+    the points' depth noise (``geometry.depth_sigma_coeff`` for depth images, from
+    ``geometry.stereo_disparity_sigma_px`` and the rig for stereo)."""
     kp, desc = detect_keypoints(image, config.keypoints, config.max_keypoints)
     if depth is not None:
         if depth.shape[:2] != image.shape[:2]:
             raise InputError(f"depth image {depth.shape[:2]} is not aligned with the image {image.shape[:2]}; "
                              "use the depth topic registered to the colour camera")
         pts = depth_points(camera, kp, depth, config.max_depth_m)
+        coeff = config.depth_sigma_coeff
     elif right is not None and stereo is not None:
         pts = stereo_points(stereo, kp, desc, right, config.keypoints, config.max_keypoints,
                             config.max_depth_m, config.ratio)
+        coeff = stereo.depth_sigma_coeff(config.stereo_disparity_sigma_px)
     else:
         pts = np.full((len(kp), 3), np.nan, np.float32)
+        coeff = 0.0
     return KeyframeGeometry(keypoints=kp, descriptors=desc, points3d=pts,
                             image_hw=(int(image.shape[0]), int(image.shape[1])), K=camera.K.copy(),
                             D=camera.D.copy(), distortion_model=camera.distortion_model,
-                            T_body_cam=camera.T_body_cam.copy())
+                            T_body_cam=camera.T_body_cam.copy(), depth_sigma_coeff=coeff)
 
 
 def frame_geometry(frame: Frame, config: GeometryConfig) -> KeyframeGeometry | None:
@@ -165,3 +171,10 @@ def camera_of(geometry: KeyframeGeometry) -> PinholeCamera:
     """The camera stored with a keyframe's geometry."""
     h, w = geometry.image_hw
     return PinholeCamera(geometry.K, geometry.D, w, h, geometry.distortion_model, geometry.T_body_cam)
+
+
+def depth_sigma_of(geometry: KeyframeGeometry, config: GeometryConfig) -> float:
+    """The keyframe's depth noise coefficient (sigma_z = coeff * z^2); unknown (NaN: a map or peer
+    from before it was stored) counts as ``config.depth_sigma_coeff``, a real sensor's, not as exact."""
+    coeff = float(geometry.depth_sigma_coeff)
+    return coeff if np.isfinite(coeff) else float(config.depth_sigma_coeff)

@@ -26,7 +26,7 @@ from vpr_ros.core.config import GeometryConfig
 from vpr_ros.core.geometry.correspondences import GridLayout, match_keypoints_in_cells
 from vpr_ros.core.geometry.essential_refine import RefinedEssential, unrefined_covariance
 from vpr_ros.core.geometry.essential_search import search_essential
-from vpr_ros.core.geometry.keyframe_geometry import camera_of
+from vpr_ros.core.geometry.keyframe_geometry import camera_of, depth_sigma_of
 from vpr_ros.core.geometry.pose_covariance import IID_MODEL, pnp_covariance, transform_covariance
 from vpr_ros.core.types import KeyframeGeometry
 
@@ -44,7 +44,8 @@ class PoseEstimate:
     T_match_query: (4, 4) float64 or None. covariance: (6, 6) float64 or None (see
     ``pose_covariance``). valid: well conditioned and usable as a factor. reason: "" when valid,
     else one of REJECTION_REASONS. correspondences: keypoint pairs tried; inliers: robust inliers.
-    rms_px: inlier residual RMS (reprojection for PnP, Sampson for essential).
+    rms_px: inlier residual RMS (reprojection for PnP, Sampson for essential). inlier_points: (K, 3)
+    the PnP inliers' 3-D points in the match's body frame (what the pose rests on; None for essential).
     """
 
     method: str
@@ -56,6 +57,7 @@ class PoseEstimate:
     correspondences: int
     inliers: int
     rms_px: float = float("nan")
+    inlier_points: F64 | None = None
 
 
 def _reject(method: str, reason: str, n: int, inliers: int = 0, T: F64 | None = None,
@@ -107,8 +109,10 @@ def _to_body(T_cam: F64, T_body_cam_match: F64, T_body_cam_query: F64) -> F64:
 
 
 def estimate_pnp(points_match: npt.ArrayLike, pixels_query: npt.ArrayLike, query: KeyframeGeometry,
-                 T_body_cam_match: F64, config: GeometryConfig, seed: int = 0) -> PoseEstimate:
-    """PnP: (N, 3) match-camera points and the (N, 2) distorted query pixels observing them."""
+                 T_body_cam_match: F64, config: GeometryConfig, seed: int = 0,
+                 depth_sigma_coeff: float = 0.0) -> PoseEstimate:
+    """PnP: (N, 3) match-camera points and the (N, 2) distorted query pixels observing them;
+    depth_sigma_coeff: the points' depth noise (sigma_z = coeff * z^2, ``pose_covariance``)."""
     X = np.asarray(points_match, np.float64).reshape(-1, 3)
     cam = camera_of(query)
     px = cam.ideal_pixels(pixels_query)
@@ -135,13 +139,15 @@ def estimate_pnp(points_match: npt.ArrayLike, pixels_query: npt.ArrayLike, query
     T_q_m[:3, 3] = tvec.reshape(3)
     T_cam = np.linalg.inv(T_q_m)
     model = IID_MODEL if config.covariance_model == "iid" else None  # None: PNP_MODEL, read at call time
-    cov_cam, rms = pnp_covariance(X[idx], px[idx], cam.K, T_cam, model)
+    cov_cam, rms = pnp_covariance(X[idx], px[idx], cam.K, T_cam, model, depth_sigma_coeff)
     T = _to_body(T_cam, T_body_cam_match, query.T_body_cam)
     cov = transform_covariance(cov_cam, query.T_body_cam)
     reason = _check(np.asarray(pixels_query, np.float64).reshape(-1, 2), idx, query.image_hw, config)
     if not reason and not (np.all(np.isfinite(cov)) and np.linalg.eigvalsh(cov).min() > 0):
         reason = "degenerate"
-    return PoseEstimate("pnp", T, cov if not reason else None, not reason, reason, True, n, len(idx), rms)
+    body_points = X[idx] @ T_body_cam_match[:3, :3].T + T_body_cam_match[:3, 3]
+    return PoseEstimate("pnp", T, cov if not reason else None, not reason, reason, True, n, len(idx), rms,
+                        body_points)
 
 
 def _kabsch(b_from: F64, b_to: F64) -> F64:
@@ -255,7 +261,8 @@ def relative_pose(query: KeyframeGeometry, match: KeyframeGeometry, layout_query
     if method == "pnp":
         X = match.points3d[im].astype(np.float64)
         has = np.all(np.isfinite(X), axis=1)
-        est = estimate_pnp(X[has], query.keypoints[iq[has]], query, match.T_body_cam, config, seed)
+        est = estimate_pnp(X[has], query.keypoints[iq[has]], query, match.T_body_cam, config, seed,
+                           depth_sigma_of(match, config))
         # auto: too few matched keypoints with depth (sparse RGB-D, far scene) still allow a scale-free pose.
         if config.method == "pnp" or est.reason != "too_few_correspondences":
             return est

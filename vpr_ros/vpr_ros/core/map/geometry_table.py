@@ -19,6 +19,17 @@ without geometry (no camera) have no row. All arrays little-endian, C order::
 
 Maps saved before this table existed (meta ``geometry`` absent) load with ``geometry = None``; vpr_ros
 versions that predate it read maps that have it and ignore the table.
+
+Table ``geometry_noise`` (since issue 21; in ``map.sqlite`` and a live map's ``log.sqlite``, a row
+committed with its keyframe's geometry row)::
+
+    key                  keyframes.key of the keyframe (it has a geometry row)
+    depth_sigma_coeff    REAL >= 0: its points' depth noise, sigma_z = coeff * z^2 (metres; 0 exact)
+
+A keyframe with geometry but no row (maps written before the table, or by versions that predate it,
+which ignore it) loads with ``depth_sigma_coeff`` NaN: unknown, the estimator then uses
+``geometry.depth_sigma_coeff`` (a real sensor's noise rather than none). A row naming a keyframe
+without geometry, or a negative or non-finite value, is damage.
 """
 
 from __future__ import annotations
@@ -34,8 +45,8 @@ from vpr_ros.core.geometry.camera import EQUIDISTANT, RADTAN
 from vpr_ros.core.errors import MapStoreError
 from vpr_ros.core.types import Keyframe, KeyframeGeometry
 
-__all__ = ["TABLE", "create_table", "geometry_rows", "check_geometry", "read_geometry", "read_one", "geometry_keys",
-           "attach", "LazyGeometry"]
+__all__ = ["TABLE", "NOISE_TABLE", "create_table", "geometry_rows", "check_geometry", "read_geometry", "read_one",
+           "geometry_keys", "attach", "LazyGeometry", "write_noise", "append_rows"]
 
 TABLE = "geometry"
 _COLUMNS = ("key, num_points, image_h, image_w, keypoints, descriptor_encoding, descriptor_dim, descriptors, "
@@ -47,6 +58,8 @@ MAX_DISTORTION = 14
 _ENCODINGS = {"uint8": (np.dtype("<u1"), np.dtype(np.uint8)), "float32": (np.dtype("<f4"), np.dtype(np.float32)),
               "float32-as-uint8": (np.dtype("<u1"), np.dtype(np.float32))}  # stored dtype, loaded dtype
 _MODELS = frozenset(RADTAN + EQUIDISTANT)
+NOISE_TABLE = "geometry_noise"
+_CREATE_NOISE = f"CREATE TABLE IF NOT EXISTS {NOISE_TABLE} (key INTEGER PRIMARY KEY, depth_sigma_coeff REAL NOT NULL)"
 
 
 def create_table(db: sqlite3.Connection) -> None:
@@ -85,7 +98,8 @@ def check_geometry(kf: Keyframe) -> None:
         ("K must be 3x3", np.shape(g.K) == (3, 3)),
         (f"D must have at most {MAX_DISTORTION} values", np.asarray(g.D).ndim == 1 and len(g.D) <= MAX_DISTORTION),
         (f"distortion_model must be one of {sorted(_MODELS)}", g.distortion_model in _MODELS),
-        ("T_body_cam must be 4x4", np.shape(g.T_body_cam) == (4, 4))) if not ok]
+        ("T_body_cam must be 4x4", np.shape(g.T_body_cam) == (4, 4)),
+        ("depth_sigma_coeff must be >= 0 or NaN (unknown)", _noise_ok(g.depth_sigma_coeff))) if not ok]
     if problems:
         raise MapStoreError(f"keyframe {kf.id} has geometry that cannot be stored ({'; '.join(problems)}); "
                             "nothing was saved")
@@ -104,6 +118,47 @@ def geometry_rows(keyframes: Sequence[Keyframe]) -> Iterator[tuple]:
                np.asarray(g.D, "<f8").tobytes(), str(g.distortion_model), np.asarray(g.T_body_cam, "<f8").tobytes())
 
 
+def _noise_ok(coeff: object) -> bool:
+    return isinstance(coeff, (int, float, np.floating)) and (np.isnan(coeff) or 0.0 <= coeff < np.inf)
+
+
+def _noise_rows(keyframes: Sequence[Keyframe], first_key: int = 0) -> list[tuple[int, float]]:
+    return [(first_key + k, float(kf.geometry.depth_sigma_coeff)) for k, kf in enumerate(keyframes)
+            if kf.geometry is not None and np.isfinite(kf.geometry.depth_sigma_coeff)]
+
+
+def write_noise(db: sqlite3.Connection, keyframes: Sequence[Keyframe]) -> None:
+    """Snapshot: the ``geometry_noise`` table and a row per keyframe with geometry and a known coefficient."""
+    db.execute(_CREATE_NOISE)
+    db.executemany(f"INSERT INTO {NOISE_TABLE} VALUES (?, ?)", _noise_rows(keyframes))
+
+
+def append_rows(db: sqlite3.Connection, key: int, kf: Keyframe) -> None:
+    """Live map: keyframe ``key``'s geometry and noise rows inside the caller's transaction (the noise
+    table is created when missing, so live maps written before it existed continue)."""
+    db.executemany(f"INSERT INTO {TABLE} VALUES ({', '.join('?' * 13)})",
+                   [(key, *row[1:]) for row in geometry_rows([kf])])
+    rows = _noise_rows([kf], int(key))
+    if rows:
+        db.execute(_CREATE_NOISE)
+        db.executemany(f"INSERT INTO {NOISE_TABLE} VALUES (?, ?)", rows)
+
+
+def _read_noise(db: sqlite3.Connection, path: Path, keys: set[int], key: int | None = None) -> dict[int, float]:
+    """key -> depth_sigma_coeff (all rows, or ``key``'s); {} without the table; damage names the map."""
+    if not db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (NOISE_TABLE,)).fetchone():
+        return {}
+    sql = f"SELECT key, depth_sigma_coeff FROM {NOISE_TABLE}" + ("" if key is None else " WHERE key = ?")
+    rows = db.execute(sql, () if key is None else (int(key),)).fetchall()
+    bad = [k for k, c in rows if not (isinstance(k, int) and k in keys and isinstance(c, (int, float))
+                                      and not isinstance(c, bool) and 0.0 <= c < np.inf)]
+    if bad:
+        raise MapStoreError(f"map {path}: map.sqlite {NOISE_TABLE} has {len(bad)} rows (keys {bad[:5]}) naming no "
+                            "keyframe with geometry or holding a negative or non-finite coefficient; the map is "
+                            "damaged — re-create it or load another")
+    return {k: float(c) for k, c in rows}
+
+
 def geometry_keys(db: sqlite3.Connection) -> set[int]:
     """Keys of the keyframes with a geometry row (without reading the rows)."""
     return {key for (key,) in db.execute(f"SELECT key FROM {TABLE}") if isinstance(key, int)}
@@ -112,13 +167,21 @@ def geometry_keys(db: sqlite3.Connection) -> set[int]:
 def read_one(db: sqlite3.Connection, path: Path, key: int, num_keyframes: int) -> KeyframeGeometry | None:
     """Keyframe ``key``'s geometry, checked like :func:`read_geometry`; None when it has no row."""
     row = db.execute(f"SELECT {_COLUMNS} FROM {TABLE} WHERE key = ?", (int(key),)).fetchone()
-    return None if row is None else _geometry(path, row, num_keyframes)
+    if row is None:
+        return None
+    g = _geometry(path, row, num_keyframes)
+    g.depth_sigma_coeff = _read_noise(db, path, {int(key)}, key).get(int(key), float("nan"))
+    return g
 
 
 def read_geometry(db: sqlite3.Connection, path: Path, num_keyframes: int) -> dict[int, KeyframeGeometry]:
     """key -> KeyframeGeometry of every row, each checked; MapStoreError names map.sqlite and the row."""
     rows = db.execute(f"SELECT {_COLUMNS} FROM {TABLE} ORDER BY key").fetchall()
-    return {row[0]: _geometry(path, row, num_keyframes) for row in rows}
+    out = {row[0]: _geometry(path, row, num_keyframes) for row in rows}
+    noise = _read_noise(db, path, set(out))
+    for key, g in out.items():
+        g.depth_sigma_coeff = noise.get(key, float("nan"))
+    return out
 
 
 def _array(blob: object, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray | None:

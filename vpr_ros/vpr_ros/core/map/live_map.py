@@ -9,7 +9,8 @@ Layout (live format version 2)::
                      meta(key, value JSON): local_shape ([h, w, c], set with the first local record)
                      keyframes(key 0..n-1, id, robot_id, session_id, stamp_ns, pose 16 float64 | NULL,
                                global D float32, segment | NULL, offset | NULL)
-                     geometry (core/map/geometry_table.py), one row per keyframe with a camera;
+                     geometry (core/map/geometry_table.py), one row per keyframe with a camera, and
+                     geometry_noise (its points' depth noise; created with the first row);
                      hashes (core/map/hash_table.py), one row per keyframe with a binary hash
     local/NNNNN.seg  dense local features, append-only records with crc32 (core/map/local_segments.py)
 
@@ -278,13 +279,12 @@ class MapLog:
         try:
             if kf.local is not None:
                 loc = self._write_record(key, kf.local, db)
-            geometry = [(key, *row[1:]) for row in geometry_table.geometry_rows([kf])]
             db.execute(f"INSERT INTO keyframes ({_COLS}) VALUES ({', '.join('?' * 9)})", (
                 key, int(kf.id), str(kf.robot_id), str(kf.session_id), int(kf.stamp_ns),
                 None if kf.pose is None else np.asarray(kf.pose, "<f8").tobytes(),
                 np.asarray(kf.global_, "<f4").tobytes(), None if loc is None else loc[0],
                 None if loc is None else loc[1]))
-            db.executemany(f"INSERT INTO {geometry_table.TABLE} VALUES ({', '.join('?' * 13)})", geometry)
+            geometry_table.append_rows(db, key, kf)  # geometry and its depth noise
             thumbnails.append_row(db, key, kf)
             text_table.append_rows(db, key, kf)
             hash_table.append_row(db, key, kf)

@@ -14,7 +14,8 @@ camera, its keypoints, descriptors and 3-D points for relative poses of loops ag
 since issue 10 the tables ``thumbnails`` (core/map/thumbnails.py) and ``loops`` (core/map/loops_table.py);
 since issue 13 ``place_text`` and ``place_labels`` (core/map/text_table.py); since issue 23 ``hashes``
 (core/map/hash_table.py, keyframes' binary hashes; maps without it load with hash None); since issue 21 ``optimized_poses``
-(core/map/pose_table.py, with the meta key ``optimized_poses``).
+(core/map/pose_table.py, with the meta key ``optimized_poses``) and ``geometry_noise`` (the keyframes' depth
+noise, core/map/geometry_table.py; maps without it load with the coefficient unknown).
 
 meta keys: format_version, model_id, global_dim, local_shape ([h, w, c] or null), num_keyframes,
 and since issue 8: global_dtype, local_dtype ("float32"), shard_size, manifest (true); since issue 9:
@@ -151,6 +152,7 @@ def _write(root: Path, keyframes: Sequence[Keyframe], model_id: str, global_dim:
             geometry_table.create_table(db)
             db.executemany(f"INSERT INTO {geometry_table.TABLE} VALUES ({', '.join('?' * 13)})",
                            geometry_table.geometry_rows(keyframes))
+            geometry_table.write_noise(db, keyframes)  # the points' depth noise, since issue 21
             thumbnails.write_table(db, keyframes)
             loops_table.write_table(db, loops)
             text_table.write_tables(db, keyframes)
