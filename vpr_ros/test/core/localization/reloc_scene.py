@@ -18,7 +18,8 @@ NS = 10**9
 MAP_VIEWS = [(-1.0, -30), (-0.5, -15), (0.0, 0), (0.5, 15), (1.0, 30), (0.0, 45), (0.0, -45)]
 QUERY_VIEWS = [(-0.8, -25), (-0.3, -10), (0.2, 5), (0.7, 20)]
 BASE = {"detector.robot_id": "mapper", "detector.session_id": "day1", "keyframes.min_translation_m": 0.0,
-        "keyframes.min_rotation_deg": 0.0, "verify.min_matches": 20, "verify.temporal_consistency": 1}
+        "keyframes.min_rotation_deg": 0.0, "verify.min_matches": 20, "verify.temporal_consistency": 1,
+        "geometry.depth_sigma_coeff": 0.0}  # rendered depth is exact
 
 
 @dataclasses.dataclass
@@ -30,10 +31,13 @@ class Scene:
     query_views: list
 
 
-@functools.lru_cache(maxsize=1)
-def scene() -> Scene:
-    """Rendered once per test process (about 1 s)."""
+@functools.lru_cache(maxsize=2)
+def scene(only_plane: str = "") -> Scene:
+    """Rendered once per test process (about 1 s). only_plane: that plane of the room alone (e.g.
+    "back": the wall the views face, one surface: a picture seen alone)."""
     room = simulated_room(3)
+    if only_plane:
+        room = dataclasses.replace(room, planes=tuple(p for p in room.planes if p.name == only_plane))
     cam = simulated_camera(320, 240)
 
     def render(x, yaw, y=0.0, z=2.0, pitch=0.0):

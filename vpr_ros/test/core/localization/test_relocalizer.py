@@ -55,6 +55,23 @@ def test_look_alike_places_in_the_map_are_refused(tiny_extractor):
     assert "20." in outcomes[0].detail and reloc.counts["disagreement"] == 3
 
 
+def test_evidence_on_one_plane_is_refused_until_a_second_surface_is_required_no_more(tiny_extractor):
+    """Only the wall the views face: a picture seen alone. Candidates agree (the pose to the picture is
+    right) but the picture could hang in a place the map never saw: refused single_surface."""
+    s = scene("back")
+    det = mapped_detector(s, tiny_extractor)
+    reloc = _relocalizer(det)
+    # views 1-3 along the wall: candidates and earlier keyframes agree, all on the one plane
+    outcomes = [reloc.step(det.process(query_frame(s, k, 100.0 + k))) for k in (1, 2, 3)]
+    assert [getattr(o, "reason", o) for o in outcomes] == ["single_surface"] * 3, outcomes
+    assert "1 plane(s)" in outcomes[0].detail and len(outcomes[0].matched_keyframes) >= 2
+    assert reloc.counts["single_surface"] == 3 and reloc.counts["fixes"] == 0
+    det = mapped_detector(s, tiny_extractor)
+    fix = _relocalizer(det, {"relocalization.min_surfaces": 1}).step(det.process(query_frame(s, 1, 101.0)))
+    assert isinstance(fix, Fix) and fix.confirmed_by == "candidates", fix
+    assert _errors(fix.T_map_base, s.query_views[1][0])[0] < 0.05
+
+
 def test_one_candidate_is_confirmed_by_the_next_keyframe_through_odometry(tiny_extractor):
     s = scene()
     det = mapped_detector(s, tiny_extractor)

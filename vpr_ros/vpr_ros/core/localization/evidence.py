@@ -22,6 +22,7 @@ from vpr_ros.core.config import RelocalizationConfig
 from vpr_ros.core.geometry.relative_pose import PoseEstimate
 from vpr_ros.core.localization.map_pose import (change_child, compose_map_pose, mahalanobis2, pose_difference,
                                                 ros_from_right, sigmas)
+from vpr_ros.core.localization.surfaces import support_points
 from vpr_ros.core.map.map_poses import MapPose
 
 __all__ = ["Hypothesis", "hypothesis", "agreement", "KINDS"]
@@ -36,6 +37,8 @@ class Hypothesis:
 
     T_map_base: (4, 4); covariance / measurement: (6, 6) ROS convention (see the module docstring);
     keyframe: "robot/session/id" of the matched keyframe; inliers: of its relative pose; kind: KINDS.
+    support: (K, 4) the inliers' map points with their tolerance (``surfaces.support_points``), or None
+    (a single-camera pose has no 3-D points).
     """
 
     T_map_base: F64
@@ -44,6 +47,7 @@ class Hypothesis:
     keyframe: str
     inliers: int
     kind: str
+    support: F64 | None = None
 
     @property
     def sigmas(self) -> tuple[float, float]:
@@ -52,7 +56,8 @@ class Hypothesis:
 
 
 def hypothesis(estimate: PoseEstimate, map_pose: MapPose, T_body_base: F64, keyframe: str,
-               single_camera_sigma_m: float, with_map_covariance: bool = False) -> Hypothesis | None:
+               single_camera_sigma_m: float, with_map_covariance: bool = False,
+               T_body_cam_match: F64 | None = None) -> Hypothesis | None:
     """The hypothesis of one valid relative pose, or None when ``estimate`` is not valid.
 
     T_body_base: the query's base frame in its body frame (the body of ``estimate``). A metric pose
@@ -61,6 +66,8 @@ def hypothesis(estimate: PoseEstimate, map_pose: MapPose, T_body_base: F64, keyf
     keyframe) with an isotropic variance ``single_camera_sigma_m``^2 per axis instead.
     with_map_covariance: ``covariance`` also holds the map pose's own (``relocalization.map_pose_covariance:
     map``); otherwise it is the measurement's, relative to the stored map pose (``local``).
+    T_body_cam_match: the matched keyframe's camera in its body frame (the support points'
+    tolerances grow with their range from it); default identity.
     """
     if not estimate.valid or estimate.T_match_query is None or estimate.covariance is None:
         return None
@@ -75,7 +82,13 @@ def hypothesis(estimate: PoseEstimate, map_pose: MapPose, T_body_base: F64, keyf
     T, cov = change_child(T, cov, T_body_base)
     map_cov = map_pose.covariance if with_map_covariance else np.zeros((6, 6))
     T_map_base, full = compose_map_pose(map_pose.T_map_base, map_cov, T, cov)
-    return Hypothesis(T_map_base, full, ros_from_right(T_map_base, cov), keyframe, int(estimate.inliers), kind)
+    support = None
+    if estimate.inlier_points is not None and kind == "metric":
+        # the map pose is the matched body's, as composed above
+        support = support_points(estimate.inlier_points, map_pose.T_map_base,
+                                 np.eye(4) if T_body_cam_match is None else T_body_cam_match)
+    return Hypothesis(T_map_base, full, ros_from_right(T_map_base, cov), keyframe, int(estimate.inliers), kind,
+                      support)
 
 
 def agreement(a: Hypothesis, b: Hypothesis, measurement_b: F64 | None, config: RelocalizationConfig) -> tuple[bool, str]:

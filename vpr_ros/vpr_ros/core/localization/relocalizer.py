@@ -11,7 +11,9 @@ published only when it is safe (docs/relocalization_core.md, "How a fix is made"
 2. the measured part of its covariance within ``max_position_sigma_m`` / ``max_rotation_sigma_deg``;
 3. independent evidence agrees: a second candidate's hypothesis of the same kind, or the hypothesis of
    one of the previous ``odometry_window`` keyframes carried forward by odometry; and no candidate
-   disagrees (two look-alike places of the map both matching: refused).
+   disagrees (two look-alike places of the map both matching: refused);
+4. a metric fix's agreeing evidence rests on map points that span ``min_surfaces`` planes
+   (``surfaces.py``: one picture seen alone may hang in a place the map never saw).
 
 Refusals carry one of :data:`REFUSAL_REASONS`; ``counts`` sums them with the fixes.
 """
@@ -29,6 +31,7 @@ from vpr_ros.core.config import Config
 from vpr_ros.core.geometry.loop_pose import LoopGeometry
 from vpr_ros.core.localization.evidence import Hypothesis, agreement, hypothesis
 from vpr_ros.core.localization.map_pose import base_from_camera_matrix, compose_map_pose, xyz_quat
+from vpr_ros.core.localization.surfaces import count_surfaces
 from vpr_ros.core.map.map_poses import MapPose, OdometryDrift, PoseKey, pose_key
 from vpr_ros.core.types import Keyframe
 
@@ -46,6 +49,7 @@ REFUSAL_REASONS = (
     "covariance_too_large",  # every pose's measured covariance is above the configured bound
     "unconfirmed",           # one piece of evidence only, so far (no second candidate, no earlier keyframe)
     "disagreement",          # candidates (or consecutive keyframes) give map poses that disagree: look-alikes
+    "single_surface",        # the agreeing evidence rests on one plane (one picture): it may hang elsewhere
     "rate_limited",          # continuous mode: a confident fix within min_interval_sec of the last one
 )
 
@@ -211,8 +215,10 @@ class Relocalizer:
                 reasons.append(f"{name}: no map pose")
                 continue
             est = self._geometry.estimate(kf, self.detector.keyframe_with_local(key))
+            geometry = match.geometry
             h = None if est is None else hypothesis(est, mp, T_body_base, name, cfg.single_camera_sigma_m,
-                                                  cfg.map_pose_covariance == "map")
+                                                  cfg.map_pose_covariance == "map",
+                                                  None if geometry is None else geometry.T_body_cam)
             if h is None:
                 reasons.append(f"{name}: {'no geometry (calibration/features)' if est is None else est.reason}")
             else:
@@ -233,16 +239,21 @@ class Relocalizer:
             self._past.append(None)
             return Refusal(stamp, "disagreement", "; ".join(disagree), tuple(names))
         confirming = [h for h in others if h.kind == best.kind]  # a rotation alone does not confirm a position
-        if confirming:
-            confirmed_by, evidence, why = "candidates", [best, *confirming], ""
-        else:
-            confirmed_by, evidence, why = self._by_odometry(best, odom)
+        earlier, why = self._by_odometry(best, odom)
         self._past.append(None if odom is None else _Past(odom, best))
-        if not confirmed_by:
+        if confirming:
+            confirmed_by, evidence = "candidates", [best, *confirming]
+        elif earlier:
+            confirmed_by, evidence = "odometry", [best, earlier.pop(0)]
+        else:
             if why:
                 return Refusal(stamp, "disagreement", f"earlier keyframes through odometry: {why}", tuple(names))
             return Refusal(stamp, "unconfirmed", "one matched keyframe gave a pose; waiting for a second "
                            "candidate or the next keyframe", tuple(names))
+        planes = self._surfaces(evidence, earlier)
+        if planes is not None:
+            return Refusal(stamp, "single_surface", f"the agreeing evidence rests on {planes} plane(s) of the map, "
+                           f"{cfg.min_surfaces} needed: waiting for a view of another surface", tuple(names))
         if cfg.mode == "continuous" and self._last_fix_ns is not None and \
                 stamp - self._last_fix_ns < round(cfg.min_interval_sec * 1e9):
             return Refusal(stamp, "rate_limited", f"last fix {(stamp - self._last_fix_ns) / 1e9:.2f} s ago",
@@ -278,12 +289,26 @@ class Relocalizer:
                and (h.kind == "single_camera" or h.sigmas[0] <= cfg.max_position_sigma_m)]
         return sorted(out, key=lambda h: (h.kind != "metric", h.sigmas[0] if h.kind == "metric" else h.sigmas[1]))
 
-    def _by_odometry(self, current: Hypothesis, odom: F64 | None) -> tuple[str, list[Hypothesis], str]:
-        """("odometry", [current, earlier], "") when an earlier keyframe's hypothesis carried forward
-        by odometry agrees; ("", [], why) when earlier ones exist and all disagree; ("", [], "") else."""
+    def _surfaces(self, evidence: list[Hypothesis], earlier: list[Hypothesis]) -> int | None:
+        """None when the evidence spans enough planes (rule 4; earlier agreeing keyframes are added to
+        ``evidence`` until it does), else the number of planes it spans."""
+        wanted = self.config.relocalization.min_surfaces
+        if wanted <= 1 or evidence[0].kind != "metric":
+            return None
+        planes = count_surfaces([h.support for h in evidence], wanted)
+        for past in earlier:
+            if planes is None or planes >= wanted:
+                break
+            evidence.append(past)
+            planes = count_surfaces([h.support for h in evidence], wanted)
+        return None if planes is None or planes >= wanted else planes
+
+    def _by_odometry(self, current: Hypothesis, odom: F64 | None) -> tuple[list[Hypothesis], str]:
+        """(the earlier keyframes' hypotheses that agree with ``current`` once carried forward by
+        odometry, newest first; why the others disagree)."""
         if odom is None:
-            return "", [], ""
-        why = []
+            return [], ""
+        why, agreeing = [], []
         for past in reversed(self._past):
             if past is None:
                 continue
@@ -293,6 +318,7 @@ class Relocalizer:
             carried = dataclasses.replace(past.best, T_map_base=T)
             ok, reason = agreement(current, carried, cov, self.config.relocalization)
             if ok:
-                return "odometry", [current, past.best], ""
-            why.append(reason)
-        return "", [], "; ".join(why)
+                agreeing.append(past.best)
+            else:
+                why.append(reason)
+        return agreeing, "; ".join(why)
