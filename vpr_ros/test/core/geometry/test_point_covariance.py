@@ -7,6 +7,7 @@ import dataclasses
 import cv2
 import numpy as np
 
+from small_poses import log6, pose
 from vpr_ros.core.config import GeometryConfig
 from vpr_ros.core.geometry.camera import PinholeCamera, StereoRig
 from vpr_ros.core.geometry.keyframe_geometry import depth_sigma_of
@@ -18,20 +19,11 @@ K = np.array([[450.0, 0, 376], [0, 450.0, 240], [0, 0, 1]])
 COEFF = 0.01  # sigma_z = 1 cm at 1 m, 16 cm at 4 m (a 0.5 px disparity sigma, f 450 px, b 0.11 m)
 
 
-def _pose(rotvec, t) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, :3] = cv2.Rodrigues(np.asarray(rotvec, np.float64))[0]
-    T[:3, 3] = t
-    return T
-
-
-def _log(T: np.ndarray) -> np.ndarray:
-    return np.concatenate([T[:3, 3], cv2.Rodrigues(T[:3, :3])[0].reshape(3)])
 
 
 def _scene(rng: np.random.Generator, n: int = 100):
     """Match-camera points 1.5-4 m away, a query camera 0.6 m to the side and turned (T_match_query)."""
-    T = _pose([0.02, -0.15, 0.01], [0.6, 0.05, 0.1])
+    T = pose([0.02, -0.15, 0.01], [0.6, 0.05, 0.1])
     pm = np.column_stack([rng.uniform(-2, 2, n), rng.uniform(-1.5, 1.5, n), rng.uniform(1.5, 4, n)])
     Tinv = np.linalg.inv(T)
     pq = pm @ Tinv[:3, :3].T + Tinv[:3, 3]
@@ -53,8 +45,8 @@ def test_point_noise_covariance_matches_the_errors_and_fails_without_the_point_t
         px = px_true + rng.normal(0, 0.5, px_true.shape)
         rvec0, tvec0 = cv2.Rodrigues(np.linalg.inv(T)[:3, :3])[0], np.linalg.inv(T)[:3, 3].copy()
         _, rvec, tvec = cv2.solvePnP(X, px, K, None, rvec0, tvec0, True, cv2.SOLVEPNP_ITERATIVE)
-        T_est = np.linalg.inv(_pose(rvec.reshape(3), tvec.reshape(3)))
-        err = _log(np.linalg.inv(T_est) @ T)
+        T_est = np.linalg.inv(pose(rvec.reshape(3), tvec.reshape(3)))
+        err = log6(np.linalg.inv(T_est) @ T)
         cov, _ = pnp_covariance(X, px, K, T_est, IID_MODEL, depth_sigma_coeff=COEFF)
         nees.append(float(err @ np.linalg.solve(cov, err)))
         errors.append(err)

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from small_poses import log6, pose
 from vpr_ros.core.config import GeometryConfig
 from vpr_ros.core.geometry.relative_pose import estimate_pnp
 from vpr_ros.core.geometry import pose_covariance
@@ -17,16 +18,6 @@ K = np.array([[450.0, 0, 376], [0, 450.0, 240], [0, 0, 1]])
 HW = (480, 752)
 
 
-def _pose(rotvec, t) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, :3] = cv2.Rodrigues(np.asarray(rotvec, np.float64))[0]
-    T[:3, 3] = t
-    return T
-
-
-def _log(T: np.ndarray) -> np.ndarray:
-    """(x, y, z, rx, ry, rz) of a small transform (first order, as the covariance is)."""
-    return np.concatenate([T[:3, 3], cv2.Rodrigues(T[:3, :3])[0].reshape(3)])
 
 
 def _query_geometry(T_body_cam: np.ndarray) -> KeyframeGeometry:
@@ -37,7 +28,7 @@ def _query_geometry(T_body_cam: np.ndarray) -> KeyframeGeometry:
 def _trials(n_trials: int, sigma_px: float, T_body_cam: np.ndarray, seed: int = 7) -> list[float]:
     rng = np.random.default_rng(seed)
     cfg = GeometryConfig(ransac_threshold_px=max(2.0, 4 * sigma_px), min_spread=0.0)
-    T_cam_true = _pose([0.05, -0.3, 0.02], [0.4, -0.05, 0.1])  # T_matchcam_querycam
+    T_cam_true = pose([0.05, -0.3, 0.02], [0.4, -0.05, 0.1])  # T_matchcam_querycam
     T_body_true = T_body_cam @ T_cam_true @ np.linalg.inv(T_body_cam)
     query = _query_geometry(T_body_cam)
     nees = []
@@ -49,7 +40,7 @@ def _trials(n_trials: int, sigma_px: float, T_body_cam: np.ndarray, seed: int = 
         px = pq[:, :2] / pq[:, 2:] * [K[0, 0], K[1, 1]] + K[:2, 2] + rng.normal(0, sigma_px, (n, 2))
         est = estimate_pnp(pm, px, query, T_body_cam, cfg, seed=int(rng.integers(1 << 30)))
         assert est.valid, est.reason
-        err = _log(np.linalg.inv(est.T_match_query) @ T_body_true)
+        err = log6(np.linalg.inv(est.T_match_query) @ T_body_true)
         nees.append(float(err @ np.linalg.solve(est.covariance, err)))
     return nees
 
@@ -59,7 +50,7 @@ def test_pnp_nees_is_close_to_six(sigma_px, monkeypatch):
     # The plain i.i.d. estimate, through the real estimate_pnp (which reads PNP_MODEL at call time).
     monkeypatch.setattr(pose_covariance, "PNP_MODEL", IID_MODEL)
     # Body frame != camera frame (the EuRoC-like mounting) so the adjoint transform is exercised.
-    T_body_cam = _pose([1.2, -1.2, 1.2], [0.05, -0.06, 0.01])
+    T_body_cam = pose([1.2, -1.2, 1.2], [0.05, -0.06, 0.01])
     nees = _trials(200, sigma_px, T_body_cam)
     # chi2(6) has mean 6 and variance 12: the mean of 200 is 6 +- 0.25 (1 sigma); the residual-based
     # sigma adds a little spread. Band 5.0..7.0 (about 4 sigma) fails for a covariance off by ~20 %.
@@ -70,17 +61,17 @@ def test_pnp_nees_is_close_to_six(sigma_px, monkeypatch):
 
 def test_covariance_is_not_the_camera_frame_one_when_body_differs():
     # Wrong-frame covariances are the classic bug: check the adjoint against a numerical transform.
-    T_bc = _pose([0.3, -0.2, 1.0], [0.1, 0.2, -0.3])
+    T_bc = pose([0.3, -0.2, 1.0], [0.1, 0.2, -0.3])
     rng = np.random.default_rng(3)
     A = rng.normal(size=(6, 6))
     cov = A @ A.T
     samples = rng.multivariate_normal(np.zeros(6), cov, 20000) * 1e-3
-    T = _pose([0.1, 0.2, 0.3], [1, 2, 3])
+    T = pose([0.1, 0.2, 0.3], [1, 2, 3])
     T_b = T_bc @ T @ np.linalg.inv(T_bc)
     deltas = []
     for d in samples:
-        Td = T @ _pose(d[3:], d[:3])
-        deltas.append(_log(np.linalg.inv(T_b) @ (T_bc @ Td @ np.linalg.inv(T_bc))))
+        Td = T @ pose(d[3:], d[:3])
+        deltas.append(log6(np.linalg.inv(T_b) @ (T_bc @ Td @ np.linalg.inv(T_bc))))
     empirical = np.cov(np.array(deltas).T) / 1e-6
     np.testing.assert_allclose(transform_covariance(cov, T_bc), empirical, atol=0.15 * np.abs(cov).max())
     assert adjoint(np.eye(4)).tolist() == np.eye(6).tolist()
@@ -100,7 +91,7 @@ def test_covariance_scales_with_the_residuals():
 def test_default_model_inflates_iid_noise_by_its_documented_factor():
     # With i.i.d. noise (no correlation to correct) the default model is conservative by exactly
     # inflation * (1 + n_thin / N): NEES mean ~6 / 3.0 / (1 + 30 / 80) = 1.45 for 80 points.
-    T_body_cam = _pose([1.2, -1.2, 1.2], [0.05, -0.06, 0.01])
+    T_body_cam = pose([1.2, -1.2, 1.2], [0.05, -0.06, 0.01])
     factor = PNP_MODEL.inflation * (1 + PNP_MODEL.n_thin / 80)
     nees = np.array(_trials(100, 1.0, T_body_cam, seed=3))
     assert 4.5 < np.mean(nees) * factor < 7.5, np.mean(nees) * factor
@@ -138,7 +129,7 @@ def test_calibration_set_nees_lands_in_the_documented_range():
     # clusters of keypoints (shared blur / texture offset) make the i.i.d. NEES ~3x too large (17.5 here, 15-23 rendered); the
     # default model brings the mean into [4, 9] with >= 90 % of trials inside the 95 % bound.
     rng = np.random.default_rng(11)
-    T_true = _pose([0.05, -0.3, 0.02], [0.4, -0.05, 0.1])
+    T_true = pose([0.05, -0.3, 0.02], [0.4, -0.05, 0.1])
     nees_iid, nees = [], []
     for _ in range(150):
         n, clusters = 300, 30
@@ -147,9 +138,9 @@ def test_calibration_set_nees_lands_in_the_documented_range():
         shared = rng.normal(0, 0.8, (clusters, 2))[rng.integers(clusters, size=n)]
         px = pq[:, :2] / pq[:, 2:] * 450 + [376, 240] + rng.normal(0, 0.8, (n, 2)) + shared
         ok, rvec, tvec = cv2.solvePnP(pm, px, K, None, flags=cv2.SOLVEPNP_ITERATIVE)
-        T_q_m = _pose(rvec.reshape(3), tvec.reshape(3))
+        T_q_m = pose(rvec.reshape(3), tvec.reshape(3))
         T_est = np.linalg.inv(T_q_m)
-        err = _log(np.linalg.inv(T_est) @ T_true)
+        err = log6(np.linalg.inv(T_est) @ T_true)
         for model, out in ((IID_MODEL, nees_iid), (PNP_MODEL, nees)):
             cov, _ = pnp_covariance(pm, px, K, T_est, model=model)
             out.append(float(err @ np.linalg.solve(cov, err)))
