@@ -199,3 +199,8 @@ def test_forward_and_backward_pnp_agree_within_the_calibrated_covariance(model, 
     assert all(r["pnp_valid"] and r["essential_valid"] for r in now + before)
     assert all(2.0 < r["pnp_nees_fwd_bwd"] < 16.8 for r in now), now
     assert all(r["pnp_nees_fwd_bwd"] > 25.0 for r in before), before
+    # Why NEES against the ground truth is not the check: on pair 1-0 PnP and the essential matrix (no
+    # depth, other keypoints) miss the reference rotation by the same ~2 deg, while PnP's scale matches it.
+    pnp_err, ess_err = next(r for r in now if r["pair"] == "1-0")["rot_err_gt_deg"]
+    assert pnp_err > 1.5 and abs(pnp_err - ess_err) < 0.2, (pnp_err, ess_err)
+    assert all(abs(r["scale_vs_gt"] - 1.0) < 0.1 for r in now), now

@@ -69,8 +69,16 @@ def euroc_consistency(model: Any, data: dict[str, Any], *configs: GeometryConfig
                                                                 bwd.T_match_query, bwd.covariance)
             if ess.valid:
                 row["essential_nees_truth"] = nees_5(ess.T_match_query, truth, ess.covariance)
+            if fwd.valid and ess.valid:  # what two estimators sharing only the images say about the truth
+                row["rot_err_gt_deg"] = (_angle_deg(fwd.T_match_query, truth), _angle_deg(ess.T_match_query, truth))
+                row["scale_vs_gt"] = float(np.linalg.norm(fwd.T_match_query[:3, 3]) / np.linalg.norm(truth[:3, 3]))
             rows.append(row)
     return out
+
+
+def _angle_deg(T_a: np.ndarray, T_b: np.ndarray) -> float:
+    cos = (np.trace(T_a[:3, :3].T @ T_b[:3, :3]) - 1.0) / 2.0
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
 
 
 def print_euroc_consistency(model: Any, data: dict[str, Any]) -> None:
@@ -89,3 +97,9 @@ def print_euroc_consistency(model: Any, data: dict[str, Any]) -> None:
                      if k in r else "invalid" for k in ("pnp_sigma_rot_deg", "pnp_nees_truth", "pnp_nees_fwd_bwd",
                                                          "essential_nees_truth")]
             print(f"{label:<30}{r['pair']:<6}{cells[0]:>18}{cells[1]:>13}{cells[2]:>18}{cells[3]:>11}")
+    print("ground truth vs the images (defaults): rotation error of PnP / of the essential matrix (no depth), "
+          "PnP |t| / ground-truth |t|")
+    for r in rows:
+        if "rot_err_gt_deg" in r:
+            print(f"  pair {r['pair']}: {r['rot_err_gt_deg'][0]:.3f} / {r['rot_err_gt_deg'][1]:.3f} deg, "
+                  f"scale {r['scale_vs_gt']:.3f}")
