@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import math
 import platform
 import time
 from pathlib import Path
@@ -29,9 +28,9 @@ from vpr_ros.core.geometry.camera import PinholeCamera, load_camera, stereo_from
 from vpr_ros.core.config import GeometryConfig
 from vpr_ros.core.geometry.correspondences import grid_layout
 from vpr_ros.core.eval.metrics import latency_stats
+from vpr_ros.core.eval.relocalization import rotation_error_deg
 from vpr_ros.core.geometry.relative_pose import PoseEstimate, estimate_essential, relative_pose
 from vpr_ros.core.geometry.keyframe_geometry import keyframe_geometry
-from vpr_ros.core.keyframes import rotation_angle
 from vpr_ros.core.types import KeyframeGeometry
 from vpr_ros.core.matching.verification import mnn_pairs
 from vpr_ros.io.poses import pose_matrix
@@ -59,10 +58,6 @@ def load_euroc(directory: Path = EUROC_DIR) -> dict[str, Any]:
     left, right = load_camera(directory / "sensorLeft.yaml"), load_camera(directory / "sensorRight.yaml")
     images = {f"{side}_img_{i}": rgb(f"{side}_img_{i}") for side in ("left", "right") for i in range(4)}
     return {"images": images, "gt": gt, "left": left, "rig": stereo_from_extrinsics(left, right)}
-
-
-def rotation_error_deg(T_a: npt.ArrayLike, T_b: npt.ArrayLike) -> float:
-    return math.degrees(rotation_angle(np.asarray(T_a)[:3, :3].T @ np.asarray(T_b)[:3, :3]))
 
 
 def direction_error_deg(t_a: npt.ArrayLike, t_b: npt.ArrayLike) -> float:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from vpr_ros.cli.bench.pose_consistency import CHI2_95, nees_5, nees_6, pose_error_6
+from vpr_ros.cli.bench.pose_consistency import CHI2_95, nees_5, nees_6, pose_error_6, rotation_error_deg
 from vpr_ros.core.config import GeometryConfig
 from vpr_ros.core.geometry.correspondences import grid_layout
 from vpr_ros.core.geometry.keyframe_geometry import keyframe_geometry
@@ -70,15 +70,10 @@ def euroc_consistency(model: Any, data: dict[str, Any], *configs: GeometryConfig
             if ess.valid:
                 row["essential_nees_truth"] = nees_5(ess.T_match_query, truth, ess.covariance)
             if fwd.valid and ess.valid:  # what two estimators sharing only the images say about the truth
-                row["rot_err_gt_deg"] = (_angle_deg(fwd.T_match_query, truth), _angle_deg(ess.T_match_query, truth))
+                row["rot_err_gt_deg"] = (rotation_error_deg(fwd.T_match_query, truth), rotation_error_deg(ess.T_match_query, truth))
                 row["scale_vs_gt"] = float(np.linalg.norm(fwd.T_match_query[:3, 3]) / np.linalg.norm(truth[:3, 3]))
             rows.append(row)
     return out
-
-
-def _angle_deg(T_a: np.ndarray, T_b: np.ndarray) -> float:
-    cos = (np.trace(T_a[:3, :3].T @ T_b[:3, :3]) - 1.0) / 2.0
-    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
 
 
 def print_euroc_consistency(model: Any, data: dict[str, Any]) -> None:

@@ -27,6 +27,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from vpr_ros.core.eval.relocalization import rotation_error_deg
+
 __all__ = ["CHI2_95", "so3_log", "se3_log", "se3_exp", "pose_error_6", "nees_6", "direction_basis",
            "error_5", "nees_5", "apply_error_5", "rotation_error_deg", "direction_error_deg", "nees_summary"]
 
@@ -120,11 +122,6 @@ def nees_5(T_est: npt.ArrayLike, T_true: npt.ArrayLike, cov: npt.ArrayLike) -> f
     C = np.asarray(cov, np.float64).reshape(6, 6)
     e = error_5(T_est, T_true)
     return float(e @ np.linalg.solve(P.T @ C @ P, e))
-
-
-def rotation_error_deg(T_est: npt.ArrayLike, T_true: npt.ArrayLike) -> float:
-    R = np.asarray(T_est, np.float64)[:3, :3].T @ np.asarray(T_true, np.float64)[:3, :3]
-    return math.degrees(math.acos(float(np.clip((np.trace(R) - 1) / 2, -1.0, 1.0))))
 
 
 def direction_error_deg(T_est: npt.ArrayLike, T_true: npt.ArrayLike) -> float:
