@@ -29,6 +29,7 @@ import numpy.typing as npt
 from vpr_ros.cli.simulated import simulated_drift, simulated_trajectory
 from vpr_ros.core.errors import InputError
 from vpr_ros.core.geometry.pose_graph import LoopEdge
+from vpr_ros.core.keyframes import rotation_angle
 
 __all__ = ["BenchStream", "Loop", "simulated_drift", "corridor_graph", "corridor_stream", "demo_stream", "plaza_stream",
            "wrong_loops"]
@@ -55,6 +56,23 @@ def _yaw_pose(x: float, y: float, yaw: float) -> F64:
     p[:2, :2] = [[math.cos(yaw), -math.sin(yaw)], [math.sin(yaw), math.cos(yaw)]]
     p[:2, 3] = x, y
     return p
+
+
+def revisits(poses: F64, stamps_sec: F64, min_gap_sec: float, max_m: float = 1.0, max_deg: float = 30.0
+             ) -> list[tuple[int, int]]:
+    """(query, match) per keyframe that revisits a place: its nearest keyframe (true position) stamped
+    at least ``min_gap_sec`` earlier, within ``max_m`` and turned less than ``max_deg``."""
+    pairs = []
+    for q in range(len(poses)):
+        old = np.flatnonzero(stamps_sec[q] - stamps_sec >= min_gap_sec)
+        if not len(old):
+            continue
+        dist = np.linalg.norm(poses[old, :3, 3] - poses[q, :3, 3], axis=1)
+        turn = np.array([rotation_angle(poses[m, :3, :3].T @ poses[q, :3, :3]) for m in old])
+        ok = (dist < max_m) & (turn < math.radians(max_deg))
+        if ok.any():
+            pairs.append((q, int(old[ok][np.argmin(dist[ok])])))
+    return pairs
 
 
 def wrong_loops(positions: F64, count: int, min_distance_m: float, seed: int, after: int = 0) -> list[Loop]:
@@ -146,17 +164,7 @@ def plaza_stream(wrong_fraction: float, seed: int, spacing_m: float = 1.0) -> Be
             last = travelled[i]
     rows = gt_rows[keep]
     gt = np.stack([_yaw_pose(x, y, h) for _, x, y, h in rows])
-    xy, t, heading = rows[:, 1:3], rows[:, 0], rows[:, 3]
-    loops: list[Loop] = []
-    for q in range(len(rows)):
-        old = np.flatnonzero(t[q] - t > 30.0)
-        if not len(old):
-            continue
-        dist = np.linalg.norm(xy[old] - xy[q], axis=1)
-        turn = np.abs(np.angle(np.exp(1j * (heading[old] - heading[q]))))
-        ok = (dist < 1.0) & (turn < math.radians(30))
-        if ok.any():
-            loops.append((q, int(old[ok][np.argmin(dist[ok])]), None, None))
+    loops: list[Loop] = [(q, m, None, None) for q, m in revisits(gt, rows[:, 0], 30.0)]
     wrong = wrong_loops(gt[:, :3, 3], round(wrong_fraction * len(loops)), 10.0, seed + 1,
                         after=loops[0][0] if loops else 0)
     return BenchStream("plaza2", "real trajectory (Plaza2 GPS-RTK), SIMULATED odometry drift and loops", gt,

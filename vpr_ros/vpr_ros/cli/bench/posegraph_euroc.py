@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from vpr_ros.cli.bench.posegraph_data import BenchStream, Loop, wrong_loops
+from vpr_ros.cli.bench.posegraph_data import BenchStream, Loop, revisits, wrong_loops
 from vpr_ros.cli.simulated import simulated_drift
 from vpr_ros.core.config.schema import DetectorConfig, KeyframeConfig
 from vpr_ros.core.errors import InputError
@@ -103,17 +103,8 @@ def euroc_stream(wrong_fraction: float, seed: int, path: str | Path | None = Non
     gt, t = poses[keep], t_all[keep]
     rng = np.random.default_rng(seed + 2)
     gap_sec = DetectorConfig().min_loop_gap_sec
-    loops: list[Loop] = []
-    for q in range(len(gt)):
-        old = np.flatnonzero(t[q] - t >= gap_sec)
-        if not len(old):
-            continue
-        dist = np.linalg.norm(gt[old, :3, 3] - gt[q, :3, 3], axis=1)
-        turn = np.array([rotation_angle(gt[m, :3, :3].T @ gt[q, :3, :3]) for m in old])
-        ok = (dist < LOOP_MAX_M) & (turn < math.radians(LOOP_MAX_DEG))
-        if ok.any():
-            m = int(old[ok][np.argmin(dist[ok])])
-            loops.append((q, m, *_noisy(np.linalg.solve(gt[m], gt[q]), rng)))
+    loops: list[Loop] = [(q, m, *_noisy(np.linalg.solve(gt[m], gt[q]), rng))
+                         for q, m in revisits(gt, t, gap_sec, LOOP_MAX_M, LOOP_MAX_DEG)]
     wrong = [(q, m, *_noisy(np.eye(4), rng)) for q, m, _, _ in
              wrong_loops(gt[:, :3, 3], round(wrong_fraction * len(loops)), WRONG_MIN_M, seed + 1,
                          after=loops[0][0] if loops else 0)]
