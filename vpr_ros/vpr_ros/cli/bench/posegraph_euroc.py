@@ -25,6 +25,7 @@ loses and its small tilt the gravity-observable roll and pitch. Positions are un
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from importlib import resources
 from pathlib import Path
@@ -37,7 +38,8 @@ from vpr_ros.cli.bench.posegraph_data import BenchStream, Loop, revisits, wrong_
 from vpr_ros.cli.simulated import simulated_drift
 from vpr_ros.core.config.schema import DetectorConfig, KeyframeConfig
 from vpr_ros.core.errors import InputError
-from vpr_ros.core.keyframes import rotation_angle
+from vpr_ros.core.keyframes import KeyframeSelector
+from vpr_ros.core.types import Keyframe
 
 __all__ = ["EUROC_LABEL", "LOOP_SIGMA_M", "LOOP_SIGMA_DEG", "euroc_file", "euroc_ground_truth", "euroc_keyframes",
            "euroc_stream"]
@@ -76,14 +78,16 @@ def euroc_ground_truth(path: str | Path | None = None) -> tuple[F64, F64]:
 
 
 def euroc_keyframes(poses: F64, config: KeyframeConfig | None = None) -> list[int]:
-    """Indices kept by the node's travel-or-rotation rule (``keyframes.min_translation_m`` / ``min_rotation_deg``)."""
-    cfg = config or KeyframeConfig()
-    keep = [0]
-    for i in range(1, len(poses)):
-        rel = np.linalg.solve(poses[keep[-1]], poses[i])
-        if (np.linalg.norm(rel[:3, 3]) >= cfg.min_translation_m
-                or math.degrees(rotation_angle(rel[:3, :3])) >= cfg.min_rotation_deg):
+    """Indices the node's own selector keeps by its travel-or-rotation gate (``core/keyframes.KeyframeSelector``,
+    ``keyframes.min_translation_m`` / ``min_rotation_deg``: 0.5 m or 15 deg by default); its time and
+    novelty gates are off here (no stamps or descriptors; both are off by default)."""
+    gates = dataclasses.replace(config or KeyframeConfig(), min_gap_sec=0.0, max_similarity=1.0)
+    selector = KeyframeSelector(gates)
+    keep, no_descriptor = [], np.zeros(1, np.float32)
+    for i, pose in enumerate(poses):
+        if selector.check(0, no_descriptor, pose) is None:
             keep.append(i)
+            selector.accept(Keyframe(i, 0, "", "", no_descriptor, pose=pose))
     return keep
 
 
