@@ -46,7 +46,7 @@ import numpy.typing as npt
 from vpr_ros.core.config.pose_graph import PoseGraphConfig
 from vpr_ros.core.errors import InputError
 from vpr_ros.core.geometry.live_pose_graph_solvers import BatchSolver, Isam2Solver
-from vpr_ros.core.geometry.live_pose_graph_joins import JoinGuard, WaitingLoop
+from vpr_ros.core.geometry.live_pose_graph_joins import JoinGuard, WaitingLoop, placement
 from vpr_ros.core.geometry.live_pose_graph_types import GraphStats, KeyframeKey, LoopInput, RobotFrame, StreamKey
 # The offline graph's measurement and noise rules, used unchanged so both graphs are the same graph.
 from vpr_ros.core.geometry.pose_graph import (LoopEdge, PoseGraphOptions, kernel_weight, loop_measurement, noise_model,
@@ -384,10 +384,7 @@ class LivePoseGraph:
         """Join the components of match node ``m`` and query node ``q`` through T_match_query ``measured``."""
         keep, drop = sorted((self._node_root(m), self._node_root(q)), key=self._rank)
         current = self._current()
-        if drop == self._node_root(q):   # move q's component so that pose_q = pose_m @ measured
-            t_join = current[m] @ measured @ np.linalg.inv(current[q])
-        else:                  # move m's component so that pose_m = pose_q @ measured^-1
-            t_join = current[q] @ np.linalg.inv(measured) @ np.linalg.inv(current[m])
+        t_join = placement(m, q, measured, keep, self._node_root, current.__getitem__)[0]  # drop into keep's frame
         moved = {s for s in self._streams if self._root(s) == drop}
         for node, key in enumerate(self._keys):
             if (key[0], key[1]) in moved:

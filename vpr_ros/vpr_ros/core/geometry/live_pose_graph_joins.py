@@ -68,14 +68,16 @@ class JoinDecision:
     refused: list[WaitingLoop]
 
 
-def placement(loop: WaitingLoop, side_a: StreamKey, root: Callable[[int], StreamKey],
+def placement(match: int, query: int, measured: F64, side_a: StreamKey, root: Callable[[int], StreamKey],
               estimate: Callable[[int], F64]) -> tuple[F64, F64]:
-    """(T_A_B (4, 4), the loop's B-side keyframe pose in B's frame (4, 4)) where A = ``side_a``."""
-    if root(loop.match) == side_a:
-        t_b = estimate(loop.query)
-        return estimate(loop.match) @ loop.measured @ np.linalg.inv(t_b), t_b
-    t_b = estimate(loop.match)
-    return estimate(loop.query) @ np.linalg.inv(loop.measured) @ np.linalg.inv(t_b), t_b
+    """(T_A_B (4, 4), the loop's B-side keyframe pose in B's frame (4, 4)) where A = ``side_a``, for the
+    loop of graph nodes ``match`` and ``query`` measuring T_match_query ``measured``: the transform that
+    moves component B into A's frame so that the loop holds (used by the join itself too)."""
+    if root(match) == side_a:
+        t_b = estimate(query)
+        return estimate(match) @ measured @ np.linalg.inv(t_b), t_b
+    t_b = estimate(match)
+    return estimate(query) @ np.linalg.inv(measured) @ np.linalg.inv(t_b), t_b
 
 
 def agreement(t_ab: F64, sites: F64, max_position_m: float, max_rotation_deg: float) -> npt.NDArray[np.bool_]:
@@ -127,7 +129,7 @@ class JoinGuard:
         if len(metric) < self.min_loops:
             return None
         side_a = min(pair)
-        placed = [placement(w, side_a, root, estimate) for w in metric]
+        placed = [placement(w.match, w.query, w.measured, side_a, root, estimate) for w in metric]
         agree = agreement(np.stack([p[0] for p in placed]), np.stack([p[1] for p in placed]),
                           self.max_position_m, self.max_rotation_deg)
         support = agree.sum(axis=1)
