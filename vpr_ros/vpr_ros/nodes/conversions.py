@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Pose
 from nav_msgs.msg import Odometry
 from sensor_msgs.msg import CompressedImage, Image
 from vpr_ros_msgs.msg import LoopClosure as LoopClosureMsg
@@ -25,7 +26,7 @@ from vpr_ros.io.msgdefs import loop_closure_fields
 from vpr_ros.io.poses import matrix_to_pose, pose_matrix
 
 __all__ = ["stamp_to_ns", "ns_to_stamp", "image_msg_to_rgb", "compressed_msg_to_rgb",
-           "classify_bad_image", "odometry_to_pose", "loop_closure_to_msg", "rgb_to_image_msg", "render_debug_image"]
+           "classify_bad_image", "pose_to_matrix", "odometry_to_pose", "loop_closure_to_msg", "rgb_to_image_msg", "render_debug_image"]
 
 NS = 1_000_000_000
 U8Image = npt.NDArray[np.uint8]
@@ -65,16 +66,22 @@ def classify_bad_image(msg: Image | CompressedImage) -> str:
     return "corrupt_compressed" if known and "compresseddepth" not in fmt else "unknown_encoding"
 
 
-def odometry_to_pose(msg: Odometry) -> npt.NDArray[np.float64]:
-    """nav_msgs/Odometry -> (4, 4) float64 world_T_body; InputError for NaN/inf or a zero quaternion."""
-    p, q = msg.pose.pose.position, msg.pose.pose.orientation
+def pose_to_matrix(pose: Pose, what: str, hint: str = "") -> npt.NDArray[np.float64]:
+    """geometry_msgs/Pose -> (4, 4) float64; InputError naming ``what`` (and ``hint``, what to check) for
+    NaN/inf or a zero quaternion."""
+    p, q = pose.position, pose.orientation
     values = (p.x, p.y, p.z, q.x, q.y, q.z, q.w)
     if not all(math.isfinite(v) for v in values):
-        raise InputError(f"odometry pose contains NaN or inf {values}; the odometry source is diverging")
+        raise InputError(f"{what}: the pose contains NaN or inf {values}{hint}")
     try:
         return pose_matrix((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
     except ValueError as exc:
-        raise InputError(f"odometry orientation is not a rotation: {exc}") from None
+        raise InputError(f"{what}: the orientation is not a rotation ({exc})") from None
+
+
+def odometry_to_pose(msg: Odometry) -> npt.NDArray[np.float64]:
+    """nav_msgs/Odometry -> (4, 4) float64 world_T_body; InputError for NaN/inf or a zero quaternion."""
+    return pose_to_matrix(msg.pose.pose, "odometry", "; the odometry source is diverging")
 
 
 def loop_closure_to_msg(loop: LoopClosure, frame_id: str) -> LoopClosureMsg:

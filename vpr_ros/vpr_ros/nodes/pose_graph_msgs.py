@@ -3,7 +3,6 @@ nav_msgs/Path. Pure functions; each raises InputError for a message the graph ca
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
@@ -17,26 +16,14 @@ from vpr_ros_msgs.msg import LoopClosure as LoopClosureMsg
 from vpr_ros.core.errors import InputError
 from vpr_ros.core.geometry.live_pose_graph_types import KeyframeKey, LoopInput
 from vpr_ros.core.types import Keyframe
-from vpr_ros.io.poses import matrix_to_pose, pose_matrix
-from vpr_ros.nodes.conversions import ns_to_stamp, stamp_to_ns
+from vpr_ros.io.poses import matrix_to_pose
+from vpr_ros.nodes.conversions import ns_to_stamp, pose_to_matrix, stamp_to_ns
 
-__all__ = ["pose_to_matrix", "matrix_to_pose_msg", "keyframe_to_msg", "keyframe_from_msg", "map_keyframe_msg",
+__all__ = ["matrix_to_pose_msg", "keyframe_to_msg", "keyframe_from_msg", "map_keyframe_msg",
            "map_keyframe_from_msg", "loop_from_msg",
            "keyframe_poses_msg", "keyframe_poses_from_msg", "path_msg"]
 
 F64 = npt.NDArray[np.float64]
-
-
-def pose_to_matrix(pose: Pose, what: str) -> F64:
-    """geometry_msgs/Pose -> (4, 4); InputError naming ``what`` for NaN/inf or a zero quaternion."""
-    p, q = pose.position, pose.orientation
-    values = (p.x, p.y, p.z, q.x, q.y, q.z, q.w)
-    if not all(math.isfinite(v) for v in values):
-        raise InputError(f"{what}: the pose contains NaN or inf {values}")
-    try:
-        return pose_matrix((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
-    except ValueError as exc:
-        raise InputError(f"{what}: the orientation is not a rotation ({exc})") from None
 
 
 def matrix_to_pose_msg(T: F64) -> Pose:
