@@ -29,7 +29,7 @@ import bridge_standins as w
 from scenario_harness import RELIABLE, scenario_parser
 from vpr_ros.io.poses import matrix_to_pose
 from vpr_ros.launch_bridges import bridge_launch_config, bridge_ros_args
-from vpr_ros.nodes.bridges.common import pose_to_msg
+from vpr_ros.nodes.conversions import matrix_to_pose_msg
 from vpr_ros.nodes.conversions import ns_to_stamp
 
 BRIDGE_ARGS = {
@@ -67,7 +67,7 @@ def keyframe_msgs() -> list[Keyframe]:
         msg = Keyframe(robot_id=w.ROBOT, session_id=w.SESSION, keyframe_id=k, has_pose=k != 5)
         msg.header.stamp, msg.header.frame_id = ns_to_stamp(w.kf_stamp(k)), "odom"
         if msg.has_pose:
-            msg.pose = pose_to_msg(w.pose_at(w.kf_stamp(k)))
+            msg.pose = matrix_to_pose_msg(w.pose_at(w.kf_stamp(k)))
         out.append(msg)
     return out
 
@@ -81,7 +81,7 @@ def loop_msgs() -> list[LoopClosure]:
                           geometry_method="pnp" if metric else "essential")
         msg.query_stamp, msg.match_stamp = ns_to_stamp(w.loop_stamp(qr, qk)), ns_to_stamp(w.loop_stamp(mr, mk))
         msg.header.stamp, msg.header.frame_id = msg.query_stamp, "map"
-        msg.relative_pose.pose = pose_to_msg(w.camera_loop(name))
+        msg.relative_pose.pose = matrix_to_pose_msg(w.camera_loop(name))
         msg.relative_pose.covariance = [float(v) for v in w.COVARIANCE_CAM.reshape(36)]
         out.append(msg)
     return out
@@ -137,7 +137,7 @@ def bridges(a: Any) -> dict[str, Any]:
     for dt in (-100_000_000, 0, 100_000_000):  # odometry around keyframe 5, which has no pose
         odom = Odometry()
         odom.header.stamp, odom.header.frame_id = ns_to_stamp(w.kf_stamp(5) + dt), "odom"
-        odom.pose.pose = pose_to_msg(w.pose_at(w.kf_stamp(5) + dt))
+        odom.pose.pose = matrix_to_pose_msg(w.pose_at(w.kf_stamp(5) + dt))
         odom_pub.publish(odom)
     spin_until(lambda: False, 0.3)
     for msg in keyframe_msgs():

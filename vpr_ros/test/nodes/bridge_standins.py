@@ -21,7 +21,7 @@ import gtsam
 import numpy as np
 from rclpy.node import Node
 
-from vpr_ros.nodes.bridges.common import pose_to_msg
+from vpr_ros.nodes.conversions import matrix_to_pose_msg
 
 T0_NS = 1_700_000_000 * 10**9
 NS = 10**9
@@ -119,7 +119,7 @@ class RtabmapStandIn(Node):
     def graph(self) -> Any:
         ids = range(KEYFRAMES - 1)
         msg = self._msg.MapGraph(poses_id=[100 + k for k in ids],
-                                 poses=[pose_to_msg(pose_at(kf_stamp(k) + NODE_DELAY_NS)) for k in ids])
+                                 poses=[matrix_to_pose_msg(pose_at(kf_stamp(k) + NODE_DELAY_NS)) for k in ids])
         msg.header.frame_id = "map"
         # the kept user links, then RTAB-Map's neighbour links between consecutive nodes (newer -> older)
         msg.links = [*self.kept, *(self._msg.Link(from_id=101 + k, to_id=100 + k, type=0) for k in ids[:-1])]
@@ -128,7 +128,7 @@ class RtabmapStandIn(Node):
     def publish_map_data(self) -> None:
         msg = self._msg.MapData(graph=self.graph())
         msg.nodes = [self._msg.Node(id=100 + k, map_id=0, stamp=(kf_stamp(k) + NODE_DELAY_NS) / NS,
-                                    pose=pose_to_msg(pose_at(kf_stamp(k) + NODE_DELAY_NS)))
+                                    pose=matrix_to_pose_msg(pose_at(kf_stamp(k) + NODE_DELAY_NS)))
                      for k in range(KEYFRAMES - 1)]
         self.map_data_pub.publish(msg)
 

@@ -38,7 +38,8 @@ from vpr_ros.launch_args import to_ros_args
 from vpr_ros.launch_pose_graph import pose_graph_launch_configs
 from vpr_ros.nodes.conversions import loop_closure_to_msg, ns_to_stamp
 from vpr_ros.nodes.keyframe_announce import MAP_KEYFRAME_QOS
-from vpr_ros.nodes.pose_graph_msgs import keyframe_to_msg, map_keyframe_msg, matrix_to_pose_msg
+from vpr_ros.nodes.conversions import matrix_to_pose_msg
+from vpr_ros.nodes.pose_graph_msgs import keyframe_to_msg, map_keyframe_msg
 from vpr_ros.nodes.tf_frames import transform_to_matrix
 
 from revisit_data import corridor_revisit

@@ -26,7 +26,7 @@ from vpr_ros.io.msgdefs import loop_closure_fields
 from vpr_ros.io.poses import matrix_to_pose, pose_matrix
 
 __all__ = ["stamp_to_ns", "ns_to_stamp", "image_msg_to_rgb", "compressed_msg_to_rgb",
-           "classify_bad_image", "pose_to_matrix", "odometry_to_pose", "loop_closure_to_msg", "rgb_to_image_msg", "render_debug_image"]
+           "classify_bad_image", "pose_to_matrix", "matrix_to_pose_msg", "odometry_to_pose", "loop_closure_to_msg", "rgb_to_image_msg", "render_debug_image"]
 
 NS = 1_000_000_000
 U8Image = npt.NDArray[np.uint8]
@@ -79,6 +79,15 @@ def pose_to_matrix(pose: Pose, what: str, hint: str = "") -> npt.NDArray[np.floa
         raise InputError(f"{what}: the orientation is not a rotation ({exc})") from None
 
 
+def matrix_to_pose_msg(T: npt.ArrayLike) -> Pose:
+    """(4, 4) rigid transform -> geometry_msgs/Pose (quaternion with qw >= 0, ``io.poses.matrix_to_pose``)."""
+    (x, y, z), (qx, qy, qz, qw) = matrix_to_pose(np.asarray(T, np.float64))
+    msg = Pose()
+    msg.position.x, msg.position.y, msg.position.z = x, y, z
+    msg.orientation.x, msg.orientation.y, msg.orientation.z, msg.orientation.w = qx, qy, qz, qw
+    return msg
+
+
 def odometry_to_pose(msg: Odometry) -> npt.NDArray[np.float64]:
     """nav_msgs/Odometry -> (4, 4) float64 world_T_body; InputError for NaN/inf or a zero quaternion."""
     return pose_to_matrix(msg.pose.pose, "odometry", "; the odometry source is diverging")
@@ -94,10 +103,7 @@ def loop_closure_to_msg(loop: LoopClosure, frame_id: str) -> LoopClosureMsg:
     msg.query_stamp = ns_to_stamp(loop.query_stamp_ns)
     msg.match_stamp = ns_to_stamp(loop.match_stamp_ns)
     if loop.relative_pose is not None:
-        (x, y, z), (qx, qy, qz, qw) = matrix_to_pose(np.asarray(loop.relative_pose, np.float64))
-        pose = msg.relative_pose.pose
-        pose.position.x, pose.position.y, pose.position.z = x, y, z
-        pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = qx, qy, qz, qw
+        msg.relative_pose.pose = matrix_to_pose_msg(loop.relative_pose)
         if loop.covariance is not None:
             msg.relative_pose.covariance = [float(v) for v in np.asarray(loop.covariance).reshape(36)]
     return msg

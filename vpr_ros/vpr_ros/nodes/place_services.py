@@ -28,8 +28,7 @@ from vpr_ros.core.text.place_text import PlaceLabel
 from vpr_ros.core.text.query import Embedder, PlaceMatch, find_places
 from vpr_ros.core.text.rule import COUNTERS as TEXT_RULE_COUNTERS
 from vpr_ros.core.types import Keyframe, LoopClosure, Verification
-from vpr_ros.io.poses import matrix_to_pose
-from vpr_ros.nodes.conversions import ns_to_stamp
+from vpr_ros.nodes.conversions import matrix_to_pose_msg, ns_to_stamp
 from vpr_ros.nodes.node_ocr import Identity, NodeOcr, keyframe_identity as _identity
 
 __all__ = ["PlaceServices", "place_msg"]
@@ -196,11 +195,8 @@ class PlaceServices:
                             stamp=ns_to_stamp(kf.stamp_ns), score=float(match.score), how=match.how,
                             evidence=match.evidence, labels=[lb.label for lb in kf.labels])
         if kf.pose is not None:
-            (x, y, z), (qx, qy, qz, qw) = matrix_to_pose(kf.pose)
             msg.pose_valid = True
-            msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = x, y, z
-            o = msg.pose.orientation
-            o.x, o.y, o.z, o.w = qx, qy, qz, qw
+            msg.pose = matrix_to_pose_msg(kf.pose)
         return msg
 
     # -- labels YAML, diagnostics, shutdown ----------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 import numpy.typing as npt
-from geometry_msgs.msg import Pose, PoseStamped
+from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path
 from vpr_ros_msgs.msg import Keyframe as KeyframeMsg
 from vpr_ros_msgs.msg import KeyframePoses
@@ -16,22 +16,13 @@ from vpr_ros_msgs.msg import LoopClosure as LoopClosureMsg
 from vpr_ros.core.errors import InputError
 from vpr_ros.core.geometry.live_pose_graph_types import KeyframeKey, LoopInput
 from vpr_ros.core.types import Keyframe
-from vpr_ros.io.poses import matrix_to_pose
-from vpr_ros.nodes.conversions import ns_to_stamp, pose_to_matrix, stamp_to_ns
+from vpr_ros.nodes.conversions import matrix_to_pose_msg, ns_to_stamp, pose_to_matrix, stamp_to_ns
 
-__all__ = ["matrix_to_pose_msg", "keyframe_to_msg", "keyframe_from_msg", "map_keyframe_msg",
+__all__ = ["keyframe_to_msg", "keyframe_from_msg", "map_keyframe_msg",
            "map_keyframe_from_msg", "loop_from_msg",
            "keyframe_poses_msg", "keyframe_poses_from_msg", "path_msg"]
 
 F64 = npt.NDArray[np.float64]
-
-
-def matrix_to_pose_msg(T: F64) -> Pose:
-    (x, y, z), (qx, qy, qz, qw) = matrix_to_pose(np.asarray(T, np.float64))
-    msg = Pose()
-    msg.position.x, msg.position.y, msg.position.z = x, y, z
-    msg.orientation.x, msg.orientation.y, msg.orientation.z, msg.orientation.w = qx, qy, qz, qw
-    return msg
 
 
 def keyframe_to_msg(kf: Keyframe, odom_frame: str) -> KeyframeMsg:

@@ -38,8 +38,7 @@ from std_srvs.srv import Trigger
 from vpr_ros.core.config import Config
 from vpr_ros.core.detector import LoopClosureDetector, StepResult
 from vpr_ros.core.localization.relocalizer import REFUSAL_REASONS, Fix, Refusal, Relocalizer
-from vpr_ros.io.poses import matrix_to_pose
-from vpr_ros.nodes.conversions import ns_to_stamp
+from vpr_ros.nodes.conversions import matrix_to_pose_msg, ns_to_stamp
 from vpr_ros.nodes.settings import NodeSettings
 from vpr_ros.nodes.tf_frames import CameraMount, MapOdomBroadcaster, tf_lookup
 
@@ -55,10 +54,7 @@ def fix_to_msg(fix: Fix) -> PoseWithCovarianceStamped:
     msg = PoseWithCovarianceStamped()
     msg.header.stamp = ns_to_stamp(fix.stamp_ns)
     msg.header.frame_id = fix.frame_id
-    (x, y, z), (qx, qy, qz, qw) = matrix_to_pose(np.asarray(fix.T_map_base, np.float64))
-    pose = msg.pose.pose
-    pose.position.x, pose.position.y, pose.position.z = x, y, z
-    pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = qx, qy, qz, qw
+    msg.pose.pose = matrix_to_pose_msg(fix.T_map_base)
     msg.pose.covariance = [float(v) for v in np.asarray(fix.covariance, np.float64).reshape(36)]
     return msg
 

@@ -29,14 +29,14 @@ from vpr_ros.core.config import FieldSpec
 from vpr_ros.core.errors import ConfigError, InputError, VprError
 from vpr_ros.core.geometry.backend_edges import (BackendLoop, KeyframeRef, change_body_frame, is_rigid,
                                                  transform_from_xyz_quat)
-from vpr_ros.io.poses import matrix_to_pose, pose_matrix
-from vpr_ros.nodes.conversions import odometry_to_pose, stamp_to_ns
+from vpr_ros.io.poses import matrix_to_pose
+from vpr_ros.nodes.conversions import odometry_to_pose, pose_to_matrix, stamp_to_ns
 from vpr_ros.nodes.input_watch import run_node
 from vpr_ros.nodes.odom_buffer import OdomBuffer
 from vpr_ros.nodes.params import parameter_descriptor
 
 __all__ = ["PeerPackageMissing", "import_peer", "spec", "COMMON_PARAMETERS", "RELIABLE", "loop_from_msg",
-           "keyframe_from_msg", "pose_to_msg", "transform_to_msg", "BridgeNode", "run_bridge"]
+           "keyframe_from_msg", "transform_to_msg", "BridgeNode", "run_bridge"]
 
 IDENTITY = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -101,20 +101,10 @@ def keyframe_from_msg(msg: KeyframeMsg) -> tuple[KeyframeRef, np.ndarray | None]
 
 
 def _pose_matrix(pose: Pose) -> np.ndarray | None:
-    p, q = pose.position, pose.orientation
     try:
-        T = pose_matrix((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
-    except ValueError:
+        return pose_to_matrix(pose, "keyframe")
+    except InputError:
         return None
-    return T if np.all(np.isfinite(T)) else None
-
-
-def pose_to_msg(T: np.ndarray) -> Pose:
-    (x, y, z), (qx, qy, qz, qw) = matrix_to_pose(T)
-    msg = Pose()
-    msg.position.x, msg.position.y, msg.position.z = x, y, z
-    msg.orientation.x, msg.orientation.y, msg.orientation.z, msg.orientation.w = qx, qy, qz, qw
-    return msg
 
 
 def transform_to_msg(T: np.ndarray) -> Transform:

@@ -25,9 +25,9 @@ import numpy as np
 
 from vpr_ros.core.geometry.backend_edges import BackendLoop, KeyframeRef
 from vpr_ros.core.geometry.backend_nodes import robot_index
-from vpr_ros.nodes.bridges.common import (RELIABLE, BridgeNode, import_peer, pose_to_msg, run_bridge, spec,
+from vpr_ros.nodes.bridges.common import (RELIABLE, BridgeNode, import_peer, run_bridge, spec,
                                           transform_to_msg)
-from vpr_ros.nodes.conversions import ns_to_stamp
+from vpr_ros.nodes.conversions import matrix_to_pose_msg, ns_to_stamp
 
 __all__ = ["CslamBridge", "main", "CSLAM_SIGMA_M", "CSLAM_SIGMA_RAD"]
 
@@ -90,7 +90,7 @@ class CslamBridge(BridgeNode):
         out.odom.header.stamp = ns_to_stamp(ref.stamp_ns)
         out.odom.header.frame_id = msg.header.frame_id
         out.odom.child_frame_id = self.params["cslam.child_frame_id"]
-        out.odom.pose.pose = pose_to_msg(pose)
+        out.odom.pose.pose = matrix_to_pose_msg(pose)
         out.gps.header.stamp = out.odom.header.stamp
         self._kf_pub.publish(out)
         self._published.add((ref.robot_id, ref.session_id, ref.keyframe_id))

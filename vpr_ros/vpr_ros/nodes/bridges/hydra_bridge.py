@@ -30,8 +30,8 @@ from typing import Any
 
 from vpr_ros.core.geometry.backend_edges import COVARIANCE_ORDERS, BackendLoop, KeyframeRef, reorder_covariance
 from vpr_ros.core.geometry.backend_nodes import robot_index
-from vpr_ros.nodes.bridges.common import RELIABLE, BridgeNode, import_peer, pose_to_msg, run_bridge, spec
-from vpr_ros.nodes.conversions import ns_to_stamp
+from vpr_ros.nodes.bridges.common import RELIABLE, BridgeNode, import_peer, run_bridge, spec
+from vpr_ros.nodes.conversions import matrix_to_pose_msg, ns_to_stamp
 
 __all__ = ["HydraBridge", "main", "KEY_MODES"]
 
@@ -95,7 +95,7 @@ class HydraBridge(BridgeNode):
             return
         edge = self._Edge(key_from=self.key(ref_from), key_to=self.key(ref_to),
                           robot_from=robot_from, robot_to=robot_to, type=LOOPCLOSE,
-                          pose=pose_to_msg(loop.T_match_query),
+                          pose=matrix_to_pose_msg(loop.T_match_query),
                           covariance=[float(v) for v in reorder_covariance(
                               loop.covariance, self.params["hydra.covariance_order"]).reshape(36)])
         edge.header.stamp = ns_to_stamp(loop.query.stamp_ns)
