@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import Pose
+from geometry_msgs.msg import Pose, Transform
 from nav_msgs.msg import Odometry
 from sensor_msgs.msg import CompressedImage, Image
 from vpr_ros_msgs.msg import LoopClosure as LoopClosureMsg
@@ -26,7 +26,7 @@ from vpr_ros.io.msgdefs import loop_closure_fields
 from vpr_ros.io.poses import matrix_to_pose, pose_matrix
 
 __all__ = ["stamp_to_ns", "ns_to_stamp", "image_msg_to_rgb", "compressed_msg_to_rgb",
-           "classify_bad_image", "pose_to_matrix", "matrix_to_pose_msg", "odometry_to_pose", "loop_closure_to_msg", "rgb_to_image_msg", "render_debug_image"]
+           "classify_bad_image", "pose_to_matrix", "matrix_to_pose_msg", "matrix_to_transform_msg", "odometry_to_pose", "loop_closure_to_msg", "rgb_to_image_msg", "render_debug_image"]
 
 NS = 1_000_000_000
 U8Image = npt.NDArray[np.uint8]
@@ -85,6 +85,15 @@ def matrix_to_pose_msg(T: npt.ArrayLike) -> Pose:
     msg = Pose()
     msg.position.x, msg.position.y, msg.position.z = x, y, z
     msg.orientation.x, msg.orientation.y, msg.orientation.z, msg.orientation.w = qx, qy, qz, qw
+    return msg
+
+
+def matrix_to_transform_msg(T: npt.ArrayLike) -> Transform:
+    """(4, 4) rigid transform -> geometry_msgs/Transform (quaternion with qw >= 0)."""
+    (x, y, z), (qx, qy, qz, qw) = matrix_to_pose(np.asarray(T, np.float64))
+    msg = Transform()
+    msg.translation.x, msg.translation.y, msg.translation.z = x, y, z
+    msg.rotation.x, msg.rotation.y, msg.rotation.z, msg.rotation.w = qx, qy, qz, qw
     return msg
 
 

@@ -35,7 +35,7 @@ from rclpy.time import Time
 from vpr_ros.core.config import FramesConfig
 from vpr_ros.core.localization.map_pose import base_from_camera_matrix
 from vpr_ros.io.poses import matrix_to_pose, pose_matrix
-from vpr_ros.nodes.conversions import ns_to_stamp
+from vpr_ros.nodes.conversions import matrix_to_transform_msg, ns_to_stamp
 from vpr_ros.nodes.geometry_inputs import GeometryInputs
 
 try:  # a ROS install has both; on PyPI-only machines neither exists (tests build a tf2_msgs stand-in)
@@ -63,13 +63,9 @@ def transform_to_matrix(t: Transform) -> F64:
 
 def matrix_to_transform(T: npt.ArrayLike, parent: str, child: str, stamp_ns: int) -> TransformStamped:
     """(4, 4) T_parent_child -> geometry_msgs/TransformStamped (header parent, child_frame_id child)."""
-    (x, y, z), (qx, qy, qz, qw) = matrix_to_pose(np.asarray(T, np.float64))
-    msg = TransformStamped()
+    msg = TransformStamped(child_frame_id=child, transform=matrix_to_transform_msg(T))
     msg.header.stamp = ns_to_stamp(stamp_ns)
-    msg.header.frame_id, msg.child_frame_id = parent, child
-    msg.transform.translation.x, msg.transform.translation.y, msg.transform.translation.z = x, y, z
-    r = msg.transform.rotation
-    r.x, r.y, r.z, r.w = qx, qy, qz, qw
+    msg.header.frame_id = parent
     return msg
 
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Pose, Transform
+from geometry_msgs.msg import Pose
 from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
                               ParameterUninitializedException)
 from rclpy.node import Node
@@ -29,14 +29,13 @@ from vpr_ros.core.config import FieldSpec
 from vpr_ros.core.errors import ConfigError, InputError, VprError
 from vpr_ros.core.geometry.backend_edges import (BackendLoop, KeyframeRef, change_body_frame, is_rigid,
                                                  transform_from_xyz_quat)
-from vpr_ros.io.poses import matrix_to_pose
 from vpr_ros.nodes.conversions import odometry_to_pose, pose_to_matrix, stamp_to_ns
 from vpr_ros.nodes.input_watch import run_node
 from vpr_ros.nodes.odom_buffer import OdomBuffer
 from vpr_ros.nodes.params import parameter_descriptor
 
 __all__ = ["PeerPackageMissing", "import_peer", "spec", "COMMON_PARAMETERS", "RELIABLE", "loop_from_msg",
-           "keyframe_from_msg", "transform_to_msg", "BridgeNode", "run_bridge"]
+           "keyframe_from_msg", "BridgeNode", "run_bridge"]
 
 IDENTITY = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -105,14 +104,6 @@ def _pose_matrix(pose: Pose) -> np.ndarray | None:
         return pose_to_matrix(pose, "keyframe")
     except InputError:
         return None
-
-
-def transform_to_msg(T: np.ndarray) -> Transform:
-    (x, y, z), (qx, qy, qz, qw) = matrix_to_pose(T)
-    msg = Transform()
-    msg.translation.x, msg.translation.y, msg.translation.z = x, y, z
-    msg.rotation.x, msg.rotation.y, msg.rotation.z, msg.rotation.w = qx, qy, qz, qw
-    return msg
 
 
 class BridgeNode(Node):

@@ -25,9 +25,8 @@ import numpy as np
 
 from vpr_ros.core.geometry.backend_edges import BackendLoop, KeyframeRef
 from vpr_ros.core.geometry.backend_nodes import robot_index
-from vpr_ros.nodes.bridges.common import (RELIABLE, BridgeNode, import_peer, run_bridge, spec,
-                                          transform_to_msg)
-from vpr_ros.nodes.conversions import matrix_to_pose_msg, ns_to_stamp
+from vpr_ros.nodes.bridges.common import RELIABLE, BridgeNode, import_peer, run_bridge, spec
+from vpr_ros.nodes.conversions import matrix_to_pose_msg, matrix_to_transform_msg, ns_to_stamp
 
 __all__ = ["CslamBridge", "main", "CSLAM_SIGMA_M", "CSLAM_SIGMA_RAD"]
 
@@ -115,7 +114,7 @@ class CslamBridge(BridgeNode):
         if loop.covariance is not None:
             d = np.diag(loop.covariance)
             self._last_sigmas = (math.sqrt(max(d[:3].max(), 0.0)), math.sqrt(max(d[3:].max(), 0.0)))
-        transform = transform_to_msg(loop.T_match_query)
+        transform = matrix_to_transform_msg(loop.T_match_query)
         if loop.query.robot_id == loop.match.robot_id:
             self._intra_pub.publish(self._Intra(keyframe0_id=loop.match.keyframe_id,
                                                 keyframe1_id=loop.query.keyframe_id, success=True,

@@ -27,8 +27,8 @@ from vpr_ros.core.geometry.backend_edges import BackendLoop, information_matrix
 from vpr_ros.core.geometry.backend_nodes import (LinkConfirmations, StampedNode, StampIndex, edge_between_nodes,
                                                  stamp_gap)
 from vpr_ros.io.poses import pose_matrix
-from vpr_ros.nodes.bridges.common import (RELIABLE, BridgeNode, import_peer, run_bridge, spec,
-                                          transform_to_msg)
+from vpr_ros.nodes.bridges.common import RELIABLE, BridgeNode, import_peer, run_bridge, spec
+from vpr_ros.nodes.conversions import matrix_to_transform_msg
 
 __all__ = ["RtabmapBridge", "main", "USER_CLOSURE"]
 
@@ -103,7 +103,7 @@ class RtabmapBridge(BridgeNode):
         if clamped:
             self.count("information_clamped")
         link = self._msgs.Link(from_id=query_node.node_id, to_id=match_node.node_id, type=USER_CLOSURE,
-                               transform=transform_to_msg(T), information=[float(v) for v in info.reshape(36)])
+                               transform=matrix_to_transform_msg(T), information=[float(v) for v in info.reshape(36)])
         request = self._client.srv_type.Request(link=link)
         future = self._client.call_async(request)
         future.add_done_callback(lambda f, a=link.from_id, b=link.to_id: self._sent(f, a, b))
